@@ -1,0 +1,398 @@
+//! HTTP: routes, the embedded web client (`client/`, via include_dir), and the pure check
+//! of a WebSocket upgrade request (RFC 6455 §4.2.1). No sockets here: `route` looks at a
+//! request and says what to answer; the server does the answering and the upgrade.
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::header::{self, HeaderMap, HeaderValue};
+use hyper::{Method, Request, Response, StatusCode, Version};
+use include_dir::{include_dir, Dir};
+
+/// The web client, embedded in the binary at build time.
+pub static CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/client");
+
+pub type Body = Full<Bytes>;
+
+/// What to do with a request.
+#[derive(Debug)]
+pub enum Route {
+    /// Answer with this response.
+    Reply(Response<Body>),
+    /// `/healthz`: the server fills in its counters.
+    Health,
+    /// A valid WebSocket upgrade: answer 101 with this `Sec-WebSocket-Accept`.
+    Upgrade { accept: String },
+}
+
+/// Which browser origins may open `/ws` (scripts send no Origin and are always let in).
+#[derive(Clone, Debug, Default)]
+pub struct Origins {
+    pub any: bool,
+    pub allowed: Vec<String>,
+}
+
+impl Origins {
+    pub fn new(list: &[String]) -> Origins {
+        Origins {
+            any: list.iter().any(|o| o == "*"),
+            allowed: list.iter().filter(|o| *o != "*").map(|o| o.trim_end_matches('/').to_ascii_lowercase()).collect(),
+        }
+    }
+
+    /// Same host as the request, or listed, or `*`.
+    pub fn permits(&self, origin: &str, host: Option<&str>) -> bool {
+        let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
+        if self.any || self.allowed.contains(&origin) {
+            return true;
+        }
+        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
+        match (authority, host) {
+            (Some(a), Some(h)) => a == h.trim().to_ascii_lowercase(),
+            _ => false,
+        }
+    }
+}
+
+/// Why an upgrade request was refused.
+#[derive(Debug, PartialEq, Eq)]
+pub struct Refusal {
+    pub status: StatusCode,
+    pub message: &'static str,
+}
+
+fn header_str<'a>(h: &'a HeaderMap, name: header::HeaderName) -> Option<&'a str> {
+    h.get(name).and_then(|v| v.to_str().ok())
+}
+
+/// Does a comma-separated header hold `token` (trimmed, case-insensitive)?
+fn has_token(h: &HeaderMap, name: header::HeaderName, token: &str) -> bool {
+    h.get_all(name)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .any(|t| t.trim().eq_ignore_ascii_case(token))
+}
+
+/// A key is 16 bytes in base64: 22 characters of the alphabet and `==`.
+fn valid_key(key: &str) -> bool {
+    let b = key.trim().as_bytes();
+    b.len() == 24
+        && &b[22..] == b"=="
+        && b[..22].iter().all(|c| c.is_ascii_alphanumeric() || *c == b'+' || *c == b'/')
+}
+
+/// Decides whether `req` is a WebSocket upgrade we accept; returns the client's key.
+pub fn check_upgrade<B>(req: &Request<B>, origins: &Origins) -> Result<String, Refusal> {
+    let h = req.headers();
+    let wants_upgrade = h.contains_key(header::UPGRADE) || has_token(h, header::CONNECTION, "upgrade");
+    if !wants_upgrade {
+        return Err(Refusal {
+            status: StatusCode::UPGRADE_REQUIRED,
+            message: "This is sgp's WebSocket endpoint: connect to it with a WebSocket client \
+                      (the page at / does). A plain HTTP request cannot use it.\n",
+        });
+    }
+    if req.method() != Method::GET {
+        return Err(Refusal { status: StatusCode::METHOD_NOT_ALLOWED, message: "A WebSocket upgrade uses GET.\n" });
+    }
+    if req.version() < Version::HTTP_11 {
+        return Err(Refusal { status: StatusCode::BAD_REQUEST, message: "A WebSocket upgrade needs HTTP/1.1.\n" });
+    }
+    if !has_token(h, header::CONNECTION, "upgrade") {
+        return Err(Refusal { status: StatusCode::BAD_REQUEST, message: "Connection must include `upgrade`.\n" });
+    }
+    if !has_token(h, header::UPGRADE, "websocket") {
+        return Err(Refusal { status: StatusCode::BAD_REQUEST, message: "Upgrade must be `websocket`.\n" });
+    }
+    match header_str(h, header::SEC_WEBSOCKET_VERSION).map(str::trim) {
+        None => {
+            return Err(Refusal { status: StatusCode::BAD_REQUEST, message: "Sec-WebSocket-Version is missing.\n" })
+        }
+        Some("13") => {}
+        Some(_) => {
+            return Err(Refusal {
+                status: StatusCode::UPGRADE_REQUIRED,
+                message: "Only WebSocket version 13 is spoken here.\n",
+            })
+        }
+    }
+    let key = match header_str(h, header::SEC_WEBSOCKET_KEY) {
+        Some(k) if valid_key(k) => k.trim().to_string(),
+        _ => {
+            return Err(Refusal {
+                status: StatusCode::BAD_REQUEST,
+                message: "Sec-WebSocket-Key is missing or not 16 bytes of base64.\n",
+            })
+        }
+    };
+    if let Some(origin) = h.get(header::ORIGIN) {
+        let ok = origin.to_str().map(|o| origins.permits(o, header_str(h, header::HOST))).unwrap_or(false);
+        if !ok {
+            return Err(Refusal {
+                status: StatusCode::FORBIDDEN,
+                message: "This Origin may not open sgp's WebSocket; start the server with --allow-origin.\n",
+            });
+        }
+    }
+    Ok(key)
+}
+
+/// Headers every response carries: cross-origin isolation gives pages precise timers.
+pub fn finish(mut resp: Response<Body>) -> Response<Body> {
+    let h = resp.headers_mut();
+    h.insert("cross-origin-opener-policy", HeaderValue::from_static("same-origin"));
+    h.insert("cross-origin-embedder-policy", HeaderValue::from_static("require-corp"));
+    h.insert("cross-origin-resource-policy", HeaderValue::from_static("same-origin"));
+    h.insert("x-content-type-options", HeaderValue::from_static("nosniff"));
+    resp
+}
+
+pub fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Body> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; charset=utf-8"));
+    finish(r)
+}
+
+pub fn json(body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    finish(r)
+}
+
+pub fn content_type(path: &str) -> &'static str {
+    match path.rsplit('.').next().unwrap_or("") {
+        "html" => "text/html; charset=utf-8",
+        "css" => "text/css; charset=utf-8",
+        "js" | "mjs" => "text/javascript; charset=utf-8",
+        "json" => "application/json",
+        "svg" => "image/svg+xml",
+        "png" => "image/png",
+        "ico" => "image/x-icon",
+        "woff2" => "font/woff2",
+        "map" => "application/json",
+        "txt" | "md" => "text/plain; charset=utf-8",
+        _ => "application/octet-stream",
+    }
+}
+
+/// An embedded file, `/` being `index.html`.
+fn asset(path: &str) -> Option<Response<Body>> {
+    let rel = path.trim_start_matches('/');
+    let rel = if rel.is_empty() || rel.ends_with('/') { format!("{rel}index.html") } else { rel.to_string() };
+    if rel.split('/').any(|seg| seg == ".." || seg.starts_with('.')) {
+        return None;
+    }
+    let file = CLIENT.get_file(&rel)?;
+    let mut r = Response::new(Full::new(Bytes::from_static(file.contents())));
+    let h = r.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&rel)));
+    h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
+    Some(finish(r))
+}
+
+/// What to answer to `req`.
+pub fn route<B>(req: &Request<B>, origins: &Origins) -> Route {
+    let path = req.uri().path();
+    if path == "/ws" {
+        return match check_upgrade(req, origins) {
+            Ok(key) => Route::Upgrade { accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()) },
+            Err(refusal) => {
+                let mut r = text(refusal.status, refusal.message);
+                match refusal.status {
+                    StatusCode::UPGRADE_REQUIRED => {
+                        r.headers_mut().insert(header::SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+                        r.headers_mut().insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+                        r.headers_mut().insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+                    }
+                    StatusCode::METHOD_NOT_ALLOWED => {
+                        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET"));
+                    }
+                    _ => {}
+                }
+                Route::Reply(r)
+            }
+        };
+    }
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are served here.\n");
+        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+        return Route::Reply(r);
+    }
+    if path == "/healthz" {
+        return Route::Health;
+    }
+    match asset(path) {
+        Some(r) => Route::Reply(r),
+        None => Route::Reply(text(StatusCode::NOT_FOUND, "Not found.\n")),
+    }
+}
+
+/// The 101 answer to a valid upgrade.
+pub fn switching(accept: &str) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::new()));
+    *r.status_mut() = StatusCode::SWITCHING_PROTOCOLS;
+    let h = r.headers_mut();
+    h.insert(header::UPGRADE, HeaderValue::from_static("websocket"));
+    h.insert(header::CONNECTION, HeaderValue::from_static("Upgrade"));
+    if let Ok(v) = HeaderValue::from_str(accept) {
+        h.insert(header::SEC_WEBSOCKET_ACCEPT, v);
+    }
+    r
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const KEY: &str = "dGhlIHNhbXBsZSBub25jZQ==";
+
+    fn upgrade() -> hyper::http::request::Builder {
+        Request::get("/ws")
+            .header("host", "127.0.0.1:8080")
+            .header("connection", "keep-alive, Upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", KEY)
+    }
+
+    fn status(req: Request<()>) -> StatusCode {
+        check_upgrade(&req, &Origins::default()).unwrap_err().status
+    }
+
+    #[test]
+    fn accepts_a_valid_upgrade() {
+        let req = upgrade().body(()).unwrap();
+        assert_eq!(check_upgrade(&req, &Origins::default()), Ok(KEY.to_string()));
+        // RFC 6455's own example.
+        let Route::Upgrade { accept } = route(&req, &Origins::default()) else { panic!() };
+        assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
+        let req = upgrade().header("origin", "http://127.0.0.1:8080").body(()).unwrap();
+        assert!(check_upgrade(&req, &Origins::default()).is_ok());
+        let req = upgrade().header("connection", "UPGRADE").body(()).unwrap();
+        assert!(check_upgrade(&req, &Origins::default()).is_ok());
+    }
+
+    #[test]
+    fn refuses_malformed_upgrades() {
+        assert_eq!(status(Request::get("/ws").body(()).unwrap()), StatusCode::UPGRADE_REQUIRED);
+        let no_key = Request::get("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .body(())
+            .unwrap();
+        assert_eq!(status(no_key), StatusCode::BAD_REQUEST);
+        let bad_key = Request::get("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", "not base64 at all!!!!!==")
+            .body(())
+            .unwrap();
+        assert_eq!(status(bad_key), StatusCode::BAD_REQUEST);
+        let no_conn = Request::get("/ws")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", KEY)
+            .body(())
+            .unwrap();
+        assert_eq!(status(no_conn), StatusCode::BAD_REQUEST);
+        let conn_substring = Request::get("/ws")
+            .header("connection", "upgrades")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", KEY)
+            .body(())
+            .unwrap();
+        assert_eq!(status(conn_substring), StatusCode::BAD_REQUEST);
+        let h2c = Request::get("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "h2c")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", KEY)
+            .body(())
+            .unwrap();
+        assert_eq!(status(h2c), StatusCode::BAD_REQUEST);
+        let old = Request::get("/ws")
+            .version(Version::HTTP_10)
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", KEY)
+            .body(())
+            .unwrap();
+        assert_eq!(status(old), StatusCode::BAD_REQUEST);
+        let post = Request::post("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "13")
+            .header("sec-websocket-key", KEY)
+            .body(())
+            .unwrap();
+        assert_eq!(status(post), StatusCode::METHOD_NOT_ALLOWED);
+    }
+
+    #[test]
+    fn wrong_version_is_426() {
+        let req = Request::get("/ws")
+            .header("connection", "upgrade")
+            .header("upgrade", "websocket")
+            .header("sec-websocket-version", "8")
+            .header("sec-websocket-key", KEY)
+            .body(())
+            .unwrap();
+        assert_eq!(status(req), StatusCode::UPGRADE_REQUIRED);
+        let Route::Reply(r) = route(
+            &Request::get("/ws")
+                .header("connection", "upgrade")
+                .header("upgrade", "websocket")
+                .header("sec-websocket-version", "8")
+                .header("sec-websocket-key", KEY)
+                .body(())
+                .unwrap(),
+            &Origins::default(),
+        ) else {
+            panic!()
+        };
+        assert_eq!(r.headers()["sec-websocket-version"], "13");
+    }
+
+    #[test]
+    fn origins() {
+        let none = Origins::default();
+        let req = upgrade().header("origin", "http://evil.example").body(()).unwrap();
+        assert_eq!(check_upgrade(&req, &none).unwrap_err().status, StatusCode::FORBIDDEN);
+        let listed = Origins::new(&["http://evil.example/".to_string()]);
+        assert!(check_upgrade(&req, &listed).is_ok());
+        let any = Origins::new(&["*".to_string()]);
+        assert!(check_upgrade(&req, &any).is_ok());
+        let file = upgrade().header("origin", "null").body(()).unwrap();
+        assert_eq!(check_upgrade(&file, &none).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert!(check_upgrade(&file, &any).is_ok());
+        assert!(none.permits("HTTP://LOCALHOST:8080", Some("localhost:8080")));
+        assert!(!none.permits("http://localhost:8081", Some("localhost:8080")));
+        assert!(!none.permits("http://localhost:8080", None));
+    }
+
+    #[test]
+    fn routes_and_headers() {
+        let o = Origins::default();
+        let Route::Reply(r) = route(&Request::get("/").body(()).unwrap(), &o) else { panic!() };
+        assert_eq!(r.status(), StatusCode::OK);
+        assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(r.headers()["cross-origin-opener-policy"], "same-origin");
+        assert_eq!(r.headers()["cross-origin-embedder-policy"], "require-corp");
+        let Route::Reply(r) = route(&Request::get("/nope").body(()).unwrap(), &o) else { panic!() };
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        assert_eq!(r.headers()["cross-origin-opener-policy"], "same-origin");
+        let Route::Reply(r) = route(&Request::get("/../Cargo.toml").body(()).unwrap(), &o) else { panic!() };
+        assert_eq!(r.status(), StatusCode::NOT_FOUND);
+        let Route::Reply(r) = route(&Request::delete("/").body(()).unwrap(), &o) else { panic!() };
+        assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
+        assert!(matches!(route(&Request::get("/healthz").body(()).unwrap(), &o), Route::Health));
+        assert_eq!(content_type("a/b.js"), "text/javascript; charset=utf-8");
+        assert_eq!(content_type("x.css"), "text/css; charset=utf-8");
+    }
+}

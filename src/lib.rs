@@ -1,0 +1,27 @@
+//! sgp — shared secret generation over an anonymous broadcast channel.
+//!
+//! # Layout
+//!
+//! - [`protocol`]: the messages, parameters and error codes on the wire (no I/O).
+//! - [`clock`]: the server clock (wall clock at start + monotonic time) and clock sync.
+//! - [`secret`]: the derivation from board to key (pure; shared test vectors with the web client).
+//! - [`room`]: rooms, roles and rounds as a state machine (no I/O, no clock: time is passed in).
+//! - [`http`]: HTTP routes, the embedded web client and the WebSocket upgrade check.
+//! - [`conn`]: one WebSocket connection: frames ⇄ messages, receive timestamps, the only writer.
+//! - [`server`]: `sgp serve`: the accept loop, shared state, timers and shutdown.
+//! - [`client`]: a small WebSocket client used by the terminal commands.
+//! - [`schedule`]: the Poisson posting schedule and precise waiting.
+//! - [`pair`]: `sgp pair`, the protocol from a terminal.
+//! - [`eve`]: `sgp eve`, the eavesdropper's seat.
+
+pub mod client;
+pub mod clock;
+pub mod conn;
+pub mod eve;
+pub mod http;
+pub mod pair;
+pub mod protocol;
+pub mod room;
+pub mod schedule;
+pub mod secret;
+pub mod server;

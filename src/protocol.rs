@@ -1,0 +1,477 @@
+//! The wire protocol: message types, parameters and error codes, and nothing else.
+//! No I/O, no clock, no room logic. `docs/protocol.md` is the prose version of this file.
+//!
+//! Every message is one JSON text frame holding one object whose `type` comes first.
+//!
+//! ```text
+//! client → server                          server → client
+//! create  {params?}                    ->  joined    {room, role, params, peers}
+//! join    {room, as?: "observer"}      ->  joined | error
+//!                                          peer      {event: "joined"|"left", role}   (to the others)
+//! ping    {t0_us}                      ->  pong      {t0_us, t1_us, t2_us}
+//! ready                                ->  start     {session, round, t_start_us, t_end_us, params}  (room, once both are ready)
+//! post    {label: "A"|"B"}             ->  (nothing; an error if refused)
+//! done                                 ->  closed    {session, round, board}  (room, once both are done or the grace has passed)
+//! board                                ->  board     {session, round, entries}
+//! reset                                ->  reset     (room)
+//! confirm {tag}                        ->  confirm   {role, tag} ×2 then confirmed {match}  (room, once both have sent one)
+//! abort   {reason}                     ->  aborted   {reason}  (room)
+//! leave                                ->  (the others get peer {left} and, from a poster, aborted {reason: "peer_left"})
+//! anything malformed or out of place   ->  error     {code, message}
+//! ```
+
+use serde::{Deserialize, Serialize};
+use std::fmt;
+
+/// A post's public label: it names the party the poster claims to be.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub enum Label {
+    A,
+    B,
+}
+
+/// A seat in a room. Only `alice` and `bob` post; observers read.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Role {
+    Alice,
+    Bob,
+    Observer,
+}
+
+impl Role {
+    /// The label that names this role, for posters.
+    pub fn label(self) -> Option<Label> {
+        match self {
+            Role::Alice => Some(Label::A),
+            Role::Bob => Some(Label::B),
+            Role::Observer => None,
+        }
+    }
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Role::Alice => "alice",
+            Role::Bob => "bob",
+            Role::Observer => "observer",
+        }
+    }
+}
+
+/// One board entry: the server's receive time of a post and its label. Never its sender.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Entry {
+    /// Position on the board, from 0, in receive order.
+    pub i: u32,
+    /// Server receive time, µs since the Unix epoch.
+    pub t_us: i64,
+    pub label: Label,
+}
+
+/// The parameters of a room, fixed by its creator (see PROTOCOL §7 and `Params::resolve`).
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Params {
+    /// τ: a post is recognised if its server time is within τ of its predicted arrival.
+    pub tolerance_ms: f64,
+    /// Each poster's Poisson rate.
+    pub rate_hz: f64,
+    /// G: entries closer than G to either end of the round window are sifted out.
+    pub guard_ms: f64,
+    pub target_bits: u32,
+    pub tag_bits: u32,
+    /// Length of one round's posting window.
+    pub duration_ms: u32,
+}
+
+/// What a creator may send: every field optional, the rest follow from τ.
+#[derive(Clone, Debug, Default, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ParamsIn {
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tolerance_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rate_hz: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub guard_ms: Option<f64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target_bits: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tag_bits: Option<u32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub duration_ms: Option<u32>,
+}
+
+/// Default tolerance for terminal clients on one machine or a LAN, in ms
+/// (chosen from `sgp bench` measurements: see BENCHMARKS.md).
+pub const DEFAULT_TOLERANCE_MS: f64 = 0.25;
+/// Bits of margin paid for privacy amplification: 2·log2(1/ε) with ε = 2⁻³².
+pub const MARGIN_BITS: u32 = 64;
+/// Most posts one poster may be expected to make in one round (`rate_hz · duration`).
+pub const MAX_EXPECTED_POSTS: f64 = 20_000.0;
+
+impl Params {
+    /// Fills in the defaults of PROTOCOL §7 and checks every field's range.
+    pub fn resolve(p: &ParamsIn) -> Result<Params, String> {
+        let tol = p.tolerance_ms.unwrap_or(DEFAULT_TOLERANCE_MS);
+        if !(0.01..=1000.0).contains(&tol) {
+            return Err(format!("params.tolerance_ms must be in [0.01, 1000], got {tol}"));
+        }
+        let rate = p.rate_hz.unwrap_or(1000.0 / (8.0 * tol));
+        if !(rate > 0.0 && rate <= 10_000.0) {
+            return Err(format!("params.rate_hz must be in (0, 10000], got {rate}"));
+        }
+        let guard = p.guard_ms.unwrap_or((20.0 * tol).max(2.0));
+        if !(0.0..=10_000.0).contains(&guard) {
+            return Err(format!("params.guard_ms must be in [0, 10000], got {guard}"));
+        }
+        let target = p.target_bits.unwrap_or(256);
+        if !(1..=8192).contains(&target) {
+            return Err(format!("params.target_bits must be in [1, 8192], got {target}"));
+        }
+        let tag = p.tag_bits.unwrap_or(32);
+        if !(8..=128).contains(&tag) || tag % 8 != 0 {
+            return Err(format!("params.tag_bits must be a multiple of 8 in [8, 128], got {tag}"));
+        }
+        let duration = match p.duration_ms {
+            Some(d) => d,
+            None => default_duration_ms(tol, rate, guard, target, tag),
+        };
+        if !(10..=120_000).contains(&duration) {
+            return Err(format!("params.duration_ms must be in [10, 120000], got {duration}"));
+        }
+        if 2.0 * guard >= duration as f64 {
+            return Err(format!(
+                "params.guard_ms ({guard}) leaves nothing of a {duration} ms round"
+            ));
+        }
+        if rate * duration as f64 / 1000.0 > MAX_EXPECTED_POSTS {
+            return Err(format!(
+                "params.rate_hz × duration_ms asks for more than {MAX_EXPECTED_POSTS} posts per round"
+            ));
+        }
+        Ok(Params {
+            tolerance_ms: tol,
+            rate_hz: rate,
+            guard_ms: guard,
+            target_bits: target,
+            tag_bits: tag,
+            duration_ms: duration,
+        })
+    }
+
+    pub fn tolerance_us(&self) -> i64 {
+        (self.tolerance_ms * 1000.0).round() as i64
+    }
+    pub fn guard_us(&self) -> i64 {
+        (self.guard_ms * 1000.0).round() as i64
+    }
+}
+
+/// A round long enough to reach the target in one go, with 25 % to spare: the kept entries
+/// per second of two Poisson posters at `rate` each are `λ·e^(−2gλ)` with `λ = 2·rate`.
+pub fn default_duration_ms(tol_ms: f64, rate_hz: f64, guard_ms: f64, target: u32, tag: u32) -> u32 {
+    let lambda = 2.0 * rate_hz;
+    let g_s = 2.0 * tol_ms / 1000.0;
+    let kept_per_s = lambda * (-2.0 * g_s * lambda).exp();
+    // log2 C(n, n/2) ≈ n − ½·log2(πn/2): ask for a few bits more than needed.
+    let need_bits = (target + tag + MARGIN_BITS) as f64;
+    let n = need_bits + 0.5 * (std::f64::consts::PI * need_bits / 2.0).log2() + 8.0;
+    let ms = 1.25 * n / kept_per_s * 1000.0 + 2.0 * guard_ms;
+    ms.ceil().clamp(10.0, 120_000.0) as u32
+}
+
+/// Presence in a room, as sent in `joined`.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Peers {
+    pub alice: bool,
+    pub bob: bool,
+    pub observers: u32,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum PeerEvent {
+    Joined,
+    Left,
+}
+
+/// Client → server. Struct variants everywhere so that unknown fields are refused.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ClientMsg {
+    Create {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        params: Option<ParamsIn>,
+    },
+    Join {
+        room: String,
+        #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+        as_: Option<JoinAs>,
+    },
+    Ping {
+        t0_us: i64,
+    },
+    Ready {},
+    Post {
+        label: Label,
+    },
+    Done {},
+    Board {},
+    Reset {},
+    Confirm {
+        tag: String,
+    },
+    Abort {
+        reason: String,
+    },
+    Leave {},
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum JoinAs {
+    Observer,
+}
+
+/// Server → client.
+#[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
+pub enum ServerMsg {
+    Joined {
+        room: String,
+        role: Role,
+        params: Params,
+        peers: Peers,
+    },
+    Peer {
+        event: PeerEvent,
+        role: Role,
+    },
+    Pong {
+        t0_us: i64,
+        t1_us: i64,
+        t2_us: i64,
+    },
+    Start {
+        session: String,
+        round: u32,
+        t_start_us: i64,
+        t_end_us: i64,
+        params: Params,
+    },
+    Closed {
+        session: String,
+        round: u32,
+        board: Vec<Entry>,
+    },
+    Board {
+        session: Option<String>,
+        round: u32,
+        entries: Vec<Entry>,
+    },
+    Confirm {
+        role: Role,
+        tag: String,
+    },
+    Confirmed {
+        #[serde(rename = "match")]
+        matched: bool,
+    },
+    Aborted {
+        reason: String,
+    },
+    Reset {},
+    Error {
+        code: ErrorCode,
+        message: String,
+    },
+}
+
+/// Stable error codes (PROTOCOL §9). Clients may match on them.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ErrorCode {
+    BadJson,
+    UnknownType,
+    BadField,
+    NoSuchRoom,
+    RoomFull,
+    NotAllowed,
+    RateLimited,
+    TooLarge,
+    LegacyDisabled,
+}
+
+impl ErrorCode {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            ErrorCode::BadJson => "bad_json",
+            ErrorCode::UnknownType => "unknown_type",
+            ErrorCode::BadField => "bad_field",
+            ErrorCode::NoSuchRoom => "no_such_room",
+            ErrorCode::RoomFull => "room_full",
+            ErrorCode::NotAllowed => "not_allowed",
+            ErrorCode::RateLimited => "rate_limited",
+            ErrorCode::TooLarge => "too_large",
+            ErrorCode::LegacyDisabled => "legacy_disabled",
+        }
+    }
+}
+
+/// A refusal: the code and a sentence a person can act on.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ProtoError {
+    pub code: ErrorCode,
+    pub message: String,
+}
+
+impl ProtoError {
+    pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
+        ProtoError { code, message: message.into() }
+    }
+    pub fn to_msg(&self) -> ServerMsg {
+        ServerMsg::Error { code: self.code, message: self.message.clone() }
+    }
+}
+
+impl fmt::Display for ProtoError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.code.as_str(), self.message)
+    }
+}
+
+const CLIENT_TYPES: &[&str] = &[
+    "create", "join", "ping", "ready", "post", "done", "board", "reset", "confirm", "abort",
+    "leave",
+];
+
+/// Parses one client text frame, telling apart bad JSON, an unknown type and a bad field.
+pub fn parse_client(text: &str) -> Result<ClientMsg, ProtoError> {
+    // Fast path: a well-formed message parses in one go.
+    if let Ok(m) = serde_json::from_str::<ClientMsg>(text) {
+        return Ok(m);
+    }
+    let value: serde_json::Value = serde_json::from_str(text)
+        .map_err(|e| ProtoError::new(ErrorCode::BadJson, format!("not valid JSON: {e}")))?;
+    let obj = value
+        .as_object()
+        .ok_or_else(|| ProtoError::new(ErrorCode::BadJson, "a message must be a JSON object"))?;
+    let ty = match obj.get("type") {
+        None => return Err(ProtoError::new(ErrorCode::BadField, "missing field `type`")),
+        Some(serde_json::Value::String(s)) => s.as_str(),
+        Some(_) => return Err(ProtoError::new(ErrorCode::BadField, "field `type` must be a string")),
+    };
+    if !CLIENT_TYPES.contains(&ty) {
+        let shown: String = ty.chars().take(40).collect();
+        return Err(ProtoError::new(
+            ErrorCode::UnknownType,
+            format!("unknown message type {shown:?}; expected one of {}", CLIENT_TYPES.join(", ")),
+        ));
+    }
+    match serde_json::from_value::<ClientMsg>(value.clone()) {
+        Ok(m) => Ok(m),
+        Err(e) => {
+            let mut msg = format!("{ty}: {e}");
+            msg.truncate(300);
+            Err(ProtoError::new(ErrorCode::BadField, msg))
+        }
+    }
+}
+
+/// Serialises a server message (never fails: every field is a plain value).
+pub fn to_text(msg: &ServerMsg) -> String {
+    serde_json::to_string(msg).unwrap_or_else(|_| String::from("{\"type\":\"error\"}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn code(text: &str) -> ErrorCode {
+        parse_client(text).unwrap_err().code
+    }
+
+    #[test]
+    fn parses_every_client_message() {
+        assert_eq!(parse_client(r#"{"type":"ready"}"#).unwrap(), ClientMsg::Ready {});
+        assert_eq!(
+            parse_client(r#"{"type":"post","label":"B"}"#).unwrap(),
+            ClientMsg::Post { label: Label::B }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"join","room":"x","as":"observer"}"#).unwrap(),
+            ClientMsg::Join { room: "x".into(), as_: Some(JoinAs::Observer) }
+        );
+        assert_eq!(
+            parse_client(r#"{"type":"create","params":{"tolerance_ms":0.5}}"#).unwrap(),
+            ClientMsg::Create { params: Some(ParamsIn { tolerance_ms: Some(0.5), ..Default::default() }) }
+        );
+        assert_eq!(parse_client(r#"{"type":"create"}"#).unwrap(), ClientMsg::Create { params: None });
+        assert_eq!(parse_client(r#"{"type":"ping","t0_us":5}"#).unwrap(), ClientMsg::Ping { t0_us: 5 });
+    }
+
+    #[test]
+    fn tells_bad_input_apart() {
+        assert_eq!(code("{"), ErrorCode::BadJson);
+        assert_eq!(code("[1,2]"), ErrorCode::BadJson);
+        assert_eq!(code("\"ready\""), ErrorCode::BadJson);
+        assert_eq!(code(r#"{"label":"A"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":7}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"shout"}"#), ErrorCode::UnknownType);
+        assert_eq!(code(r#"{"type":"post"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"post","label":"C"}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"post","label":"A","extra":1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"ready","extra":1}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"ping","t0_us":1.5}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"ping","t0_us":1e30}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"create","params":{"speed":3}}"#), ErrorCode::BadField);
+        assert_eq!(code(r#"{"type":"join","room":"x","as":"alice"}"#), ErrorCode::BadField);
+    }
+
+    #[test]
+    fn unknown_type_message_is_bounded() {
+        let long = "x".repeat(10_000);
+        let e = parse_client(&format!(r#"{{"type":"{long}"}}"#)).unwrap_err();
+        assert_eq!(e.code, ErrorCode::UnknownType);
+        assert!(e.message.len() < 300);
+    }
+
+    #[test]
+    fn server_messages_round_trip() {
+        let m = ServerMsg::Confirmed { matched: true };
+        let t = to_text(&m);
+        assert_eq!(t, r#"{"type":"confirmed","match":true}"#);
+        assert_eq!(serde_json::from_str::<ServerMsg>(&t).unwrap(), m);
+        let e = ServerMsg::Error { code: ErrorCode::RoomFull, message: "full".into() };
+        assert_eq!(to_text(&e), r#"{"type":"error","code":"room_full","message":"full"}"#);
+    }
+
+    #[test]
+    fn params_defaults_follow_tolerance() {
+        let p = Params::resolve(&ParamsIn { tolerance_ms: Some(0.25), ..Default::default() }).unwrap();
+        assert_eq!(p.rate_hz, 500.0);
+        assert_eq!(p.guard_ms, 5.0);
+        assert_eq!((p.target_bits, p.tag_bits), (256, 32));
+        // ~357 kept entries at ~368/s, 25 % margin, two guards: a bit over 1.2 s.
+        assert!((1100..1600).contains(&p.duration_ms), "{}", p.duration_ms);
+    }
+
+    #[test]
+    fn params_refuse_hostile_values() {
+        for bad in [
+            ParamsIn { tolerance_ms: Some(0.0), ..Default::default() },
+            ParamsIn { tolerance_ms: Some(f64::MAX), ..Default::default() },
+            ParamsIn { rate_hz: Some(-1.0), ..Default::default() },
+            ParamsIn { rate_hz: Some(1e9), ..Default::default() },
+            ParamsIn { tag_bits: Some(12), ..Default::default() },
+            ParamsIn { target_bits: Some(0), ..Default::default() },
+            ParamsIn { duration_ms: Some(5), ..Default::default() },
+            ParamsIn { guard_ms: Some(600.0), duration_ms: Some(1000), ..Default::default() },
+            ParamsIn { rate_hz: Some(10_000.0), duration_ms: Some(120_000), ..Default::default() },
+        ] {
+            assert!(Params::resolve(&bad).is_err(), "{bad:?}");
+        }
+    }
+}

@@ -1,0 +1,838 @@
+//! Rooms, roles and rounds (PROTOCOL §4, §8): a state machine with no I/O and no clock.
+//! Time comes in as `now` (µs, server clock); replies go out as `Out` values that the
+//! server delivers. The board keeps receive times and labels only: who posted an entry
+//! is never stored, so it cannot leak through a log, a message or a memory dump.
+
+use crate::protocol::{
+    ClientMsg, Entry, ErrorCode, JoinAs, Label, Params, ParamsIn, PeerEvent, Peers, ProtoError,
+    Role, ServerMsg,
+};
+use std::collections::HashMap;
+
+pub type ConnId = u64;
+
+/// A message and the connections it goes to (serialised once by the server).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Out {
+    pub to: Vec<ConnId>,
+    pub msg: ServerMsg,
+}
+
+/// Timings and limits of the engine. `Default` is what `sgp serve` uses.
+#[derive(Clone, Debug)]
+pub struct Limits {
+    /// A room with no message for this long is removed.
+    pub idle_room_us: i64,
+    /// `start` announces a window beginning this far ahead, so the message arrives first.
+    pub lead_us: i64,
+    /// A round is closed this long after `t_end` even if a poster never sent `done`.
+    pub grace_us: i64,
+    /// Posts a poster may send at once above its steady allowance.
+    pub post_burst: f64,
+    /// Steady allowance: this many times the room's `rate_hz`, plus `post_slack_hz`.
+    pub post_rate_factor: f64,
+    pub post_slack_hz: f64,
+    /// At most this many rooms at once.
+    pub max_rooms: usize,
+}
+
+impl Default for Limits {
+    fn default() -> Self {
+        Limits {
+            idle_room_us: 10 * 60 * 1_000_000,
+            lead_us: 50_000,
+            grace_us: 2_000_000,
+            post_burst: 64.0,
+            post_rate_factor: 4.0,
+            post_slack_hz: 100.0,
+            max_rooms: 100_000,
+        }
+    }
+}
+
+/// Where a poster stands between rounds.
+#[derive(Clone, Debug, PartialEq)]
+enum Verdict {
+    None,
+    Ready,
+    Confirm(String),
+}
+
+#[derive(Clone, Debug)]
+enum Phase {
+    Between,
+    Running { t_start: i64, t_end: i64, done: [bool; 2] },
+}
+
+/// A token bucket against post floods.
+#[derive(Clone, Debug)]
+struct Bucket {
+    tokens: f64,
+    at_us: i64,
+}
+
+struct Room {
+    params: Params,
+    posters: [Option<ConnId>; 2],
+    observers: Vec<ConnId>,
+    last_activity_us: i64,
+    /// The session nonce, while a session runs.
+    session: Option<String>,
+    round: u32,
+    phase: Phase,
+    verdicts: [Verdict; 2],
+    /// The current round's board, or the last closed one.
+    board: Vec<Entry>,
+    buckets: [Bucket; 2],
+}
+
+impl Room {
+    fn members(&self) -> Vec<ConnId> {
+        self.posters.iter().flatten().copied().chain(self.observers.iter().copied()).collect()
+    }
+    fn others(&self, conn: ConnId) -> Vec<ConnId> {
+        self.members().into_iter().filter(|&c| c != conn).collect()
+    }
+    fn peers(&self) -> Peers {
+        Peers {
+            alice: self.posters[0].is_some(),
+            bob: self.posters[1].is_some(),
+            observers: self.observers.len() as u32,
+        }
+    }
+    fn is_empty(&self) -> bool {
+        self.posters.iter().all(Option::is_none) && self.observers.is_empty()
+    }
+    /// Ends the session (abort, reset, peer left): no round runs, nothing is pending.
+    fn end_session(&mut self) {
+        self.session = None;
+        self.round = 0;
+        self.phase = Phase::Between;
+        self.verdicts = [Verdict::None, Verdict::None];
+    }
+    fn close_round(&mut self) -> Out {
+        self.phase = Phase::Between;
+        Out {
+            to: self.members(),
+            msg: ServerMsg::Closed {
+                session: self.session.clone().unwrap_or_default(),
+                round: self.round,
+                board: self.board.clone(),
+            },
+        }
+    }
+}
+
+fn seat_index(role: Role) -> Option<usize> {
+    match role {
+        Role::Alice => Some(0),
+        Role::Bob => Some(1),
+        Role::Observer => None,
+    }
+}
+
+const ROLES: [Role; 2] = [Role::Alice, Role::Bob];
+
+/// All rooms of a server.
+pub struct Engine {
+    rooms: HashMap<String, Room>,
+    seats: HashMap<ConnId, (String, Role)>,
+    random: Box<dyn FnMut(&mut [u8])>,
+    limits: Limits,
+}
+
+fn err(to: ConnId, code: ErrorCode, message: impl Into<String>) -> Vec<Out> {
+    vec![Out { to: vec![to], msg: ProtoError::new(code, message).to_msg() }]
+}
+
+/// Crockford's base32: no I, L, O or U, so a code read aloud is typed right.
+const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
+const CODE_LEN: usize = 10;
+
+/// A room code from 50 random bits, as `ABCDE-FGHJK`.
+pub fn make_code(random: &mut dyn FnMut(&mut [u8])) -> String {
+    let mut b = [0u8; 8];
+    random(&mut b);
+    let mut x = u64::from_le_bytes(b);
+    let mut s = String::with_capacity(CODE_LEN + 1);
+    for k in 0..CODE_LEN {
+        if k == 5 {
+            s.push('-');
+        }
+        s.push(CODE_ALPHABET[(x & 31) as usize] as char);
+        x >>= 5;
+    }
+    s
+}
+
+/// Reads a code as a person might type it: any case, with or without the dash or spaces,
+/// O for 0 and I or L for 1. `None` if it cannot be a code.
+pub fn normalize_code(input: &str) -> Option<String> {
+    let mut s = String::with_capacity(CODE_LEN + 1);
+    let mut n = 0;
+    for ch in input.chars() {
+        let c = match ch.to_ascii_uppercase() {
+            '-' | ' ' => continue,
+            'O' => '0',
+            'I' | 'L' => '1',
+            c if CODE_ALPHABET.contains(&(c as u8)) && c.is_ascii() => c,
+            _ => return None,
+        };
+        if n == 5 {
+            s.push('-');
+        }
+        if n == CODE_LEN {
+            return None;
+        }
+        s.push(c);
+        n += 1;
+    }
+    (n == CODE_LEN).then_some(s)
+}
+
+/// A tag is `tag_bits / 4` hex digits.
+fn valid_tag(tag: &str, tag_bits: u32) -> bool {
+    tag.len() == (tag_bits / 4) as usize && tag.bytes().all(|b| b.is_ascii_hexdigit())
+}
+
+/// Abort reasons are short snake_case words, relayed as they are.
+fn valid_reason(r: &str) -> bool {
+    (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+}
+
+impl Engine {
+    /// `random` fills buffers with unpredictable bytes (the OS generator in the server,
+    /// a seeded one in tests); room codes and session nonces come from it.
+    pub fn new(limits: Limits, random: Box<dyn FnMut(&mut [u8])>) -> Engine {
+        Engine { rooms: HashMap::new(), seats: HashMap::new(), random, limits }
+    }
+
+    pub fn rooms(&self) -> usize {
+        self.rooms.len()
+    }
+
+    /// The role a connection holds, if any (for tests and the server's bookkeeping).
+    pub fn seat(&self, conn: ConnId) -> Option<(&str, Role)> {
+        self.seats.get(&conn).map(|(c, r)| (c.as_str(), *r))
+    }
+
+    /// One message from a connection, received at `now`.
+    pub fn handle(&mut self, conn: ConnId, msg: ClientMsg, now: i64) -> Vec<Out> {
+        match msg {
+            ClientMsg::Create { params } => self.create(conn, params.unwrap_or_default(), now),
+            ClientMsg::Join { room, as_ } => self.join(conn, &room, as_, now),
+            ClientMsg::Leave {} => self.leave(conn),
+            // Clock sync is answered by the connection itself; nothing to do here.
+            ClientMsg::Ping { .. } => Vec::new(),
+            other => self.in_room(conn, other, now),
+        }
+    }
+
+    /// The connection is gone: same as `leave`.
+    pub fn disconnect(&mut self, conn: ConnId) -> Vec<Out> {
+        self.leave(conn)
+    }
+
+    fn create(&mut self, conn: ConnId, params: ParamsIn, now: i64) -> Vec<Out> {
+        if let Some((code, _)) = self.seats.get(&conn) {
+            return err(conn, ErrorCode::NotAllowed, format!("already in room {code}; send leave first"));
+        }
+        let params = match Params::resolve(&params) {
+            Ok(p) => p,
+            Err(e) => return err(conn, ErrorCode::BadField, e),
+        };
+        if self.rooms.len() >= self.limits.max_rooms {
+            return err(conn, ErrorCode::NotAllowed, "the server has as many rooms as it takes; try later");
+        }
+        let code = loop {
+            let c = make_code(&mut *self.random);
+            if !self.rooms.contains_key(&c) {
+                break c;
+            }
+        };
+        let bucket = Bucket { tokens: self.limits.post_burst, at_us: now };
+        let room = Room {
+            params: params.clone(),
+            posters: [Some(conn), None],
+            observers: Vec::new(),
+            last_activity_us: now,
+            session: None,
+            round: 0,
+            phase: Phase::Between,
+            verdicts: [Verdict::None, Verdict::None],
+            board: Vec::new(),
+            buckets: [bucket.clone(), bucket],
+        };
+        let peers = room.peers();
+        self.rooms.insert(code.clone(), room);
+        self.seats.insert(conn, (code.clone(), Role::Alice));
+        vec![Out { to: vec![conn], msg: ServerMsg::Joined { room: code, role: Role::Alice, params, peers } }]
+    }
+
+    fn join(&mut self, conn: ConnId, room: &str, as_: Option<JoinAs>, now: i64) -> Vec<Out> {
+        if let Some((code, _)) = self.seats.get(&conn) {
+            return err(conn, ErrorCode::NotAllowed, format!("already in room {code}; send leave first"));
+        }
+        if room.len() > 64 {
+            return err(conn, ErrorCode::BadField, "join: field `room` is too long for a room code");
+        }
+        let Some(code) = normalize_code(room) else {
+            return err(conn, ErrorCode::NoSuchRoom, "no such room: codes look like ABCDE-FGHJK");
+        };
+        let Some(r) = self.rooms.get_mut(&code) else {
+            return err(conn, ErrorCode::NoSuchRoom, format!("no such room {code}"));
+        };
+        let role = if as_ == Some(JoinAs::Observer) {
+            r.observers.push(conn);
+            Role::Observer
+        } else if let Some(k) = r.posters.iter().position(Option::is_none) {
+            r.posters[k] = Some(conn);
+            ROLES[k]
+        } else {
+            return err(conn, ErrorCode::RoomFull, format!("room {code} has both posters; join as an observer to watch"));
+        };
+        r.last_activity_us = now;
+        self.seats.insert(conn, (code.clone(), role));
+        let others = r.others(conn);
+        let mut out = vec![Out {
+            to: vec![conn],
+            msg: ServerMsg::Joined { room: code, role, params: r.params.clone(), peers: r.peers() },
+        }];
+        if !others.is_empty() {
+            out.push(Out { to: others, msg: ServerMsg::Peer { event: PeerEvent::Joined, role } });
+        }
+        out
+    }
+
+    fn leave(&mut self, conn: ConnId) -> Vec<Out> {
+        let Some((code, role)) = self.seats.remove(&conn) else {
+            return Vec::new();
+        };
+        let Some(r) = self.rooms.get_mut(&code) else {
+            return Vec::new();
+        };
+        let mut out = Vec::new();
+        match seat_index(role) {
+            Some(k) => r.posters[k] = None,
+            None => r.observers.retain(|&c| c != conn),
+        }
+        if r.is_empty() {
+            self.rooms.remove(&code);
+            return out;
+        }
+        let members = r.members();
+        out.push(Out { to: members.clone(), msg: ServerMsg::Peer { event: PeerEvent::Left, role } });
+        if role != Role::Observer {
+            r.end_session();
+            out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "peer_left".into() } });
+        }
+        out
+    }
+
+    fn in_room(&mut self, conn: ConnId, msg: ClientMsg, now: i64) -> Vec<Out> {
+        let Some((code, role)) = self.seats.get(&conn) else {
+            return err(conn, ErrorCode::NotAllowed, "join or create a room first");
+        };
+        let role = *role;
+        let Some(r) = self.rooms.get_mut(code) else {
+            return err(conn, ErrorCode::NotAllowed, "join or create a room first");
+        };
+        r.last_activity_us = now;
+        if let ClientMsg::Board {} = msg {
+            return vec![Out {
+                to: vec![conn],
+                msg: ServerMsg::Board { session: r.session.clone(), round: r.round, entries: r.board.clone() },
+            }];
+        }
+        let Some(k) = seat_index(role) else {
+            return err(conn, ErrorCode::NotAllowed, "observers read the board; only alice and bob post");
+        };
+        match msg {
+            ClientMsg::Post { label } => post(r, k, conn, label, now, &self.limits),
+            ClientMsg::Ready {} => {
+                if matches!(r.phase, Phase::Running { .. }) {
+                    return err(conn, ErrorCode::NotAllowed, "a round is running; send done after t_end");
+                }
+                r.verdicts[k] = Verdict::Ready;
+                self.advance(conn, now)
+            }
+            ClientMsg::Confirm { tag } => {
+                if r.session.is_none() || r.round == 0 {
+                    return err(conn, ErrorCode::NotAllowed, "no session to confirm");
+                }
+                if matches!(r.phase, Phase::Running { .. }) {
+                    return err(conn, ErrorCode::NotAllowed, "a round is running; confirm after it closes");
+                }
+                if !valid_tag(&tag, r.params.tag_bits) {
+                    return err(
+                        conn,
+                        ErrorCode::BadField,
+                        format!("confirm: `tag` must be {} hex digits", r.params.tag_bits / 4),
+                    );
+                }
+                r.verdicts[k] = Verdict::Confirm(tag.to_ascii_lowercase());
+                self.advance(conn, now)
+            }
+            ClientMsg::Done {} => {
+                let Phase::Running { t_end, ref mut done, .. } = r.phase else {
+                    return err(conn, ErrorCode::NotAllowed, "no round is running");
+                };
+                if now < t_end {
+                    return err(
+                        conn,
+                        ErrorCode::NotAllowed,
+                        "done before t_end would date your last post; send it once t_end has passed",
+                    );
+                }
+                done[k] = true;
+                if done[0] && done[1] {
+                    vec![r.close_round()]
+                } else {
+                    Vec::new()
+                }
+            }
+            ClientMsg::Abort { reason } => {
+                if !valid_reason(&reason) {
+                    return err(conn, ErrorCode::BadField, "abort: `reason` must be a snake_case word of at most 32 characters");
+                }
+                r.end_session();
+                vec![Out { to: r.members(), msg: ServerMsg::Aborted { reason } }]
+            }
+            ClientMsg::Reset {} => {
+                r.end_session();
+                r.board.clear();
+                vec![Out { to: r.members(), msg: ServerMsg::Reset {} }]
+            }
+            // Create, join, leave, ping and board were handled above.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Both posters have said what they want after a round (or before the first one).
+    fn advance(&mut self, conn: ConnId, now: i64) -> Vec<Out> {
+        let Some((code, _)) = self.seats.get(&conn) else { return Vec::new() };
+        let Some(r) = self.rooms.get_mut(code) else { return Vec::new() };
+        if r.posters.iter().any(Option::is_none) {
+            return Vec::new();
+        }
+        let members = r.members();
+        match (&r.verdicts[0], &r.verdicts[1]) {
+            (Verdict::None, _) | (_, Verdict::None) => Vec::new(),
+            (Verdict::Ready, Verdict::Ready) => {
+                if r.session.is_none() {
+                    let mut nonce = [0u8; 16];
+                    (self.random)(&mut nonce);
+                    r.session = Some(nonce.iter().map(|b| format!("{b:02x}")).collect());
+                    r.round = 0;
+                }
+                r.round += 1;
+                let t_start = now + self.limits.lead_us;
+                let t_end = t_start + r.params.duration_ms as i64 * 1000;
+                r.phase = Phase::Running { t_start, t_end, done: [false, false] };
+                r.verdicts = [Verdict::None, Verdict::None];
+                r.board.clear();
+                for b in &mut r.buckets {
+                    *b = Bucket { tokens: self.limits.post_burst, at_us: now };
+                }
+                vec![Out {
+                    to: members,
+                    msg: ServerMsg::Start {
+                        session: r.session.clone().unwrap_or_default(),
+                        round: r.round,
+                        t_start_us: t_start,
+                        t_end_us: t_end,
+                        params: r.params.clone(),
+                    },
+                }]
+            }
+            (Verdict::Confirm(a), Verdict::Confirm(b)) => {
+                let matched = a == b;
+                let out = vec![
+                    Out { to: members.clone(), msg: ServerMsg::Confirm { role: Role::Alice, tag: a.clone() } },
+                    Out { to: members.clone(), msg: ServerMsg::Confirm { role: Role::Bob, tag: b.clone() } },
+                    Out { to: members, msg: ServerMsg::Confirmed { matched } },
+                ];
+                r.end_session();
+                out
+            }
+            _ => {
+                r.end_session();
+                vec![Out { to: members, msg: ServerMsg::Aborted { reason: "disagree".into() } }]
+            }
+        }
+    }
+
+    /// Closes rounds whose grace has passed and removes idle rooms.
+    pub fn on_timeout(&mut self, now: i64) -> Vec<Out> {
+        let mut out = Vec::new();
+        let mut idle = Vec::new();
+        for (code, r) in self.rooms.iter_mut() {
+            if let Phase::Running { t_end, .. } = r.phase {
+                if now >= t_end + self.limits.grace_us {
+                    out.push(r.close_round());
+                }
+            }
+            if now - r.last_activity_us >= self.limits.idle_room_us {
+                idle.push(code.clone());
+            }
+        }
+        for code in idle {
+            if let Some(r) = self.rooms.remove(&code) {
+                let members = r.members();
+                for c in &members {
+                    self.seats.remove(c);
+                }
+                out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "idle".into() } });
+            }
+        }
+        out
+    }
+
+    /// The earliest time at which `on_timeout` has something to do.
+    pub fn next_deadline(&self) -> Option<i64> {
+        self.rooms
+            .values()
+            .map(|r| {
+                let idle = r.last_activity_us + self.limits.idle_room_us;
+                match r.phase {
+                    Phase::Running { t_end, .. } => idle.min(t_end + self.limits.grace_us),
+                    Phase::Between => idle,
+                }
+            })
+            .min()
+    }
+}
+
+fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &Limits) -> Vec<Out> {
+    let Phase::Running { t_start, t_end, done } = r.phase else {
+        return err(conn, ErrorCode::NotAllowed, "post: no round is running");
+    };
+    let guard = r.params.guard_us();
+    if done[k] {
+        return err(conn, ErrorCode::NotAllowed, "post: you already sent done for this round");
+    }
+    if now < t_start - guard || now > t_end + guard {
+        return err(conn, ErrorCode::NotAllowed, "post: outside the round window");
+    }
+    let b = &mut r.buckets[k];
+    let per_us = (r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz) / 1e6;
+    b.tokens = (b.tokens + (now - b.at_us).max(0) as f64 * per_us).min(limits.post_burst);
+    b.at_us = now;
+    if b.tokens < 1.0 {
+        return err(conn, ErrorCode::RateLimited, "post: too many posts; this one is not on the board");
+    }
+    b.tokens -= 1.0;
+    let i = r.board.len() as u32;
+    r.board.push(Entry { i, t_us: now, label });
+    Vec::new()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::protocol::ParamsIn;
+
+    const T0: i64 = 1_764_000_000_000_000;
+
+    fn engine() -> Engine {
+        let mut rng = fastrand::Rng::with_seed(7);
+        Engine::new(Limits::default(), Box::new(move |b: &mut [u8]| rng.fill(b)))
+    }
+
+    fn params() -> ParamsIn {
+        ParamsIn { tolerance_ms: Some(1.0), duration_ms: Some(1000), ..Default::default() }
+    }
+
+    fn joined_code(out: &[Out]) -> String {
+        match &out[0].msg {
+            ServerMsg::Joined { room, .. } => room.clone(),
+            m => panic!("expected joined, got {m:?}"),
+        }
+    }
+
+    fn error_code(out: &[Out]) -> ErrorCode {
+        match &out[0].msg {
+            ServerMsg::Error { code, .. } => *code,
+            m => panic!("expected an error, got {m:?}"),
+        }
+    }
+
+    /// Alice = 1, Bob = 2, an observer = 3; returns the room code.
+    fn room_with_three(e: &mut Engine) -> String {
+        let code = joined_code(&e.handle(1, ClientMsg::Create { params: Some(params()) }, T0));
+        let out = e.handle(2, ClientMsg::Join { room: code.to_lowercase(), as_: None }, T0);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }));
+        assert_eq!(out[1], Out { to: vec![1], msg: ServerMsg::Peer { event: PeerEvent::Joined, role: Role::Bob } });
+        let out = e.handle(3, ClientMsg::Join { room: code.clone(), as_: Some(JoinAs::Observer) }, T0);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Observer, .. }));
+        code
+    }
+
+    fn start(e: &mut Engine, now: i64) -> (i64, i64) {
+        assert!(e.handle(1, ClientMsg::Ready {}, now).is_empty());
+        let out = e.handle(2, ClientMsg::Ready {}, now);
+        match &out[0].msg {
+            ServerMsg::Start { t_start_us, t_end_us, .. } => {
+                assert_eq!(out[0].to, vec![1, 2, 3]);
+                (*t_start_us, *t_end_us)
+            }
+            m => panic!("expected start, got {m:?}"),
+        }
+    }
+
+    #[test]
+    fn codes_are_readable_and_normalised() {
+        let mut rng = fastrand::Rng::with_seed(1);
+        let code = make_code(&mut |b: &mut [u8]| rng.fill(b));
+        assert_eq!(code.len(), 11);
+        assert_eq!(normalize_code(&code), Some(code.clone()));
+        assert_eq!(normalize_code(&code.to_lowercase().replace('-', " ")), Some(code.clone()));
+        assert_eq!(normalize_code("abcde-fghjo"), Some("ABCDE-FGHJ0".into()));
+        assert_eq!(normalize_code("ilabc-12345"), Some("11ABC-12345".into()));
+        assert_eq!(normalize_code("ABCDE-FGHJ"), None);
+        assert_eq!(normalize_code("ABCDE-FGHJKM"), None);
+        assert_eq!(normalize_code("ABCDE-FGHJU"), None);
+        assert_eq!(normalize_code("ÀBCDE-FGHJK"), None);
+    }
+
+    #[test]
+    fn full_session_reaches_confirmed() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        assert_eq!(te - ts, 1_000_000);
+        assert!(e.handle(1, ClientMsg::Post { label: Label::A }, ts + 10).is_empty());
+        assert!(e.handle(2, ClientMsg::Post { label: Label::A }, ts + 500).is_empty());
+        assert!(e.handle(1, ClientMsg::Done {}, te + 1).is_empty());
+        let out = e.handle(2, ClientMsg::Done {}, te + 2);
+        let ServerMsg::Closed { board, round, .. } = &out[0].msg else { panic!("{out:?}") };
+        assert_eq!(*round, 1);
+        assert_eq!(out[0].to, vec![1, 2, 3]);
+        assert_eq!(
+            board,
+            &vec![Entry { i: 0, t_us: ts + 10, label: Label::A }, Entry { i: 1, t_us: ts + 500, label: Label::A }]
+        );
+        assert!(e.handle(1, ClientMsg::Confirm { tag: "DEADBEEF".into() }, te + 3).is_empty());
+        let out = e.handle(2, ClientMsg::Confirm { tag: "deadbeef".into() }, te + 4);
+        assert_eq!(out.len(), 3);
+        assert_eq!(out[2].msg, ServerMsg::Confirmed { matched: true });
+        assert_eq!(out[0].msg, ServerMsg::Confirm { role: Role::Alice, tag: "deadbeef".into() });
+        // A new session starts with a new nonce at round 1.
+        let out = e.handle(1, ClientMsg::Ready {}, te + 5);
+        assert!(out.is_empty());
+        let out = e.handle(2, ClientMsg::Ready {}, te + 5);
+        assert!(matches!(out[0].msg, ServerMsg::Start { round: 1, .. }));
+    }
+
+    #[test]
+    fn confirm_mismatch_and_disagreement() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (_, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te);
+        let out = e.handle(2, ClientMsg::Confirm { tag: "00000001".into() }, te);
+        assert_eq!(out[2].msg, ServerMsg::Confirmed { matched: false });
+        // One wants another round, the other confirms: the session is aborted.
+        let (_, te) = start(&mut e, te);
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te);
+        let out = e.handle(2, ClientMsg::Ready {}, te);
+        assert_eq!(out[0].msg, ServerMsg::Aborted { reason: "disagree".into() });
+        // After an abort, a stale confirm is refused.
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te)), ErrorCode::NotAllowed);
+    }
+
+    #[test]
+    fn second_round_continues_the_session() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (_, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        let ServerMsg::Closed { session: s1, .. } = &out[0].msg else { panic!() };
+        let s1 = s1.clone();
+        e.handle(1, ClientMsg::Ready {}, te);
+        let out = e.handle(2, ClientMsg::Ready {}, te);
+        let ServerMsg::Start { session, round, .. } = &out[0].msg else { panic!() };
+        assert_eq!((session, *round), (&s1, 2));
+    }
+
+    #[test]
+    fn observer_never_learns_a_sender() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        let mut seen = Vec::new();
+        for (k, conn) in [1u64, 2, 1, 2, 2].iter().enumerate() {
+            let label = if k % 2 == 0 { Label::A } else { Label::B };
+            seen.extend(e.handle(*conn, ClientMsg::Post { label }, ts + 1000 * k as i64));
+        }
+        assert!(seen.is_empty(), "posts have no reply: {seen:?}");
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        // The observer gets the very same message as the posters, and it has no sender in it.
+        assert_eq!(out.len(), 1);
+        assert!(out[0].to.contains(&3) && out[0].to.contains(&1));
+        let text = crate::protocol::to_text(&out[0].msg);
+        assert!(!text.contains("alice") && !text.contains("bob") && !text.contains("role"), "{text}");
+        let board = e.handle(3, ClientMsg::Board {}, te);
+        let text = crate::protocol::to_text(&board[0].msg);
+        assert!(!text.contains("alice") && !text.contains("bob"), "{text}");
+    }
+
+    #[test]
+    fn room_full_and_observers() {
+        let mut e = engine();
+        let code = room_with_three(&mut e);
+        assert_eq!(error_code(&e.handle(4, ClientMsg::Join { room: code.clone(), as_: None }, T0)), ErrorCode::RoomFull);
+        let out = e.handle(4, ClientMsg::Join { room: code.clone(), as_: Some(JoinAs::Observer) }, T0);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Observer, peers: Peers { observers: 2, .. }, .. }));
+        assert_eq!(error_code(&e.handle(5, ClientMsg::Join { room: "ZZZZZ-ZZZZZ".into(), as_: None }, T0)), ErrorCode::NoSuchRoom);
+        assert_eq!(error_code(&e.handle(5, ClientMsg::Join { room: "nope".into(), as_: None }, T0)), ErrorCode::NoSuchRoom);
+        assert_eq!(error_code(&e.handle(5, ClientMsg::Join { room: "x".repeat(100_000), as_: None }, T0)), ErrorCode::BadField);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Join { room: code, as_: None }, T0)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Create { params: None }, T0)), ErrorCode::NotAllowed);
+    }
+
+    #[test]
+    fn leave_mid_round_aborts_and_frees_the_seat() {
+        let mut e = engine();
+        let code = room_with_three(&mut e);
+        let (ts, _) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Post { label: Label::B }, ts);
+        let out = e.disconnect(2);
+        assert_eq!(out[0], Out { to: vec![1, 3], msg: ServerMsg::Peer { event: PeerEvent::Left, role: Role::Bob } });
+        assert_eq!(out[1], Out { to: vec![1, 3], msg: ServerMsg::Aborted { reason: "peer_left".into() } });
+        // No round runs any more: a post is refused, a new bob can join and a new session start.
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts + 10)), ErrorCode::NotAllowed);
+        let out = e.handle(9, ClientMsg::Join { room: code, as_: None }, ts + 20);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }));
+        e.handle(1, ClientMsg::Ready {}, ts + 30);
+        let out = e.handle(9, ClientMsg::Ready {}, ts + 30);
+        assert!(matches!(out[0].msg, ServerMsg::Start { round: 1, .. }));
+        // An observer leaving aborts nothing.
+        let out = e.handle(3, ClientMsg::Leave {}, ts + 40);
+        assert_eq!(out.len(), 1);
+        assert_eq!(out[0].msg, ServerMsg::Peer { event: PeerEvent::Left, role: Role::Observer });
+    }
+
+    #[test]
+    fn posts_outside_the_window_or_from_observers_are_refused() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, T0)), ErrorCode::NotAllowed);
+        let (ts, te) = start(&mut e, T0);
+        let g = 20_000; // the guard for τ = 1 ms: max(20τ, 2 ms)
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts - g - 1)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + g + 1)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Post { label: Label::A }, ts + 5)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Done {}, te - 1)), ErrorCode::NotAllowed);
+        assert!(e.handle(1, ClientMsg::Post { label: Label::A }, ts - g).is_empty());
+        e.handle(1, ClientMsg::Done {}, te);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + 1)), ErrorCode::NotAllowed);
+        let board = e.handle(3, ClientMsg::Board {}, te + 2);
+        let ServerMsg::Board { entries, .. } = &board[0].msg else { panic!() };
+        assert_eq!(entries.len(), 1);
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(7, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
+    }
+
+    #[test]
+    fn post_flood_is_rate_limited_and_kept_off_the_board() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        let mut limited = 0;
+        for k in 0..1000 {
+            let out = e.handle(1, ClientMsg::Post { label: Label::A }, ts + k);
+            if !out.is_empty() {
+                assert_eq!(error_code(&out), ErrorCode::RateLimited);
+                limited += 1;
+            }
+        }
+        assert!(limited > 900, "{limited}");
+        // Bob is not affected by Alice's flood.
+        assert!(e.handle(2, ClientMsg::Post { label: Label::B }, ts + 2000).is_empty());
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        let ServerMsg::Closed { board, .. } = &out[0].msg else { panic!() };
+        assert_eq!(board.len(), 1000 - limited + 1);
+        // A Poisson poster at the room's rate is never limited: 125 Hz here, 1 s window.
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        let mut rng = fastrand::Rng::with_seed(3);
+        for t in crate::schedule::poisson(ts, te, 125.0, &mut rng) {
+            assert!(e.handle(1, ClientMsg::Post { label: Label::A }, t).is_empty());
+        }
+    }
+
+    #[test]
+    fn round_closes_after_grace_without_done() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (_, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        assert_eq!(e.next_deadline(), Some(te + 2_000_000));
+        assert!(e.on_timeout(te + 1_999_999).is_empty());
+        let out = e.on_timeout(te + 2_000_000);
+        assert!(matches!(out[0].msg, ServerMsg::Closed { .. }));
+    }
+
+    #[test]
+    fn rooms_are_pruned() {
+        let mut e = engine();
+        let code = room_with_three(&mut e);
+        assert_eq!(e.rooms(), 1);
+        let idle = T0 + 10 * 60 * 1_000_000;
+        assert!(e.on_timeout(idle - 1).is_empty());
+        let out = e.on_timeout(idle);
+        assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "idle".into() } });
+        assert_eq!(e.rooms(), 0);
+        assert_eq!(e.seat(1), None);
+        assert_eq!(error_code(&e.handle(4, ClientMsg::Join { room: code, as_: None }, idle)), ErrorCode::NoSuchRoom);
+        // An emptied room goes at once.
+        let code = joined_code(&e.handle(1, ClientMsg::Create { params: None }, idle));
+        e.handle(2, ClientMsg::Join { room: code.clone(), as_: None }, idle);
+        e.handle(1, ClientMsg::Leave {}, idle);
+        assert_eq!(e.rooms(), 1);
+        e.disconnect(2);
+        assert_eq!(e.rooms(), 0);
+        assert_eq!(e.next_deadline(), None);
+    }
+
+    #[test]
+    fn hostile_fields_are_refused() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let bad = ParamsIn { tolerance_ms: Some(-1.0), ..Default::default() };
+        assert_eq!(error_code(&e.handle(8, ClientMsg::Create { params: Some(bad) }, T0)), ErrorCode::BadField);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Abort { reason: "x".repeat(33) }, T0)), ErrorCode::BadField);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Abort { reason: "<script>".into() }, T0)), ErrorCode::BadField);
+        let (_, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        for tag in ["", "xyzxyzxy", "0000000", "000000000", &"0".repeat(100_000)] {
+            assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: tag.into() }, te)), ErrorCode::BadField);
+        }
+    }
+
+    #[test]
+    fn reset_and_abort_reach_the_whole_room() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, _) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Post { label: Label::A }, ts);
+        let out = e.handle(2, ClientMsg::Abort { reason: "desync".into() }, ts + 1);
+        assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "desync".into() } });
+        let out = e.handle(1, ClientMsg::Reset {}, ts + 2);
+        assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Reset {} });
+        let out = e.handle(3, ClientMsg::Board {}, ts + 3);
+        assert_eq!(out[0].msg, ServerMsg::Board { session: None, round: 0, entries: vec![] });
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Reset {}, ts + 3)), ErrorCode::NotAllowed);
+    }
+}

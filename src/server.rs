@@ -1,0 +1,214 @@
+//! `sgp serve`: binds, accepts, serves HTTP with hyper and hands upgraded connections to
+//! `conn`. Owns the state every connection shares (the room engine and the queues to
+//! each connection) on one thread: `RefCell`, no locks, and no borrow held across `.await`.
+
+use crate::clock::Clock;
+use crate::http::{self, Origins, Route};
+use crate::protocol::to_text;
+use crate::room::{ConnId, Engine, Limits, Out};
+use hyper::body::Incoming;
+use hyper::service::service_fn;
+use hyper::{Request, Response};
+use hyper_util::rt::{TokioIo, TokioTimer};
+use std::cell::{Cell, RefCell};
+use std::collections::HashMap;
+use std::future::Future;
+use std::rc::Rc;
+use std::time::Duration;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
+use tokio_tungstenite::tungstenite::Utf8Bytes;
+
+/// What `sgp serve` was asked for.
+#[derive(Clone, Debug)]
+pub struct Config {
+    pub origins: Origins,
+    pub legacy: bool,
+}
+
+/// State shared by every task of the server.
+pub struct Shared {
+    pub clock: Clock,
+    pub engine: RefCell<Engine>,
+    pub config: Config,
+    /// Each connection's outbound queue. Dropping a sender tells that connection to close.
+    queues: RefCell<HashMap<ConnId, mpsc::Sender<Utf8Bytes>>>,
+    next_id: Cell<ConnId>,
+    /// Connection tasks still running, closing ones included (shutdown waits for them).
+    tasks: Cell<usize>,
+    shutdown: watch::Sender<bool>,
+}
+
+/// Fills a buffer from the operating system's generator (room codes, session nonces).
+pub fn os_random(buf: &mut [u8]) {
+    if getrandom::fill(buf).is_err() {
+        // No OS generator is a broken machine: refuse to make guessable codes.
+        eprintln!("sgp: the operating system's random generator failed");
+        std::process::exit(70);
+    }
+}
+
+impl Shared {
+    pub fn new(config: Config) -> Rc<Shared> {
+        Rc::new(Shared {
+            clock: Clock::new(),
+            engine: RefCell::new(Engine::new(Limits::default(), Box::new(os_random))),
+            config,
+            queues: RefCell::new(HashMap::new()),
+            next_id: Cell::new(1),
+            tasks: Cell::new(0),
+            shutdown: watch::channel(false).0,
+        })
+    }
+
+    pub fn register(&self) -> (ConnId, mpsc::Receiver<Utf8Bytes>) {
+        let id = self.next_id.get();
+        self.next_id.set(id + 1);
+        self.tasks.set(self.tasks.get() + 1);
+        let (tx, rx) = mpsc::channel(crate::conn::OUT_QUEUE);
+        self.queues.borrow_mut().insert(id, tx);
+        (id, rx)
+    }
+
+    pub fn unregister(&self, id: ConnId) {
+        self.queues.borrow_mut().remove(&id);
+        let outs = self.engine.borrow_mut().disconnect(id);
+        self.dispatch(outs);
+    }
+
+    /// The connection task has finished closing.
+    pub fn finished(&self) {
+        self.tasks.set(self.tasks.get().saturating_sub(1));
+    }
+
+    pub fn connections(&self) -> usize {
+        self.queues.borrow().len()
+    }
+
+    pub fn shutdown_signal(&self) -> watch::Receiver<bool> {
+        self.shutdown.subscribe()
+    }
+
+    /// Delivers the engine's output: each message is serialised once. A connection whose
+    /// queue is full is not reading: its queue is dropped, which makes it close.
+    pub fn dispatch(&self, outs: Vec<Out>) {
+        if outs.is_empty() {
+            return;
+        }
+        let mut queues = self.queues.borrow_mut();
+        for out in outs {
+            let text = Utf8Bytes::from(to_text(&out.msg));
+            for to in out.to {
+                let full = match queues.get(&to) {
+                    Some(q) => matches!(q.try_send(text.clone()), Err(mpsc::error::TrySendError::Full(_))),
+                    None => false,
+                };
+                if full {
+                    queues.remove(&to);
+                }
+            }
+        }
+    }
+
+    fn health(&self) -> String {
+        serde_json::json!({
+            "ok": true,
+            "version": env!("CARGO_PKG_VERSION"),
+            "rooms": self.engine.borrow().rooms(),
+            "connections": self.connections(),
+        })
+        .to_string()
+    }
+}
+
+async fn handle(req: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<http::Body>, std::convert::Infallible> {
+    Ok(match http::route(&req, &shared.config.origins) {
+        Route::Reply(r) => r,
+        Route::Health => http::json(shared.health()),
+        Route::Upgrade { accept } => {
+            // Spawned before the 101 goes out: hyper resolves the upgrade once it has.
+            tokio::task::spawn_local(async move {
+                if let Ok(upgraded) = hyper::upgrade::on(req).await {
+                    crate::conn::run(TokioIo::new(upgraded), shared).await;
+                }
+            });
+            http::switching(&accept)
+        }
+    })
+}
+
+/// Closes rounds past their grace and removes idle rooms, waking when the engine says.
+async fn timers(shared: Rc<Shared>) {
+    loop {
+        let now = shared.clock.now_us();
+        let next = shared.engine.borrow().next_deadline().unwrap_or(now + 1_000_000);
+        // Re-read at least every 100 ms: a new round may bring its deadline forward.
+        let wait = (next - now).clamp(0, 100_000) as u64;
+        tokio::time::sleep(Duration::from_micros(wait)).await;
+        let outs = shared.engine.borrow_mut().on_timeout(shared.clock.now_us());
+        shared.dispatch(outs);
+    }
+}
+
+/// Serves on `listener` until `shutdown` resolves; then every WebSocket gets close 1001.
+/// Must run inside a `LocalSet`.
+pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+    let shared = Shared::new(config);
+    let timer_task = tokio::task::spawn_local(timers(shared.clone()));
+    tokio::pin!(shutdown);
+    loop {
+        tokio::select! {
+            accepted = listener.accept() => {
+                let Ok((stream, _)) = accepted else {
+                    // Out of file descriptors or similar: back off a moment rather than spin.
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                    continue;
+                };
+                let _ = stream.set_nodelay(true);
+                let shared = shared.clone();
+                tokio::task::spawn_local(async move {
+                    let svc = service_fn(move |req| handle(req, shared.clone()));
+                    let _ = hyper::server::conn::http1::Builder::new()
+                        .timer(TokioTimer::new())
+                        .header_read_timeout(Duration::from_secs(10))
+                        .max_buf_size(16 * 1024)
+                        .serve_connection(TokioIo::new(stream), svc)
+                        .with_upgrades()
+                        .await;
+                });
+            }
+            _ = &mut shutdown => break,
+        }
+    }
+    drop(listener);
+    timer_task.abort();
+    let _ = shared.shutdown.send(true);
+    // Give connections a moment to send their close frames.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while shared.tasks.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Resolves on Ctrl-C or SIGTERM.
+pub async fn signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{signal, SignalKind};
+        match signal(SignalKind::terminate()) {
+            Ok(mut term) => {
+                tokio::select! {
+                    _ = tokio::signal::ctrl_c() => {}
+                    _ = term.recv() => {}
+                }
+            }
+            Err(_) => {
+                let _ = tokio::signal::ctrl_c().await;
+            }
+        }
+    }
+    #[cfg(not(unix))]
+    {
+        let _ = tokio::signal::ctrl_c().await;
+    }
+}
