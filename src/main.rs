@@ -1,0 +1,168 @@
+//! The `sgp` command: parses arguments, builds the single-threaded runtime and a
+//! `LocalSet`, and runs one subcommand (serve, pair, eve).
+
+use lexopt::prelude::*;
+use sgp::{eve, http::Origins, pair, server};
+use std::process::ExitCode;
+
+const USAGE: &str = "\
+sgp — shared secret generation over an anonymous broadcast channel
+
+usage:
+  sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]...
+  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json]
+  sgp eve --room CODE [--server URL] [--json] [--follow]
+  sgp help | --version
+
+serve   serve the web client on / and the protocol on /ws
+        --bind ADDR           address to listen on (default 127.0.0.1; 0.0.0.0 for a LAN)
+        --port N              port (default 8080; 0 = any free port)
+        --allow-origin ORIGIN let pages from ORIGIN open /ws (repeatable; * = any)
+pair    make a key from this terminal: without --room, create a room and print its code
+        --server URL          default http://127.0.0.1:8080
+        --room CODE           join this room instead of creating one
+        --tolerance-ms T      recognition tolerance (creator only; default 0.25)
+        --target-bits N       key strength to reach (creator only; default 256)
+        --retries N           failed sessions to retry before giving up (default 10)
+        --json                one JSON object per line on stdout
+eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
+        --follow              keep watching after a key is confirmed
+
+exit codes (pair, eve): 0 key confirmed, 2 usage, 3 peer left, 4 no such room / room full /
+bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything else
+";
+
+fn main() -> ExitCode {
+    match parse() {
+        Ok(cmd) => run(cmd),
+        Err(e) => {
+            eprintln!("sgp: {e}\n\n{USAGE}");
+            ExitCode::from(2)
+        }
+    }
+}
+
+enum Cmd {
+    Help,
+    Version,
+    Serve { bind: String, port: u16, origins: Vec<String>, legacy: bool },
+    Pair(pair::Opts),
+    Eve(eve::Opts),
+}
+
+const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+fn parse() -> Result<Cmd, lexopt::Error> {
+    let mut p = lexopt::Parser::from_env();
+    let mut sub: Option<String> = None;
+    let (mut bind, mut port, mut origins, mut legacy) = ("127.0.0.1".to_string(), 8080u16, Vec::new(), false);
+    let mut server = DEFAULT_SERVER.to_string();
+    let (mut room, mut tol, mut target, mut retries) = (None, None, None, 10u32);
+    let (mut json, mut follow) = (false, false);
+    while let Some(arg) = p.next()? {
+        match arg {
+            Short('h') | Long("help") => return Ok(Cmd::Help),
+            Short('V') | Long("version") => return Ok(Cmd::Version),
+            Value(v) if sub.is_none() => sub = Some(v.string()?),
+            Long("bind") => bind = p.value()?.string()?,
+            Long("port") => port = p.value()?.parse()?,
+            Long("allow-origin") => origins.push(p.value()?.string()?),
+            Long("legacy") => legacy = true,
+            Long("server") => server = p.value()?.string()?,
+            Long("room") => room = Some(p.value()?.string()?),
+            Long("tolerance-ms") => tol = Some(p.value()?.parse::<f64>()?),
+            Long("target-bits") => target = Some(p.value()?.parse::<u32>()?),
+            Long("retries") => retries = p.value()?.parse()?,
+            Long("json") => json = true,
+            Long("follow") => follow = true,
+            _ => return Err(arg.unexpected()),
+        }
+    }
+    let sub = sub.unwrap_or_else(|| "serve".into());
+    let not_for = |flag: &str, what: &str| -> lexopt::Error { format!("{flag} does not go with `sgp {what}`").into() };
+    match sub.as_str() {
+        "serve" => {
+            if room.is_some() || json {
+                return Err(not_for("--room/--json", "serve"));
+            }
+            Ok(Cmd::Serve { bind, port, origins, legacy })
+        }
+        "pair" => Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries })),
+        "eve" => {
+            let room = room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
+            Ok(Cmd::Eve(eve::Opts { server, room, json, follow }))
+        }
+        "help" => Ok(Cmd::Help),
+        other => Err(format!("unknown command {other:?}").into()),
+    }
+}
+
+fn run(cmd: Cmd) -> ExitCode {
+    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("sgp: cannot start the runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let local = tokio::task::LocalSet::new();
+    match cmd {
+        Cmd::Help => {
+            print!("{USAGE}");
+            ExitCode::SUCCESS
+        }
+        Cmd::Version => {
+            println!("sgp {}", env!("CARGO_PKG_VERSION"));
+            ExitCode::SUCCESS
+        }
+        Cmd::Serve { bind, port, origins, legacy } => local.block_on(&rt, async move {
+            let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
+                Ok(l) => l,
+                Err(e) => {
+                    eprintln!("sgp: cannot listen on {bind}:{port}: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let addr = match listener.local_addr() {
+                Ok(a) => a,
+                Err(e) => {
+                    eprintln!("sgp: {e}");
+                    return ExitCode::FAILURE;
+                }
+            };
+            let host = if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
+            println!("sgp listening on http://{host}:{}/", addr.port());
+            let config = server::Config { origins: Origins::new(&origins), legacy };
+            server::run(listener, config, server::signal()).await;
+            ExitCode::SUCCESS
+        }),
+        Cmd::Pair(opts) => local.block_on(&rt, async move {
+            match pair::run(&opts).await {
+                Ok(report) => {
+                    if opts.json {
+                        println!("{}", serde_json::json!({ "key": report }));
+                    } else {
+                        pair::print_human(&report);
+                    }
+                    ExitCode::SUCCESS
+                }
+                Err(f) => {
+                    if opts.json {
+                        println!("{}", serde_json::json!({"error": {"code": f.code, "message": f.message}}));
+                    }
+                    eprintln!("sgp pair: {}", f.message);
+                    ExitCode::from(f.code as u8)
+                }
+            }
+        }),
+        Cmd::Eve(opts) => local.block_on(&rt, async move {
+            match eve::run(&opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(f) => {
+                    eprintln!("sgp eve: {}", f.message);
+                    ExitCode::from(f.code as u8)
+                }
+            }
+        }),
+    }
+}

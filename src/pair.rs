@@ -1,0 +1,344 @@
+//! `sgp pair`: one poster from a terminal. Creates or joins a room, syncs its clock, posts
+//! on a Poisson schedule each round, derives the bits from the closed board, and confirms
+//! the key with its peer. Rounds that fall out of sync are aborted and retried by themselves.
+
+use crate::client::{Client, ClientError};
+use crate::clock::{SyncSample, SYNC_SAMPLES};
+use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, Role, ServerMsg};
+use crate::schedule;
+use crate::secret::{self, OwnPost, RoundOutcome};
+use serde::Serialize;
+use serde_json::json;
+use std::time::Instant;
+
+/// What `sgp pair` was asked for.
+#[derive(Clone, Debug)]
+pub struct Opts {
+    pub server: String,
+    pub room: Option<String>,
+    pub tolerance_ms: Option<f64>,
+    pub target_bits: Option<u32>,
+    pub json: bool,
+    /// Sessions that may fail (desync, disagreement, mismatched tags) before giving up.
+    pub retries: u32,
+}
+
+/// The confirmed key and the ledger behind its strength.
+#[derive(Clone, Debug, Serialize)]
+pub struct KeyReport {
+    pub room: String,
+    pub role: Role,
+    pub key: String,
+    pub bits: String,
+    pub strength: u32,
+    pub n: u32,
+    pub a: u32,
+    pub log2_binom: u32,
+    pub tag_bits: u32,
+    pub margin_bits: u32,
+    pub tag: String,
+    pub rounds: u32,
+    pub elapsed_ms: u64,
+    pub confirmed: bool,
+}
+
+/// Why `sgp pair` ends without a key, with its exit code.
+#[derive(Debug)]
+pub struct Failure {
+    pub code: i32,
+    pub message: String,
+}
+
+pub const EXIT_OTHER: i32 = 1;
+pub const EXIT_PEER_LEFT: i32 = 3;
+pub const EXIT_ROOM: i32 = 4;
+pub const EXIT_GONE: i32 = 5;
+pub const EXIT_RETRIES: i32 = 6;
+
+fn fail(code: i32, message: impl Into<String>) -> Failure {
+    Failure { code, message: message.into() }
+}
+
+impl From<ClientError> for Failure {
+    fn from(e: ClientError) -> Failure {
+        match e {
+            ClientError::Gone(m) => fail(EXIT_GONE, m),
+            ClientError::Protocol(m) => fail(EXIT_OTHER, m),
+        }
+    }
+}
+
+/// A post is skipped, not sent late, when the schedule is this far behind.
+const LATE_SKIP_US: i64 = 2_000;
+/// `done` leaves this long after our estimate of the server's `t_end`.
+const DONE_MARGIN_US: i64 = 1_000;
+
+struct Out {
+    json: bool,
+}
+
+impl Out {
+    /// One JSON line `{tag: value}` on stdout with --json, else a line for people on stderr.
+    fn event(&self, tag: &str, value: serde_json::Value, human: impl FnOnce() -> String) {
+        if self.json {
+            println!("{}", json!({ tag: value }));
+        } else {
+            eprintln!("{}", human());
+        }
+    }
+}
+
+/// A round as this poster saw it while posting.
+struct Posted {
+    t_start: i64,
+    t_end: i64,
+    posts: Vec<OwnPost>,
+}
+
+pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
+    let began = Instant::now();
+    let out = Out { json: opts.json };
+    let mut c = Client::connect(&opts.server).await?;
+    let hello = match &opts.room {
+        None => ClientMsg::Create {
+            params: Some(ParamsIn { tolerance_ms: opts.tolerance_ms, target_bits: opts.target_bits, ..Default::default() }),
+        },
+        Some(r) => ClientMsg::Join { room: r.clone(), as_: None },
+    };
+    c.send(&hello).await?;
+    let (room, role, params) = loop {
+        match c.recv().await? {
+            ServerMsg::Joined { room, role, params, .. } => break (room, role, params),
+            ServerMsg::Error { code, message } => {
+                let exit = match code {
+                    ErrorCode::NoSuchRoom | ErrorCode::RoomFull | ErrorCode::BadField => EXIT_ROOM,
+                    _ => EXIT_OTHER,
+                };
+                return Err(fail(exit, message));
+            }
+            _ => continue,
+        }
+    };
+    let me = role.label().ok_or_else(|| fail(EXIT_OTHER, "joined as an observer"))?;
+    if opts.room.is_none() {
+        eprintln!("room {room}");
+        eprintln!("join it with: sgp pair --server {} --room {room}", opts.server);
+    }
+    out.event("room", json!({"code": room, "role": role, "params": params}), || {
+        format!("joined room {room} as {}; tolerance {} ms, target {} bits", role.as_str(), params.tolerance_ms, params.target_bits)
+    });
+
+    let mut sync = c.sync(SYNC_SAMPLES).await?;
+    emit_sync(&out, sync);
+    c.send(&ClientMsg::Ready {}).await?;
+
+    let mut rng = fastrand::Rng::new();
+    let mut session: Option<String> = None;
+    let mut counts: Vec<(u32, u32)> = Vec::new();
+    let mut bits: Vec<bool> = Vec::new();
+    let mut posted: Option<Posted> = None;
+    let mut my_tag: Option<String> = None;
+    let mut peer_tag: Option<String> = None;
+    let mut failures = 0u32;
+    let mut rounds_used = 0u32;
+    let mut pending: Option<ServerMsg> = None;
+
+    loop {
+        let msg = match pending.take() {
+            Some(m) => m,
+            None => c.recv().await?,
+        };
+        // After a failed session: count it, maybe give up, re-sync and try again.
+        let mut retry = |why: &str, c_sync: &mut bool| -> Result<(), Failure> {
+            failures += 1;
+            if failures > opts.retries {
+                return Err(fail(EXIT_RETRIES, format!("gave up after {failures} failed sessions (last: {why})")));
+            }
+            *c_sync = true;
+            Ok(())
+        };
+        let mut resync = false;
+        match msg {
+            ServerMsg::Start { session: s, round, t_start_us, t_end_us, params: p } => {
+                if session.as_deref() != Some(s.as_str()) {
+                    session = Some(s);
+                    counts.clear();
+                    bits.clear();
+                }
+                my_tag = None;
+                peer_tag = None;
+                let (posts, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, sync, me, &mut rng).await?;
+                rounds_used = round;
+                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts });
+                pending = interrupt;
+            }
+            ServerMsg::Closed { session: s, round, board } => {
+                let Some(p) = posted.take() else { continue };
+                if session.as_deref() != Some(s.as_str()) {
+                    continue;
+                }
+                let outcome = secret::derive_round(
+                    &board, p.t_start, p.t_end, &p.posts, to_sync(sync), me, params.tolerance_us(), params.guard_us(),
+                );
+                match outcome {
+                    RoundOutcome::Desync { unmatched, total } => {
+                        out.event(
+                            "round",
+                            json!({"session": s, "round": round, "n": board.len(), "kept": null, "posts": total, "aborted": "desync", "unmatched": unmatched}),
+                            || format!("round {round}: out of sync ({unmatched} of my {total} posts not found on the board); retrying"),
+                        );
+                        c.send(&ClientMsg::Abort { reason: "desync".into() }).await?;
+                    }
+                    RoundOutcome::Ok(v) => {
+                        counts.push((v.n, v.a));
+                        bits.extend_from_slice(&v.bits);
+                        let ledger = secret::ledger(&counts, params.tag_bits);
+                        out.event(
+                            "round",
+                            json!({"session": s, "round": round, "n": board.len(), "kept": v.n, "posts": p.posts.len(), "strength": ledger.strength}),
+                            || format!("round {round}: {} entries, {} kept; strength so far {} of {} bits", board.len(), v.n, ledger.strength, params.target_bits),
+                        );
+                        if ledger.strength >= params.target_bits {
+                            let key = secret::key(&room, &s, &bits).map_err(|e| fail(EXIT_OTHER, e))?;
+                            let tag = secret::tag(&key, params.tag_bits);
+                            my_tag = Some(tag.clone());
+                            c.send(&ClientMsg::Confirm { tag }).await?;
+                        } else {
+                            c.send(&ClientMsg::Ready {}).await?;
+                        }
+                    }
+                }
+            }
+            ServerMsg::Confirm { role: r, tag } => {
+                if r != role {
+                    peer_tag = Some(tag);
+                }
+            }
+            ServerMsg::Confirmed { matched } => {
+                if matched && my_tag.is_some() && my_tag == peer_tag {
+                    let ledger = secret::ledger(&counts, params.tag_bits);
+                    let key = secret::key(&room, session.as_deref().unwrap_or(""), &bits).map_err(|e| fail(EXIT_OTHER, e))?;
+                    let report = KeyReport {
+                        room: room.clone(),
+                        role,
+                        key: secret::hex(&key),
+                        bits: secret::bits_string(&bits),
+                        strength: ledger.strength,
+                        n: ledger.n,
+                        a: ledger.a,
+                        log2_binom: ledger.log2_binom,
+                        tag_bits: ledger.tag_bits,
+                        margin_bits: ledger.margin_bits,
+                        tag: my_tag.clone().unwrap_or_default(),
+                        rounds: rounds_used,
+                        elapsed_ms: began.elapsed().as_millis() as u64,
+                        confirmed: true,
+                    };
+                    c.close().await;
+                    return Ok(report);
+                }
+                out.event("confirmed", json!({"match": false}), || "confirmation tags differ: discarding the key and starting again".into());
+                retry("confirmation mismatch", &mut resync)?;
+            }
+            ServerMsg::Aborted { reason } => {
+                session = None;
+                posted = None;
+                match reason.as_str() {
+                    "peer_left" => return Err(fail(EXIT_PEER_LEFT, "peer left the room")),
+                    "idle" => return Err(fail(EXIT_OTHER, "the room was closed for inactivity")),
+                    _ => {
+                        out.event("aborted", json!({"reason": reason}), || format!("session aborted ({reason}); starting again"));
+                        retry(&reason, &mut resync)?;
+                    }
+                }
+            }
+            ServerMsg::Reset {} => {
+                session = None;
+                posted = None;
+                out.event("reset", json!({}), || "the room was reset; starting again".into());
+                retry("reset", &mut resync)?;
+            }
+            ServerMsg::Error { code, message } => {
+                out.event("error", json!({"code": code, "message": message}), || format!("server: {message}"));
+            }
+            ServerMsg::Peer { event, role: r } => {
+                out.event("peer", json!({"event": event, "role": r}), || format!("{} {:?}", r.as_str(), event).to_lowercase());
+            }
+            ServerMsg::Joined { .. } | ServerMsg::Pong { .. } | ServerMsg::Board { .. } => {}
+        }
+        if resync {
+            sync = c.sync(SYNC_SAMPLES).await?;
+            emit_sync(&out, sync);
+            c.send(&ClientMsg::Ready {}).await?;
+        }
+    }
+}
+
+fn emit_sync(out: &Out, s: SyncSample) {
+    out.event("sync", json!({"offset_us": s.offset_us, "delay_us": s.delay_us}), || {
+        format!("clock offset {} µs, round-trip delay {} µs", s.offset_us, s.delay_us)
+    });
+}
+
+fn to_sync(s: SyncSample) -> secret::Sync {
+    secret::Sync { offset_us: s.offset_us, delay_us: s.delay_us }
+}
+
+const POST_A: &str = r#"{"type":"post","label":"A"}"#;
+const POST_B: &str = r#"{"type":"post","label":"B"}"#;
+
+/// Posts one round on a Poisson schedule, then sends `done` once `t_end` has passed.
+/// Returns the posts with their real send times, and a message that cut the round short.
+async fn post_round(
+    c: &mut Client,
+    params: &Params,
+    t_start: i64,
+    t_end: i64,
+    sync: SyncSample,
+    _me: Label,
+    rng: &mut fastrand::Rng,
+) -> Result<(Vec<OwnPost>, Option<ServerMsg>), Failure> {
+    let planned = schedule::poisson(t_start, t_end, params.rate_hz, rng);
+    let labels = schedule::os_labels(planned.len()).map_err(|e| fail(EXIT_OTHER, e))?;
+    // A post sent at local time s is predicted to arrive at server time s + shift.
+    let shift = sync.offset_us + sync.delay_us.div_euclid(2);
+    let clock = c.clock;
+    let mut posts = Vec::with_capacity(planned.len());
+    let targets = planned.iter().map(|p| p - shift).chain(std::iter::once(t_end - shift + DONE_MARGIN_US));
+    for (k, target) in targets.enumerate() {
+        let is_done = k == planned.len();
+        if !is_done && clock.now_us() > target + LATE_SKIP_US {
+            continue;
+        }
+        loop {
+            tokio::select! {
+                biased;
+                m = c.recv() => match m? {
+                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }) => return Ok((posts, Some(m))),
+                    _ => {}
+                },
+                _ = schedule::wait_until(&clock, target) => break,
+            }
+        }
+        if is_done {
+            c.send(&ClientMsg::Done {}).await?;
+        } else {
+            let label = labels[k];
+            let sent_us = c.send_text(if label == Label::A { POST_A } else { POST_B }.to_string()).await?;
+            posts.push(OwnPost { sent_us, label });
+        }
+    }
+    Ok((posts, None))
+}
+
+/// Prints the key for people.
+pub fn print_human(r: &KeyReport) {
+    println!("key       {}", r.key);
+    println!(
+        "strength  {} bits = floor(log2 C) {} − tag {} − margin {}  (n = {} kept entries, a = {} from alice)",
+        r.strength, r.log2_binom, r.tag_bits, r.margin_bits, r.n, r.a
+    );
+    println!("confirmed {}  (tag {})", if r.confirmed { "yes" } else { "no" }, r.tag);
+    println!("rounds    {}  elapsed {} ms", r.rounds, r.elapsed_ms);
+    println!("bits      {}", r.bits);
+}

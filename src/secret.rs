@@ -1,0 +1,468 @@
+//! The derivation from board to key (PROTOCOL §6): sift, recognise, bits, strength, key and
+//! confirmation tag. Pure: no I/O, no clock, no randomness; every time is an integer µs and
+//! every size an exact integer. `client/secret.js` mirrors this file, and both are held to the
+//! same answers by the shared vectors in `tests/vectors/` (format: `tests/vectors/README.md`).
+//!
+//! One rule is stricter than PROTOCOL §6.2: a poster's self-check asks, for each of its posts,
+//! for a board entry within τ of the predicted arrival *that carries the post's label*. An entry
+//! with the other label cannot be that post, so accepting it would let a lost post go unnoticed
+//! and cost a failed confirmation instead of a cheap `desync`.
+
+use crate::protocol::{Entry, Label, MARGIN_BITS};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+/// One of my own posts: the local clock at the moment it was sent, and its label.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
+pub struct OwnPost {
+    pub sent_us: i64,
+    pub label: Label,
+}
+
+/// The clock sync kept for a round: the offset (server − local) and the round-trip delay of
+/// the sample with the smallest delay (PROTOCOL §3).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Sync {
+    pub offset_us: i64,
+    pub delay_us: i64,
+}
+
+/// Predicted arrival in server time: `sent_us + offset_us + floor(delay_us / 2)`.
+pub fn predicted_us(post: &OwnPost, sync: Sync) -> i64 {
+    post.sent_us.saturating_add(sync.offset_us).saturating_add(sync.delay_us.div_euclid(2))
+}
+
+/// The public sift (§6.1): positions in `board` (board order) of the entries kept. An entry is
+/// kept if `t_start + G ≤ t_us ≤ t_end − G` and no *other* entry of the whole board (kept or
+/// not, inside the window or not) is closer than `g = 2τ` to it; exactly `g` apart is kept.
+/// The board need not be sorted by time (an honest server's is).
+pub fn sift(
+    board: &[Entry],
+    t_start_us: i64,
+    t_end_us: i64,
+    tolerance_us: i64,
+    guard_us: i64,
+) -> Vec<usize> {
+    let g = 2 * tolerance_us.max(0).unsigned_abs();
+    let window = t_start_us.saturating_add(guard_us)..=t_end_us.saturating_sub(guard_us);
+    // In time order, an entry's nearest other entries are its two neighbours.
+    let mut order: Vec<usize> = (0..board.len()).collect();
+    order.sort_by_key(|&k| board[k].t_us);
+    let mut crowded = vec![false; board.len()];
+    for w in order.windows(2) {
+        if board[w[0]].t_us.abs_diff(board[w[1]].t_us) < g {
+            crowded[w[0]] = true;
+            crowded[w[1]] = true;
+        }
+    }
+    (0..board.len()).filter(|&k| !crowded[k] && window.contains(&board[k].t_us)).collect()
+}
+
+/// One poster's view of a closed round.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct RoundView {
+    /// `Entry::i` of the kept entries, in board order.
+    pub kept: Vec<u32>,
+    /// Per kept entry: posted by me.
+    pub mine: Vec<bool>,
+    /// Per kept entry: the raw bit (`true` = 1).
+    pub bits: Vec<bool>,
+    /// Number of kept entries.
+    pub n: u32,
+    /// Kept entries posted by alice.
+    pub a: u32,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RoundOutcome {
+    Ok(RoundView),
+    /// Some of my posts have no entry with their label within τ of their predicted arrival:
+    /// my clock sync is off or posts were lost. Abort with `desync` and retry.
+    Desync {
+        unmatched: u32,
+        total: u32,
+    },
+}
+
+/// One poster's view of one closed round (§6.1–3). `me` is the poster's own label
+/// (`A` for alice, `B` for bob).
+///
+/// 1. kept = [`sift`].
+/// 2. A kept entry is mine if one of my posts' predicted arrival is within τ of it (inclusive).
+/// 3. Self-check, stricter than §6.2: each of my posts needs a board entry (kept or not)
+///    within τ of its predicted arrival *with the same label*, and no prediction may be
+///    within τ of two kept entries (possible only when they are exactly g apart); else
+///    [`RoundOutcome::Desync`].
+/// 4. Over kept entries in board order, the true poster is me if mine, else the other;
+///    bit = 0 if the label names the true poster, else 1.
+/// 5. a = kept entries whose true poster is alice.
+#[allow(clippy::too_many_arguments)]
+pub fn derive_round(
+    board: &[Entry],
+    t_start_us: i64,
+    t_end_us: i64,
+    own: &[OwnPost],
+    sync: Sync,
+    me: Label,
+    tolerance_us: i64,
+    guard_us: i64,
+) -> RoundOutcome {
+    let tol = tolerance_us.max(0).unsigned_abs();
+    let sorted_times = |label: Label| {
+        let mut t: Vec<i64> = board.iter().filter(|e| e.label == label).map(|e| e.t_us).collect();
+        t.sort_unstable();
+        t
+    };
+    let (times_a, times_b) = (sorted_times(Label::A), sorted_times(Label::B));
+    let unmatched = own
+        .iter()
+        .filter(|p| {
+            let times = if p.label == Label::A { &times_a } else { &times_b };
+            !any_within(times, predicted_us(p, sync), tol)
+        })
+        .count();
+    if unmatched > 0 {
+        return RoundOutcome::Desync { unmatched: count(unmatched), total: count(own.len()) };
+    }
+
+    let mut predicted: Vec<i64> = own.iter().map(|p| predicted_us(p, sync)).collect();
+    predicted.sort_unstable();
+    let kept = sift(board, t_start_us, t_end_us, tolerance_us, guard_us);
+    // Two kept entries exactly g apart with my prediction halfway: both would look mine, and
+    // one is not. Rare (an exact µs coincidence), but it must cost a desync, not a wrong bit.
+    let mut kept_times: Vec<i64> = kept.iter().map(|&k| board[k].t_us).collect();
+    kept_times.sort_unstable();
+    let ambiguous = predicted
+        .iter()
+        .filter(|&&p| {
+            let from = kept_times.partition_point(|&t| t < p && t.abs_diff(p) > tol);
+            kept_times[from..].iter().take_while(|&&t| t.abs_diff(p) <= tol).count() > 1
+        })
+        .count();
+    if ambiguous > 0 {
+        return RoundOutcome::Desync { unmatched: count(ambiguous), total: count(own.len()) };
+    }
+    let other = if me == Label::A { Label::B } else { Label::A };
+    let mut view = RoundView::default();
+    for k in kept {
+        let entry = &board[k];
+        let mine = any_within(&predicted, entry.t_us, tol);
+        let poster = if mine { me } else { other };
+        view.kept.push(entry.i);
+        view.mine.push(mine);
+        view.bits.push(entry.label != poster);
+        view.a += u32::from(poster == Label::A);
+    }
+    view.n = count(view.kept.len());
+    RoundOutcome::Ok(view)
+}
+
+/// Whether some `t` in the ascending `sorted` has `|t − x| ≤ tol`.
+fn any_within(sorted: &[i64], x: i64, tol: u64) -> bool {
+    let first = sorted.partition_point(|&t| t < x && t.abs_diff(x) > tol);
+    sorted.get(first).is_some_and(|&t| t.abs_diff(x) <= tol)
+}
+
+fn count(n: usize) -> u32 {
+    u32::try_from(n).unwrap_or(u32::MAX)
+}
+
+/// `floor(log2(∏ C(n_r, a_r)))` over the rounds, exactly. 0 for no rounds or a product of 1.
+/// A round with `a > n` (never produced by [`derive_round`]) counts as 1: it earns nothing.
+pub fn log2_binomial_floor(rounds: &[(u32, u32)]) -> u32 {
+    let mut product = Nat::one();
+    for &(n, a) in rounds {
+        let k = a.min(n.saturating_sub(a));
+        // ∏_{i=1..j} (n−k+i)/i = C(n−k+j, j) is a whole number at every j, so the running
+        // product stays whole however the factors are grouped; grouping them while they fit
+        // in 32 bits halves the passes over the number for n < 2¹⁶.
+        let (mut num, mut den) = (1u64, 1u64);
+        for i in 1..=u64::from(k) {
+            let x = u64::from(n - k) + i;
+            if num * x > u64::from(u32::MAX) || den * i > u64::from(u32::MAX) {
+                product.mul_div(num, den);
+                (num, den) = (1, 1);
+            }
+            num *= x;
+            den *= i;
+        }
+        product.mul_div(num, den);
+    }
+    product.log2_floor()
+}
+
+/// A natural number ≥ 1 as little-endian base-2³² limbs: just what exact binomials need.
+struct Nat(Vec<u32>);
+
+impl Nat {
+    fn one() -> Nat {
+        Nat(vec![1])
+    }
+
+    /// `self = self · num / den`, for `num, den < 2³²` with the quotient known to be whole.
+    fn mul_div(&mut self, num: u64, den: u64) {
+        let mut carry = 0u64;
+        for limb in &mut self.0 {
+            let x = u64::from(*limb) * num + carry;
+            *limb = x as u32;
+            carry = x >> 32;
+        }
+        if carry > 0 {
+            self.0.push(carry as u32);
+        }
+        let mut rem = 0u64;
+        for limb in self.0.iter_mut().rev() {
+            let x = (rem << 32) | u64::from(*limb);
+            *limb = (x / den) as u32;
+            rem = x % den;
+        }
+        debug_assert_eq!(rem, 0, "inexact division");
+        while self.0.len() > 1 && self.0.last() == Some(&0) {
+            self.0.pop();
+        }
+    }
+
+    fn log2_floor(&self) -> u32 {
+        let top = self.0.last().copied().unwrap_or(1);
+        count(self.0.len() - 1) * 32 + (31 - top.leading_zeros())
+    }
+}
+
+/// The strength ledger of §6.4: what the key is worth and why.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Ledger {
+    /// Kept entries over all rounds.
+    pub n: u32,
+    /// Of which posted by alice.
+    pub a: u32,
+    /// `floor(log2 ∏ C(n_r, a_r))`: what Eve, knowing each round's `a_r`, does not know.
+    pub log2_binom: u32,
+    /// Bits the confirmation tag gives away.
+    pub tag_bits: u32,
+    /// Bits paid for privacy amplification.
+    pub margin_bits: u32,
+    /// `log2_binom − tag_bits − margin_bits`, never below 0.
+    pub strength: u32,
+}
+
+/// The ledger of a session from its rounds' `(n, a)`.
+pub fn ledger(rounds: &[(u32, u32)], tag_bits: u32) -> Ledger {
+    let log2_binom = log2_binomial_floor(rounds);
+    Ledger {
+        n: rounds.iter().fold(0, |s, r| s.saturating_add(r.0)),
+        a: rounds.iter().fold(0, |s, r| s.saturating_add(r.1)),
+        log2_binom,
+        tag_bits,
+        margin_bits: MARGIN_BITS,
+        strength: log2_binom.saturating_sub(tag_bits).saturating_sub(MARGIN_BITS),
+    }
+}
+
+/// `K = SHA-256("sgp/1 key" ‖ room ‖ session ‖ n as u32 BE ‖ bits packed MSB-first)`, where
+/// `room` is the code's UTF-8 bytes as given, `session` the 16 bytes of its 32-hex-digit wire
+/// form (either case), and `n = bits.len()`.
+pub fn key(room: &str, session_hex: &str, bits: &[bool]) -> Result<[u8; 32], String> {
+    let session = session_bytes(session_hex)?;
+    let n = u32::try_from(bits.len()).map_err(|_| format!("{} bits is too many", bits.len()))?;
+    let digest = Sha256::new()
+        .chain_update(b"sgp/1 key")
+        .chain_update(room.as_bytes())
+        .chain_update(session)
+        .chain_update(n.to_be_bytes())
+        .chain_update(pack_bits(bits))
+        .finalize();
+    Ok(digest.into())
+}
+
+/// The first `tag_bits` (a multiple of 8, at most 256) of `SHA-256("sgp/1 confirm" ‖ K)`, in hex.
+pub fn tag(key: &[u8; 32], tag_bits: u32) -> String {
+    let digest = Sha256::new().chain_update(b"sgp/1 confirm").chain_update(key).finalize();
+    hex(&digest[..(tag_bits as usize / 8).min(32)])
+}
+
+/// Bits packed MSB-first, the last byte padded with zeros.
+pub fn pack_bits(bits: &[bool]) -> Vec<u8> {
+    bits.chunks(8)
+        .map(|byte| {
+            byte.iter().enumerate().fold(0u8, |b, (j, &bit)| b | (u8::from(bit) << (7 - j)))
+        })
+        .collect()
+}
+
+fn session_bytes(session_hex: &str) -> Result<[u8; 16], String> {
+    let digits = session_hex.as_bytes();
+    let bad = || {
+        format!(
+            "session must be 32 hex digits, got {:?}",
+            session_hex.chars().take(40).collect::<String>()
+        )
+    };
+    if digits.len() != 32 {
+        return Err(bad());
+    }
+    let mut out = [0u8; 16];
+    for (byte, pair) in out.iter_mut().zip(digits.chunks(2)) {
+        let nibble = |c: u8| char::from(c).to_digit(16).ok_or_else(bad);
+        *byte = ((nibble(pair[0])? << 4) | nibble(pair[1])?) as u8;
+    }
+    Ok(out)
+}
+
+/// Lowercase hex.
+pub fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// `"0110…"`.
+pub fn bits_string(bits: &[bool]) -> String {
+    bits.iter().map(|&b| if b { '1' } else { '0' }).collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use Label::{A, B};
+
+    const T0: i64 = 1_764_000_000_000_000;
+
+    fn entries(list: &[(i64, Label)]) -> Vec<Entry> {
+        list.iter()
+            .enumerate()
+            .map(|(i, &(t, label))| Entry { i: i as u32, t_us: T0 + t, label })
+            .collect()
+    }
+
+    fn comb_u128(n: u32, k: u32) -> u128 {
+        (1..=u128::from(k)).fold(1, |c, i| c * (u128::from(n - k) + i) / i)
+    }
+
+    #[test]
+    fn a_prediction_between_two_kept_entries_exactly_g_apart_is_a_desync() {
+        // τ = 100: entries at 10_000 and 10_200 are exactly g apart, both kept; my post is
+        // predicted at 10_100, within τ of both.
+        let board = entries(&[(10_000, A), (10_200, B)]);
+        let own = [OwnPost { sent_us: T0 + 10_100, label: B }];
+        let out = derive_round(&board, T0, T0 + 20_000, &own, Sync::default(), B, 100, 0);
+        assert_eq!(out, RoundOutcome::Desync { unmatched: 1, total: 1 });
+        // One µs off the middle, only one entry is within τ: no ambiguity.
+        let own = [OwnPost { sent_us: T0 + 10_101, label: B }];
+        let out = derive_round(&board, T0, T0 + 20_000, &own, Sync::default(), B, 100, 0);
+        assert!(matches!(out, RoundOutcome::Ok(RoundView { n: 2, .. })), "{out:?}");
+    }
+
+    #[test]
+    fn prediction_floors_half_the_delay() {
+        let post = OwnPost { sent_us: 1000, label: A };
+        assert_eq!(predicted_us(&post, Sync { offset_us: -7, delay_us: 5 }), 1000 - 7 + 2);
+        assert_eq!(predicted_us(&post, Sync { offset_us: 0, delay_us: -3 }), 1000 - 2);
+    }
+
+    #[test]
+    fn sift_keeps_exactly_g_and_ignores_board_order() {
+        // τ = 250, g = 500, G = 1000, window [0, 10 000].
+        let board = entries(&[
+            (5000, A),
+            (2000, B),
+            (2500, A),
+            (7000, B),
+            (7499, A),
+            (999, B),
+            (9000, A),
+            (9000, B),
+        ]);
+        assert_eq!(sift(&board, T0, T0 + 10_000, 250, 1000), vec![0, 1, 2]);
+        assert!(sift(&[], T0, T0 + 10_000, 250, 1000).is_empty());
+    }
+
+    #[test]
+    fn rounds_recognise_and_check_labels() {
+        let board = entries(&[(2000, A), (3000, B), (4000, B)]);
+        let own =
+            [OwnPost { sent_us: T0 + 2100, label: A }, OwnPost { sent_us: T0 + 3900, label: B }];
+        let sync = Sync { offset_us: -200, delay_us: 201 };
+        let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 10_000, &own, sync, A, 250, 1000)
+        else {
+            panic!("desync")
+        };
+        assert_eq!((v.kept, v.mine, v.n, v.a), (vec![0, 1, 2], vec![true, false, true], 3, 2));
+        assert_eq!(bits_string(&v.bits), "001");
+        // The same post with label A has only a B entry nearby.
+        let own = [OwnPost { sent_us: T0 + 3900, label: A }];
+        assert_eq!(
+            derive_round(&board, T0, T0 + 10_000, &own, sync, A, 250, 1000),
+            RoundOutcome::Desync { unmatched: 1, total: 1 }
+        );
+    }
+
+    #[test]
+    fn binomials_are_exact() {
+        assert_eq!(log2_binomial_floor(&[]), 0);
+        assert_eq!(log2_binomial_floor(&[(4, 2)]), 2);
+        assert_eq!(log2_binomial_floor(&[(10, 5)]), 7);
+        assert_eq!(log2_binomial_floor(&[(0, 0), (7, 0), (7, 7), (1, 1)]), 0);
+        assert_eq!(log2_binomial_floor(&[(64, 32)]), 127 - comb_u128(64, 32).leading_zeros());
+        assert_eq!(log2_binomial_floor(&[(1000, 500)]), 994);
+        assert_eq!(log2_binomial_floor(&[(50_000, 25_000)]), 49_991);
+        // Of the product, not the sum of floors: 6 · 252 = 1512 → 10, not 2 + 7.
+        assert_eq!(log2_binomial_floor(&[(4, 2), (10, 5)]), 10);
+        assert_eq!(log2_binomial_floor(&[(1000, 500), (999, 1), (64, 32)]), 1065);
+        assert_eq!(log2_binomial_floor(&[(3, 5)]), 0);
+        for n in 0..=100 {
+            for k in 0..=n {
+                let c = comb_u128(n, k);
+                assert_eq!(log2_binomial_floor(&[(n, k)]), 127 - c.leading_zeros(), "C({n},{k})");
+            }
+        }
+    }
+
+    #[test]
+    fn ledger_never_goes_below_zero() {
+        let l = ledger(&[(4, 2), (10, 5)], 32);
+        assert_eq!(
+            (l.n, l.a, l.log2_binom, l.tag_bits, l.margin_bits, l.strength),
+            (14, 7, 10, 32, 64, 0)
+        );
+        let l = ledger(&[(1000, 500)], 32);
+        assert_eq!(l.strength, 994 - 32 - 64);
+        assert_eq!(ledger(&[], 32).strength, 0);
+        // PROTOCOL §6.4: "a 256-bit key needs at least 357 kept entries".
+        assert_eq!(ledger(&[(357, 178)], 32).strength, 256);
+        assert_eq!(ledger(&[(356, 178)], 32).strength, 255);
+    }
+
+    #[test]
+    fn bits_pack_msb_first() {
+        let bits: Vec<bool> = "101100111".chars().map(|c| c == '1').collect();
+        assert_eq!(pack_bits(&bits), vec![0xb3, 0x80]);
+        assert_eq!(bits_string(&bits), "101100111");
+        assert!(pack_bits(&[]).is_empty());
+    }
+
+    #[test]
+    fn key_and_tag_match_hashlib() {
+        // Computed with Python's hashlib (see tests/gen_vectors.py for the same recipe).
+        let bits: Vec<bool> = "101100111".chars().map(|c| c == '1').collect();
+        let k = key("K7QM2-9XD4R", "00112233445566778899aabbccddeeff", &bits).unwrap();
+        assert_eq!(hex(&k), "89e62bdaa10f5470a6cbeb368db49e6cd83021fc620fbff0e5406da05579c69a");
+        assert_eq!(tag(&k, 32), "f0226ccf");
+        assert_eq!(tag(&k, 128), "f0226ccfe3c2a586920c06dda7e2ef96");
+        assert_eq!(key("K7QM2-9XD4R", "00112233445566778899AABBCCDDEEFF", &bits).unwrap(), k);
+        let k0 = key("K7QM2-9XD4R", "00112233445566778899aabbccddeeff", &[]).unwrap();
+        assert_eq!(hex(&k0), "d5bcad3e1b9f3fc9767c64dd89b83da25dbc03c4a46f105704fb1e4edd680ba1");
+    }
+
+    #[test]
+    fn key_refuses_bad_sessions() {
+        for bad in [
+            "",
+            "0011",
+            "00112233445566778899aabbccddeeff00",
+            "00112233445566778899aabbccddeefg",
+            "+0112233445566778899aabbccddeeff",
+        ] {
+            assert!(key("room", bad, &[true]).is_err(), "{bad:?}");
+        }
+        // 32 bytes but not 32 ASCII characters.
+        assert!(key("room", "é0112233445566778899aabbccddeef", &[]).is_err());
+    }
+}

@@ -1,0 +1,162 @@
+//! End to end over real loopback sockets: `sgp pair` processes make keys through a real
+//! `sgp serve`, `sgp eve` watches, many rooms run at once, and a poster dies mid-round.
+
+mod common;
+use common::*;
+use serde_json::Value;
+use std::io::BufRead;
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn spawn_eve(server: &Server, code: &str) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
+    let mut eve = Command::new(SGP)
+        .args(["eve", "--json", "--server", &server.url(), "--room", code])
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .unwrap();
+    let mut out = std::io::BufReader::new(eve.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap();
+    assert_eq!(v["room"]["code"], code, "eve joins first: {line}");
+    (eve, out)
+}
+
+#[test]
+fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
+    let server = Server::start(&[]);
+    let (creator, code, rest) = spawn_creator(&server, &[]);
+    let (eve, eve_out) = spawn_eve(&server, &code);
+    let eve_reader = read_rest(eve_out);
+    let joiner = spawn_pair(&server, &["--room", &code]);
+    let rest = read_rest(rest);
+    let b = wait_output(joiner, Duration::from_secs(90));
+    let a = wait_output(creator, Duration::from_secs(90));
+    let a_text = rest.join().unwrap();
+    let (ka, kb) = (key_of(&a, &a_text), key_of(&b, ""));
+
+    for k in [&ka, &kb] {
+        assert_eq!(k["confirmed"], true);
+        assert!(k["strength"].as_u64().unwrap() >= 256, "{k}");
+        assert_eq!(k["key"].as_str().unwrap().len(), 64);
+        assert!(k["key"].as_str().unwrap().bytes().all(|c| c.is_ascii_hexdigit()));
+    }
+    for field in ["key", "bits", "n", "a", "strength", "tag", "log2_binom"] {
+        assert_eq!(ka[field], kb[field], "{field} differs");
+    }
+    assert_eq!(ka["role"], "alice");
+    assert_eq!(kb["role"], "bob");
+    // The strength is what the ledger says: floor(log2 C) − tag − margin.
+    let l = ka["log2_binom"].as_u64().unwrap() - ka["tag_bits"].as_u64().unwrap() - ka["margin_bits"].as_u64().unwrap();
+    assert_eq!(ka["strength"].as_u64().unwrap(), l);
+    assert_eq!(ka["bits"].as_str().unwrap().len() as u64, ka["n"].as_u64().unwrap());
+
+    // Eve saw every board the posters derived from, with the same sizes and the same sift.
+    let eve_out = wait_output(eve, Duration::from_secs(30));
+    assert!(eve_out.status.success());
+    let eve_lines = json_lines(&eve_reader.join().unwrap());
+    let eve_rounds: Vec<&Value> = eve_lines.iter().filter_map(|v| v.get("round")).collect();
+    let a_lines = json_lines(&a_text);
+    let a_rounds: Vec<&Value> = a_lines.iter().filter_map(|v| v.get("round")).collect();
+    assert!(!a_rounds.is_empty());
+    for r in &a_rounds {
+        let seen = eve_rounds
+            .iter()
+            .find(|e| e["session"] == r["session"] && e["round"] == r["round"])
+            .unwrap_or_else(|| panic!("eve missed round {r}"));
+        assert_eq!(seen["n"], r["n"], "board sizes differ");
+        assert_eq!(seen["board"].as_array().unwrap().len() as u64, r["n"].as_u64().unwrap());
+        if r["kept"].is_u64() {
+            assert_eq!(seen["kept"].as_array().unwrap().len() as u64, r["kept"].as_u64().unwrap(), "public sift differs");
+        }
+    }
+    // Eve's kept entries over the last session add up to the key's n.
+    let last = a_rounds.last().unwrap();
+    let eve_n: usize = eve_rounds.iter().filter(|e| e["session"] == last["session"]).map(|e| e["kept"].as_array().unwrap().len()).sum();
+    assert_eq!(eve_n as u64, ka["n"].as_u64().unwrap());
+    assert!(eve_lines.iter().any(|v| v.get("confirmed").map_or(false, |c| c["match"] == true)));
+    // Nothing eve printed names a poster next to an entry.
+    for e in &eve_rounds {
+        for entry in e["board"].as_array().unwrap() {
+            let keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
+            assert_eq!(keys.len(), 3, "{entry}");
+        }
+    }
+}
+
+#[test]
+fn twenty_rooms_pair_at_once() {
+    let server = Server::start(&[]);
+    // A generous tolerance: 40 clients and the server share two cores here.
+    let args = ["--tolerance-ms", "1", "--target-bits", "128"];
+    let mut pairs = Vec::new();
+    for _ in 0..20 {
+        let (creator, code, rest) = spawn_creator(&server, &args);
+        let joiner = spawn_pair(&server, &["--room", &code]);
+        pairs.push((creator, read_rest(rest), joiner));
+    }
+    assert_eq!(server.healthz()["rooms"], 20);
+    for (creator, rest, joiner) in pairs {
+        let b = wait_output(joiner, Duration::from_secs(240));
+        let a = wait_output(creator, Duration::from_secs(240));
+        let (ka, kb) = (key_of(&a, &rest.join().unwrap()), key_of(&b, ""));
+        assert_eq!(ka["key"], kb["key"]);
+        assert!(ka["strength"].as_u64().unwrap() >= 128);
+    }
+}
+
+#[test]
+fn a_poster_killed_mid_round_is_noticed_and_the_room_takes_a_new_one() {
+    let server = Server::start(&[]);
+    // Long rounds, so that the kill lands inside one.
+    let (creator, code, creator_out) = spawn_creator(&server, &["--tolerance-ms", "2", "--target-bits", "64"]);
+    let (eve, mut eve_out) = spawn_eve(&server, &code);
+    let mut joiner = spawn_pair(&server, &["--room", &code]);
+    // Wait for the round to start, as eve sees it.
+    loop {
+        let mut line = String::new();
+        assert!(eve_out.read_line(&mut line).unwrap() > 0, "eve ended early");
+        if serde_json::from_str::<Value>(&line).unwrap().get("start").is_some() {
+            break;
+        }
+    }
+    std::thread::sleep(Duration::from_millis(300));
+    joiner.kill().unwrap();
+    let killed = Instant::now();
+    let _ = joiner.wait();
+    let out_reader = read_rest(creator_out);
+    let a = wait_output(creator, Duration::from_secs(10));
+    let noticed = killed.elapsed();
+    assert_eq!(a.status.code(), Some(3), "stderr: {}", String::from_utf8_lossy(&a.stderr));
+    assert!(String::from_utf8_lossy(&a.stderr).contains("peer left"));
+    assert!(noticed < Duration::from_secs(2), "took {noticed:?}");
+    let _ = out_reader.join();
+
+    // The room (kept alive by eve) takes two new posters, who make a key.
+    let first = spawn_pair(&server, &["--room", &code]);
+    let second = spawn_pair(&server, &["--room", &code]);
+    let a = wait_output(first, Duration::from_secs(120));
+    let b = wait_output(second, Duration::from_secs(120));
+    let (ka, kb) = (key_of(&a, ""), key_of(&b, ""));
+    assert_eq!(ka["key"], kb["key"]);
+    assert_eq!(ka["room"], code);
+    let eve_reader = read_rest(eve_out);
+    assert!(wait_output(eve, Duration::from_secs(30)).status.success());
+    let lines = json_lines(&eve_reader.join().unwrap());
+    assert!(lines.iter().any(|v| v.get("aborted").map_or(false, |a| a["reason"] == "peer_left")));
+}
+
+#[test]
+fn joining_a_missing_room_fails_clearly() {
+    let server = Server::start(&[]);
+    let out = wait_output(spawn_pair(&server, &["--room", "ZZZZZ-ZZZZZ"]), Duration::from_secs(10));
+    assert_eq!(out.status.code(), Some(4));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("no such room"));
+    let out = wait_output(
+        Command::new(SGP).args(["pair", "--server", "http://127.0.0.1:1"]).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap(),
+        Duration::from_secs(10),
+    );
+    assert_eq!(out.status.code(), Some(5));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
+}
