@@ -2,7 +2,8 @@
 //! moment the frame is read (before parsing), answers clock-sync pings itself, hands
 //! everything else to the room engine, and is the only writer to its socket: the rest of
 //! the server reaches it through a bounded queue. It closes with the RFC 6455 code that
-//! fits: 1009 too large, 1003 binary, 1008 flood or too slow a reader, 1001 shutdown/idle.
+//! fits: 1009 too large, 1003 binary, 1007 bad UTF-8, 1002 protocol error, 1008 flood or
+//! too slow a reader, 1001 shutdown or silence.
 
 use crate::protocol::{parse_client, to_text, ClientMsg, ServerMsg};
 use crate::server::Shared;
@@ -61,6 +62,19 @@ where
 
     let end = loop {
         tokio::select! {
+            // Replies first: a client that reads must never be taken for one that does not
+            // because its requests kept winning the race against their own answers.
+            biased;
+            _ = shutdown.changed() => break End::Close(CloseCode::Away, "server shutting down"),
+            out = rx.recv() => match out {
+                Some(text) => {
+                    if let Err(end) = send(&mut ws, text).await {
+                        break end;
+                    }
+                }
+                // The server dropped our queue: we did not keep up with what was sent to us.
+                None => break End::Close(CloseCode::Policy, "too slow: messages were not read"),
+            },
             frame = ws.next() => {
                 let now = shared.clock.now_us();
                 last_seen = Instant::now();
@@ -84,21 +98,11 @@ where
                         break End::RawClose(1009, "message too large")
                     }
                     Some(Err(WsError::Capacity(_))) => break End::RawClose(1009, "message too large"),
-                    Some(Err(WsError::Protocol(_))) | Some(Err(WsError::Utf8(_))) => {
-                        break End::RawClose(1002, "protocol error")
-                    }
+                    Some(Err(WsError::Utf8(_))) => break End::RawClose(1007, "text frames must be UTF-8"),
+                    Some(Err(WsError::Protocol(_))) => break End::RawClose(1002, "protocol error"),
                     Some(Err(_)) => break End::Gone,
                 }
             }
-            out = rx.recv() => match out {
-                Some(text) => {
-                    if let Err(end) = send(&mut ws, text).await {
-                        break end;
-                    }
-                }
-                // The server dropped our queue: we did not keep up with what was sent to us.
-                None => break End::Close(CloseCode::Policy, "too slow: messages were not read"),
-            },
             _ = pings.tick() => {
                 if last_seen.elapsed() >= SILENT_LIMIT {
                     break End::Close(CloseCode::Away, "silent for too long");
@@ -107,7 +111,6 @@ where
                     break End::Gone;
                 }
             }
-            _ = shutdown.changed() => break End::Close(CloseCode::Away, "server shutting down"),
         }
     };
     shared.unregister(id);

@@ -89,7 +89,10 @@ pub async fn run(opts: &Opts) -> Result<(), Failure> {
             }
             ServerMsg::Aborted { reason } => {
                 window = None;
-                say(opts.json, "aborted", json!({"reason": reason}), || format!("session aborted: {reason}"));
+                say(opts.json, "aborted", json!({"reason": reason}), || match reason.as_str() {
+                    "desync" => "round dropped: a poster found it out of sync".into(),
+                    _ => format!("session aborted: {reason}"),
+                });
                 if reason == "idle" {
                     return Err(Failure { code: EXIT_OTHER, message: "the room was closed for inactivity".into() });
                 }

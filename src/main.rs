@@ -10,7 +10,7 @@ sgp — shared secret generation over an anonymous broadcast channel
 
 usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]...
-  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json]
+  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow]
   sgp help | --version
 
@@ -21,10 +21,11 @@ serve   serve the web client on / and the protocol on /ws
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080
         --room CODE           join this room instead of creating one
-        --tolerance-ms T      recognition tolerance (creator only; default 0.25)
+        --tolerance-ms T      recognition tolerance (creator only; default 0.5)
         --target-bits N       key strength to reach (creator only; default 256)
-        --retries N           failed sessions to retry before giving up (default 10)
+        --retries N           failed sessions to retry before giving up (default 20)
         --json                one JSON object per line on stdout
+        --record FILE         save what this poster knows (own posts, clock sync, boards) as JSON
 eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
         --follow              keep watching after a key is confirmed
 
@@ -57,8 +58,8 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let mut sub: Option<String> = None;
     let (mut bind, mut port, mut origins, mut legacy) = ("127.0.0.1".to_string(), 8080u16, Vec::new(), false);
     let mut server = DEFAULT_SERVER.to_string();
-    let (mut room, mut tol, mut target, mut retries) = (None, None, None, 10u32);
-    let (mut json, mut follow) = (false, false);
+    let (mut room, mut tol, mut target, mut retries) = (None, None, None, 20u32);
+    let (mut json, mut follow, mut record) = (false, false, None);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cmd::Help),
@@ -75,6 +76,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Long("retries") => retries = p.value()?.parse()?,
             Long("json") => json = true,
             Long("follow") => follow = true,
+            Long("record") => record = Some(p.value()?.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -87,7 +89,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             }
             Ok(Cmd::Serve { bind, port, origins, legacy })
         }
-        "pair" => Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries })),
+        "pair" => Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record })),
         "eve" => {
             let room = room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
             Ok(Cmd::Eve(eve::Opts { server, room, json, follow }))

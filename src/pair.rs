@@ -19,8 +19,10 @@ pub struct Opts {
     pub tolerance_ms: Option<f64>,
     pub target_bits: Option<u32>,
     pub json: bool,
-    /// Sessions that may fail (desync, disagreement, mismatched tags) before giving up.
+    /// Rounds and sessions that may fail (desync, disagreement, mismatched tags) before giving up.
     pub retries: u32,
+    /// Write what this poster knows (own posts, sync, boards) to this JSON file after each round.
+    pub record: Option<String>,
 }
 
 /// The confirmed key and the ledger behind its strength.
@@ -93,6 +95,8 @@ struct Posted {
     t_start: i64,
     t_end: i64,
     posts: Vec<OwnPost>,
+    /// The clock sync the round was posted with (bias included).
+    sync: SyncSample,
 }
 
 pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
@@ -130,18 +134,22 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
 
     let mut sync = c.sync(SYNC_SAMPLES).await?;
     emit_sync(&out, sync);
+    // Learnt from our own posts (see `refine`); kept across re-syncs.
+    let mut bias_us = 0i64;
     c.send(&ClientMsg::Ready {}).await?;
 
     let mut rng = fastrand::Rng::new();
     let mut session: Option<String> = None;
-    let mut counts: Vec<(u32, u32)> = Vec::new();
-    let mut bits: Vec<bool> = Vec::new();
+    // The rounds of this session that count: (round, n, a, bits).
+    let mut kept_rounds: Vec<(u32, u32, u32, Vec<bool>)> = Vec::new();
+    let mut last_closed: Option<u32> = None;
     let mut posted: Option<Posted> = None;
     let mut my_tag: Option<String> = None;
     let mut peer_tag: Option<String> = None;
     let mut failures = 0u32;
     let mut rounds_used = 0u32;
     let mut pending: Option<ServerMsg> = None;
+    let mut record: Vec<serde_json::Value> = Vec::new();
 
     loop {
         let msg = match pending.take() {
@@ -162,14 +170,14 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             ServerMsg::Start { session: s, round, t_start_us, t_end_us, params: p } => {
                 if session.as_deref() != Some(s.as_str()) {
                     session = Some(s);
-                    counts.clear();
-                    bits.clear();
+                    kept_rounds.clear();
                 }
                 my_tag = None;
                 peer_tag = None;
-                let (posts, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, sync, me, &mut rng).await?;
+                let round_sync = SyncSample { offset_us: sync.offset_us + bias_us, delay_us: sync.delay_us };
+                let (posts, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, me, &mut rng).await?;
                 rounds_used = round;
-                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts });
+                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, sync: round_sync });
                 pending = interrupt;
             }
             ServerMsg::Closed { session: s, round, board } => {
@@ -177,9 +185,19 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 if session.as_deref() != Some(s.as_str()) {
                     continue;
                 }
+                last_closed = Some(round);
+                if let Some(path) = &opts.record {
+                    record.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
+                        "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts, "board": board}));
+                    let doc = json!({"room": room, "role": role, "params": params, "rounds": record});
+                    if let Err(e) = std::fs::write(path, doc.to_string()) {
+                        return Err(fail(EXIT_OTHER, format!("cannot write {path}: {e}")));
+                    }
+                }
                 let outcome = secret::derive_round(
-                    &board, p.t_start, p.t_end, &p.posts, to_sync(sync), me, params.tolerance_us(), params.guard_us(),
+                    &board, p.t_start, p.t_end, &p.posts, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
                 );
+                bias_us += refine(p.sync, &board, &p.posts, params.tolerance_us());
                 match outcome {
                     RoundOutcome::Desync { unmatched, total } => {
                         out.event(
@@ -190,13 +208,13 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                         c.send(&ClientMsg::Abort { reason: "desync".into() }).await?;
                     }
                     RoundOutcome::Ok(v) => {
-                        counts.push((v.n, v.a));
-                        bits.extend_from_slice(&v.bits);
+                        kept_rounds.push((round, v.n, v.a, v.bits));
+                        let (counts, bits) = totals(&kept_rounds);
                         let ledger = secret::ledger(&counts, params.tag_bits);
                         out.event(
                             "round",
                             json!({"session": s, "round": round, "n": board.len(), "kept": v.n, "posts": p.posts.len(), "strength": ledger.strength}),
-                            || format!("round {round}: {} entries, {} kept; strength so far {} of {} bits", board.len(), v.n, ledger.strength, params.target_bits),
+                            || format!("round {round}: {} entries, {} kept; strength so far {} of {} bits", board.len(), counts.last().map_or(0, |c| c.0), ledger.strength, params.target_bits),
                         );
                         if ledger.strength >= params.target_bits {
                             let key = secret::key(&room, &s, &bits).map_err(|e| fail(EXIT_OTHER, e))?;
@@ -216,6 +234,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             }
             ServerMsg::Confirmed { matched } => {
                 if matched && my_tag.is_some() && my_tag == peer_tag {
+                    let (counts, bits) = totals(&kept_rounds);
                     let ledger = secret::ledger(&counts, params.tag_bits);
                     let key = secret::key(&room, session.as_deref().unwrap_or(""), &bits).map_err(|e| fail(EXIT_OTHER, e))?;
                     let report = KeyReport {
@@ -239,6 +258,17 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 }
                 out.event("confirmed", json!({"match": false}), || "confirmation tags differ: discarding the key and starting again".into());
                 retry("confirmation mismatch", &mut resync)?;
+            }
+            ServerMsg::Aborted { reason } if reason == "desync" && session.is_some() => {
+                // One of us found the last round out of sync: it is dropped, the session goes on.
+                posted = None;
+                my_tag = None;
+                let dropped = last_closed.take();
+                if let Some(r) = dropped {
+                    kept_rounds.retain(|k| k.0 != r);
+                }
+                out.event("aborted", json!({"reason": reason, "round": dropped}), || "round dropped (out of sync); posting another".into());
+                retry("desync", &mut resync)?;
             }
             ServerMsg::Aborted { reason } => {
                 session = None;
@@ -272,6 +302,27 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             c.send(&ClientMsg::Ready {}).await?;
         }
     }
+}
+
+/// The counts and the concatenated bits of the rounds that count.
+fn totals(rounds: &[(u32, u32, u32, Vec<bool>)]) -> (Vec<(u32, u32)>, Vec<bool>) {
+    (rounds.iter().map(|r| (r.1, r.2)).collect(), rounds.iter().flat_map(|r| r.3.iter().copied()).collect())
+}
+
+/// The median error of this round's recognisable posts: added to the offset, it centres the
+/// next round's predictions (ping and post paths differ by tens of µs). Private: it uses
+/// only this poster's own posts and changes nothing anyone else sees.
+fn refine(sync: SyncSample, board: &[crate::protocol::Entry], posts: &[OwnPost], tol_us: i64) -> i64 {
+    let mut errs: Vec<i64> = secret::arrival_errors(board, posts, to_sync(sync))
+        .into_iter()
+        .flatten()
+        .filter(|e| e.abs() <= 2 * tol_us)
+        .collect();
+    if errs.len() < 20 {
+        return 0;
+    }
+    errs.sort_unstable();
+    errs[errs.len() / 2]
 }
 
 fn emit_sync(out: &Out, s: SyncSample) {

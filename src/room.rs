@@ -81,6 +81,10 @@ struct Room {
     round: u32,
     phase: Phase,
     verdicts: [Verdict; 2],
+    /// The last round was dropped (`abort {reason: "desync"}`): each poster must send
+    /// `ready` before anything else, so a confirm sent before it heard of the drop is refused.
+    need_ready: [bool; 2],
+    dropped: bool,
     /// The current round's board, or the last closed one.
     board: Vec<Entry>,
     buckets: [Bucket; 2],
@@ -109,6 +113,8 @@ impl Room {
         self.round = 0;
         self.phase = Phase::Between;
         self.verdicts = [Verdict::None, Verdict::None];
+        self.need_ready = [false, false];
+        self.dropped = false;
     }
     fn close_round(&mut self) -> Out {
         self.phase = Phase::Between;
@@ -221,7 +227,12 @@ impl Engine {
         match msg {
             ClientMsg::Create { params } => self.create(conn, params.unwrap_or_default(), now),
             ClientMsg::Join { room, as_ } => self.join(conn, &room, as_, now),
-            ClientMsg::Leave {} => self.leave(conn),
+            ClientMsg::Leave {} => {
+                if !self.seats.contains_key(&conn) {
+                    return err(conn, ErrorCode::NotAllowed, "leave: not in a room");
+                }
+                self.leave(conn)
+            }
             // Clock sync is answered by the connection itself; nothing to do here.
             ClientMsg::Ping { .. } => Vec::new(),
             other => self.in_room(conn, other, now),
@@ -260,6 +271,8 @@ impl Engine {
             round: 0,
             phase: Phase::Between,
             verdicts: [Verdict::None, Verdict::None],
+            need_ready: [false, false],
+            dropped: false,
             board: Vec::new(),
             buckets: [bucket.clone(), bucket],
         };
@@ -354,6 +367,7 @@ impl Engine {
                     return err(conn, ErrorCode::NotAllowed, "a round is running; send done after t_end");
                 }
                 r.verdicts[k] = Verdict::Ready;
+                r.need_ready[k] = false;
                 self.advance(conn, now)
             }
             ClientMsg::Confirm { tag } => {
@@ -362,6 +376,9 @@ impl Engine {
                 }
                 if matches!(r.phase, Phase::Running { .. }) {
                     return err(conn, ErrorCode::NotAllowed, "a round is running; confirm after it closes");
+                }
+                if r.need_ready[k] {
+                    return err(conn, ErrorCode::NotAllowed, "the last round was dropped (desync); send ready");
                 }
                 if !valid_tag(&tag, r.params.tag_bits) {
                     return err(
@@ -395,7 +412,18 @@ impl Engine {
                 if !valid_reason(&reason) {
                     return err(conn, ErrorCode::BadField, "abort: `reason` must be a snake_case word of at most 32 characters");
                 }
-                r.end_session();
+                if reason == "desync" && r.session.is_some() {
+                    // Drops the current (or last closed) round only; the session goes on.
+                    if r.dropped {
+                        return Vec::new(); // the other poster's desync for the same round
+                    }
+                    r.phase = Phase::Between;
+                    r.verdicts = [Verdict::None, Verdict::None];
+                    r.need_ready = [true, true];
+                    r.dropped = true;
+                } else {
+                    r.end_session();
+                }
                 vec![Out { to: r.members(), msg: ServerMsg::Aborted { reason } }]
             }
             ClientMsg::Reset {} => {
@@ -430,6 +458,8 @@ impl Engine {
                 let t_end = t_start + r.params.duration_ms as i64 * 1000;
                 r.phase = Phase::Running { t_start, t_end, done: [false, false] };
                 r.verdicts = [Verdict::None, Verdict::None];
+                r.need_ready = [false, false];
+                r.dropped = false;
                 r.board.clear();
                 for b in &mut r.buckets {
                     *b = Bucket { tokens: self.limits.post_burst, at_us: now };
@@ -822,13 +852,36 @@ mod tests {
     }
 
     #[test]
+    fn desync_drops_one_round_and_the_session_goes_on() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (_, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        let ServerMsg::Closed { session: s1, .. } = out[0].msg.clone() else { panic!() };
+        // Alice thinks the round completes the key; Bob found it out of sync.
+        e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te);
+        let out = e.handle(2, ClientMsg::Abort { reason: "desync".into() }, te);
+        assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "desync".into() } });
+        // Alice's second desync for the same round is not relayed again.
+        assert!(e.handle(1, ClientMsg::Abort { reason: "desync".into() }, te).is_empty());
+        // A confirm sent before hearing of the drop is refused; ready is what counts.
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te)), ErrorCode::NotAllowed);
+        e.handle(1, ClientMsg::Ready {}, te);
+        let out = e.handle(2, ClientMsg::Ready {}, te);
+        let ServerMsg::Start { session, round, .. } = &out[0].msg else { panic!("{out:?}") };
+        assert_eq!((session, *round), (&s1, 2), "same session, next round");
+    }
+
+    #[test]
     fn reset_and_abort_reach_the_whole_room() {
         let mut e = engine();
         room_with_three(&mut e);
         let (ts, _) = start(&mut e, T0);
         e.handle(1, ClientMsg::Post { label: Label::A }, ts);
-        let out = e.handle(2, ClientMsg::Abort { reason: "desync".into() }, ts + 1);
-        assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "desync".into() } });
+        let out = e.handle(2, ClientMsg::Abort { reason: "user".into() }, ts + 1);
+        assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "user".into() } });
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Done {}, ts + 2_000_000)), ErrorCode::NotAllowed);
         let out = e.handle(1, ClientMsg::Reset {}, ts + 2);
         assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Reset {} });
         let out = e.handle(3, ClientMsg::Board {}, ts + 3);

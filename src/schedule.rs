@@ -2,7 +2,7 @@
 //! precise wait. A tokio timer wakes about a millisecond late, which would put a floor
 //! under the gaps and tell an eavesdropper that close posts come from different posters;
 //! so the wait sleeps on the runtime until shortly before, then on the thread, then spins
-//! the last ~150 µs.
+//! the last ~50 µs.
 
 use crate::clock::Clock;
 use std::time::Duration;
@@ -27,7 +27,7 @@ pub fn poisson(t_start_us: i64, t_end_us: i64, rate_hz: f64, rng: &mut fastrand:
 }
 
 /// Below this much time left, stop sleeping and spin.
-const SPIN_US: i64 = 150;
+const SPIN_US: i64 = 50;
 /// The runtime's timer is trusted to wake no later than this.
 const RUNTIME_SLACK_US: i64 = 2_000;
 

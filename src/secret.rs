@@ -157,6 +157,30 @@ pub fn derive_round(
     RoundOutcome::Ok(view)
 }
 
+/// For each own post, `t − predicted` of the nearest board entry with the post's label (or
+/// `None` if the board has none). A poster's private measure of its timing: the median of
+/// these corrects the bias of its clock sync for the next round.
+pub fn arrival_errors(board: &[Entry], own: &[OwnPost], sync: Sync) -> Vec<Option<i64>> {
+    let mut times: [Vec<i64>; 2] = [Vec::new(), Vec::new()];
+    for e in board {
+        times[usize::from(e.label == Label::B)].push(e.t_us);
+    }
+    times.iter_mut().for_each(|t| t.sort_unstable());
+    own.iter()
+        .map(|p| {
+            let t = &times[usize::from(p.label == Label::B)];
+            let x = predicted_us(p, sync);
+            let k = t.partition_point(|&v| v < x);
+            [k.checked_sub(1), Some(k)]
+                .into_iter()
+                .flatten()
+                .filter_map(|j| t.get(j))
+                .map(|&v| v - x)
+                .min_by_key(|d| d.unsigned_abs())
+        })
+        .collect()
+}
+
 /// Whether some `t` in the ascending `sorted` has `|t − x| ≤ tol`.
 fn any_within(sorted: &[i64], x: i64, tol: u64) -> bool {
     let first = sorted.partition_point(|&t| t < x && t.abs_diff(x) > tol);
@@ -348,6 +372,19 @@ mod tests {
         let own = [OwnPost { sent_us: T0 + 10_101, label: B }];
         let out = derive_round(&board, T0, T0 + 20_000, &own, Sync::default(), B, 100, 0);
         assert!(matches!(out, RoundOutcome::Ok(RoundView { n: 2, .. })), "{out:?}");
+    }
+
+    #[test]
+    fn arrival_errors_use_the_nearest_entry_with_the_label() {
+        let board = entries(&[(1_000, A), (1_040, B), (2_000, A)]);
+        let own = [
+            OwnPost { sent_us: T0 + 990, label: A },
+            OwnPost { sent_us: T0 + 1_050, label: B },
+            OwnPost { sent_us: T0 + 1_600, label: A },
+        ];
+        let e = arrival_errors(&board, &own, Sync { offset_us: 0, delay_us: 10 });
+        assert_eq!(e, vec![Some(5), Some(-15), Some(395)]);
+        assert_eq!(arrival_errors(&[], &own[..1], Sync::default()), vec![None]);
     }
 
     #[test]
