@@ -13,7 +13,9 @@
 //! - [`schedule`]: the Poisson posting schedule and precise waiting.
 //! - [`pair`]: `sgp pair`, the protocol from a terminal.
 //! - [`eve`]: `sgp eve`, the eavesdropper's seat.
+//! - [`bench`]: `sgp bench`, measurements against a server of its own.
 
+pub mod bench;
 pub mod client;
 pub mod clock;
 pub mod conn;

@@ -2,7 +2,7 @@
 //! `LocalSet`, and runs one subcommand (serve, pair, eve).
 
 use lexopt::prelude::*;
-use sgp::{eve, http::Origins, pair, server};
+use sgp::{bench, eve, http::Origins, pair, server};
 use std::process::ExitCode;
 
 const USAGE: &str = "\
@@ -12,6 +12,7 @@ usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]...
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow]
+  sgp bench key|idle [--pairs N] [--connections N] [--tolerance-ms T] [--server URL] [--json]
   sgp help | --version
 
 serve   serve the web client on / and the protocol on /ws
@@ -21,13 +22,16 @@ serve   serve the web client on / and the protocol on /ws
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080
         --room CODE           join this room instead of creating one
-        --tolerance-ms T      recognition tolerance (creator only; default 0.5)
+        --tolerance-ms T      recognition tolerance (creator only; default 0.25)
         --target-bits N       key strength to reach (creator only; default 256)
         --retries N           failed sessions to retry before giving up (default 20)
         --json                one JSON object per line on stdout
         --record FILE         save what this poster knows (own posts, clock sync, boards) as JSON
 eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
         --follow              keep watching after a key is confirmed
+bench   measure, against a server it starts itself unless --server is given:
+        key                   --pairs N (default 20) pairs of sgp pair in turn: time to key
+        idle                  --connections N (default 1000) idle WebSockets: server memory
 
 exit codes (pair, eve): 0 key confirmed, 2 usage, 3 peer left, 4 no such room / room full /
 bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything else
@@ -49,6 +53,7 @@ enum Cmd {
     Serve { bind: String, port: u16, origins: Vec<String>, legacy: bool },
     Pair(pair::Opts),
     Eve(eve::Opts),
+    Bench(bench::Opts),
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -60,16 +65,23 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let mut server = DEFAULT_SERVER.to_string();
     let (mut room, mut tol, mut target, mut retries) = (None, None, None, 20u32);
     let (mut json, mut follow, mut record) = (false, false, None);
+    let (mut what, mut pairs, mut connections, mut server_set) = (None, 20usize, 1000usize, false);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cmd::Help),
             Short('V') | Long("version") => return Ok(Cmd::Version),
             Value(v) if sub.is_none() => sub = Some(v.string()?),
+            Value(v) if sub.as_deref() == Some("bench") && what.is_none() => what = Some(v.string()?),
+            Long("pairs") => pairs = p.value()?.parse()?,
+            Long("connections") => connections = p.value()?.parse()?,
             Long("bind") => bind = p.value()?.string()?,
             Long("port") => port = p.value()?.parse()?,
             Long("allow-origin") => origins.push(p.value()?.string()?),
             Long("legacy") => legacy = true,
-            Long("server") => server = p.value()?.string()?,
+            Long("server") => {
+                server = p.value()?.string()?;
+                server_set = true;
+            }
             Long("room") => room = Some(p.value()?.string()?),
             Long("tolerance-ms") => tol = Some(p.value()?.parse::<f64>()?),
             Long("target-bits") => target = Some(p.value()?.parse::<u32>()?),
@@ -93,6 +105,11 @@ fn parse() -> Result<Cmd, lexopt::Error> {
         "eve" => {
             let room = room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
             Ok(Cmd::Eve(eve::Opts { server, room, json, follow }))
+        }
+        "bench" => {
+            let what = what.ok_or_else(|| lexopt::Error::from("sgp bench needs what to measure: key or idle"))?;
+            let server = server_set.then_some(server);
+            Ok(Cmd::Bench(bench::Opts { what, server, pairs, connections, tolerance_ms: tol, json }))
         }
         "help" => Ok(Cmd::Help),
         other => Err(format!("unknown command {other:?}").into()),
@@ -154,6 +171,15 @@ fn run(cmd: Cmd) -> ExitCode {
                     }
                     eprintln!("sgp pair: {}", f.message);
                     ExitCode::from(f.code as u8)
+                }
+            }
+        }),
+        Cmd::Bench(opts) => local.block_on(&rt, async move {
+            match bench::run(&opts).await {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("sgp bench: {e}");
+                    ExitCode::FAILURE
                 }
             }
         }),

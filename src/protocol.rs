@@ -104,7 +104,7 @@ pub struct ParamsIn {
 
 /// Default tolerance for terminal clients on one machine or a LAN, in ms
 /// (chosen from `sgp bench` measurements: see BENCHMARKS.md).
-pub const DEFAULT_TOLERANCE_MS: f64 = 0.5;
+pub const DEFAULT_TOLERANCE_MS: f64 = 0.25;
 /// Bits of margin paid for privacy amplification: 2·log2(1/ε) with ε = 2⁻³².
 pub const MARGIN_BITS: u32 = 64;
 /// Most posts one poster may be expected to make in one round (`rate_hz · duration`).
