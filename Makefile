@@ -1,28 +1,51 @@
-# sgp — build, run and test. `make run` and `make test` work on a fresh machine with
-# Rust installed: cargo fetches the crates; later steps install what they need.
+# sgp — build, run and test. `make run` and `make test` work on a fresh machine with Rust
+# and Node.js: cargo fetches the crates, npm the client's packages (Bootstrap, and
+# playwright-core for the browser tests), and `make test` installs Debian's chromium.
 
 CARGO ?= cargo
+NPM ?= npm
 PORT ?= 8080
+CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all build release run test test-rust clean
+.PHONY: all build release run test test-rust test-js test-browser chromium clean
 
 all: release
 
-build:
+# The client's npm packages, fetched once per change of the lock file.
+client/node_modules/.stamp: client/package.json client/package-lock.json
+	cd client && $(NPM) ci --no-audit --no-fund
+	touch $@
+
+build: client/node_modules/.stamp
 	$(CARGO) build
 
-release:
+release: client/node_modules/.stamp
 	$(CARGO) build --release
 
 ## Build in release mode and serve on 127.0.0.1:$(PORT).
 run: release
 	./target/release/sgp serve --port $(PORT)
 
-## Every test.
+## Every test: Rust (unit, vectors, integration), JavaScript (unit), browser (end to end).
 test: test-rust
 
-test-rust:
+test-rust: client/node_modules/.stamp
 	$(CARGO) test --all-targets
+
+test-js: client/node_modules/.stamp
+	node --test client/test/*.test.mjs
+
+test-browser: client/node_modules/.stamp chromium build
+	SGP_BIN=$(CURDIR)/target/debug/sgp CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 client/test/e2e/*.test.mjs
+
+## Debian's chromium for the browser tests (as root, or with sudo).
+chromium:
+	@if [ ! -x "$(CHROMIUM)" ]; then \
+	  echo "installing Debian's chromium for the browser tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
 
 clean:
 	$(CARGO) clean
+	rm -rf client/node_modules

@@ -9,7 +9,7 @@ use hyper::{Method, Request, Response, StatusCode, Version};
 use include_dir::{include_dir, Dir};
 
 /// The web client, embedded in the binary at build time.
-pub static CLIENT: Dir<'static> = include_dir!("$CARGO_MANIFEST_DIR/client");
+pub static CLIENT: Dir<'static> = include_dir!("$OUT_DIR/client");
 
 pub type Body = Full<Bytes>;
 

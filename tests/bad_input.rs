@@ -901,7 +901,8 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
     eprintln!(
         "non-reader: board of {board_len} entries; live pair done after {pair_done:?}; dropped from healthz after {dropped_at:?}; socket ended ({ended}) after {socket_ended_at:?} with {got} bytes unread"
     );
-    assert!(got > 1 << 20, "the server should have sent the non-reader megabytes, sent {got} bytes");
+    // The server did fill the non-reader's socket before giving up on it.
+    assert!(got > 64 << 10, "the server should have sent the non-reader its boards until the socket filled, sent {got} bytes");
 
     // The room the non-reader sat in is unaffected.
     rt.block_on(async {
