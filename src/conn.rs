@@ -5,7 +5,8 @@
 //! fits: 1009 too large, 1003 binary, 1007 bad UTF-8, 1002 protocol error, 1008 flood or
 //! too slow a reader, 1001 shutdown or silence.
 
-use crate::protocol::{parse_client, to_text, ClientMsg, ServerMsg};
+use crate::legacy;
+use crate::protocol::{parse_client, to_text, ClientMsg, ErrorCode, ProtoError, ServerMsg};
 use crate::server::Shared;
 use futures_util::{SinkExt, StreamExt};
 use std::rc::Rc;
@@ -38,6 +39,13 @@ pub fn ws_config() -> WebSocketConfig {
         .max_frame_size(Some(MAX_MESSAGE))
 }
 
+/// Which protocol a connection speaks, decided by its first message.
+#[derive(Clone, Copy, PartialEq)]
+enum Dialect {
+    Sgp,
+    Legacy,
+}
+
 /// How a connection ended, for the close frame.
 enum End {
     /// The peer closed or the socket went away: nothing more to send.
@@ -59,6 +67,7 @@ where
     let mut last_seen = Instant::now();
     let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
     let mut flood = (FLOOD_BURST, Instant::now());
+    let mut dialect = None;
 
     let end = loop {
         tokio::select! {
@@ -87,7 +96,7 @@ where
                         if *tokens < 0.0 {
                             break End::Close(CloseCode::Policy, "flood: too many messages");
                         }
-                        if let Err(end) = on_text(&mut ws, &shared, id, &text, now).await {
+                        if let Err(end) = on_text(&mut ws, &shared, id, &text, now, &mut dialect).await {
                             break end;
                         }
                     }
@@ -129,10 +138,36 @@ where
 }
 
 /// One text frame, received at `now`. `Err` ends the connection.
-async fn on_text<S>(ws: &mut WebSocketStream<S>, shared: &Shared, id: u64, text: &str, now: i64) -> Result<(), End>
+async fn on_text<S>(
+    ws: &mut WebSocketStream<S>,
+    shared: &Shared,
+    id: u64,
+    text: &str,
+    now: i64,
+    dialect: &mut Option<Dialect>,
+) -> Result<(), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    if dialect.is_none() {
+        if legacy::looks_legacy(text) {
+            if !shared.config.legacy {
+                let e = ProtoError::new(
+                    ErrorCode::LegacyDisabled,
+                    "this is the original student client's dialect; start the server with `sgp serve --legacy` to speak it",
+                );
+                return send(ws, to_text(&e.to_msg()).into()).await;
+            }
+            *dialect = Some(Dialect::Legacy);
+        } else {
+            *dialect = Some(Dialect::Sgp);
+        }
+    }
+    if *dialect == Some(Dialect::Legacy) {
+        let outs = shared.legacy.borrow_mut().handle(id, text, now);
+        shared.dispatch_legacy(outs);
+        return Ok(());
+    }
     match parse_client(text) {
         Err(e) => send(ws, to_text(&e.to_msg()).into()).await,
         Ok(ClientMsg::Ping { t0_us }) => {

@@ -8,6 +8,7 @@
 //! - [`room`]: rooms, roles and rounds as a state machine (no I/O, no clock: time is passed in).
 //! - [`http`]: HTTP routes, the embedded web client and the WebSocket upgrade check.
 //! - [`conn`]: one WebSocket connection: frames ⇄ messages, receive timestamps, the only writer.
+//! - [`legacy`]: the original student client's dialect (`--legacy`), a state machine.
 //! - [`server`]: `sgp serve`: the accept loop, shared state, timers and shutdown.
 //! - [`client`]: a small WebSocket client used by the terminal commands.
 //! - [`schedule`]: the Poisson posting schedule and precise waiting.
@@ -21,6 +22,7 @@ pub mod clock;
 pub mod conn;
 pub mod eve;
 pub mod http;
+pub mod legacy;
 pub mod pair;
 pub mod protocol;
 pub mod room;

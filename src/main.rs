@@ -9,7 +9,7 @@ const USAGE: &str = "\
 sgp — shared secret generation over an anonymous broadcast channel
 
 usage:
-  sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]...
+  sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow]
   sgp bench key|idle [--pairs N] [--connections N] [--tolerance-ms T] [--server URL] [--json]
@@ -19,6 +19,8 @@ serve   serve the web client on / and the protocol on /ws
         --bind ADDR           address to listen on (default 127.0.0.1; 0.0.0.0 for a LAN)
         --port N              port (default 8080; 0 = any free port)
         --allow-origin ORIGIN let pages from ORIGIN open /ws (repeatable; * = any)
+        --legacy              also speak the original student client's dialect on /ws
+                              (insecure by design: its table shows who posted what)
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080
         --room CODE           join this room instead of creating one

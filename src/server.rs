@@ -4,6 +4,7 @@
 
 use crate::clock::Clock;
 use crate::http::{self, Origins, Route};
+use crate::legacy::{self, Legacy};
 use crate::protocol::to_text;
 use crate::room::{ConnId, Engine, Limits, Out};
 use hyper::body::Incoming;
@@ -30,6 +31,8 @@ pub struct Config {
 pub struct Shared {
     pub clock: Clock,
     pub engine: RefCell<Engine>,
+    /// The original client's shared table (used only with `--legacy`).
+    pub legacy: RefCell<Legacy>,
     pub config: Config,
     /// Each connection's outbound queue. Dropping a sender tells that connection to close.
     queues: RefCell<HashMap<ConnId, mpsc::Sender<Utf8Bytes>>>,
@@ -53,6 +56,7 @@ impl Shared {
         Rc::new(Shared {
             clock: Clock::new(),
             engine: RefCell::new(Engine::new(Limits::default(), Box::new(os_random))),
+            legacy: RefCell::new(Legacy::new(legacy::local_utc_offset_s())),
             config,
             queues: RefCell::new(HashMap::new()),
             next_id: Cell::new(1),
@@ -72,6 +76,7 @@ impl Shared {
 
     pub fn unregister(&self, id: ConnId) {
         self.queues.borrow_mut().remove(&id);
+        self.legacy.borrow_mut().disconnect(id);
         let outs = self.engine.borrow_mut().disconnect(id);
         self.dispatch(outs);
     }
@@ -92,20 +97,27 @@ impl Shared {
     /// Delivers the engine's output: each message is serialised once. A connection whose
     /// queue is full is not reading: its queue is dropped, which makes it close.
     pub fn dispatch(&self, outs: Vec<Out>) {
-        if outs.is_empty() {
-            return;
-        }
-        let mut queues = self.queues.borrow_mut();
         for out in outs {
-            let text = Utf8Bytes::from(to_text(&out.msg));
-            for to in out.to {
-                let full = match queues.get(&to) {
-                    Some(q) => matches!(q.try_send(text.clone()), Err(mpsc::error::TrySendError::Full(_))),
-                    None => false,
-                };
-                if full {
-                    queues.remove(&to);
-                }
+            self.deliver(&out.to, Utf8Bytes::from(to_text(&out.msg)));
+        }
+    }
+
+    /// The legacy dialect's replies, through the same queues.
+    pub fn dispatch_legacy(&self, outs: Vec<legacy::Out>) {
+        for out in outs {
+            self.deliver(&out.to, out.text);
+        }
+    }
+
+    fn deliver(&self, to: &[ConnId], text: Utf8Bytes) {
+        let mut queues = self.queues.borrow_mut();
+        for c in to {
+            let full = match queues.get(c) {
+                Some(q) => matches!(q.try_send(text.clone()), Err(mpsc::error::TrySendError::Full(_))),
+                None => false,
+            };
+            if full {
+                queues.remove(c);
             }
         }
     }

@@ -108,7 +108,7 @@ pub fn status_and_body(resp: &str) -> (u16, String) {
 pub type Ws = tokio_tungstenite::WebSocketStream<tokio_tungstenite::MaybeTlsStream<tokio::net::TcpStream>>;
 
 pub async fn ws(server: &Server) -> Ws {
-    tokio_tungstenite::connect_async(server.ws_url()).await.expect("websocket connect").0
+    tokio_tungstenite::connect_async_with_config(server.ws_url(), None, true).await.expect("websocket connect").0
 }
 
 pub async fn send(ws: &mut Ws, v: Value) {
