@@ -132,7 +132,8 @@ where
                 let _ = timeout(Duration::from_secs(1), async { while let Some(Ok(_)) = ws.next().await {} }).await;
             }
         }
-        End::RawClose(code, reason) => raw_close(ws.get_mut(), code, reason).await,
+        // Boxed: its drain buffer would otherwise sit in every connection's future.
+        End::RawClose(code, reason) => Box::pin(raw_close(ws.get_mut(), code, reason)).await,
     }
     shared.finished();
 }
@@ -212,7 +213,7 @@ where
     {
         return;
     }
-    let mut sink = [0u8; 4096];
+    let mut sink = vec![0u8; 4096];
     let _ = timeout(Duration::from_secs(1), async {
         while let Ok(n) = io.read(&mut sink).await {
             if n == 0 {
