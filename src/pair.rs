@@ -156,16 +156,8 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             Some(m) => m,
             None => c.recv().await?,
         };
-        // After a failed session: count it, maybe give up, re-sync and try again.
-        let mut retry = |why: &str, c_sync: &mut bool| -> Result<(), Failure> {
-            failures += 1;
-            if failures > opts.retries {
-                return Err(fail(EXIT_RETRIES, format!("gave up after {failures} failed sessions (last: {why})")));
-            }
-            *c_sync = true;
-            Ok(())
-        };
-        let mut resync = false;
+        // Set when a round or a session failed: count it, re-sync, and say ready again.
+        let mut failed: Option<String> = None;
         match msg {
             ServerMsg::Start { session: s, round, t_start_us, t_end_us, params: p } => {
                 if session.as_deref() != Some(s.as_str()) {
@@ -257,7 +249,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                     return Ok(report);
                 }
                 out.event("confirmed", json!({"match": false}), || "confirmation tags differ: discarding the key and starting again".into());
-                retry("confirmation mismatch", &mut resync)?;
+                failed = Some("confirmation mismatch".into());
             }
             ServerMsg::Aborted { reason } if reason == "desync" && session.is_some() => {
                 // One of us found the last round out of sync: it is dropped, the session goes on.
@@ -268,7 +260,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                     kept_rounds.retain(|k| k.0 != r);
                 }
                 out.event("aborted", json!({"reason": reason, "round": dropped}), || "round dropped (out of sync); posting another".into());
-                retry("desync", &mut resync)?;
+                failed = Some("desync".into());
             }
             ServerMsg::Aborted { reason } => {
                 session = None;
@@ -278,7 +270,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                     "idle" => return Err(fail(EXIT_OTHER, "the room was closed for inactivity")),
                     _ => {
                         out.event("aborted", json!({"reason": reason}), || format!("session aborted ({reason}); starting again"));
-                        retry(&reason, &mut resync)?;
+                        failed = Some(reason);
                     }
                 }
             }
@@ -286,7 +278,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 session = None;
                 posted = None;
                 out.event("reset", json!({}), || "the room was reset; starting again".into());
-                retry("reset", &mut resync)?;
+                failed = Some("reset".into());
             }
             ServerMsg::Error { code, message } => {
                 out.event("error", json!({"code": code, "message": message}), || format!("server: {message}"));
@@ -296,7 +288,11 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             }
             ServerMsg::Joined { .. } | ServerMsg::Pong { .. } | ServerMsg::Board { .. } => {}
         }
-        if resync {
+        if let Some(why) = failed {
+            failures += 1;
+            if failures > opts.retries {
+                return Err(fail(EXIT_RETRIES, format!("gave up after {failures} failed rounds or sessions (last: {why})")));
+            }
             sync = c.sync(SYNC_SAMPLES).await?;
             emit_sync(&out, sync);
             c.send(&ClientMsg::Ready {}).await?;
