@@ -26,7 +26,7 @@ pair    make a key from this terminal: without --room, create a room and print i
         --room CODE           join this room instead of creating one
         --tolerance-ms T      recognition tolerance (creator only; default 0.25)
         --target-bits N       key strength to reach (creator only; default 256)
-        --retries N           failed sessions to retry before giving up (default 20)
+        --retries N           failed rounds or sessions before giving up (default 20)
         --json                one JSON object per line on stdout
         --record FILE         save what this poster knows (own posts, clock sync, boards) as JSON
 eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
