@@ -12,8 +12,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 pub struct Client {
     ws: WebSocketStream<MaybeTlsStream<TcpStream>>,
     pub clock: Clock,
-    /// Messages that arrived while a sync was waiting for its pongs.
-    pending: VecDeque<ServerMsg>,
+    /// Messages that arrived while a sync was waiting for its pongs, with their times.
+    pending: VecDeque<(ServerMsg, i64)>,
 }
 
 /// Why the client could not go on.
@@ -78,10 +78,15 @@ impl Client {
 
     /// The next message from the server.
     pub async fn recv(&mut self) -> Result<ServerMsg, ClientError> {
-        if let Some(m) = self.pending.pop_front() {
-            return Ok(m);
+        self.recv_timed().await.map(|(m, _)| m)
+    }
+
+    /// The next message from the server, with the local time (µs) it was read.
+    pub async fn recv_timed(&mut self) -> Result<(ServerMsg, i64), ClientError> {
+        match self.pending.pop_front() {
+            Some(m) => Ok(m),
+            None => self.recv_wire().await,
         }
-        self.recv_wire().await.map(|(m, _)| m)
     }
 
     /// The next message off the socket, with the local time it was read.
@@ -122,7 +127,7 @@ impl Client {
                         break;
                     }
                     ServerMsg::Pong { .. } => {}
-                    other => self.pending.push_back(other),
+                    other => self.pending.push_back((other, t3)),
                 }
             }
         }

@@ -148,14 +148,19 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
     let mut peer_tag: Option<String> = None;
     let mut failures = 0u32;
     let mut rounds_used = 0u32;
-    let mut pending: Option<ServerMsg> = None;
+    let mut pending: Option<(ServerMsg, i64)> = None;
     let mut record: Vec<serde_json::Value> = Vec::new();
+    // Every message the room sent us, with its local receive time (for --record).
+    let mut heard: Vec<serde_json::Value> = Vec::new();
 
     loop {
-        let msg = match pending.take() {
+        let (msg, heard_at) = match pending.take() {
             Some(m) => m,
-            None => c.recv().await?,
+            None => c.recv_timed().await?,
         };
+        if opts.record.is_some() && !matches!(msg, ServerMsg::Pong { .. }) {
+            heard.push(json!({"t_us": heard_at, "msg": msg}));
+        }
         // Set when a round or a session failed: count it, re-sync, and say ready again.
         let mut failed: Option<String> = None;
         match msg {
@@ -181,10 +186,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 if let Some(path) = &opts.record {
                     record.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
                         "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts, "board": board}));
-                    let doc = json!({"room": room, "role": role, "params": params, "rounds": record});
-                    if let Err(e) = std::fs::write(path, doc.to_string()) {
-                        return Err(fail(EXIT_OTHER, format!("cannot write {path}: {e}")));
-                    }
+                    save_record(path, &room, role, &params, &record, &heard)?;
                 }
                 let outcome = secret::derive_round(
                     &board, p.t_start, p.t_end, &p.posts, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
@@ -245,6 +247,9 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                         elapsed_ms: began.elapsed().as_millis() as u64,
                         confirmed: true,
                     };
+                    if let Some(path) = &opts.record {
+                        save_record(path, &room, role, &params, &record, &heard)?;
+                    }
                     c.close().await;
                     return Ok(report);
                 }
@@ -300,6 +305,22 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
     }
 }
 
+/// Writes what this poster knows (`--record`): its rounds (own posts, sync, boards) and
+/// every message it heard, with local times.
+fn save_record(
+    path: &str,
+    room: &str,
+    role: Role,
+    params: &Params,
+    rounds: &[serde_json::Value],
+    heard: &[serde_json::Value],
+) -> Result<(), Failure> {
+    let doc = json!({"room": room, "role": role, "params": params,
+        "clock": "local µs; predicted server time = sent_us + sync.offset_us + floor(sync.delay_us / 2)",
+        "rounds": rounds, "messages": heard});
+    std::fs::write(path, doc.to_string()).map_err(|e| fail(EXIT_OTHER, format!("cannot write {path}: {e}")))
+}
+
 /// The counts and the concatenated bits of the rounds that count.
 fn totals(rounds: &[(u32, u32, u32, Vec<bool>)]) -> (Vec<(u32, u32)>, Vec<bool>) {
     (rounds.iter().map(|r| (r.1, r.2)).collect(), rounds.iter().flat_map(|r| r.3.iter().copied()).collect())
@@ -344,7 +365,7 @@ async fn post_round(
     sync: SyncSample,
     _me: Label,
     rng: &mut fastrand::Rng,
-) -> Result<(Vec<OwnPost>, Option<ServerMsg>), Failure> {
+) -> Result<(Vec<OwnPost>, Option<(ServerMsg, i64)>), Failure> {
     let planned = schedule::poisson(t_start, t_end, params.rate_hz, rng);
     let labels = schedule::os_labels(planned.len()).map_err(|e| fail(EXIT_OTHER, e))?;
     // A post sent at local time s is predicted to arrive at server time s + shift.
@@ -360,8 +381,8 @@ async fn post_round(
         loop {
             tokio::select! {
                 biased;
-                m = c.recv() => match m? {
-                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }) => return Ok((posts, Some(m))),
+                m = c.recv_timed() => match m? {
+                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, Some(m))),
                     _ => {}
                 },
                 _ = schedule::wait_until(&clock, target) => break,

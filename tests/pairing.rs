@@ -170,3 +170,28 @@ fn joining_a_missing_room_fails_clearly() {
     assert_eq!(out.status.code(), Some(5));
     assert!(String::from_utf8_lossy(&out.stderr).contains("cannot reach"));
 }
+
+#[test]
+fn record_saves_what_the_poster_knows() {
+    let server = Server::start(&[]);
+    let path = std::env::temp_dir().join(format!("sgp-record-{}.json", std::process::id()));
+    let path_s = path.to_str().unwrap().to_string();
+    let (ka, _) = live_pair(&server, &["--tolerance-ms", "1", "--target-bits", "32", "--retries", "60", "--record", &path_s]);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&path);
+    assert_eq!(doc["room"], ka["room"]);
+    assert_eq!(doc["role"], "alice");
+    let rounds = doc["rounds"].as_array().unwrap();
+    assert!(!rounds.is_empty());
+    for r in rounds {
+        assert!(!r["posts"].as_array().unwrap().is_empty());
+        assert!(r["posts"][0]["sent_us"].is_i64() && r["posts"][0]["label"].is_string());
+        assert!(r["board"].as_array().unwrap().len() >= r["posts"].as_array().unwrap().len());
+        assert!(r["sync"]["offset_us"].is_i64() && r["t_start_us"].is_i64());
+    }
+    let kinds: Vec<&str> = doc["messages"].as_array().unwrap().iter().map(|m| m["msg"]["type"].as_str().unwrap()).collect();
+    for k in ["start", "closed", "confirm", "confirmed"] {
+        assert!(kinds.contains(&k), "{k} missing from {kinds:?}");
+    }
+    assert!(doc["messages"][0]["t_us"].is_i64());
+}
