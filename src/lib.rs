@@ -15,7 +15,9 @@
 //! - [`pair`]: `sgp pair`, the protocol from a terminal.
 //! - [`eve`]: `sgp eve`, the eavesdropper's seat.
 //! - [`bench`]: `sgp bench`, measurements against a server of its own.
+//! - [`audit`]: the eavesdropper's audit (a model that tries to tell posters apart), pure.
 
+pub mod audit;
 pub mod bench;
 pub mod client;
 pub mod clock;
