@@ -116,3 +116,65 @@ fn yes(b: bool) -> &'static str {
         "no"
     }
 }
+
+/// `sgp eve --attack RECORDS…`: joins the posters' `--record` files room by room, takes the
+/// truth from both posters' own views (rounds where they disagree are left out), and runs
+/// the audit's attacker on the public part.
+pub fn attack(files: &[String], json: bool) -> Result<(), Failure> {
+    let bad = |m: String| Failure { code: EXIT_OTHER, message: m };
+    let mut records: Vec<serde_json::Value> = Vec::new();
+    for f in files {
+        let text = std::fs::read_to_string(f).map_err(|e| bad(format!("{f}: {e}")))?;
+        records.push(serde_json::from_str(&text).map_err(|e| bad(format!("{f}: not a record: {e}")))?);
+    }
+    let rounds = truth_rounds(&records).map_err(bad)?;
+    if rounds.is_empty() {
+        return Err(bad("no round is recorded by both of its posters".into()));
+    }
+    let verdicts = crate::audit::attack(&rounds);
+    let h = crate::audit::min_entropy(&verdicts);
+    if json {
+        println!("{}", json!({"rounds": rounds.len(), "verdicts": verdicts, "min_entropy_per_bit": h}));
+    } else {
+        println!("{} rounds, {} kept entries", rounds.len(), rounds.iter().map(|r| r.kept.len()).sum::<usize>());
+        for v in &verdicts {
+            println!("{:<17} scored {:>7}  accuracy {:.4}  99% bound {:.4}  H {:.4}", v.target, v.n, v.accuracy, v.p_upper, v.h);
+        }
+        println!("min-entropy per raw bit: {h:.4}");
+    }
+    Ok(())
+}
+
+/// Rounds with their truth, from records of both posters of the same rooms.
+fn truth_rounds(records: &[serde_json::Value]) -> Result<Vec<crate::audit::TruthRound>, String> {
+    use crate::secret::{derive_round, OwnPost, RoundOutcome, Sync};
+    let parse = |v: &serde_json::Value| -> Result<(Vec<crate::protocol::Entry>, Vec<OwnPost>, Sync), String> {
+        let board = serde_json::from_value(v["board"].clone()).map_err(|e| format!("board: {e}"))?;
+        let posts = serde_json::from_value(v["posts"].clone()).map_err(|e| format!("posts: {e}"))?;
+        let sync = serde_json::from_value(v["sync"].clone()).map_err(|e| format!("sync: {e}"))?;
+        Ok((board, posts, sync))
+    };
+    let mut out = Vec::new();
+    for a in records.iter().filter(|r| r["role"] == "alice") {
+        let Some(b) = records.iter().find(|r| r["role"] == "bob" && r["room"] == a["room"]) else { continue };
+        let params: crate::protocol::Params = serde_json::from_value(a["params"].clone()).map_err(|e| format!("params: {e}"))?;
+        let (tol, guard) = (params.tolerance_us(), params.guard_us());
+        for ra in a["rounds"].as_array().into_iter().flatten() {
+            let Some(rb) = b["rounds"].as_array().into_iter().flatten().find(|r| r["session"] == ra["session"] && r["round"] == ra["round"]) else {
+                continue;
+            };
+            let (board, posts_a, sync_a) = parse(ra)?;
+            let (_, posts_b, sync_b) = parse(rb)?;
+            let (ts, te) = (ra["t_start_us"].as_i64().unwrap_or(0), ra["t_end_us"].as_i64().unwrap_or(0));
+            let va = derive_round(&board, ts, te, &posts_a, sync_a, Label::A, tol, guard);
+            let vb = derive_round(&board, ts, te, &posts_b, sync_b, Label::B, tol, guard);
+            if let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (va, vb) {
+                if va.mine.iter().zip(&vb.mine).all(|(x, y)| x != y) {
+                    let kept = crate::secret::sift(&board, ts, te, tol, guard);
+                    out.push(crate::audit::TruthRound { board, t_start_us: ts, t_end_us: te, tolerance_us: tol, kept, by_alice: va.mine });
+                }
+            }
+        }
+    }
+    Ok(out)
+}

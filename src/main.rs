@@ -12,6 +12,7 @@ usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow]
+  sgp eve --attack RECORD... [--json]
   sgp bench key|idle [--pairs N] [--connections N] [--tolerance-ms T] [--server URL] [--json]
   sgp help | --version
 
@@ -31,6 +32,8 @@ pair    make a key from this terminal: without --room, create a room and print i
         --record FILE         save what this poster knows (own posts, clock sync, boards) as JSON
 eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
         --follow              keep watching after a key is confirmed
+        --attack RECORD...    instead, audit recorded rounds (files of sgp pair --record,
+                              both posters of each room): can the board tell posters apart?
 bench   measure, against a server it starts itself unless --server is given:
         key                   --pairs N (default 20) pairs of sgp pair in turn: time to key
         idle                  --connections N (default 1000) idle WebSockets: server memory
@@ -56,6 +59,7 @@ enum Cmd {
     Pair(pair::Opts),
     Eve(eve::Opts),
     Bench(bench::Opts),
+    Attack { files: Vec<String>, json: bool },
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
@@ -66,7 +70,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let (mut bind, mut port, mut origins, mut legacy) = ("127.0.0.1".to_string(), 8080u16, Vec::new(), false);
     let mut server = DEFAULT_SERVER.to_string();
     let (mut room, mut tol, mut target, mut retries) = (None, None, None, 20u32);
-    let (mut json, mut follow, mut record) = (false, false, None);
+    let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
     let (mut what, mut pairs, mut connections, mut server_set) = (None, 20usize, 1000usize, false);
     while let Some(arg) = p.next()? {
         match arg {
@@ -74,6 +78,8 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Short('V') | Long("version") => return Ok(Cmd::Version),
             Value(v) if sub.is_none() => sub = Some(v.string()?),
             Value(v) if sub.as_deref() == Some("bench") && what.is_none() => what = Some(v.string()?),
+            Value(v) if attack.is_some() => attack.get_or_insert_with(Vec::new).push(v.string()?),
+            Long("attack") => attack = Some(vec![p.value()?.string()?]),
             Long("pairs") => pairs = p.value()?.parse()?,
             Long("connections") => connections = p.value()?.parse()?,
             Long("bind") => bind = p.value()?.string()?,
@@ -104,6 +110,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Ok(Cmd::Serve { bind, port, origins, legacy })
         }
         "pair" => Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record })),
+        "eve" if attack.is_some() => Ok(Cmd::Attack { files: attack.unwrap_or_default(), json }),
         "eve" => {
             let room = room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
             Ok(Cmd::Eve(eve::Opts { server, room, json, follow }))
@@ -185,6 +192,13 @@ fn run(cmd: Cmd) -> ExitCode {
                 }
             }
         }),
+        Cmd::Attack { files, json } => match eve::attack(&files, json) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(f) => {
+                eprintln!("sgp eve: {}", f.message);
+                ExitCode::from(f.code as u8)
+            }
+        },
         Cmd::Eve(opts) => local.block_on(&rt, async move {
             match eve::run(&opts).await {
                 Ok(()) => ExitCode::SUCCESS,
