@@ -403,7 +403,7 @@ async fn post_round(
 pub fn print_human(r: &KeyReport) {
     println!("key       {}", r.key);
     println!(
-        "strength  {} bits = floor(log2 C) {} − tag {} − margin {}  (n = {} kept entries, a = {} from alice)",
+        "strength  {} bits = floor(log2 ∏C) {} − tag {} − margin {}  (n = {} kept entries, a = {} from alice)",
         r.strength, r.log2_binom, r.tag_bits, r.margin_bits, r.n, r.a
     );
     println!("confirmed {}  (tag {})", if r.confirmed { "yes" } else { "no" }, r.tag);

@@ -335,9 +335,14 @@ impl Engine {
         }
         let members = r.members();
         out.push(Out { to: members.clone(), msg: ServerMsg::Peer { event: PeerEvent::Left, role } });
-        if role != Role::Observer {
-            r.end_session();
-            out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "peer_left".into() } });
+        if let Some(k) = seat_index(role) {
+            if r.session.is_some() || matches!(r.phase, Phase::Running { .. }) {
+                r.end_session();
+                out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "peer_left".into() } });
+            } else {
+                // No session yet: the other poster simply waits for a new peer.
+                r.verdicts[k] = Verdict::None;
+            }
         }
         out
     }
@@ -743,6 +748,16 @@ mod tests {
         e.handle(1, ClientMsg::Ready {}, ts + 30);
         let out = e.handle(9, ClientMsg::Ready {}, ts + 30);
         assert!(matches!(out[0].msg, ServerMsg::Start { round: 1, .. }));
+        // A poster leaving before any round aborts nothing: the other waits for a new peer.
+        let mut g = engine();
+        let code3 = joined_code(&g.handle(1, ClientMsg::Create { params: Some(params()) }, T0));
+        g.handle(1, ClientMsg::Ready {}, T0);
+        g.handle(2, ClientMsg::Join { room: code3.clone(), as_: None }, T0);
+        let out = g.disconnect(2);
+        assert_eq!(out, vec![Out { to: vec![1], msg: ServerMsg::Peer { event: PeerEvent::Left, role: Role::Bob } }]);
+        g.handle(5, ClientMsg::Join { room: code3, as_: None }, T0);
+        let out = g.handle(5, ClientMsg::Ready {}, T0);
+        assert!(matches!(out[0].msg, ServerMsg::Start { .. }), "alice's ready still stands: {out:?}");
         // An observer leaving aborts nothing.
         let out = e.handle(3, ClientMsg::Leave {}, ts + 40);
         assert_eq!(out.len(), 1);
