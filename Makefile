@@ -49,3 +49,8 @@ chromium:
 clean:
 	$(CARGO) clean
 	rm -rf client/node_modules
+
+## Measure two Chromium tabs to a confirmed key (median of RUNS=10) and the page's weight.
+.PHONY: bench-browser
+bench-browser: client/node_modules/.stamp chromium release
+	SGP_BIN=$(CURDIR)/target/release/sgp CHROMIUM=$(CHROMIUM) node client/test/bench-browser.mjs

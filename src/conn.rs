@@ -1,5 +1,6 @@
-//! One WebSocket connection: frames ⇄ messages. It stamps each frame's receive time the
-//! moment the frame is read (before parsing), answers clock-sync pings itself, hands
+//! One WebSocket connection: frames ⇄ messages. It stamps each frame's receive time (the
+//! kernel's arrival time of the data that completed the frame, or else the moment the frame
+//! is read, before parsing: see [`ServerIo`]), answers clock-sync pings itself, hands
 //! everything else to the room engine, and is the only writer to its socket: the rest of
 //! the server reaches it through a bounded queue. It closes with the RFC 6455 code that
 //! fits: 1009 too large, 1003 binary, 1007 bad UTF-8, 1002 protocol error, 1008 flood or
@@ -8,10 +9,16 @@
 use crate::legacy;
 use crate::protocol::{parse_client, to_text, ClientMsg, ErrorCode, ProtoError, ServerMsg};
 use crate::server::Shared;
+use crate::clock::Clock;
 use futures_util::{SinkExt, StreamExt};
+use hyper_util::rt::TokioIo;
+use std::io;
+use std::pin::Pin;
 use std::rc::Rc;
+use std::task::{ready, Context, Poll};
 use std::time::Duration;
-use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
 use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
@@ -26,15 +33,21 @@ pub const OUT_QUEUE: usize = 1024;
 /// A write that cannot finish in this long means the client stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
 const PING_EVERY: Duration = Duration::from_secs(20);
-const SILENT_LIMIT: Duration = Duration::from_secs(60);
+/// A client silent for this long (µs) is closed.
+const SILENT_LIMIT_US: i64 = 60_000_000;
 /// Frames a client may send at once, and per second after that, before it is a flood.
 const FLOOD_BURST: f64 = 4000.0;
 const FLOOD_PER_SEC: f64 = 40_000.0;
 
 pub fn ws_config() -> WebSocketConfig {
     WebSocketConfig::default()
-        .read_buffer_size(4096)
-        .write_buffer_size(0)
+        // tungstenite zero-fills the free part of this buffer before every read, the last
+        // (would-block) one included: at 4 KiB that was a sixth of the work of a post. 1 KiB
+        // holds 31 posts; a longer message grows the buffer as it needs.
+        .read_buffer_size(1024)
+        // Frames wait in the write buffer until `flush` (or this much): `send_queued`
+        // writes everything queued for a client with one system call.
+        .write_buffer_size(16 * 1024)
         .max_message_size(Some(MAX_MESSAGE))
         .max_frame_size(Some(MAX_MESSAGE))
 }
@@ -56,28 +69,243 @@ enum End {
     RawClose(u16, &'static str),
 }
 
+/// The socket of an upgraded connection. On Linux it is read with `recvmsg` and
+/// `SO_TIMESTAMPNS`, so that each read brings the kernel's receive time of its data: a
+/// frame's stamp is then when it reached this machine, not when this single thread got
+/// round to reading it (under load, or when the OS runs something else first, that was
+/// milliseconds later, and every post of the room waited the same way). Where that is not
+/// available, the connection is served as before, stamped when read.
+pub enum ServerIo {
+    #[cfg(target_os = "linux")]
+    Stamped(StampedTcp),
+    Plain(TokioIo<hyper::upgrade::Upgraded>),
+    /// A socket lost between the upgrade and the first read: reads end, writes fail.
+    Gone,
+}
+
+impl ServerIo {
+    pub fn new(upgraded: hyper::upgrade::Upgraded, clock: Clock) -> ServerIo {
+        #[cfg(target_os = "linux")]
+        {
+            match upgraded.downcast::<TokioIo<tokio::net::TcpStream>>() {
+                Ok(parts) => match StampedTcp::new(parts.io.into_inner(), parts.read_buf, clock) {
+                    Ok(s) => ServerIo::Stamped(s),
+                    // The socket could not be taken over: the connection ends at once.
+                    Err(_) => ServerIo::Gone,
+                },
+                Err(upgraded) => ServerIo::Plain(TokioIo::new(upgraded)),
+            }
+        }
+        #[cfg(not(target_os = "linux"))]
+        {
+            let _ = clock;
+            ServerIo::Plain(TokioIo::new(upgraded))
+        }
+    }
+
+    /// The server time (µs) at which the data of the last read arrived, if the kernel said.
+    fn rx_us(&self) -> Option<i64> {
+        match self {
+            #[cfg(target_os = "linux")]
+            ServerIo::Stamped(s) => s.rx_us,
+            ServerIo::Plain(_) | ServerIo::Gone => None,
+        }
+    }
+}
+
+impl AsyncRead for ServerIo {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            #[cfg(target_os = "linux")]
+            ServerIo::Stamped(s) => s.poll_read(cx, buf),
+            ServerIo::Plain(p) => Pin::new(p).poll_read(cx, buf),
+            ServerIo::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+impl AsyncWrite for ServerIo {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            #[cfg(target_os = "linux")]
+            ServerIo::Stamped(s) => s.poll_write(cx, buf),
+            ServerIo::Plain(p) => Pin::new(p).poll_write(cx, buf),
+            ServerIo::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
+        }
+    }
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            #[cfg(target_os = "linux")]
+            ServerIo::Stamped(_) => Poll::Ready(Ok(())),
+            ServerIo::Plain(p) => Pin::new(p).poll_flush(cx),
+            ServerIo::Gone => Poll::Ready(Ok(())),
+        }
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            #[cfg(target_os = "linux")]
+            ServerIo::Stamped(s) => Poll::Ready(s.fd.get_ref().shutdown(std::net::Shutdown::Write)),
+            ServerIo::Plain(p) => Pin::new(p).poll_shutdown(cx),
+            ServerIo::Gone => Poll::Ready(Ok(())),
+        }
+    }
+}
+
+/// A TCP socket read with `recvmsg` and the kernel's receive timestamps.
+#[cfg(target_os = "linux")]
+pub struct StampedTcp {
+    fd: tokio::io::unix::AsyncFd<std::net::TcpStream>,
+    /// Bytes that came with the upgrade request (no kernel time for those).
+    pre: bytes::Bytes,
+    clock: Clock,
+    /// Server time (µs) at which the data of the last read arrived.
+    rx_us: Option<i64>,
+}
+
+#[cfg(target_os = "linux")]
+impl StampedTcp {
+    fn new(tcp: tokio::net::TcpStream, pre: bytes::Bytes, clock: Clock) -> io::Result<StampedTcp> {
+        let tcp = tcp.into_std()?;
+        // If this fails, reads simply carry no time and frames are stamped when read.
+        enable_rx_stamps(&tcp);
+        // SAFETY: `tcp` owns its descriptor (it came out of tokio's TcpStream, nonblocking),
+        // and the AsyncFd that takes it over is its only owner until both are dropped.
+        let fd = unsafe { tokio::io::unix::AsyncFd::register(tcp)? };
+        // `pre` points into hyper's read buffer (8 KiB or more), empty or not: keeping it
+        // would keep that buffer alive for the whole connection. Copy out what it holds.
+        let pre = bytes::Bytes::copy_from_slice(&pre);
+        Ok(StampedTcp { fd, pre, clock, rx_us: None })
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        if !self.pre.is_empty() {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre.split_to(n));
+            self.rx_us = None;
+            return Poll::Ready(Ok(()));
+        }
+        loop {
+            let mut guard = ready!(self.fd.poll_read_ready(cx))?;
+            let dst = buf.initialize_unfilled();
+            let len = dst.len();
+            match guard.try_io(|fd| recv_stamped(fd.get_ref(), dst)) {
+                Ok(Ok((n, kernel_ns))) => {
+                    // As tokio does for its own TcpStream: a short read drained the socket.
+                    if n < len {
+                        guard.clear_ready();
+                    }
+                    buf.advance(n);
+                    self.rx_us = kernel_ns.map(|ns| self.server_time(ns));
+                    return Poll::Ready(Ok(()));
+                }
+                Ok(Err(e)) => return Poll::Ready(Err(e)),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    fn poll_write(&mut self, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        use std::io::Write;
+        loop {
+            let mut guard = ready!(self.fd.poll_write_ready(cx))?;
+            match guard.try_io(|fd| fd.get_ref().write(buf)) {
+                Ok(r) => return Poll::Ready(r),
+                Err(_would_block) => continue,
+            }
+        }
+    }
+
+    /// A kernel time (ns on the wall clock) as server time (µs), never later than now. The
+    /// server clock does not follow the wall clock's steps, so the two are compared afresh.
+    fn server_time(&self, kernel_ns: i64) -> i64 {
+        let now = self.clock.now_us();
+        let wall = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_micros() as i64);
+        (kernel_ns / 1000 + (now - wall)).min(now)
+    }
+}
+
+/// Asks the kernel to stamp what this socket receives (`SO_TIMESTAMPNS`).
+#[cfg(target_os = "linux")]
+fn enable_rx_stamps(tcp: &std::net::TcpStream) -> bool {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: setsockopt reads `on` (a c_int, as SO_TIMESTAMPNS expects) and nothing else.
+    let r = unsafe {
+        libc::setsockopt(
+            tcp.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_TIMESTAMPNS,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+    r == 0
+}
+
+/// One `recvmsg`: the bytes read and the kernel's receive time of the last of them (ns since
+/// the epoch, wall clock), if it gave one.
+#[cfg(target_os = "linux")]
+fn recv_stamped(tcp: &std::net::TcpStream, dst: &mut [u8]) -> io::Result<(usize, Option<i64>)> {
+    use std::os::fd::AsRawFd;
+    let mut iov = libc::iovec { iov_base: dst.as_mut_ptr().cast(), iov_len: dst.len() };
+    // Room for one timespec control message, aligned for cmsghdr.
+    let mut control = [0u64; 8];
+    // SAFETY: msghdr is plain data; every pointer in it refers to a live local buffer of the
+    // length given, and recvmsg writes at most those lengths. CMSG_* walk only `control`,
+    // within the length the kernel reports, and the timespec is read unaligned.
+    unsafe {
+        let mut msg: libc::msghdr = std::mem::zeroed();
+        msg.msg_iov = &mut iov;
+        msg.msg_iovlen = 1;
+        msg.msg_control = control.as_mut_ptr().cast();
+        msg.msg_controllen = std::mem::size_of_val(&control) as _;
+        let n = libc::recvmsg(tcp.as_raw_fd(), &mut msg, 0);
+        if n < 0 {
+            return Err(io::Error::last_os_error());
+        }
+        let mut stamp = None;
+        let mut c = libc::CMSG_FIRSTHDR(&msg);
+        while !c.is_null() {
+            if (*c).cmsg_level == libc::SOL_SOCKET && (*c).cmsg_type == libc::SCM_TIMESTAMPNS {
+                let t: libc::timespec = std::ptr::read_unaligned(libc::CMSG_DATA(c).cast());
+                let ns = t.tv_sec as i64 * 1_000_000_000 + t.tv_nsec as i64;
+                stamp = (ns > 0).then_some(ns);
+            }
+            c = libc::CMSG_NXTHDR(&msg, c);
+        }
+        Ok((n as usize, stamp))
+    }
+}
+
 /// Serves one upgraded connection until it ends.
-pub async fn run<S>(io: S, shared: Rc<Shared>)
-where
-    S: AsyncRead + AsyncWrite + Unpin,
-{
+pub async fn run(io: ServerIo, shared: Rc<Shared>) {
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
     let (id, mut rx) = shared.register();
-    let mut shutdown = shared.shutdown_signal();
-    let mut last_seen = Instant::now();
+    // Shutdown is checked first on every turn of the loop, with an atomic load (`stopping`),
+    // and waited for last (`shutdown`), only when nothing else is ready: polling a
+    // `changed()` future takes the channel's lock each time, which cost more than a post.
+    let stopping = shared.shutdown_signal();
+    let mut shutdown_rx = shared.shutdown_signal();
+    let shutdown = shutdown_rx.changed();
+    tokio::pin!(shutdown);
     let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
-    let mut flood = (FLOOD_BURST, Instant::now());
+    // One clock read per frame (server µs) serves the receive time, the flood bucket and
+    // the silence check.
+    let mut last_seen = shared.clock.now_us();
+    let mut flood = (FLOOD_BURST, last_seen);
     let mut dialect = None;
 
     let end = loop {
+        if stopping.has_changed().unwrap_or(true) {
+            break End::Close(CloseCode::Away, "server shutting down");
+        }
         tokio::select! {
             // Replies first: a client that reads must never be taken for one that does not
             // because its requests kept winning the race against their own answers.
             biased;
-            _ = shutdown.changed() => break End::Close(CloseCode::Away, "server shutting down"),
             out = rx.recv() => match out {
                 Some(text) => {
-                    if let Err(end) = send(&mut ws, text).await {
+                    if let Err(end) = send_queued(&mut ws, text, &mut rx).await {
                         break end;
                     }
                 }
@@ -86,17 +314,20 @@ where
             },
             frame = ws.next() => {
                 let now = shared.clock.now_us();
-                last_seen = Instant::now();
+                last_seen = now;
+                // The read that completed this frame is the last one (tungstenite does not
+                // read while a whole frame waits in its buffer).
+                let rx = ws.get_ref().rx_us().map_or(now, |t| t.min(now));
                 match frame {
                     None => break End::Gone,
                     Some(Ok(Message::Text(text))) => {
                         let (tokens, at) = &mut flood;
-                        *tokens = (*tokens + at.elapsed().as_secs_f64() * FLOOD_PER_SEC).min(FLOOD_BURST) - 1.0;
-                        *at = Instant::now();
+                        *tokens = (*tokens + (now - *at) as f64 * (FLOOD_PER_SEC / 1e6)).min(FLOOD_BURST) - 1.0;
+                        *at = now;
                         if *tokens < 0.0 {
                             break End::Close(CloseCode::Policy, "flood: too many messages");
                         }
-                        if let Err(end) = on_text(&mut ws, &shared, id, &text, now, &mut dialect).await {
+                        if let Err(end) = on_text(&mut ws, &shared, id, &text, rx, &mut dialect).await {
                             break end;
                         }
                     }
@@ -113,13 +344,14 @@ where
                 }
             }
             _ = pings.tick() => {
-                if last_seen.elapsed() >= SILENT_LIMIT {
+                if shared.clock.now_us() - last_seen >= SILENT_LIMIT_US {
                     break End::Close(CloseCode::Away, "silent for too long");
                 }
                 if timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
                     break End::Gone;
                 }
             }
+            _ = &mut shutdown => break End::Close(CloseCode::Away, "server shutting down"),
         }
     };
     shared.unregister(id);
@@ -194,6 +426,32 @@ where
     }
 }
 
+/// Most queued messages written with one flush.
+const BATCH: usize = 256;
+
+/// Sends `first` and whatever else is already queued, with one flush (one system call when
+/// it all fits the socket) instead of one per message.
+async fn send_queued<S>(ws: &mut WebSocketStream<S>, first: Utf8Bytes, rx: &mut mpsc::Receiver<Utf8Bytes>) -> Result<(), End>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let write = async {
+        ws.feed(Message::Text(first)).await?;
+        for _ in 1..BATCH {
+            match rx.try_recv() {
+                Ok(text) => ws.feed(Message::Text(text)).await?,
+                Err(_) => break,
+            }
+        }
+        ws.flush().await
+    };
+    match timeout(WRITE_TIMEOUT, write).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(End::Gone),
+        Err(_) => Err(End::Close(CloseCode::Policy, "too slow: messages were not read")),
+    }
+}
+
 /// Writes a close frame straight to the socket, then drains what the client still sends
 /// for a moment, so that the close frame is read before the socket goes.
 async fn raw_close<S>(io: &mut S, code: u16, reason: &str)
@@ -222,4 +480,38 @@ where
         }
     })
     .await;
+}
+
+#[cfg(all(test, target_os = "linux"))]
+mod tests {
+    use super::*;
+    use std::io::Write;
+    use std::net::{TcpListener, TcpStream};
+
+    fn wall_ns() -> i64 {
+        std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_nanos() as i64
+    }
+
+    #[test]
+    fn the_kernel_stamps_what_arrives() {
+        let l = TcpListener::bind("127.0.0.1:0").unwrap();
+        let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s, _) = l.accept().unwrap();
+        assert!(enable_rx_stamps(&s));
+        let before = wall_ns();
+        c.write_all(b"hello").unwrap();
+        std::thread::sleep(Duration::from_millis(20));
+        let mut buf = [0u8; 64];
+        let (n, stamp) = recv_stamped(&s, &mut buf).unwrap();
+        assert_eq!(&buf[..n], b"hello");
+        // Stamped on arrival, not 20 ms later when read.
+        let t = stamp.expect("a receive time");
+        assert!(t >= before - 1_000_000 && t < wall_ns() - 10_000_000, "{} {}", t - before, wall_ns() - t);
+        // Without the option there is no time, and nothing breaks.
+        let mut c2 = TcpStream::connect(l.local_addr().unwrap()).unwrap();
+        let (s2, _) = l.accept().unwrap();
+        c2.write_all(b"x").unwrap();
+        std::thread::sleep(Duration::from_millis(5));
+        assert_eq!(recv_stamped(&s2, &mut buf).unwrap(), (1, None));
+    }
 }

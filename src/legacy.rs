@@ -111,7 +111,9 @@ impl Legacy {
                 if self.table.len() >= MAX_ROWS {
                     return error(conn, &format!("the table is full ({MAX_ROWS} rows); send reset_tableau"));
                 }
-                self.table.push(Row { value, t_us: now });
+                // In time order, as the board (stamps may come from the kernel, per connection).
+                let k = self.table.partition_point(|r| r.t_us <= now);
+                self.table.insert(k, Row { value, t_us: now });
                 self.cached = None;
                 Vec::new()
             }

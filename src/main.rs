@@ -13,7 +13,7 @@ usage:
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow]
   sgp eve --attack RECORD... [--json]
-  sgp bench key|idle [--pairs N] [--connections N] [--tolerance-ms T] [--server URL] [--json]
+  sgp bench key|sweep|jitter|load|idle|legacy [options] [--server URL] [--json]
   sgp help | --version
 
 serve   serve the web client on / and the protocol on /ws
@@ -34,9 +34,23 @@ eve     watch a room as the eavesdropper: boards, the public sift, confirmation 
         --follow              keep watching after a key is confirmed
         --attack RECORD...    instead, audit recorded rounds (files of sgp pair --record,
                               both posters of each room): can the board tell posters apart?
-bench   measure, against a server it starts itself unless --server is given:
-        key                   --pairs N (default 20) pairs of sgp pair in turn: time to key
-        idle                  --connections N (default 1000) idle WebSockets: server memory
+bench   measure, against a server it starts itself unless --server is given
+        (loads go to 127.0.0.1 only; --json prints one JSON object):
+        key    [--pairs N] [--tolerance-ms T] [--target-bits N]
+               N (default 20) pairs of sgp pair in turn: time to a confirmed key
+        sweep  [--tolerances T,T,…] [--pairs N] [--target-bits N]
+               key at each tolerance (default 0.05 … 5 ms, 3 pairs each)
+        jitter [--rooms M] [--seconds S] [--rate-hz R]
+               server_t − predicted_t of a prober's posts, at rest and while M rooms
+               (default 100) post at R Hz per poster (default: the default room's rate)
+        load   [--rooms M] [--seconds S] [--rate-hz R]
+               rooms × 2 posters at 90 % of their rate limit, stepping up to M rooms
+               (default 200): accepted posts/s, server CPU per post, jitter; the knee
+        idle   [--connections N]
+               N (default 1000) idle WebSockets: server memory per connection
+        legacy [--pairs N] | --flood [--seconds S] [--rate-hz R]
+               the original client's flow (2 clients × 16 posts, N runs), or a flood;
+               against sgp serve --legacy, or any server speaking it (--server URL)
 
 exit codes (pair, eve): 0 key confirmed, 2 usage, 3 peer left, 4 no such room / room full /
 bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything else
@@ -71,7 +85,8 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let mut server = DEFAULT_SERVER.to_string();
     let (mut room, mut tol, mut target, mut retries) = (None, None, None, 20u32);
     let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
-    let (mut what, mut pairs, mut connections, mut server_set) = (None, 20usize, 1000usize, false);
+    let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);
+    let (mut rooms, mut seconds, mut tolerances, mut rate_hz, mut flood) = (None, None, None, None, false);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cmd::Help),
@@ -80,8 +95,17 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Value(v) if sub.as_deref() == Some("bench") && what.is_none() => what = Some(v.string()?),
             Value(v) if attack.is_some() => attack.get_or_insert_with(Vec::new).push(v.string()?),
             Long("attack") => attack = Some(vec![p.value()?.string()?]),
-            Long("pairs") => pairs = p.value()?.parse()?,
-            Long("connections") => connections = p.value()?.parse()?,
+            Long("pairs") => pairs = Some(p.value()?.parse()?),
+            Long("connections") => connections = Some(p.value()?.parse()?),
+            Long("rooms") => rooms = Some(p.value()?.parse()?),
+            Long("seconds") => seconds = Some(p.value()?.parse::<f64>()?),
+            Long("rate-hz") => rate_hz = Some(p.value()?.parse::<f64>()?),
+            Long("flood") => flood = true,
+            Long("tolerances") => {
+                let v = p.value()?.string()?;
+                let list: Result<Vec<f64>, _> = v.split(',').map(|t| t.trim().parse::<f64>()).collect();
+                tolerances = Some(list.map_err(|e| format!("--tolerances {v:?}: {e}"))?);
+            }
             Long("bind") => bind = p.value()?.string()?,
             Long("port") => port = p.value()?.parse()?,
             Long("allow-origin") => origins.push(p.value()?.string()?),
@@ -116,9 +140,25 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Ok(Cmd::Eve(eve::Opts { server, room, json, follow }))
         }
         "bench" => {
-            let what = what.ok_or_else(|| lexopt::Error::from("sgp bench needs what to measure: key or idle"))?;
+            let what = what.ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;
+            if !bench::WHAT.split(", ").any(|w| w == what) {
+                return Err(format!("unknown benchmark {what:?} (one of {})", bench::WHAT).into());
+            }
             let server = server_set.then_some(server);
-            Ok(Cmd::Bench(bench::Opts { what, server, pairs, connections, tolerance_ms: tol, json }))
+            Ok(Cmd::Bench(bench::Opts {
+                what,
+                server,
+                pairs,
+                connections,
+                tolerance_ms: tol,
+                tolerances,
+                target_bits: target,
+                rooms,
+                seconds,
+                rate_hz,
+                flood,
+                json,
+            }))
         }
         "help" => Ok(Cmd::Help),
         other => Err(format!("unknown command {other:?}").into()),

@@ -8,8 +8,54 @@ use crate::protocol::{
     Role, ServerMsg,
 };
 use std::collections::HashMap;
+use std::hash::{BuildHasherDefault, Hasher};
 
 pub type ConnId = u64;
+
+/// A multiply-rotate hash (rustc's Fx) for the server's maps, in place of SipHash, which
+/// was a tenth of the work of a post. It does not resist chosen keys, and need not: every
+/// key these maps hold is the server's own (connection ids count up, room codes come from
+/// the OS generator), so no client can crowd a bucket; a client's lookup costs one probe.
+#[derive(Clone, Copy, Default)]
+pub struct FastHasher(u64);
+
+impl FastHasher {
+    const K: u64 = 0xf135_7aea_2e62_a9c5;
+    fn add(&mut self, x: u64) {
+        self.0 = (self.0 ^ x).wrapping_mul(Self::K);
+    }
+}
+
+impl Hasher for FastHasher {
+    fn finish(&self) -> u64 {
+        // The product's best bits are its high ones; the table indexes with the low ones.
+        self.0.rotate_left(26)
+    }
+    fn write(&mut self, bytes: &[u8]) {
+        let mut chunks = bytes.chunks_exact(8);
+        for c in &mut chunks {
+            self.add(u64::from_le_bytes(c.try_into().unwrap_or_default()));
+        }
+        let rest = chunks.remainder();
+        if !rest.is_empty() {
+            let mut b = [0u8; 8];
+            b[..rest.len()].copy_from_slice(rest);
+            self.add(u64::from_le_bytes(b));
+        }
+    }
+    fn write_u8(&mut self, x: u8) {
+        self.add(u64::from(x));
+    }
+    fn write_u64(&mut self, x: u64) {
+        self.add(x);
+    }
+    fn write_usize(&mut self, x: usize) {
+        self.add(x as u64);
+    }
+}
+
+/// A `HashMap` with [`FastHasher`].
+pub type FastMap<K, V> = HashMap<K, V, BuildHasherDefault<FastHasher>>;
 
 /// A message and the connections it goes to (serialised once by the server).
 #[derive(Clone, Debug, PartialEq)]
@@ -141,8 +187,8 @@ const ROLES: [Role; 2] = [Role::Alice, Role::Bob];
 
 /// All rooms of a server.
 pub struct Engine {
-    rooms: HashMap<String, Room>,
-    seats: HashMap<ConnId, (String, Role)>,
+    rooms: FastMap<String, Room>,
+    seats: FastMap<ConnId, (String, Role)>,
     random: Box<dyn FnMut(&mut [u8])>,
     limits: Limits,
 }
@@ -210,7 +256,7 @@ impl Engine {
     /// `random` fills buffers with unpredictable bytes (the OS generator in the server,
     /// a seeded one in tests); room codes and session nonces come from it.
     pub fn new(limits: Limits, random: Box<dyn FnMut(&mut [u8])>) -> Engine {
-        Engine { rooms: HashMap::new(), seats: HashMap::new(), random, limits }
+        Engine { rooms: FastMap::default(), seats: FastMap::default(), random, limits }
     }
 
     pub fn rooms(&self) -> usize {
@@ -557,8 +603,13 @@ fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &L
         return err(conn, ErrorCode::RateLimited, "post: too many posts; this one is not on the board");
     }
     b.tokens -= 1.0;
-    let i = r.board.len() as u32;
-    r.board.push(Entry { i, t_us: now, label });
+    // The board stays in time order: stamps are the kernel's arrival times, and a connection
+    // handled a moment later may bring an earlier one (almost always this is the end).
+    let k = r.board.partition_point(|e| e.t_us <= now);
+    r.board.insert(k, Entry { i: k as u32, t_us: now, label });
+    for (j, e) in r.board.iter_mut().enumerate().skip(k + 1) {
+        e.i = j as u32;
+    }
     Vec::new()
 }
 
@@ -613,6 +664,23 @@ mod tests {
             }
             m => panic!("expected start, got {m:?}"),
         }
+    }
+
+    #[test]
+    fn fast_hash_spreads_ids_and_codes() {
+        use std::hash::BuildHasher;
+        let b = BuildHasherDefault::<FastHasher>::default();
+        // The low bits index the table: ids counting up and random codes must spread over them.
+        let ids: std::collections::HashSet<u64> = (1u64..=1024).map(|id| b.hash_one(id) & 1023).collect();
+        let mut rng = fastrand::Rng::with_seed(9);
+        let codes: std::collections::HashSet<u64> =
+            (0..1024).map(|_| b.hash_one(make_code(&mut |x: &mut [u8]| rng.fill(x))) & 1023).collect();
+        // 1024 random draws into 1024 slots fill about 647 of them.
+        assert!(ids.len() > 550 && codes.len() > 550, "{} {}", ids.len(), codes.len());
+        let mut m: FastMap<String, u32> = FastMap::default();
+        m.insert("ABCDE-FGHJK".into(), 1);
+        assert_eq!(m.get("ABCDE-FGHJK"), Some(&1));
+        assert_eq!(m.get("ABCDE-FGHJM"), None);
     }
 
     #[test]
@@ -902,5 +970,21 @@ mod tests {
         let out = e.handle(3, ClientMsg::Board {}, ts + 3);
         assert_eq!(out[0].msg, ServerMsg::Board { session: None, round: 0, entries: vec![] });
         assert_eq!(error_code(&e.handle(3, ClientMsg::Reset {}, ts + 3)), ErrorCode::NotAllowed);
+    }
+
+    #[test]
+    fn the_board_stays_in_time_order_when_stamps_arrive_out_of_order() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        for (conn, dt) in [(1u64, 30), (2, 10), (1, 50), (2, 40)] {
+            assert!(e.handle(conn, ClientMsg::Post { label: Label::A }, ts + dt).is_empty());
+        }
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        let ServerMsg::Closed { board, .. } = &out[0].msg else { panic!() };
+        let times: Vec<i64> = board.iter().map(|b| b.t_us - ts).collect();
+        assert_eq!(times, vec![10, 30, 40, 50]);
+        assert!(board.iter().enumerate().all(|(k, b)| b.i == k as u32));
     }
 }

@@ -6,13 +6,12 @@ use crate::clock::Clock;
 use crate::http::{self, Origins, Route};
 use crate::legacy::{self, Legacy};
 use crate::protocol::to_text;
-use crate::room::{ConnId, Engine, Limits, Out};
+use crate::room::{ConnId, Engine, FastMap, Limits, Out};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
 use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::cell::{Cell, RefCell};
-use std::collections::HashMap;
 use std::future::Future;
 use std::rc::Rc;
 use std::time::Duration;
@@ -35,7 +34,7 @@ pub struct Shared {
     pub legacy: RefCell<Legacy>,
     pub config: Config,
     /// Each connection's outbound queue. Dropping a sender tells that connection to close.
-    queues: RefCell<HashMap<ConnId, mpsc::Sender<Utf8Bytes>>>,
+    queues: RefCell<FastMap<ConnId, mpsc::Sender<Utf8Bytes>>>,
     next_id: Cell<ConnId>,
     /// Connection tasks still running, closing ones included (shutdown waits for them).
     tasks: Cell<usize>,
@@ -58,7 +57,7 @@ impl Shared {
             engine: RefCell::new(Engine::new(Limits::default(), Box::new(os_random))),
             legacy: RefCell::new(Legacy::new(legacy::local_utc_offset_s())),
             config,
-            queues: RefCell::new(HashMap::new()),
+            queues: RefCell::new(FastMap::default()),
             next_id: Cell::new(1),
             tasks: Cell::new(0),
             shutdown: watch::channel(false).0,
@@ -141,7 +140,8 @@ async fn handle(req: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<h
             // Spawned before the 101 goes out: hyper resolves the upgrade once it has.
             tokio::task::spawn_local(async move {
                 if let Ok(upgraded) = hyper::upgrade::on(req).await {
-                    crate::conn::run(TokioIo::new(upgraded), shared).await;
+                    let io = crate::conn::ServerIo::new(upgraded, shared.clock);
+                    crate::conn::run(io, shared).await;
                 }
             });
             http::switching(&accept)

@@ -46,7 +46,11 @@ fn routes_headers_and_health() {
     assert!(lower.contains("content-type: text/html; charset=utf-8"));
     assert!(lower.contains("cross-origin-opener-policy: same-origin"));
     assert!(lower.contains("cross-origin-embedder-policy: require-corp"));
-    assert!(resp.contains("sgp pair"), "the page says how to use sgp pair");
+    assert!(resp.contains("anonymous"), "the page says what sgp is");
+    assert!(resp.contains(r#"data-testid="create""#), "and lets a person create a room");
+    let (status, css) = server.get("/vendor/bootstrap.min.css");
+    assert_eq!(status, 200, "Bootstrap is embedded");
+    assert!(css.contains("Bootstrap"));
 
     let (status, _) = server.get("/no/such/file");
     assert_eq!(status, 404);

@@ -1,25 +1,47 @@
 //! `sgp bench`: measurements, never pass/fail. Each subcommand starts its own `sgp serve`
 //! on 127.0.0.1:0 (a child process, so the server has its own thread as in real use) unless
-//! `--server URL` is given, runs a bounded load against it, and prints a table or JSON.
+//! `--server URL` is given, runs a load bounded in count and time against it, and prints a
+//! table or JSON. Loads (`jitter --rooms`, `load`, `idle`, `legacy --flood`) go to 127.0.0.1 only.
 //!
 //! - `key`: pairs of real `sgp pair` processes, one pair at a time → time to a confirmed key.
+//! - `sweep`: `key` over a range of tolerances → the table behind the default tolerance.
+//! - `jitter`: the error `server_t − predicted_t` of posts with known send times, at rest and
+//!   while other rooms post.
+//! - `load`: many rooms posting at their allowed rate → posts/s, CPU per post, jitter; the knee.
 //! - `idle`: N idle WebSocket connections → the server's memory per connection.
+//! - `legacy`: the original client's flow (and a flood) against any server speaking its dialect.
 
-use crate::client::ws_url;
+mod idle;
+mod key;
+mod legacy;
+mod load;
+
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
-use std::time::{Duration, Instant};
 
-#[derive(Clone, Debug)]
+#[derive(Clone, Debug, Default)]
 pub struct Opts {
     pub what: String,
     pub server: Option<String>,
-    pub pairs: usize,
-    pub connections: usize,
+    /// `key`, `sweep`: pairs per tolerance; `legacy`: runs of the flow.
+    pub pairs: Option<usize>,
+    pub connections: Option<usize>,
     pub tolerance_ms: Option<f64>,
+    /// `sweep`: the tolerances to try.
+    pub tolerances: Option<Vec<f64>>,
+    pub target_bits: Option<u32>,
+    /// `jitter`: rooms posting beside the prober; `load`: the largest step.
+    pub rooms: Option<usize>,
+    pub seconds: Option<f64>,
+    /// Per-connection posting rate of the load generators.
+    pub rate_hz: Option<f64>,
+    /// `legacy`: flood instead of the two-client flow.
+    pub flood: bool,
     pub json: bool,
 }
+
+pub const WHAT: &str = "key, sweep, jitter, load, idle, legacy";
 
 /// A server we started, stopped when dropped.
 struct OwnServer {
@@ -38,9 +60,10 @@ fn exe() -> Result<std::path::PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the sgp binary: {e}"))
 }
 
-fn start_server() -> Result<OwnServer, String> {
+fn start_server(extra: &[&str]) -> Result<OwnServer, String> {
     let mut child = Command::new(exe()?)
         .args(["serve", "--port", "0"])
+        .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
@@ -67,17 +90,96 @@ fn rss_kib(pid: u32) -> Option<u64> {
     status.lines().find_map(|l| l.strip_prefix("VmRSS:")).and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
 }
 
+/// CPU time (user + system) a process has used, in seconds, from /proc/PID/stat.
+fn cpu_s(pid: u32) -> Option<f64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
+    let rest = &stat[stat.rfind(')')? + 2..];
+    let f: Vec<&str> = rest.split_whitespace().collect();
+    let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
+    // SAFETY: sysconf reads a constant of the C library.
+    let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    (hz > 0).then(|| (utime + stime) as f64 / hz as f64)
+}
+
+/// CPU time the calling thread has used, in seconds.
+fn thread_cpu_s() -> f64 {
+    let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
+    // SAFETY: clock_gettime writes only into the timespec we pass.
+    unsafe { libc::clock_gettime(libc::CLOCK_THREAD_CPUTIME_ID, &mut ts) };
+    ts.tv_sec as f64 + ts.tv_nsec as f64 / 1e9
+}
+
+/// The process listening on `url`'s port on this machine, found through /proc (so that CPU
+/// and memory can be read for a server given with `--server`, when we may read its fds).
+fn local_pid(url: &str) -> Option<u32> {
+    require_loopback(url).ok()?;
+    let ws = crate::client::ws_url(url).ok()?;
+    let port: u16 = ws.trim_end_matches("/ws").rsplit_once(':')?.1.parse().ok()?;
+    let mut inodes = Vec::new();
+    for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
+        for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let local_port = f.get(1).and_then(|a| a.rsplit_once(':')).and_then(|(_, p)| u16::from_str_radix(p, 16).ok());
+            // State 0A is LISTEN.
+            if local_port == Some(port) && f.get(3) == Some(&"0A") {
+                inodes.extend(f.get(9).map(|i| format!("socket:[{i}]")));
+            }
+        }
+    }
+    if inodes.is_empty() {
+        return None;
+    }
+    for proc_dir in std::fs::read_dir("/proc").ok()?.flatten() {
+        let Ok(pid) = proc_dir.file_name().to_string_lossy().parse::<u32>() else { continue };
+        let Ok(fds) = std::fs::read_dir(proc_dir.path().join("fd")) else { continue };
+        for fd in fds.flatten() {
+            if std::fs::read_link(fd.path()).is_ok_and(|l| inodes.iter().any(|i| l.as_os_str() == i.as_str())) {
+                return Some(pid);
+            }
+        }
+    }
+    None
+}
+
+/// Loads are only ever sent to this machine.
+fn require_loopback(url: &str) -> Result<(), String> {
+    let ws = crate::client::ws_url(url)?;
+    let host = ws.trim_start_matches("ws://").trim_end_matches("/ws");
+    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
+    match host {
+        "127.0.0.1" | "localhost" | "[::1]" => Ok(()),
+        _ => Err(format!("{url}: this benchmark sends a load, and loads go to 127.0.0.1 only")),
+    }
+}
+
+/// Rounds to 3 significant decimals for tables and JSON alike (raw figures stay exact
+/// where they are counts).
+fn r3(x: f64) -> Value {
+    if x.is_finite() {
+        json!((x * 1000.0).round() / 1000.0)
+    } else {
+        Value::Null
+    }
+}
+
 pub async fn run(opts: &Opts) -> Result<(), String> {
+    if !WHAT.split(", ").any(|w| w == opts.what) {
+        return Err(format!("unknown benchmark {:?} ({WHAT})", opts.what));
+    }
     let own = match &opts.server {
         Some(_) => None,
-        None => Some(start_server()?),
+        None => Some(start_server(if opts.what == "legacy" { &["--legacy"] } else { &[] })?),
     };
     let url = opts.server.clone().or_else(|| own.as_ref().map(|s| s.url.clone())).unwrap_or_default();
-    let pid = own.as_ref().map(|s| s.child.id());
+    let pid = own.as_ref().map(|s| s.child.id()).or_else(|| local_pid(&url));
     let result = match opts.what.as_str() {
-        "key" => bench_key(&url, opts).await?,
-        "idle" => bench_idle(&url, pid, opts).await?,
-        other => return Err(format!("unknown benchmark {other:?} (key, idle)")),
+        "key" => key::bench_key(&url, opts).await?,
+        "sweep" => key::bench_sweep(&url, opts).await?,
+        "jitter" => load::bench_jitter(&url, pid, opts).await?,
+        "load" => load::bench_load(&url, pid, opts).await?,
+        "idle" => idle::bench_idle(&url, pid, opts).await?,
+        _ => legacy::bench_legacy(&url, pid, opts).await?,
     };
     if opts.json {
         println!("{result}");
@@ -87,132 +189,74 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
     Ok(())
 }
 
-fn print_table(v: &Value) {
-    if let Some(obj) = v.as_object() {
-        let width = obj.keys().map(|k| k.len()).max().unwrap_or(0);
-        for (k, val) in obj {
-            println!("{k:width$}  {val}");
-        }
-    }
+/// Columns in this order in tables (JSON objects keep their keys sorted); others after.
+const COLUMNS: &[&str] = &[
+    "phase", "tolerance_ms", "rooms", "pairs", "failed", "time_to_key_ms_p50", "time_to_key_ms_p90", "time_to_key_ms_max",
+    "rounds_per_key", "dropped_round_rate", "confirm_failure_rate", "kept_per_s_of_posting", "kept_limit_per_s",
+    "kept_fraction_of_limit", "post_hz", "offered_per_s", "sent_per_s", "accepted_per_s", "on_boards", "skipped", "refused",
+    "lost_connections", "server_cpu_pct", "server_cpu_us_per_post", "loader_cpu_pct", "probe_posts", "probe_on_board",
+    "probe_refused", "bias_us", "err_us_p50", "err_us_p99", "err_us_p999", "err_us_max", "raw_err_us_p99",
+];
+
+fn is_rows(v: &Value) -> bool {
+    v.as_array().is_some_and(|a| !a.is_empty() && a.iter().all(Value::is_object))
 }
 
-/// Runs one `sgp pair` pair; returns the creator's `key` object and its output lines.
-fn one_pair(url: &str, tolerance: Option<f64>) -> Result<(Value, Vec<Value>), String> {
-    let exe = exe()?;
-    let mut args = vec!["pair".to_string(), "--json".into(), "--server".into(), url.to_string()];
-    if let Some(t) = tolerance {
-        args.extend(["--tolerance-ms".to_string(), t.to_string()]);
-    }
-    let mut creator = Command::new(&exe).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
-    let mut out = BufReader::new(creator.stdout.take().ok_or("no stdout")?);
-    let mut line = String::new();
-    out.read_line(&mut line).map_err(|e| e.to_string())?;
-    let first: Value = serde_json::from_str(&line).map_err(|_| format!("unexpected: {line}"))?;
-    let code = first["room"]["code"].as_str().ok_or("no room code")?.to_string();
-    let joiner = Command::new(&exe)
-        .args(["pair", "--json", "--server", url, "--room", &code])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    let mut lines = vec![first];
-    for l in out.lines() {
-        let l = l.map_err(|e| e.to_string())?;
-        if let Ok(v) = serde_json::from_str::<Value>(&l) {
-            lines.push(v);
-        }
-    }
-    let status = creator.wait().map_err(|e| e.to_string())?;
-    let _ = joiner.wait_with_output();
-    let key = lines.iter().find_map(|v| v.get("key").cloned());
-    match (status.success(), key) {
-        (true, Some(k)) => Ok((k, lines)),
-        _ => Err(format!("a pair failed: {:?}", lines.last())),
-    }
-}
-
-async fn bench_key(url: &str, opts: &Opts) -> Result<Value, String> {
-    let (url, tol, n) = (url.to_string(), opts.tolerance_ms, opts.pairs.clamp(1, 1000));
-    // Child processes do the work; this thread only waits.
-    tokio::task::spawn_blocking(move || {
-        let mut times = Vec::new();
-        let (mut rounds, mut desyncs, mut kept, mut posting_ms, mut failures) = (0u64, 0u64, 0u64, 0f64, 0u64);
-        let mut params = Value::Null;
-        for _ in 0..n {
-            match one_pair(&url, tol) {
-                Ok((key, lines)) => {
-                    times.push(key["elapsed_ms"].as_f64().unwrap_or(f64::NAN));
-                    kept += key["n"].as_u64().unwrap_or(0);
-                    for v in &lines {
-                        if v.get("round").is_some() {
-                            rounds += 1;
-                        }
-                        if let Some(room) = v.get("room") {
-                            params = room["params"].clone();
-                        }
-                        if v.get("aborted").is_some_and(|a| a["reason"] == "desync") {
-                            desyncs += 1;
-                        }
-                    }
-                }
-                Err(_) => failures += 1,
+fn cell(v: &Value) -> String {
+    match v {
+        Value::Null => "-".into(),
+        Value::String(s) => s.clone(),
+        Value::Number(n) if n.is_f64() => {
+            let x = n.as_f64().unwrap_or(f64::NAN);
+            if x.abs() >= 100.0 {
+                format!("{x:.1}")
+            } else {
+                format!("{x:.3}")
             }
         }
-        let duration = params["duration_ms"].as_f64().unwrap_or(0.0);
-        posting_ms += duration * rounds as f64;
-        times.sort_by(|a, b| a.total_cmp(b));
-        let tol_ms = params["tolerance_ms"].as_f64().unwrap_or(f64::NAN);
-        let limit = 1000.0 / (4.0 * tol_ms * std::f64::consts::E);
-        let kept_per_s = if posting_ms > 0.0 { kept as f64 / (posting_ms / 1000.0) } else { 0.0 };
-        Ok(json!({
-            "pairs": n,
-            "failed": failures,
-            "tolerance_ms": tol_ms,
-            "time_to_key_ms_p50": quantile(&times, 0.5),
-            "time_to_key_ms_p90": quantile(&times, 0.9),
-            "time_to_key_ms_max": times.last().copied().unwrap_or(f64::NAN),
-            "rounds_per_key": rounds as f64 / n as f64,
-            "dropped_round_rate": desyncs as f64 / rounds.max(1) as f64,
-            "kept_per_s_of_posting": kept_per_s,
-            "kept_fraction_of_limit": kept_per_s / limit,
-        }))
-    })
-    .await
-    .map_err(|e| e.to_string())?
+        other => other.to_string(),
+    }
 }
 
-async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Value, String> {
-    let n = opts.connections.clamp(1, 50_000);
-    let ws = ws_url(url)?;
-    let before = pid.and_then(rss_kib);
-    let started = Instant::now();
-    let mut conns = Vec::with_capacity(n);
-    for k in 0..n {
-        match tokio_tungstenite::connect_async(ws.as_str()).await {
-            Ok((c, _)) => conns.push(c),
-            Err(e) => return Err(format!("connection {k} failed: {e} (raise `ulimit -n`?)")),
+/// Scalars as `name  value` lines, then each array of objects as a table with a header.
+fn print_table(v: &Value) {
+    let Some(obj) = v.as_object() else {
+        println!("{v}");
+        return;
+    };
+    let width = obj.iter().filter(|(_, v)| !is_rows(v)).map(|(k, _)| k.len()).max().unwrap_or(0);
+    for (k, val) in obj.iter().filter(|(_, v)| !is_rows(v)) {
+        println!("{k:width$}  {}", cell(val));
+    }
+    for (name, rows) in obj.iter().filter(|(_, v)| is_rows(v)) {
+        let rows: Vec<&serde_json::Map<String, Value>> = rows.as_array().into_iter().flatten().filter_map(Value::as_object).collect();
+        let mut cols: Vec<&str> = Vec::new();
+        for r in &rows {
+            for k in r.keys() {
+                if !cols.contains(&k.as_str()) {
+                    cols.push(k);
+                }
+            }
+        }
+        cols.sort_by_key(|c| COLUMNS.iter().position(|k| k == c).unwrap_or(COLUMNS.len()));
+        let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| r.get(*c).map_or("-".into(), cell)).collect()).collect();
+        let widths: Vec<usize> =
+            cols.iter().enumerate().map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0)).collect();
+        println!("\n{name}:");
+        let line = |items: Vec<String>| {
+            let s: Vec<String> = items.iter().zip(&widths).map(|(x, w)| format!("{x:>w$}")).collect();
+            println!("  {}", s.join("  "));
+        };
+        line(cols.iter().map(|c| c.to_string()).collect());
+        for r in cells {
+            line(r);
         }
     }
-    let open_ms = started.elapsed().as_secs_f64() * 1000.0;
-    tokio::time::sleep(Duration::from_millis(500)).await;
-    let after = pid.and_then(rss_kib);
-    let per_conn = match (before, after) {
-        (Some(b), Some(a)) => json!((a.saturating_sub(b)) as f64 / n as f64),
-        _ => Value::Null,
-    };
-    drop(conns);
-    Ok(json!({
-        "connections": n,
-        "open_ms": open_ms,
-        "server_rss_kib_before": before,
-        "server_rss_kib_after": after,
-        "kib_per_connection": per_conn,
-    }))
 }
 
 #[cfg(test)]
 mod tests {
-    use super::quantile;
+    use super::*;
 
     #[test]
     fn quantiles_by_nearest_rank() {
@@ -221,5 +265,31 @@ mod tests {
         assert_eq!(quantile(&v, 0.9), 4.0);
         assert_eq!(quantile(&v, 0.0), 1.0);
         assert!(quantile(&[], 0.5).is_nan());
+    }
+
+    #[test]
+    fn loads_stay_on_this_machine() {
+        assert!(require_loopback("http://127.0.0.1:8080").is_ok());
+        assert!(require_loopback("ws://localhost:1/ws").is_ok());
+        assert!(require_loopback("http://[::1]:80").is_ok());
+        assert!(require_loopback("http://example.org:8080").is_err());
+        assert!(require_loopback("http://10.0.0.1:8080").is_err());
+    }
+
+    #[test]
+    fn finds_the_local_listener() {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let url = format!("http://127.0.0.1:{}", l.local_addr().unwrap().port());
+        // Reading other processes' fds may be refused; our own is always readable.
+        assert_eq!(local_pid(&url), Some(std::process::id()));
+        assert_eq!(local_pid("http://example.org:80"), None);
+    }
+
+    #[test]
+    fn own_process_stats_are_readable() {
+        let pid = std::process::id();
+        assert!(rss_kib(pid).is_some_and(|k| k > 0));
+        assert!(cpu_s(pid).is_some_and(|s| s >= 0.0));
+        assert!(thread_cpu_s() > 0.0);
     }
 }

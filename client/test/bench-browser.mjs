@@ -1,0 +1,168 @@
+// bench-browser.mjs — measures (not a test) how long two Chromium tabs take to reach a
+// confirmed key on loopback, and how much the page weighs. Run by `make bench-browser`.
+//
+//   SGP_BIN=target/release/sgp CHROMIUM=/usr/bin/chromium node client/test/bench-browser.mjs
+//   RUNS=10 (default)  TOLERANCE_MS=… (default: the page's own measured default)
+//
+// Each run: a fresh pair of tabs (contexts) in one browser against one `sgp serve`; tab A
+// loads `/`, waits for the page's tolerance default to settle (the page measures its delay
+// after loading), creates a room; tab B opens the link; both press Start. Timed from the
+// second Start to both tabs showing data-state=match. It prints one line per run and a
+// summary (JSON with --json). The timing-error figures come from the page's own per-round
+// report (`sgpState.rounds[].timing`, when the page provides it), the rates from `sent_us`.
+
+import { execFileSync } from 'node:child_process';
+import { resolve, dirname } from 'node:path';
+import { fileURLToPath } from 'node:url';
+import { gzipSync } from 'node:zlib';
+import * as h from './e2e/harness.mjs';
+
+const HERE = dirname(fileURLToPath(import.meta.url));
+if (!process.env.SGP_BIN) process.env.SGP_BIN = resolve(HERE, '../../target/release/sgp');
+const RUNS = Number(process.env.RUNS || 10);
+const TOL = process.env.TOLERANCE_MS;
+const JSON_OUT = process.argv.includes('--json');
+
+const quantile = (xs, q) => {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return null;
+  return s[Math.min(s.length - 1, Math.max(0, Math.ceil(q * s.length) - 1))];
+};
+const median = (xs) => {
+  const s = [...xs].sort((a, b) => a - b);
+  if (!s.length) return null;
+  const m = s.length >> 1;
+  return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
+};
+
+async function settledTolerance(page) {
+  const field = h.byTestid(page, 'tolerance');
+  let v = await field.inputValue();
+  for (let stable = 0, waited = 0; stable < 3000 && waited < 30_000; waited += 250) {
+    await h.sleep(250);
+    const w = await field.inputValue();
+    stable = w === v ? stable + 250 : 0;
+    v = w;
+  }
+  return v;
+}
+
+async function oneRun(fx, i) {
+  const A = await fx.page(`A${i}`);
+  const B = await fx.page(`B${i}`);
+  await A.goto(`${fx.server.url}/`);
+  const tol = TOL ?? (await settledTolerance(A));
+  await h.byTestid(A, 'tolerance').fill(String(tol));
+  await h.click(A, 'create');
+  await h.waitRole(A, 'alice');
+  const link = await h.roomLink(A);
+  await B.goto(link);
+  await h.waitRole(B, 'bob');
+  await h.click(A, 'start');
+  await h.click(B, 'start');
+  const t0 = Date.now();
+  const [ka, kb] = await Promise.all([h.waitKey(A, 300_000), h.waitKey(B, 300_000)]);
+  const ms = Date.now() - t0;
+  const [sa, sb] = [await h.state(A), await h.state(B)];
+  const ok = ka.state === 'match' && kb.state === 'match' && ka.key === kb.key;
+  const rounds = sa.rounds.length;
+  const dropped = sa.rounds.filter((r) => r.dropped).length;
+  const win = sa.params.duration_ms / 1000;
+  const perTab = [sa, sb].map((s) => {
+    const rs = s.rounds.filter((r) => Array.isArray(r.sent_us) && r.sent_us.length);
+    const posts = rs.reduce((a, r) => a + r.sent_us.length, 0);
+    const t = s.rounds.map((r) => r.timing).filter(Boolean);
+    return {
+      rate_hz: posts / (rs.length * win),
+      late_p50_us: median(t.map((x) => x.late_us && x.late_us.p50).filter((x) => x != null)),
+      late_p90_us: median(t.map((x) => x.late_us && x.late_us.p90).filter((x) => x != null)),
+      abs_err_p50_us: median(t.map((x) => x.abs_error_us && x.abs_error_us.p50).filter((x) => x != null)),
+      abs_err_p90_us: median(t.map((x) => x.abs_error_us && x.abs_error_us.p90).filter((x) => x != null)),
+      abs_err_max_us: Math.max(...t.map((x) => (x.abs_error_us && x.abs_error_us.max) || 0)),
+    };
+  });
+  await A.context().close();
+  await B.context().close();
+  return {
+    run: i,
+    ok,
+    ms,
+    tolerance_ms: sa.params.tolerance_ms,
+    rate_hz: sa.params.rate_hz,
+    duration_ms: sa.params.duration_ms,
+    strength: Number(ka.strength),
+    rounds,
+    dropped,
+    tabs: perTab,
+  };
+}
+
+/** What the page loads, gzipped (-9), fetched from the server the way the browser gets it. */
+async function pageWeight(fx) {
+  const p = await fx.page('weight');
+  await p.goto(`${fx.server.url}/`, { waitUntil: 'networkidle' });
+  await h.click(p, 'create');
+  await h.waitRole(p, 'alice');
+  await p.waitForLoadState('networkidle');
+  const urls = [...new Set(p.sgpWatch.requests)].filter((u) => u.startsWith(fx.server.url) && !u.endsWith('/healthz'));
+  const files = [];
+  for (const u of urls) {
+    const body = Buffer.from(await (await fetch(u)).arrayBuffer());
+    // `gzip -9 -c FILE | wc -c`, as in the brief (zlib's level 9 for a cross-check).
+    const cli = Number(execFileSync('sh', ['-c', 'gzip -9 -c | wc -c'], { input: body }).toString().trim());
+    files.push({ path: u.slice(fx.server.url.length), bytes: body.length, gzip9: cli, zlib9: gzipSync(body, { level: 9 }).length });
+  }
+  await p.context().close();
+  return { files, bytes: files.reduce((a, f) => a + f.bytes, 0), gzip9: files.reduce((a, f) => a + f.gzip9, 0) };
+}
+
+const fx = await h.fixture();
+try {
+  const weight = await pageWeight(fx);
+  if (!JSON_OUT) {
+    for (const f of weight.files) console.log(`${f.path.padEnd(34)} ${String(f.bytes).padStart(8)} B  gzip -9 ${String(f.gzip9).padStart(7)} B`);
+    console.log(`${'page + assets'.padEnd(34)} ${String(weight.bytes).padStart(8)} B  gzip -9 ${String(weight.gzip9).padStart(7)} B`);
+  }
+  const runs = [];
+  for (let i = 1; i <= RUNS; i++) {
+    let r;
+    try {
+      r = await oneRun(fx, i);
+    } catch (e) {
+      r = { run: i, ok: false, error: e.message.split('\n')[0].slice(0, 300) };
+    }
+    runs.push(r);
+    if (!JSON_OUT) {
+      console.log(r.ok
+        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped), strength ${r.strength}, τ ${r.tolerance_ms} ms, ` +
+          `rate ${r.rate_hz} Hz, window ${r.duration_ms} ms; tabs' rates ${r.tabs.map((t) => t.rate_hz.toFixed(1)).join('/')} Hz, ` +
+          `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
+          `|arrival error| p50/p90 ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}`).join(', ')} µs`
+        : `run ${i}: FAILED ${r.error || 'keys differ or mismatch'}`);
+    }
+  }
+  const good = runs.filter((r) => r.ok);
+  const tabs = good.flatMap((r) => r.tabs);
+  const summary = {
+    runs: runs.length,
+    failed: runs.length - good.length,
+    time_to_key_ms_p50: median(good.map((r) => r.ms)),
+    time_to_key_ms_p90: quantile(good.map((r) => r.ms), 0.9),
+    time_to_key_ms_min: good.length ? Math.min(...good.map((r) => r.ms)) : null,
+    time_to_key_ms_max: good.length ? Math.max(...good.map((r) => r.ms)) : null,
+    rounds_per_key_p50: median(good.map((r) => r.rounds)),
+    dropped_round_rate: good.reduce((a, r) => a + r.dropped, 0) / Math.max(1, good.reduce((a, r) => a + r.rounds, 0)),
+    tolerance_ms: [...new Set(good.map((r) => r.tolerance_ms))],
+    late_p50_us: median(tabs.map((t) => t.late_p50_us).filter((x) => x != null)),
+    late_p90_us: median(tabs.map((t) => t.late_p90_us).filter((x) => x != null)),
+    abs_arrival_error_p50_us: median(tabs.map((t) => t.abs_err_p50_us).filter((x) => x != null)),
+    abs_arrival_error_p90_us: median(tabs.map((t) => t.abs_err_p90_us).filter((x) => x != null)),
+    page_bytes: weight.bytes,
+    page_gzip9_bytes: weight.gzip9,
+    sgp_bin: process.env.SGP_BIN,
+  };
+  if (JSON_OUT) console.log(JSON.stringify({ summary, runs, weight }));
+  else for (const [k, v] of Object.entries(summary)) console.log(`${k.padEnd(26)} ${JSON.stringify(v)}`);
+} finally {
+  await fx.close();
+}

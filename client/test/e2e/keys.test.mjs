@@ -1,0 +1,301 @@
+// Two pages in one browser make a key, a third page watches as the eavesdropper, and the
+// finished page is photographed (issue 4: "two pages in one browser reach the same confirmed
+// key with strength ≥ 256, shown on both pages; a third page as observer sees the boards;
+// a screenshot of the finished page is saved under target/").
+//
+// The three tests share one room: the observer joins before Start so it sees every round,
+// and the screenshots are of the pages that made the key.
+
+import { test, before, after } from 'node:test';
+import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
+import { statSync } from 'node:fs';
+import * as h from './harness.mjs';
+
+let fx;
+const s = {}; // shared between the tests: pages, room, keys
+
+before(async () => {
+  fx = await h.fixture();
+});
+
+after(async () => {
+  if (fx) await fx.close();
+});
+
+test('two pages in one browser reach the same confirmed key, strength ≥ 256', { timeout: 300_000 }, async (t) => {
+  // Each page in a context of its own (separate storage), all in one browser.
+  const clip = { permissions: ['clipboard-read', 'clipboard-write'] };
+  s.A = await fx.page('alice', clip);
+  s.B = await fx.page('bob', clip);
+  s.E = await fx.page('observer');
+
+  // A creates with the page's default tolerance (it is chosen by measurement; see tolerance-why).
+  const { code, link } = await h.createRoom(s.A, fx.server);
+  s.code = code;
+  s.link = link;
+  const params = (await h.state(s.A)).params;
+  t.diagnostic(`room ${code}, link ${link}, room params ${JSON.stringify(params)}; tolerance-why: ${await h.text(s.A, 'tolerance-why')}`);
+  assert.match(new URL(link).search, new RegExp(`[?&]room=${encodeURIComponent(code).replace(/[-]/g, '\\-')}(&|$)`), 'room-link carries ?room=CODE');
+  assert.equal(new URL(link).origin, fx.server.url, 'room-link points at this server');
+  await h.waitRole(s.A, 'alice');
+
+  // The eavesdropper joins before the first round so it sees every board.
+  await s.E.goto(`${fx.server.url}/?room=${encodeURIComponent(code)}&watch`);
+  await h.waitRole(s.E, 'observer');
+
+  // B opens the link: it auto-joins as the second poster.
+  await s.B.goto(link);
+  await h.waitRole(s.B, 'bob');
+  assert.equal(await h.text(s.B, 'room-code'), code, 'B shows the same room code');
+
+  const t0 = Date.now();
+  await h.startAll(s.A, s.B);
+
+  // Start is disabled while the session runs (checked on A until its key is confirmed).
+  const sawDisabled = await s.A.waitForFunction(() => {
+    const st = document.querySelector('[data-testid="start"]');
+    const c = document.querySelector('[data-testid="confirmed"]');
+    if (st && st.disabled) return 'disabled';
+    if (c && c.getAttribute('data-state') !== 'pending') return 'finished';
+    return false;
+  }, null, { timeout: 240_000, polling: 50 }).then((x) => x.jsonValue());
+  assert.equal(sawDisabled, 'disabled', 'start is disabled while a session runs');
+
+  const [ka, kb] = await h.waitKeys([s.A, s.B], 240_000);
+  s.elapsed = Date.now() - t0;
+  h.checkKey(assert, ka, 'A');
+  h.checkKey(assert, kb, 'B');
+  assert.equal(ka.key, kb.key, 'both pages show the same key');
+  assert.equal(ka.sgpKey.key, kb.sgpKey.key, 'window.sgpState.key.key agrees');
+  s.key = ka.key;
+  const stA = await h.state(s.A);
+  t.diagnostic(`key ${ka.key} strength ${ka.strength} in ${s.elapsed} ms, ${stA.rounds.length} round(s): ` +
+    stA.rounds.map((r) => `${r.session}/${r.round} n=${r.n} kept=${r.kept}${r.dropped ? ' dropped' : ''}`).join(', '));
+  assert.equal(stA.role, 'alice');
+  assert.equal(stA.room, code);
+
+  // The rest of the result and room panels, as the contract names them.
+  const bitsA = (await h.text(s.A, 'bits')).replace(/\s+/g, '');
+  const bitsB = (await h.text(s.B, 'bits')).replace(/\s+/g, '');
+  assert.match(bitsA, /^[01]+$/, 'bits: the raw bit string');
+  assert.equal(bitsA, bitsB, 'both pages show the same raw bits');
+  if (ka.sgpKey.n != null) assert.equal(bitsA.length, Number(ka.sgpKey.n), 'one raw bit per kept entry (n)');
+  const ledger = await h.text(s.A, 'ledger');
+  assert.ok(ledger.includes(String(ka.strength)), `the ledger shows the strength: "${ledger}"`);
+  if (ka.sgpKey.n != null) assert.ok(ledger.includes(String(ka.sgpKey.n)), `the ledger shows n: "${ledger}"`);
+  const sessionNow = Number(await h.attr(s.A, 'session-progress', 'aria-valuenow'));
+  assert.ok(sessionNow > 0, `session-progress aria-valuenow ${sessionNow} > 0 after a key`);
+  assert.ok(Number.isFinite(stA.sync.offset_us) && Number.isFinite(stA.sync.delay_us) && stA.sync.delay_us >= 0,
+    `sgpState.sync after a session: ${JSON.stringify(stA.sync)}`);
+  for (const id of ['clock-offset', 'clock-delay', 'timer-precision']) {
+    assert.match(await h.text(s.A, id), /\d/, `${id} shows a number`);
+  }
+  assert.ok((await h.text(s.A, 'isolation')).length > 0, 'isolation says something');
+  assert.ok((await h.text(s.A, 'peers')).length > 0, 'peers says something');
+  t.diagnostic(`ledger "${ledger}"; clock offset ${await h.text(s.A, 'clock-offset')}, delay ${await h.text(s.A, 'clock-delay')}, ` +
+    `timer precision ${await h.text(s.A, 'timer-precision')}; isolation "${await h.text(s.A, 'isolation')}"; peers "${await h.text(s.A, 'peers')}"`);
+  // Copy buttons put the key and the link on the clipboard.
+  await h.click(s.A, 'copy-key');
+  await s.A.waitForTimeout(200);
+  assert.equal(await s.A.evaluate(() => navigator.clipboard.readText()), ka.key, 'copy-key copies the key');
+  await h.click(s.B, 'copy-link');
+  await s.B.waitForTimeout(200);
+  const copied = await s.B.evaluate(() => navigator.clipboard.readText());
+  assert.equal(new URL(copied).search, new URL(link).search, `copy-link copies the room link (${copied})`);
+  h.assertClean(s.A);
+  h.assertClean(s.B);
+  for (const p of [s.A, s.B]) {
+    if (p.sgpWatch.consoleErrors.length) t.diagnostic(`${p.sgpWatch.name} console errors: ${p.sgpWatch.consoleErrors.join(' | ')}`);
+  }
+});
+
+test('the observer sees every closed round, and nothing that tells the posters apart', { timeout: 120_000 }, async (t) => {
+  assert.ok(s.key, 'needs the key of the first test');
+  const posterRounds = (await h.state(s.A)).rounds;
+  const bobRounds = (await h.state(s.B)).rounds;
+  assert.ok(posterRounds.length >= 1, 'at least one round');
+  assert.equal(bobRounds.length, posterRounds.length, 'both posters saw the same number of closed rounds');
+
+  // The observer's SVGs arrive with the same `closed` messages: give them a moment.
+  await s.E.waitForFunction((n) => document.querySelectorAll('svg[data-testid="round-svg"]').length >= n,
+    posterRounds.length, { timeout: 15_000, polling: 100 }).catch(() => {});
+  const svgs = await s.E.$$eval('svg[data-testid="round-svg"]', (els) => els.map((e) => ({
+    session: e.getAttribute('data-session'),
+    round: e.getAttribute('data-round'),
+    entries: e.getAttribute('data-entries'),
+    kept: e.getAttribute('data-kept'),
+  })));
+  t.diagnostic(`observer SVGs: ${JSON.stringify(svgs)}`);
+  assert.equal(svgs.length, posterRounds.length, 'one SVG per closed round (kept and dropped rounds alike)');
+  for (const [i, r] of posterRounds.entries()) {
+    const svg = svgs.find((x) => String(x.session) === String(r.session) && Number(x.round) === Number(r.round));
+    assert.ok(svg, `the observer has an SVG for session ${r.session} round ${r.round}`);
+    assert.ok(Number(svg.entries) > 0, `round ${i}: data-entries > 0`);
+    assert.equal(Number(svg.entries), r.n, `round ${i}: the observer's board has as many entries as the posters'`);
+    assert.equal(Number(svg.kept), r.kept, `round ${i}: the public sift keeps the same entries for everyone`);
+  }
+
+  // What do the posters' pictures use to tell their own entries from the peer's? Every class
+  // token and data-* attribute of the posters' SVG elements that names an owner.
+  const OWNER = /(^|[^a-z])(mine|own|self|peer|peers|alice|bob|theirs|yours)([^a-z]|$)/i;
+  const scan = (ownerSrc) => {
+    const OWN = new RegExp(ownerSrc, 'i');
+    const found = { tokens: [], attrs: [], emptyAttrs: [], colours: {} };
+    for (const svg of document.querySelectorAll('svg[data-testid="round-svg"]')) {
+      for (const el of [svg, ...svg.querySelectorAll('*')]) {
+        for (const tok of (el.getAttribute('class') || '').split(/\s+/).filter(Boolean)) {
+          if (OWN.test(tok)) {
+            found.tokens.push(tok);
+            const cs = getComputedStyle(el);
+            found.colours[tok] = `${cs.stroke}|${cs.fill}`;
+          }
+        }
+        for (const a of el.attributes) {
+          if (a.name === 'class' || a.name === 'aria-label' || a.name === 'data-testid') continue;
+          // An owner-named attribute counts when it carries something (an empty one says nothing).
+          if ((OWN.test(a.name) && a.value.trim() !== '') || (a.name.startsWith('data-') && OWN.test(a.value))) found.attrs.push(`${a.name}=${a.value}`);
+          else if (OWN.test(a.name)) found.emptyAttrs.push(a.name);
+        }
+      }
+    }
+    const cols = new Set();
+    for (const svg of document.querySelectorAll('svg[data-testid="round-svg"]')) {
+      for (const el of svg.querySelectorAll('path, line, circle, rect, polyline, use, ellipse')) {
+        const cs = getComputedStyle(el);
+        cols.add(`${cs.stroke}|${cs.fill}`);
+      }
+    }
+    found.tokens = [...new Set(found.tokens)];
+    found.attrs = [...new Set(found.attrs)];
+    found.emptyAttrs = [...new Set(found.emptyAttrs)];
+    found.allColours = [...cols];
+    return found;
+  };
+  const posterMarks = await s.A.evaluate(scan, OWNER.source);
+  const observerMarks = await s.E.evaluate(scan, OWNER.source);
+  t.diagnostic(`poster marks: ${JSON.stringify(posterMarks)}`);
+  t.diagnostic(`observer marks: ${JSON.stringify(observerMarks)}`);
+  assert.ok(posterMarks.tokens.length + posterMarks.attrs.length > 0,
+    'the posters\' SVGs mark their own entries and the peer\'s (what the observer must not have)');
+  assert.deepEqual(observerMarks.tokens, [], 'no class in the observer\'s SVGs names an owner');
+  assert.deepEqual(observerMarks.attrs, [], 'no attribute in the observer\'s SVGs names an owner');
+  // The colours the posters use for "mine" and "peer": the observer must not show both.
+  const ownerColours = [...new Set(Object.values(posterMarks.colours))];
+  if (ownerColours.length >= 2) {
+    const both = ownerColours.filter((c) => observerMarks.allColours.includes(c));
+    assert.ok(both.length < ownerColours.length,
+      `the observer's SVGs do not use both of the posters' owner colours (${ownerColours.join(', ')}): found ${both.join(', ')}`);
+  }
+  // Nowhere else in the observer's DOM either: the posters' owner tokens, or the key.
+  const leaks = await s.E.evaluate(([tokens, key]) => {
+    const out = [];
+    for (const el of document.querySelectorAll('*')) {
+      for (const tok of (el.getAttribute('class') || '').split(/\s+/)) if (tokens.includes(tok)) out.push(`${el.tagName}.${tok}`);
+    }
+    if (document.documentElement.outerHTML.includes(key)) out.push('the key');
+    const k = document.querySelector('[data-testid="key"]');
+    if (k && /[0-9a-f]{64}/.test(k.textContent)) out.push('a key in data-testid=key');
+    return out;
+  }, [posterMarks.tokens, s.key]);
+  assert.deepEqual(leaks, [], 'nothing in the observer\'s DOM marks whose entries are whose, or shows the key');
+
+  // …and nothing in its sgpState.
+  const st = await h.state(s.E);
+  assert.equal(st.role, 'observer');
+  assert.equal(st.key, null, 'the observer has no key');
+  assert.equal(st.rounds.length, posterRounds.length, 'sgpState.rounds: one per closed round');
+  const ownerFields = [];
+  const walk = (v, path) => {
+    if (Array.isArray(v)) return v.forEach((x, i) => walk(x, `${path}[${i}]`));
+    if (v && typeof v === 'object') {
+      for (const [k, x] of Object.entries(v)) {
+        const empty = x == null || x === false || (Array.isArray(x) && x.length === 0) || (typeof x === 'number' && path.includes('peers'));
+        if (/^(mine|own|posts|sent_us|my_|peer_)/i.test(k) && !empty) ownerFields.push(`${path}.${k}`);
+        walk(x, `${path}.${k}`);
+      }
+    }
+  };
+  walk(st.rounds, 'rounds');
+  walk(st.key, 'key');
+  assert.deepEqual(ownerFields, [], 'the observer\'s sgpState holds no own posts or owner marks');
+  assert.ok(!JSON.stringify(st).includes(s.key), 'the key is nowhere in the observer\'s sgpState');
+  const cs = await s.E.$eval('[data-testid="confirmed"]', (e) => e.getAttribute('data-state')).catch(() => null);
+  t.diagnostic(`observer confirmed data-state: ${cs}; status: ${await h.text(s.E, 'status')}`);
+  h.assertClean(s.E);
+});
+
+test('screenshots of the finished page: wide, 375 px, dark', { timeout: 120_000 }, async (t) => {
+  assert.ok(s.key, 'needs the key of the first test');
+  const dir = h.screenshotDir();
+  const A = s.A;
+  const wide = resolve(dir, 'finished.png');
+  await A.setViewportSize({ width: 1280, height: 900 });
+  await A.screenshot({ path: wide, fullPage: true });
+
+  await A.setViewportSize({ width: 375, height: 812 });
+  await A.waitForTimeout(300);
+  const narrow = resolve(dir, 'finished-narrow.png');
+  await A.screenshot({ path: narrow, fullPage: true });
+  const overflow = await A.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
+  t.diagnostic(`at 375 px the page is ${overflow} px wider than the viewport`);
+
+  await A.setViewportSize({ width: 1280, height: 900 });
+  const lum = () => A.evaluate(() => {
+    const c = getComputedStyle(document.body).backgroundColor.match(/[\d.]+/g).map(Number);
+    return (0.2126 * c[0] + 0.7152 * c[1] + 0.0722 * c[2]) / 255;
+  });
+  const before = await lum();
+  await h.click(A, 'theme');
+  // Dark after one press from light, or after a second one if the page started dark.
+  let after = before;
+  for (let i = 0; i < 20 && !(after < 0.5 && after < before - 0.2); i++) {
+    await A.waitForTimeout(100);
+    after = await lum();
+  }
+  if (before < 0.5) {
+    // Started dark (system preference): toggle to light, then back.
+    await h.click(A, 'theme');
+    await A.waitForTimeout(300);
+    await h.click(A, 'theme');
+    await A.waitForTimeout(300);
+    after = await lum();
+  }
+  t.diagnostic(`body background luminance before ${before.toFixed(2)}, after the theme toggle ${after.toFixed(2)}`);
+  assert.ok(after < 0.5, 'the theme toggle gives a dark page');
+  const dark = resolve(dir, 'finished-dark.png');
+  await A.screenshot({ path: dark, fullPage: true });
+  for (const f of [wide, narrow, dark]) assert.ok(statSync(f).size > 10_000, `${f} written`);
+  t.diagnostic(`screenshots: ${wide}, ${narrow}, ${dark}`);
+  h.assertClean(A);
+});
+
+test('reset clears the key on both pages; leave takes a page out and the other reads "peer left"', { timeout: 120_000 }, async (t) => {
+  assert.ok(s.key, 'needs the key of the first test');
+  await h.click(s.A, 'reset');
+  for (const [name, p] of [['A', s.A], ['B', s.B]]) {
+    await p.waitForFunction(() => {
+      const c = document.querySelector('[data-testid="confirmed"]');
+      const k = document.querySelector('[data-testid="key"]');
+      return window.sgpState.key === null && c && c.getAttribute('data-state') === 'pending' &&
+        !(k && k.offsetParent !== null && /[0-9a-f]{64}/.test(k.textContent));
+    }, null, { timeout: 10_000, polling: 100 }).catch(async () => {
+      throw new Error(`${name}: after reset the key is still shown: ${await h.describe(p)}`);
+    });
+  }
+  t.diagnostic(`after reset: A says "${await h.text(s.A, 'status')}"`);
+  const seen = s.A.waitForFunction(() => /peer left/i.test(document.querySelector('[data-testid="status"]').textContent),
+    null, { timeout: 10_000, polling: 25 });
+  const t0 = Date.now();
+  await h.click(s.B, 'leave');
+  await seen.catch(async () => {
+    throw new Error(`A does not say "peer left" after B pressed leave: ${await h.describe(s.A)}`);
+  });
+  const ms = Date.now() - t0;
+  t.diagnostic(`A said "peer left" ${ms} ms after B pressed leave: "${await h.text(s.A, 'status')}"`);
+  assert.ok(ms <= 2000, `"peer left" within 2 s of leave (${ms} ms)`);
+  await h.byTestid(s.B, 'create').waitFor({ state: 'visible', timeout: 10_000 });
+  assert.ok(!['alice', 'bob'].includes((await h.state(s.B)).role), 'B is out of the room');
+  h.assertClean(s.A);
+  h.assertClean(s.B);
+});

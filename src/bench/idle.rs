@@ -1,0 +1,37 @@
+//! `idle`: N idle WebSocket connections → the server's memory per connection.
+
+use super::{r3, require_loopback, rss_kib, Opts};
+use crate::client::ws_url;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Value, String> {
+    require_loopback(url)?;
+    let n = opts.connections.unwrap_or(1000).clamp(1, 50_000);
+    let ws = ws_url(url)?;
+    let before = pid.and_then(rss_kib);
+    let started = Instant::now();
+    let mut conns = Vec::with_capacity(n);
+    for k in 0..n {
+        match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws.as_str())).await {
+            Ok(Ok((c, _))) => conns.push(c),
+            Ok(Err(e)) => return Err(format!("connection {k} failed: {e} (raise `ulimit -n`?)")),
+            Err(_) => return Err(format!("connection {k} timed out")),
+        }
+    }
+    let open_ms = started.elapsed().as_secs_f64() * 1000.0;
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let after = pid.and_then(rss_kib);
+    let per_conn = match (before, after) {
+        (Some(b), Some(a)) => r3(a.saturating_sub(b) as f64 / n as f64),
+        _ => Value::Null,
+    };
+    drop(conns);
+    Ok(json!({
+        "connections": n,
+        "open_ms": r3(open_ms),
+        "server_rss_kib_before": before,
+        "server_rss_kib_after": after,
+        "kib_per_connection": per_conn,
+    }))
+}
