@@ -27,7 +27,7 @@ run: release
 	./target/release/sgp serve --port $(PORT)
 
 ## Every test: Rust (unit, vectors, integration), JavaScript (unit), browser (end to end).
-test: test-rust
+test: test-rust test-js test-browser
 
 test-rust: client/node_modules/.stamp
 	$(CARGO) test --all-targets
