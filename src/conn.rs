@@ -498,10 +498,23 @@ mod tests {
         let mut c = TcpStream::connect(l.local_addr().unwrap()).unwrap();
         let (s, _) = l.accept().unwrap();
         assert!(enable_rx_stamps(&s));
+        // The kernel turns receive stamping on for the whole machine lazily (a static key
+        // flipped from a work queue), so the first packets after the first socket asks may
+        // come without a time: wait, bounded, until one does.
+        let mut buf = [0u8; 64];
+        let mut warm = false;
+        for _ in 0..200 {
+            c.write_all(b"w").unwrap();
+            std::thread::sleep(Duration::from_millis(5));
+            if recv_stamped(&s, &mut buf).unwrap().1.is_some() {
+                warm = true;
+                break;
+            }
+        }
+        assert!(warm, "the kernel never stamped a received packet");
         let before = wall_ns();
         c.write_all(b"hello").unwrap();
         std::thread::sleep(Duration::from_millis(20));
-        let mut buf = [0u8; 64];
         let (n, stamp) = recv_stamped(&s, &mut buf).unwrap();
         assert_eq!(&buf[..n], b"hello");
         // Stamped on arrival, not 20 ms later when read.

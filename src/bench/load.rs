@@ -194,7 +194,7 @@ struct LoadOutcome {
     /// Server times of the entries on each loader room's closed board.
     boards: Vec<Vec<i64>>,
     sent: u64,
-    /// Posts a loader had to leave out to stay under the burst (it fell behind).
+    /// Posts a loader left out rather than send late in a burst (it fell behind).
     skipped: u64,
     refused: u64,
     /// Loader connections the server closed or lost.
@@ -390,6 +390,9 @@ async fn poster(ws: Ws, keep_board: bool, start: i64, end: i64, hz: f64, tick_us
     };
     let writer = async move {
         let (from, to) = (start + 1_000, end - 1_000);
+        // A loader that fell behind (its thread was not run) does not catch up: more than a
+        // tick and a half of posts at once would go over the server's rate limit.
+        let cap = ((hz * tick_us as f64 / 1e6 * 1.5).ceil() as u64).clamp(1, MAX_BATCH);
         let (mut sent, mut due_before, mut skipped, mut k) = (0u64, 0u64, 0u64, 0u64);
         let mut next = from + phase;
         loop {
@@ -398,7 +401,7 @@ async fn poster(ws: Ws, keep_board: bool, start: i64, end: i64, hz: f64, tick_us
             let due = ((now - from).max(0) as f64 * hz / 1e6) as u64;
             let n = due - due_before;
             due_before = due;
-            let batch = n.min(MAX_BATCH);
+            let batch = n.min(cap);
             skipped += n - batch;
             for _ in 0..batch {
                 k += 1;
