@@ -45,10 +45,6 @@ fn ordered(v: &Value, prefix: &str, suffixes: &[&str]) {
     assert!(xs.windows(2).all(|w| w[0] <= w[1]), "{prefix}: {xs:?} not in order in {v}");
 }
 
-fn fraction(x: f64) -> bool {
-    x > 0.0 && x <= 1.0
-}
-
 /// A key row: times in order, rates and fractions in range.
 fn key_row(v: &Value, pairs: u64) {
     assert_eq!(v["pairs"], pairs);
@@ -61,7 +57,10 @@ fn key_row(v: &Value, pairs: u64) {
         assert!((0.0..=1.0).contains(&num(v, k)), "{k} in {v}");
     }
     assert!(num(v, "kept_per_s_of_posting") > 0.0);
-    assert!(fraction(num(v, "kept_fraction_of_limit")), "{v}");
+    // `1/(4τe)` is the expected rate at the best posting rate, not a ceiling: a few rounds
+    // of a few hundred entries can pass it by chance (seen: 1.02), never by half.
+    let f = num(v, "kept_fraction_of_limit");
+    assert!(f > 0.0 && f < 1.5, "{v}");
 }
 
 #[test]
