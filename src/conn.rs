@@ -281,6 +281,9 @@ fn recv_stamped(tcp: &std::net::TcpStream, dst: &mut [u8]) -> io::Result<(usize,
 pub async fn run(io: ServerIo, shared: Rc<Shared>) {
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
     let (id, mut rx) = shared.register();
+    // Whatever ends this task, a panic included, the connection leaves its room and the
+    // server's count: a seat must never stay taken by a connection that is gone.
+    let mut seat = Seat { shared: &shared, id, registered: true };
     // Shutdown is checked first on every turn of the loop, with an atomic load (`stopping`),
     // and waited for last (`shutdown`), only when nothing else is ready: polling a
     // `changed()` future takes the channel's lock each time, which cost more than a post.
@@ -354,7 +357,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
             _ = &mut shutdown => break End::Close(CloseCode::Away, "server shutting down"),
         }
     };
-    shared.unregister(id);
+    seat.leave();
     match end {
         End::Gone => {}
         End::Close(code, reason) => {
@@ -367,7 +370,29 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
         // Boxed: its drain buffer would otherwise sit in every connection's future.
         End::RawClose(code, reason) => Box::pin(raw_close(ws.get_mut(), code, reason)).await,
     }
-    shared.finished();
+}
+
+/// A connection's place in the shared state, given back when it is dropped.
+struct Seat<'a> {
+    shared: &'a Shared,
+    id: u64,
+    registered: bool,
+}
+
+impl Seat<'_> {
+    /// Leaves the room and the broadcast lists (before the close handshake).
+    fn leave(&mut self) {
+        if std::mem::take(&mut self.registered) {
+            self.shared.unregister(self.id);
+        }
+    }
+}
+
+impl Drop for Seat<'_> {
+    fn drop(&mut self) {
+        self.leave();
+        self.shared.finished();
+    }
 }
 
 /// One text frame, received at `now`. `Err` ends the connection.

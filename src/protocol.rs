@@ -392,9 +392,18 @@ pub fn parse_client(text: &str) -> Result<ClientMsg, ProtoError> {
     // keeps the last of duplicate keys) would pass: say why, from whichever parse knows.
     let ty = ty.to_string();
     let e = serde_json::from_value::<ClientMsg>(value).err().map_or(strict.to_string(), |e| e.to_string());
-    let mut msg = format!("{ty}: {e}");
-    msg.truncate(300);
-    Err(ProtoError::new(ErrorCode::BadField, msg))
+    let msg = format!("{ty}: {e}");
+    Err(ProtoError::new(ErrorCode::BadField, clip(&msg, 300)))
+}
+
+/// At most `max` bytes of `s`, cut at a character boundary: error messages quote what the
+/// client sent, and a cut inside a multi-byte character would panic.
+pub fn clip(s: &str, max: usize) -> String {
+    let mut end = s.len().min(max);
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
 }
 
 /// Serialises a server message (never fails: every field is a plain value).

@@ -535,6 +535,39 @@ fn huge_fields_are_bad_field_and_the_connection_stays_usable() {
 }
 
 #[test]
+fn multibyte_text_quoted_in_an_error_is_cut_safely() {
+    // Errors quote what the client sent, cut to a few hundred bytes: the cut must fall
+    // between characters wherever 2-, 3- and 4-byte characters put it.
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut alice = ws(&server).await;
+        let code = create_room(&mut alice, json!({})).await;
+        let mut bob = ws(&server).await;
+        join(&mut bob, &code, false).await;
+        for ch in ["À", "€", "😀"] {
+            for pad in 0..4 {
+                let text = format!("{}{}", "x".repeat(pad), ch.repeat(400));
+                // In no room: an unknown field.
+                let mut c = ws(&server).await;
+                refused(&mut c, &format!(r#"{{"type":"ready","{text}":1}}"#), "bad_field").await;
+                assert_usable(&mut c).await;
+                // A poster: a label that is neither A nor B.
+                refused(&mut bob, &json!({"type": "post", "label": text}).to_string(), "bad_field").await;
+                assert_usable(&mut bob).await;
+            }
+        }
+        // Bob still holds his seat and nobody else can take it; his leaving frees it.
+        let mut carol = ws(&server).await;
+        refused(&mut carol, &json!({"type": "join", "room": code}).to_string(), "room_full").await;
+        drop(bob);
+        assert_eq!(recv(&mut alice).await, json!({"type": "peer", "event": "joined", "role": "bob"}));
+        assert_eq!(recv(&mut alice).await, json!({"type": "peer", "event": "left", "role": "bob"}));
+        join(&mut carol, &code, false).await;
+    });
+    still_serves(&mut server);
+}
+
+#[test]
 fn labels_other_than_a_and_b_are_bad_field_and_never_reach_the_board() {
     let mut server = Server::start(&[]);
     block_on(async {
