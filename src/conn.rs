@@ -432,6 +432,10 @@ where
             let pong = ServerMsg::Pong { t0_us, t1_us: now, t2_us: shared.clock.now_us() };
             send(ws, to_text(&pong).into()).await
         }
+        Ok(ClientMsg::Board {}) => {
+            shared.board_request(id, now);
+            Ok(())
+        }
         Ok(msg) => {
             let outs = shared.engine.borrow_mut().handle(id, msg, now);
             shared.dispatch(outs);

@@ -418,7 +418,7 @@ pub fn to_text(msg: &ServerMsg) -> String {
 /// What serde writes for a message that carries a board, written by hand: boards are the
 /// one long thing the server sends (every post is written once), and serde's derived
 /// code spent some 400 instructions per entry. `to_text_matches_serde` holds the bytes equal.
-fn board_text(ty: &str, session: Option<&str>, round: u32, field: &str, entries: &[Entry]) -> String {
+pub fn board_text(ty: &str, session: Option<&str>, round: u32, field: &str, entries: &[Entry]) -> String {
     let mut s: Vec<u8> = Vec::with_capacity(80 + entries.len() * 44);
     s.extend_from_slice(b"{\"type\":\"");
     s.extend_from_slice(ty.as_bytes());

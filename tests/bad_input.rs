@@ -755,8 +755,8 @@ fn a_post_flood_is_rate_limited_or_closed_and_kept_off_the_board() {
     still_serves(&mut server);
 }
 
-/// The other side of the flood rule: replies the engine queues for a connection (errors,
-/// boards) must not pile up while the connection could write them. A client that reads
+/// The other side of the flood rule: replies the engine queues for a connection (here
+/// errors: `done` with no round running) must not pile up while the connection could write them. A client that reads
 /// everything, sends one frame at a time and stays well under the flood limit
 /// (`FLOOD_BURST` = 4000 frames in src/conn.rs) is not "too slow".
 #[test]
@@ -768,32 +768,67 @@ fn a_client_that_reads_its_replies_is_not_closed_as_too_slow() {
         create_room(&mut c, json!({})).await;
         let (mut tx, mut rx) = c.split();
         let reader = tokio::spawn(async move {
-            let mut boards = 0;
+            let mut pongs = 0;
             while let Some(frame) = rx.next().await {
                 match frame {
                     Ok(Message::Text(t)) => {
                         let v: Value = serde_json::from_str(&t).unwrap();
-                        assert_eq!(v["type"], "board", "{v}");
-                        boards += 1;
-                        if boards == N {
-                            return (boards, None);
+                        assert_eq!((&v["type"], &v["code"]), (&json!("error"), &json!("not_allowed")), "{v}");
+                        pongs += 1;
+                        if pongs == N {
+                            return (pongs, None);
                         }
                     }
-                    Ok(Message::Close(f)) => return (boards, Some(format!("{f:?}"))),
+                    Ok(Message::Close(f)) => return (pongs, Some(format!("{f:?}"))),
                     Ok(_) => {}
-                    Err(e) => return (boards, Some(format!("{e}"))),
+                    Err(e) => return (pongs, Some(format!("{e}"))),
                 }
             }
-            (boards, Some("end of stream".to_string()))
+            (pongs, Some("end of stream".to_string()))
         });
         for _ in 0..N {
-            if tx.send(Message::Text(r#"{"type":"board"}"#.into())).await.is_err() {
+            if tx.send(Message::Text(r#"{"type":"done"}"#.into())).await.is_err() {
                 break;
             }
         }
-        let (boards, ended) = tokio::time::timeout(Duration::from_secs(20), reader).await.expect("replies within 20 s").unwrap();
-        assert_eq!(ended, None, "closed after {boards} of {N} replies");
-        assert_eq!(boards, N);
+        let (pongs, ended) = tokio::time::timeout(Duration::from_secs(20), reader).await.expect("replies within 20 s").unwrap();
+        assert_eq!(ended, None, "closed after {pongs} of {N} replies");
+        assert_eq!(pongs, N);
+    });
+    still_serves(&mut server);
+}
+
+/// Every `board` answer is the whole board: a stream of requests is rate limited (each
+/// one still answered, with `rate_limited` past the allowance), and another connection
+/// is answered meanwhile.
+#[test]
+fn board_requests_are_rate_limited() {
+    const N: usize = 500;
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut alice = ws(&server).await;
+        let code = create_room(&mut alice, json!({})).await;
+        let mut eve = ws(&server).await;
+        join(&mut eve, &code, true).await;
+        let began = Instant::now();
+        for _ in 0..N {
+            send_text(&mut eve, r#"{"type":"board"}"#).await;
+        }
+        let (mut boards, mut limited) = (0, 0);
+        while boards + limited < N {
+            let v = recv(&mut eve).await;
+            match v["type"].as_str() {
+                Some("board") => boards += 1,
+                Some("error") if v["code"] == "rate_limited" => limited += 1,
+                _ => panic!("unexpected {v}"),
+            }
+        }
+        // 20 at once, then 10 a second (src/room.rs `Limits`), however slow this machine.
+        let allowed = 20 + (10.0 * began.elapsed().as_secs_f64()).ceil() as usize + 1;
+        assert!(boards >= 20 && boards <= allowed, "{boards} boards, {limited} refused, {allowed} allowed");
+        assert_usable(&mut eve).await;
+        expect_peer_joined(&mut alice, "observer").await;
+        assert_usable(&mut alice).await;
     });
     still_serves(&mut server);
 }
@@ -885,7 +920,7 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
         let w = window(&start_round(&mut room).await);
         sleep_until_server_time(&server, w.t_start).await;
         let post = Message::Text(r#"{"type":"post","label":"A"}"#.into());
-        for _ in 0..80 {
+        for _ in 0..320 {
             for _ in 0..25 {
                 room.alice.feed(post.clone()).await.unwrap();
             }
@@ -894,20 +929,33 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
         }
         sync(&mut room.alice).await;
         let n = board_entries(&mut room.eve).await.len();
-        assert!(n >= 1000, "the board should be large for this test, it has {n} entries");
+        assert!(n >= 4000, "the board should be large for this test, it has {n} entries");
         (room, n)
     });
     wait_connections(&server, 3, Duration::from_secs(5));
 
-    // The non-reader joins as an observer and asks for the (~50 bytes × n) board 300
-    // times: far more than the socket buffers hold. It never reads.
+    // The non-reader joins as an observer and asks for the (~45 bytes × n) board as often
+    // as the server allows (20 at once, then 10 a second): soon far more than the socket
+    // buffers hold. It never reads.
     let mut lazy = raw_ws(&server);
     let mut requests = text_frame(&json!({"type": "join", "room": room.code, "as": "observer"}).to_string());
-    for _ in 0..300 {
+    for _ in 0..20 {
         requests.extend(text_frame(r#"{"type":"board"}"#));
     }
     lazy.write_all(&requests).unwrap();
     let t0 = Instant::now();
+    let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let asker = {
+        let (mut s, asking) = (lazy.try_clone().unwrap(), asking.clone());
+        std::thread::spawn(move || {
+            while asking.load(std::sync::atomic::Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(110));
+                if s.write_all(&text_frame(r#"{"type":"board"}"#)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
     wait_connections(&server, 4, Duration::from_secs(5));
 
     // Meanwhile another room makes a key.
@@ -917,6 +965,8 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
     // The non-reader is dropped within 15 s: healthz stops counting it…
     wait_connections(&server, 3, Duration::from_secs(15).saturating_sub(t0.elapsed()));
     let dropped_at = t0.elapsed();
+    asking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = asker.join();
     // …and its socket ends (once it reads what the kernel still holds for it).
     lazy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = vec![0u8; 1 << 16];
