@@ -32,9 +32,6 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub const OUT_QUEUE: usize = 1024;
 /// A write that cannot finish in this long means the client stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const PING_EVERY: Duration = Duration::from_secs(20);
-/// A client silent for this long (µs) is closed.
-const SILENT_LIMIT_US: i64 = 60_000_000;
 /// Frames a client may send at once, and per second after that, before it is a flood.
 const FLOOD_BURST: f64 = 4000.0;
 const FLOOD_PER_SEC: f64 = 40_000.0;
@@ -291,7 +288,9 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
     let mut shutdown_rx = shared.shutdown_signal();
     let shutdown = shutdown_rx.changed();
     tokio::pin!(shutdown);
-    let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let ping_every = shared.config.ping_every;
+    let silent_limit_us = shared.config.silence.as_micros() as i64;
+    let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     // One clock read per frame (server µs) serves the receive time, the flood bucket and
     // the silence check.
     let mut last_seen = shared.clock.now_us();
@@ -347,7 +346,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
                 }
             }
             _ = pings.tick() => {
-                if shared.clock.now_us() - last_seen >= SILENT_LIMIT_US {
+                if shared.clock.now_us() - last_seen >= silent_limit_us {
                     break End::Close(CloseCode::Away, "silent for too long");
                 }
                 if timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {

@@ -24,6 +24,17 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub struct Config {
     pub origins: Origins,
     pub legacy: bool,
+    /// The server pings each WebSocket this often…
+    pub ping_every: Duration,
+    /// …and closes one from which no frame of any kind came for this long.
+    pub silence: Duration,
+}
+
+impl Config {
+    /// What `sgp serve` uses unless told otherwise.
+    pub fn new(origins: Origins, legacy: bool) -> Config {
+        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60) }
+    }
 }
 
 /// State shared by every task of the server.

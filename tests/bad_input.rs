@@ -1303,3 +1303,46 @@ fn done_before_t_end_is_not_allowed() {
     still_serves(&mut server);
 }
 
+
+/// The server pings every `--ping-secs` and closes a connection from which no frame came
+/// for `--silence-secs` (checked at each ping), with 1001; a client that answers the pings
+/// (as every WebSocket library does) is not silent, however long it says nothing else.
+#[test]
+fn a_silent_client_is_pinged_then_closed_and_one_that_answers_stays() {
+    let mut server = Server::start(&["--ping-secs", "1", "--silence-secs", "2"]);
+    // The silent one: a raw socket that never sends a frame, nor a pong.
+    let mut silent = raw_ws(&server);
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let (mut pings, mut closed) = (0, None);
+    while closed.is_none() {
+        match read_frame(&mut silent) {
+            Ok((b0, _)) if b0 & 0x0f == 0x9 => pings += 1,
+            Ok((b0, p)) if b0 & 0x0f == 0x8 => closed = Some((close_payload(&p), t0.elapsed())),
+            Ok(_) => {}
+            Err(e) => panic!("the silent client was not closed: {e} after {:?}", t0.elapsed()),
+        }
+    }
+    let ((code, reason), after) = closed.unwrap();
+    assert_eq!(code, Some(1001), "{reason}");
+    assert!(reason.contains("silent"), "{reason}");
+    assert!(pings >= 1, "pinged before being closed");
+    // Silence is checked at pings: closed between 2 and 3 s (plus a busy machine's delay).
+    assert!(after >= Duration::from_secs(2) && after < Duration::from_secs(8), "closed after {after:?}");
+    // The talkative one: a tungstenite client (it answers pings when it reads) that sends
+    // nothing for 4 s is still open and usable.
+    block_on(async {
+        let mut c = ws(&server).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(4);
+        let mut pings = 0;
+        while let Ok(m) = tokio::time::timeout_at(until, c.next()).await {
+            match m {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("nothing but pings should arrive: {other:?}"),
+            }
+        }
+        assert!(pings >= 2, "{pings} pings in 4 s");
+        assert_usable(&mut c).await;
+    });
+    still_serves(&mut server);
+}
