@@ -4,7 +4,7 @@
 
 use crate::client::{Client, ClientError};
 use crate::clock::{SyncSample, SYNC_SAMPLES};
-use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, Role, ServerMsg};
+use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, PeerEvent, Role, ServerMsg};
 use crate::schedule;
 use crate::secret::{self, OwnPost, RoundOutcome};
 use serde::Serialize;
@@ -290,6 +290,11 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             }
             ServerMsg::Peer { event, role: r } => {
                 out.event("peer", json!({"event": event, "role": r}), || format!("{} {:?}", r.as_str(), event).to_lowercase());
+                // A peer we already made rounds with is gone (between sessions the server
+                // says no more than this): waiting for a stranger is not what was asked.
+                if event == PeerEvent::Left && r != role && r != Role::Observer && (session.is_some() || rounds_used > 0) {
+                    return Err(fail(EXIT_PEER_LEFT, "peer left the room"));
+                }
             }
             ServerMsg::Joined { .. } | ServerMsg::Pong { .. } | ServerMsg::Board { .. } => {}
         }
