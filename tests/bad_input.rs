@@ -1346,3 +1346,25 @@ fn a_silent_client_is_pinged_then_closed_and_one_that_answers_stays() {
     });
     still_serves(&mut server);
 }
+
+/// A poster that never says `done` cannot hold a round open: the running server closes it
+/// `t_end` + 2 s (the grace) later by itself, for the whole room.
+#[test]
+fn a_round_without_done_is_closed_after_the_grace() {
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 100})).await;
+        let w = window(&start_round(&mut room).await);
+        sleep_until_server_time(&server, w.t_end + 1_000).await;
+        send(&mut room.alice, json!({"type": "done"})).await; // bob never does
+        let closed = tokio::time::timeout(Duration::from_secs(10), recv_type(&mut room.eve, "closed")).await.expect("closed in time");
+        let at = server_now(&mut room.eve).await;
+        assert!(at >= w.t_end + 2_000_000, "closed {} µs after t_end, before the grace", at - w.t_end);
+        assert!(at < w.t_end + 8_000_000, "closed {} µs after t_end", at - w.t_end);
+        assert_eq!(closed["round"], 1);
+        for c in [&mut room.alice, &mut room.bob] {
+            assert_eq!(recv_type(c, "closed").await, closed);
+        }
+    });
+    still_serves(&mut server);
+}
