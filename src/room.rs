@@ -119,11 +119,28 @@ enum Phase {
     Running { t_start: i64, t_end: i64, done: [bool; 2] },
 }
 
-/// A token bucket against post floods.
+/// A token bucket: `burst` at once, refilled at `per_sec`, time passed in (µs).
 #[derive(Clone, Debug)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at_us: i64,
+}
+
+impl Bucket {
+    pub fn full(burst: f64, now: i64) -> Bucket {
+        Bucket { tokens: burst, at_us: now }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: i64, burst: f64, per_sec: f64) -> bool {
+        self.tokens = (self.tokens + (now - self.at_us).max(0) as f64 * (per_sec / 1e6)).min(burst);
+        self.at_us = now;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
 }
 
 struct Room {
@@ -331,7 +348,7 @@ impl Engine {
                 break c;
             }
         };
-        let bucket = Bucket { tokens: self.limits.post_burst, at_us: now };
+        let bucket = Bucket::full(self.limits.post_burst, now);
         let room = Room {
             params: params.clone(),
             posters: [Some(conn), None],
@@ -529,18 +546,14 @@ impl Engine {
             return Err(err(conn, ErrorCode::NotAllowed, "join or create a room first"));
         };
         r.last_activity_us = now;
-        let (burst, per_us) = (self.limits.board_burst, self.limits.board_per_sec / 1e6);
-        let b = self.board_asks.entry(conn).or_insert(Bucket { tokens: burst, at_us: now });
-        b.tokens = (b.tokens + (now - b.at_us).max(0) as f64 * per_us).min(burst);
-        b.at_us = now;
-        if b.tokens < 1.0 {
+        let (burst, per_sec) = (self.limits.board_burst, self.limits.board_per_sec);
+        if !self.board_asks.entry(conn).or_insert(Bucket::full(burst, now)).take(now, burst, per_sec) {
             return Err(err(
                 conn,
                 ErrorCode::RateLimited,
                 format!("board: at most {} requests a second; the board also comes with every `closed`", self.limits.board_per_sec),
             ));
         }
-        b.tokens -= 1.0;
         Ok(BoardView { version: r.board_version, session: r.session.as_deref(), round: r.round, entries: &r.board })
     }
 
@@ -572,7 +585,7 @@ impl Engine {
                 self.versions += 1;
                 r.board_version = self.versions;
                 for b in &mut r.buckets {
-                    *b = Bucket { tokens: self.limits.post_burst, at_us: now };
+                    *b = Bucket::full(self.limits.post_burst, now);
                 }
                 vec![Out {
                     to: members,
@@ -655,14 +668,10 @@ fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &L
     if now < t_start - guard || now > t_end + guard {
         return err(conn, ErrorCode::NotAllowed, "post: outside the round window");
     }
-    let b = &mut r.buckets[k];
-    let per_us = (r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz) / 1e6;
-    b.tokens = (b.tokens + (now - b.at_us).max(0) as f64 * per_us).min(limits.post_burst);
-    b.at_us = now;
-    if b.tokens < 1.0 {
+    let per_sec = r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz;
+    if !r.buckets[k].take(now, limits.post_burst, per_sec) {
         return err(conn, ErrorCode::RateLimited, "post: too many posts; this one is not on the board");
     }
-    b.tokens -= 1.0;
     if r.board.len() >= limits.max_board {
         return err(conn, ErrorCode::RateLimited, format!("post: this round's board is full ({} entries)", limits.max_board));
     }
