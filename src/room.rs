@@ -162,6 +162,8 @@ struct Room {
     /// Changes whenever `board` does, unique across rooms (see [`BoardView::version`]).
     board_version: u64,
     buckets: [Bucket; 2],
+    /// Posts each poster sent in the current round (refused ones included).
+    posts_in_round: [u32; 2],
 }
 
 impl Room {
@@ -363,6 +365,7 @@ impl Engine {
             board: Vec::new(),
             board_version: 0,
             buckets: [bucket.clone(), bucket],
+            posts_in_round: [0, 0],
         };
         let peers = room.peers();
         self.rooms.insert(code.clone(), room);
@@ -557,6 +560,18 @@ impl Engine {
         Ok(BoardView { version: r.board_version, session: r.session.as_deref(), round: r.round, entries: &r.board })
     }
 
+    /// `conn`'s last post came in one piece with the frame it is sending now (the server
+    /// saw one receive time for both): tell it which post that was, privately. Nothing if
+    /// `conn` is not posting in a running round.
+    pub fn coalesced(&mut self, conn: ConnId) -> Vec<Out> {
+        let Some((code, role)) = self.seats.get(&conn) else { return Vec::new() };
+        let (Some(k), Some(r)) = (seat_index(*role), self.rooms.get(code)) else { return Vec::new() };
+        match (&r.phase, r.posts_in_round[k]) {
+            (Phase::Running { .. }, n) if n > 0 => vec![Out { to: vec![conn], msg: ServerMsg::Coalesced { post: n } }],
+            _ => Vec::new(),
+        }
+    }
+
     /// Both posters have said what they want after a round (or before the first one).
     fn advance(&mut self, conn: ConnId, now: i64) -> Vec<Out> {
         let Some((code, _)) = self.seats.get(&conn) else { return Vec::new() };
@@ -587,6 +602,7 @@ impl Engine {
                 for b in &mut r.buckets {
                     *b = Bucket::full(self.limits.post_burst, now);
                 }
+                r.posts_in_round = [0, 0];
                 vec![Out {
                     to: members,
                     msg: ServerMsg::Start {
@@ -662,6 +678,7 @@ fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &L
         return err(conn, ErrorCode::NotAllowed, "post: no round is running");
     };
     let guard = r.params.guard_us();
+    r.posts_in_round[k] = r.posts_in_round[k].saturating_add(1);
     if done[k] {
         return err(conn, ErrorCode::NotAllowed, "post: you already sent done for this round");
     }
@@ -1027,6 +1044,32 @@ mod tests {
         let out = e.handle(2, ClientMsg::Done {}, te);
         let ServerMsg::Closed { board, .. } = &out[0].msg else { panic!() };
         assert_eq!(board.len(), 5);
+    }
+
+    #[test]
+    fn a_coalesced_post_is_named_to_its_poster_only() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        // Between rounds, and for observers, there is nothing to say.
+        assert!(e.coalesced(1).is_empty());
+        let (ts, te) = start(&mut e, T0);
+        assert!(e.coalesced(1).is_empty(), "no post yet this round");
+        e.handle(1, ClientMsg::Post { label: Label::A }, ts);
+        e.handle(1, ClientMsg::Post { label: Label::B }, ts + 5);
+        e.handle(2, ClientMsg::Post { label: Label::B }, ts + 6);
+        assert_eq!(e.coalesced(1), vec![Out { to: vec![1], msg: ServerMsg::Coalesced { post: 2 } }]);
+        assert_eq!(e.coalesced(2), vec![Out { to: vec![2], msg: ServerMsg::Coalesced { post: 1 } }]);
+        assert!(e.coalesced(3).is_empty());
+        // Refused posts count too: the poster numbers every post it sent.
+        assert_eq!(error_code(&e.handle(2, ClientMsg::Post { label: Label::B }, te + 1_000_000)), ErrorCode::NotAllowed);
+        assert_eq!(e.coalesced(2)[0].msg, ServerMsg::Coalesced { post: 2 });
+        // A new round counts from 1 again.
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        assert!(e.coalesced(1).is_empty(), "the round is closed");
+        let (ts, _) = start(&mut e, te + 10);
+        e.handle(1, ClientMsg::Post { label: Label::A }, ts);
+        assert_eq!(e.coalesced(1)[0].msg, ServerMsg::Coalesced { post: 1 });
     }
 
     #[test]

@@ -1368,3 +1368,54 @@ fn a_round_without_done_is_closed_after_the_grace() {
     });
     still_serves(&mut server);
 }
+
+/// Posts that reach the server in one piece (one write here; on a busy server, any posts
+/// that wait unread) share one receive time: the server tells their poster, privately,
+/// which of its posts carry a later message's time (`coalesced {post}`), exactly those.
+#[test]
+fn posts_read_together_are_named_coalesced_to_their_poster() {
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 1500})).await;
+        let w = window(&start_round(&mut room).await);
+        sleep_until_server_time(&server, w.t_start + 5_000).await;
+        let post = |l: &str| Message::Text(format!(r#"{{"type":"post","label":"{l}"}}"#).into());
+        // 20 bursts of two posts written at once, 20 ms apart, then one lone post.
+        for k in 0..20 {
+            room.alice.feed(post("A")).await.unwrap();
+            room.alice.feed(post(if k % 2 == 0 { "B" } else { "A" })).await.unwrap();
+            room.alice.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        room.alice.send(post("B")).await.unwrap();
+        sleep_until_server_time(&server, w.t_end + 1_000).await;
+        // The last post and `done` in one piece: the post carries done's time.
+        room.alice.feed(post("A")).await.unwrap();
+        room.alice.feed(Message::Text(r#"{"type":"done"}"#.into())).await.unwrap();
+        room.alice.flush().await.unwrap();
+        send(&mut room.bob, json!({"type": "done"})).await;
+        let mut named = Vec::new();
+        let board = loop {
+            let v = recv(&mut room.alice).await;
+            match v["type"].as_str() {
+                Some("coalesced") => named.push(v["post"].as_u64().unwrap()),
+                Some("closed") => break v["board"].as_array().unwrap().clone(),
+                _ => panic!("unexpected {v}"),
+            }
+        };
+        // Alice is the only poster: board entry k is her post k + 1.
+        assert_eq!(board.len(), 42);
+        let t = |k: usize| board[k]["t_us"].as_i64().unwrap();
+        let mut same: Vec<u64> = (0..41).filter(|&k| t(k) == t(k + 1)).map(|k| k as u64 + 1).collect();
+        assert!(!same.is_empty(), "no two posts were read together (are kernel receive stamps off?)");
+        // …and the last, read with `done` (which is not on the board).
+        same.push(42);
+        assert_eq!(named, same, "named exactly the posts that share the next message's time");
+        // Nobody else hears of it.
+        for c in [&mut room.bob, &mut room.eve] {
+            assert_eq!(recv(c).await["type"], "closed");
+            assert_usable(c).await;
+        }
+    });
+    still_serves(&mut server);
+}
