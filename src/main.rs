@@ -28,7 +28,8 @@ serve   serve the web client on / and the protocol on /ws
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080
         --room CODE           join this room instead of creating one
-        --tolerance-ms T      recognition tolerance (creator only; default 0.25)
+        --tolerance-ms T      recognition tolerance in ms (creator only; default: measured
+                              from the round trips to the server, 0.1 to 5)
         --target-bits N       key strength to reach (creator only; default 256)
         --retries N           failed rounds or sessions before giving up (default 20)
         --json                one JSON object per line on stdout

@@ -98,6 +98,8 @@ struct Posted {
     /// Posts (from 1) the server says came in one piece with our next message: they carry
     /// that message's time, not theirs, so they are left out of the derivation.
     coalesced: Vec<u32>,
+    /// How long each post's send call took (µs), for --record.
+    call_us: Vec<i64>,
     /// The clock sync the round was posted with (bias included).
     sync: SyncSample,
 }
@@ -106,10 +108,20 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
     let began = Instant::now();
     let out = Out { json: opts.json };
     let mut c = Client::connect(&opts.server).await?;
+    // A creator not told its tolerance measures this path first (`clock::auto_tolerance_ms`).
+    let mut first_sync = None;
     let hello = match &opts.room {
-        None => ClientMsg::Create {
-            params: Some(ParamsIn { tolerance_ms: opts.tolerance_ms, target_bits: opts.target_bits, ..Default::default() }),
-        },
+        None => {
+            let tolerance_ms = match opts.tolerance_ms {
+                Some(t) => Some(t),
+                None => {
+                    let samples = c.sync_samples(SYNC_SAMPLES).await?;
+                    first_sync = crate::clock::best(&samples);
+                    Some(crate::clock::auto_tolerance_ms(&samples))
+                }
+            };
+            ClientMsg::Create { params: Some(ParamsIn { tolerance_ms, target_bits: opts.target_bits, ..Default::default() }) }
+        }
         Some(r) => ClientMsg::Join { room: r.clone(), as_: None },
     };
     c.send(&hello).await?;
@@ -135,7 +147,10 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
         format!("joined room {room} as {}; tolerance {} ms, target {} bits", role.as_str(), params.tolerance_ms, params.target_bits)
     });
 
-    let mut sync = c.sync(SYNC_SAMPLES).await?;
+    let mut sync = match first_sync {
+        Some(s) => s,
+        None => c.sync(SYNC_SAMPLES).await?,
+    };
     emit_sync(&out, sync);
     // Learnt from our own posts (see `refine`); kept across re-syncs.
     let mut bias_us = 0i64;
@@ -175,9 +190,16 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 my_tag = None;
                 peer_tag = None;
                 let round_sync = SyncSample { offset_us: sync.offset_us + bias_us, delay_us: sync.delay_us };
-                let (posts, coalesced, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, me, &mut rng).await?;
+                let (sent, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, me, &mut rng).await?;
                 rounds_used = round;
-                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, coalesced, sync: round_sync });
+                posted = Some(Posted {
+                    t_start: t_start_us,
+                    t_end: t_end_us,
+                    posts: sent.posts,
+                    coalesced: sent.coalesced,
+                    call_us: sent.call_us,
+                    sync: round_sync,
+                });
                 pending = interrupt;
             }
             ServerMsg::Closed { session: s, round, board } => {
@@ -189,7 +211,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 if let Some(path) = &opts.record {
                     record.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
                         "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts,
-                        "coalesced": p.coalesced, "board": board}));
+                        "coalesced": p.coalesced, "send_call_us": p.call_us, "board": board}));
                     save_record(path, &room, role, &params, &record, &heard)?;
                 }
                 let timed = timed_posts(&p.posts, &p.coalesced);
@@ -377,9 +399,19 @@ fn to_sync(s: SyncSample) -> secret::Sync {
 const POST_A: &str = r#"{"type":"post","label":"A"}"#;
 const POST_B: &str = r#"{"type":"post","label":"B"}"#;
 
+/// What one round's posting produced.
+#[derive(Default)]
+struct Sent {
+    /// The posts, with their real send times.
+    posts: Vec<OwnPost>,
+    /// The posts the server said were coalesced (`ServerMsg::Coalesced`), from 1.
+    coalesced: Vec<u32>,
+    /// How long each post's send call took.
+    call_us: Vec<i64>,
+}
+
 /// Posts one round on a Poisson schedule, then sends `done` once `t_end` has passed.
-/// Returns the posts with their real send times, the posts the server said were coalesced
-/// (`ServerMsg::Coalesced`), and a message that cut the round short.
+/// Returns what was sent, and a message that cut the round short.
 async fn post_round(
     c: &mut Client,
     params: &Params,
@@ -388,14 +420,13 @@ async fn post_round(
     sync: SyncSample,
     _me: Label,
     rng: &mut fastrand::Rng,
-) -> Result<(Vec<OwnPost>, Vec<u32>, Option<(ServerMsg, i64)>), Failure> {
+) -> Result<(Sent, Option<(ServerMsg, i64)>), Failure> {
     let planned = schedule::poisson(t_start, t_end, params.rate_hz, rng);
     let labels = schedule::os_labels(planned.len()).map_err(|e| fail(EXIT_OTHER, e))?;
     // A post sent at local time s is predicted to arrive at server time s + shift.
     let shift = sync.offset_us + sync.delay_us.div_euclid(2);
     let clock = c.clock;
-    let mut posts = Vec::with_capacity(planned.len());
-    let mut coalesced = Vec::new();
+    let mut sent = Sent { posts: Vec::with_capacity(planned.len()), ..Sent::default() };
     let targets = planned.iter().map(|p| p - shift).chain(std::iter::once(t_end - shift + DONE_MARGIN_US));
     for (k, target) in targets.enumerate() {
         let is_done = k == planned.len();
@@ -406,8 +437,8 @@ async fn post_round(
             tokio::select! {
                 biased;
                 m = c.recv_timed() => match m? {
-                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, coalesced, Some(m))),
-                    (ServerMsg::Coalesced { post }, _) => coalesced.push(post),
+                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((sent, Some(m))),
+                    (ServerMsg::Coalesced { post }, _) => sent.coalesced.push(post),
                     _ => {}
                 },
                 _ = schedule::wait_until(&clock, target) => break,
@@ -417,11 +448,12 @@ async fn post_round(
             c.send(&ClientMsg::Done {}).await?;
         } else {
             let label = labels[k];
-            let sent_us = c.send_text(if label == Label::A { POST_A } else { POST_B }.to_string()).await?;
-            posts.push(OwnPost { sent_us, label });
+            let (sent_us, after) = c.send_text_timed(if label == Label::A { POST_A } else { POST_B }.to_string()).await?;
+            sent.posts.push(OwnPost { sent_us, label });
+            sent.call_us.push(after - sent_us);
         }
     }
-    Ok((posts, coalesced, None))
+    Ok((sent, None))
 }
 
 /// Prints the key for people.
