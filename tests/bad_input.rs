@@ -295,7 +295,12 @@ fn raw_recv(s: &mut TcpStream) -> Value {
     loop {
         let (b0, p) = read_frame(s).expect("a frame from the server");
         match b0 & 0x0f {
-            0x1 => return serde_json::from_slice(&p).expect("server sent JSON"),
+            0x1 => {
+                let v: Value = serde_json::from_slice(&p).expect("server sent JSON");
+                if v["type"] != "coalesced" {
+                    return v;
+                }
+            }
             0x8 => panic!("the server closed: {:?}", close_payload(&p)),
             _ => continue,
         }
@@ -1396,7 +1401,7 @@ fn posts_read_together_are_named_coalesced_to_their_poster() {
         send(&mut room.bob, json!({"type": "done"})).await;
         let mut named = Vec::new();
         let board = loop {
-            let v = recv(&mut room.alice).await;
+            let v = recv_all(&mut room.alice).await;
             match v["type"].as_str() {
                 Some("coalesced") => named.push(v["post"].as_u64().unwrap()),
                 Some("closed") => break v["board"].as_array().unwrap().clone(),
