@@ -323,9 +323,9 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                     return Err(fail(EXIT_PEER_LEFT, "peer left the room"));
                 }
             }
-            ServerMsg::Coalesced { post } => {
+            ServerMsg::Coalesced { post, count } => {
                 if let Some(p) = posted.as_mut() {
-                    p.coalesced.push(post);
+                    p.coalesced.extend(coalesced_range(post, count, p.posts.len()));
                 }
             }
             ServerMsg::Joined { .. } | ServerMsg::Pong { .. } | ServerMsg::Board { .. } => {}
@@ -363,6 +363,12 @@ fn save_record(
 /// never keeps them; counting them would only make the self-check fail).
 fn timed_posts(posts: &[OwnPost], coalesced: &[u32]) -> Vec<OwnPost> {
     posts.iter().enumerate().filter(|(k, _)| !coalesced.contains(&(*k as u32 + 1))).map(|(_, p)| *p).collect()
+}
+
+/// The posts a `coalesced {post, count}` names, within the `sent` we made.
+fn coalesced_range(post: u32, count: u32, sent: usize) -> std::ops::Range<u32> {
+    let end = post.saturating_add(count).min(u32::try_from(sent).unwrap_or(u32::MAX).saturating_add(1));
+    post.min(end)..end
 }
 
 /// The counts and the concatenated bits of the rounds that count.
@@ -438,7 +444,10 @@ async fn post_round(
                 biased;
                 m = c.recv_timed() => match m? {
                     m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((sent, Some(m))),
-                    (ServerMsg::Coalesced { post }, _) => sent.coalesced.push(post),
+                    (ServerMsg::Coalesced { post, count }, _) => {
+                        let n = sent.posts.len();
+                        sent.coalesced.extend(coalesced_range(post, count, n));
+                    }
                     _ => {}
                 },
                 _ = schedule::wait_until(&clock, target) => break,
