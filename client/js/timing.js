@@ -88,30 +88,70 @@ export function summary(values) {
 }
 
 /**
- * The default tolerance (ms) for this browser. 1 ms where timers are precise (cross-origin
- * isolated pages: performance.now() ticks every 5 µs, and the worker can sleep precisely with
- * Atomics.wait); three times that where they are coarsened (not isolated: 100 µs ticks, and
- * the worker must spin). Then widened, up to MAX_DEFAULT_TOLERANCE_MS, if a live measurement
- * (`calib`, from the worker's calibration: the spread of one-way message times) shows this
- * machine's messages wander more: one post in ~250 outside τ already spoils a third of
- * the rounds. Returns {ms, widened}.
+ * The default tolerance (ms) for this browser: the one that makes a key fastest, judged from a
+ * live measurement of how this browser's messages wander on their way to the server.
+ *
+ * Why a model and not a quantile: one post outside τ spoils its whole round (PROTOCOL §6.2),
+ * a round's length grows with τ (roundDurationMs), and a browser's delays come in two kinds —
+ * a body of sub-millisecond jitter that a wider τ does cover, and stalls of 5-70 ms (a busy
+ * machine, a page still loading) that no τ ≤ 5 ms covers and that only cost the round they hit.
+ * Widening for a stall (as a p99.6 rule did: 5 ms from a single 50 ms stall at page load) makes
+ * every round 5× longer to save one. So: for each τ on a 0.25 ms grid from the floor to
+ * MAX_DEFAULT_TOLERANCE_MS, estimate the share of rounds that stay within τ — the share of
+ * windows of ROUND_POSTS consecutive calibration messages (what one round sends, two posters ×
+ * POSTS_PER_ROUND) whose deviations all stay within τ − SYNC_ALLOWANCE_US — and pick the τ
+ * with the smallest expected time per counted round, (round length + overhead) / share.
+ *
+ * The floor: timers must resolve τ (ten ticks of performance.now() within it), and
+ * FLOOR_MS[isolated]: 1 ms where the page is cross-origin isolated; on pages that are not
+ * (plain http to a LAN address: 100 µs timers, no Atomics.wait) the floor is higher, set from
+ * the measurements in BENCHMARKS.md ("Browser"). Without a usable measurement: the floor.
+ *
+ * `calib`: the worker's calibration, {ok, dev_series_us: [|one-way − median| per message, in
+ * sending order], …}. Returns {ms, widened, floor, success (estimated share of rounds within
+ * τ, or null), cost_ms (expected ms per counted round, or null)}.
  */
 export const MAX_DEFAULT_TOLERANCE_MS = 5;
+export const FLOOR_MS = { isolated: 1, notIsolated: 2 };
+/** Left for the clock sync's own error: a post is judged against τ minus this. */
+export const SYNC_ALLOWANCE_US = 250;
+/** Per round, besides its window: the server's 50 ms lead, `done`, the board, `ready` (ms). */
+export const ROUND_OVERHEAD_MS = 70;
 
 export function defaultTolerance(isolated, precisionUs, calib) {
-  const base = isolated ? 1 : 3;
   const fromTicks = Math.ceil((10 * (precisionUs || 0)) / 250) * 0.25;
-  let ms = Math.max(base, fromTicks);
-  let widened = false;
-  if (calib && calib.ok) {
-    // The measured spread, plus a quarter millisecond for the clock sync's own error.
-    const need = Math.ceil((calib.dev_p996_us + 250) / 250) * 0.25;
-    if (need > ms) {
-      ms = Math.min(MAX_DEFAULT_TOLERANCE_MS, need);
-      widened = true;
-    }
+  const floor = Math.max(isolated ? FLOOR_MS.isolated : FLOOR_MS.notIsolated, fromTicks);
+  const devs = calib && calib.ok && Array.isArray(calib.dev_series_us) ? calib.dev_series_us : null;
+  if (!devs || devs.length < ROUND_POSTS) return { ms: floor, widened: false, floor, success: null, cost_ms: null };
+  let best = null;
+  for (let ms = floor; ms <= MAX_DEFAULT_TOLERANCE_MS + 1e-9; ms += 0.25) {
+    const success = roundSuccess(devs, ms);
+    const cost = (roundDurationMs(ms) + ROUND_OVERHEAD_MS) / success;
+    // Ties (within 2 %) go to the narrower tolerance.
+    if (best === null || cost < best.cost_ms * 0.98) best = { ms, success, cost_ms: cost };
   }
-  return { ms, widened };
+  return { ms: best.ms, widened: best.ms > floor, floor, success: best.success, cost_ms: Math.round(best.cost_ms) };
+}
+
+/** Messages a round sends: two posters × POSTS_PER_ROUND. */
+export const ROUND_POSTS = 80;
+
+/**
+ * The estimated share of rounds whose posts all land within τ = `tolMs`: of the windows of
+ * ROUND_POSTS consecutive deviations (µs, in sending order), those with none above
+ * τ − SYNC_ALLOWANCE_US, with half a window of doubt each way ((ok + ½) / (windows + 1)).
+ */
+export function roundSuccess(devs, tolMs) {
+  const thr = tolMs * 1000 - SYNC_ALLOWANCE_US;
+  const w = Math.min(ROUND_POSTS, devs.length);
+  let over = 0;
+  let ok = 0;
+  for (let i = 0; i < devs.length; i++) {
+    if (devs[i] > thr) over++;
+    if (i >= w && devs[i - w] > thr) over--;
+    if (i >= w - 1 && over === 0) ok++;
+  }
+  return (ok + 0.5) / (devs.length - w + 2);
 }
 
 /** Posts each poster expects per round in rooms this page creates (see roundDurationMs). */
