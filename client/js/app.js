@@ -47,7 +47,8 @@ const ui = {
   calibStarted: false,
   tick: null,
   alert: null, // {text, rejoin}
-  gaveUp: false, // this page gave up the last session (too many failures)
+  gaveUp: false,
+  createdHere: false, // this page created the room it is in // this page gave up the last session (too many failures)
   focusTo: null, // an element id to focus after the next render (view changes)
   recordRounds: 0, // rounds in this page's record (closed rounds it posted in)
   records: new Map(), // id → resolve, for sgpRecord()
@@ -235,6 +236,7 @@ function onJoined(m) {
   sgp.params = m.params;
   sgp.peers = { ...m.peers };
   sgp.running = false;
+  if (!sameRoomAsLast(m.room)) ui.createdHere = !!(ui.joining && ui.joining.create);
   ui.lastJoin = { room: m.room, observer: m.role === 'observer' };
   ui.joining = null;
   ui.alert = null;
@@ -251,6 +253,8 @@ function onJoined(m) {
   }
   renderLegend();
 }
+
+const sameRoomAsLast = (room) => !!ui.lastJoin && ui.lastJoin.room === room;
 
 /** What a poster with no session running should read. */
 function idleSentence() {
@@ -883,7 +887,8 @@ function renderNotes() {
   const tn = $('tolerance-note');
   const mine = pageTolerance();
   const room = sgp.params ? sgp.params.tolerance_ms : null;
-  const tight = isPoster() && room !== null && room < mine.ms;
+  // Not for the page that created the room: its tolerance field said what it chose and why.
+  const tight = isPoster() && !ui.createdHere && room !== null && room < mine.ms;
   tn.hidden = !tight;
   if (tight) {
     const why = mine.isolated
