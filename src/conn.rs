@@ -32,9 +32,6 @@ pub const MAX_MESSAGE: usize = 64 * 1024;
 pub const OUT_QUEUE: usize = 1024;
 /// A write that cannot finish in this long means the client stopped reading.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(5);
-const PING_EVERY: Duration = Duration::from_secs(20);
-/// A client silent for this long (µs) is closed.
-const SILENT_LIMIT_US: i64 = 60_000_000;
 /// Frames a client may send at once, and per second after that, before it is a flood.
 const FLOOD_BURST: f64 = 4000.0;
 const FLOOD_PER_SEC: f64 = 40_000.0;
@@ -291,12 +288,18 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
     let mut shutdown_rx = shared.shutdown_signal();
     let shutdown = shutdown_rx.changed();
     tokio::pin!(shutdown);
-    let mut pings = tokio::time::interval_at(Instant::now() + PING_EVERY, PING_EVERY);
+    let ping_every = shared.config.ping_every;
+    let silent_limit_us = shared.config.silence.as_micros() as i64;
+    let mut pings = tokio::time::interval_at(Instant::now() + ping_every, ping_every);
     // One clock read per frame (server µs) serves the receive time, the flood bucket and
     // the silence check.
     let mut last_seen = shared.clock.now_us();
     let mut flood = (FLOOD_BURST, last_seen);
     let mut dialect = None;
+    // The kernel's receive time of the last frame, if that frame was a post: a frame with
+    // the same time came in the same piece (one read, or TCP's merging of segments that
+    // wait unread), so that post's true arrival is unknown: see `Engine::coalesced`.
+    let mut last_post_rx: Option<i64> = None;
 
     let end = loop {
         if stopping.has_changed().unwrap_or(true) {
@@ -320,7 +323,8 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
                 last_seen = now;
                 // The read that completed this frame is the last one (tungstenite does not
                 // read while a whole frame waits in its buffer).
-                let rx = ws.get_ref().rx_us().map_or(now, |t| t.min(now));
+                let kernel_rx = ws.get_ref().rx_us();
+                let rx = kernel_rx.map_or(now, |t| t.min(now));
                 match frame {
                     None => break End::Gone,
                     Some(Ok(Message::Text(text))) => {
@@ -330,8 +334,13 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
                         if *tokens < 0.0 {
                             break End::Close(CloseCode::Policy, "flood: too many messages");
                         }
-                        if let Err(end) = on_text(&mut ws, &shared, id, &text, rx, &mut dialect).await {
-                            break end;
+                        if kernel_rx.is_some() && last_post_rx == Some(rx) && dialect == Some(Dialect::Sgp) {
+                            let outs = shared.engine.borrow_mut().coalesced(id);
+                            shared.dispatch(outs);
+                        }
+                        match on_text(&mut ws, &shared, id, &text, rx, &mut dialect).await {
+                            Ok(was_post) => last_post_rx = (was_post && kernel_rx.is_some()).then_some(rx),
+                            Err(end) => break end,
                         }
                     }
                     Some(Ok(Message::Binary(_))) => break End::Close(CloseCode::Unsupported, "binary frames are not spoken here"),
@@ -347,7 +356,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
                 }
             }
             _ = pings.tick() => {
-                if shared.clock.now_us() - last_seen >= SILENT_LIMIT_US {
+                if shared.clock.now_us() - last_seen >= silent_limit_us {
                     break End::Close(CloseCode::Away, "silent for too long");
                 }
                 if timeout(WRITE_TIMEOUT, ws.send(Message::Ping(Default::default()))).await.map_or(true, |r| r.is_err()) {
@@ -395,7 +404,7 @@ impl Drop for Seat<'_> {
     }
 }
 
-/// One text frame, received at `now`. `Err` ends the connection.
+/// One text frame, received at `now`: `Ok(true)` if it was a post. `Err` ends the connection.
 async fn on_text<S>(
     ws: &mut WebSocketStream<S>,
     shared: &Shared,
@@ -403,7 +412,7 @@ async fn on_text<S>(
     text: &str,
     now: i64,
     dialect: &mut Option<Dialect>,
-) -> Result<(), End>
+) -> Result<bool, End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -414,7 +423,7 @@ where
                     ErrorCode::LegacyDisabled,
                     "this is the original student client's dialect; start the server with `sgp serve --legacy` to speak it",
                 );
-                return send(ws, to_text(&e.to_msg()).into()).await;
+                return send(ws, to_text(&e.to_msg()).into()).await.map(|_| false);
             }
             *dialect = Some(Dialect::Legacy);
         } else {
@@ -424,18 +433,23 @@ where
     if *dialect == Some(Dialect::Legacy) {
         let outs = shared.legacy.borrow_mut().handle(id, text, now);
         shared.dispatch_legacy(outs);
-        return Ok(());
+        return Ok(false);
     }
     match parse_client(text) {
-        Err(e) => send(ws, to_text(&e.to_msg()).into()).await,
+        Err(e) => send(ws, to_text(&e.to_msg()).into()).await.map(|_| false),
         Ok(ClientMsg::Ping { t0_us }) => {
             let pong = ServerMsg::Pong { t0_us, t1_us: now, t2_us: shared.clock.now_us() };
-            send(ws, to_text(&pong).into()).await
+            send(ws, to_text(&pong).into()).await.map(|_| false)
+        }
+        Ok(ClientMsg::Board {}) => {
+            shared.board_request(id, now);
+            Ok(false)
         }
         Ok(msg) => {
+            let was_post = matches!(msg, ClientMsg::Post { .. });
             let outs = shared.engine.borrow_mut().handle(id, msg, now);
             shared.dispatch(outs);
-            Ok(())
+            Ok(was_post)
         }
     }
 }

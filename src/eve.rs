@@ -104,7 +104,7 @@ pub async fn run(opts: &Opts) -> Result<(), Failure> {
             ServerMsg::Peer { event, role } => {
                 say(opts.json, "peer", json!({"event": event, "role": role}), || format!("{} {:?}", role.as_str(), event).to_lowercase());
             }
-            ServerMsg::Pong { .. } | ServerMsg::Board { .. } => {}
+            ServerMsg::Pong { .. } | ServerMsg::Board { .. } | ServerMsg::Coalesced { .. } => {}
         }
     }
 }

@@ -8,8 +8,8 @@ use hyper::header::{self, HeaderMap, HeaderValue};
 use hyper::{Method, Request, Response, StatusCode, Version};
 use include_dir::{include_dir, Dir};
 
-/// The web client, embedded in the binary at build time.
-pub static CLIENT: Dir<'static> = include_dir!("$OUT_DIR/client");
+/// The web client, embedded in the binary at build time, every file gzipped (`build.rs`).
+pub static CLIENT: Dir<'static> = include_dir!("$OUT_DIR/client.gz");
 
 pub type Body = Full<Bytes>;
 
@@ -177,16 +177,51 @@ pub fn content_type(path: &str) -> &'static str {
     }
 }
 
-/// An embedded file, `/` being `index.html`.
-fn asset(path: &str) -> Option<Response<Body>> {
+/// Whether `Accept-Encoding` takes gzip (RFC 9110 §12.5.3: `gzip`, `x-gzip` or `*`, with
+/// a q-value above 0).
+pub fn accepts_gzip(headers: &HeaderMap) -> bool {
+    let mut star = false;
+    for item in headers.get_all(header::ACCEPT_ENCODING).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')) {
+        let mut parts = item.split(';');
+        let name = parts.next().unwrap_or("").trim().to_ascii_lowercase();
+        let q = parts
+            .filter_map(|p| p.trim().strip_prefix("q=").or_else(|| p.trim().strip_prefix("Q=")))
+            .find_map(|q| q.trim().parse::<f32>().ok())
+            .unwrap_or(1.0);
+        match name.as_str() {
+            "gzip" | "x-gzip" => return q > 0.0,
+            "*" => star = q > 0.0,
+            _ => {}
+        }
+    }
+    star
+}
+
+/// The contents of a gzip member written by `build.rs` (no name, no extra field: a 10-byte
+/// header, then raw deflate, then CRC-32 and length). `None` if it is not one.
+pub fn gunzip(gz: &[u8]) -> Option<Vec<u8>> {
+    if gz.len() < 18 || gz[..4] != [0x1f, 0x8b, 8, 0] {
+        return None;
+    }
+    miniz_oxide::inflate::decompress_to_vec(&gz[10..gz.len() - 8]).ok()
+}
+
+/// An embedded file, `/` being `index.html`: gzipped as it is stored, or inflated for a
+/// client that does not take gzip.
+fn asset(path: &str, gzip: bool) -> Option<Response<Body>> {
     let rel = path.trim_start_matches('/');
     let rel = if rel.is_empty() || rel.ends_with('/') { format!("{rel}index.html") } else { rel.to_string() };
     if rel.split('/').any(|seg| seg == ".." || seg.starts_with('.')) {
         return None;
     }
     let file = CLIENT.get_file(&rel)?;
-    let mut r = Response::new(Full::new(Bytes::from_static(file.contents())));
+    let body = if gzip { Bytes::from_static(file.contents()) } else { Bytes::from(gunzip(file.contents())?) };
+    let mut r = Response::new(Full::new(body));
     let h = r.headers_mut();
+    if gzip {
+        h.insert(header::CONTENT_ENCODING, HeaderValue::from_static("gzip"));
+    }
+    h.insert(header::VARY, HeaderValue::from_static("accept-encoding"));
     h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&rel)));
     h.insert(header::CACHE_CONTROL, HeaderValue::from_static("no-cache"));
     Some(finish(r))
@@ -223,7 +258,7 @@ pub fn route<B>(req: &Request<B>, origins: &Origins) -> Route {
     if path == "/healthz" {
         return Route::Health;
     }
-    match asset(path) {
+    match asset(path, accepts_gzip(req.headers())) {
         Some(r) => Route::Reply(r),
         None => Route::Reply(text(StatusCode::NOT_FOUND, "Not found.\n")),
     }
@@ -374,6 +409,78 @@ mod tests {
         assert!(none.permits("HTTP://LOCALHOST:8080", Some("localhost:8080")));
         assert!(!none.permits("http://localhost:8081", Some("localhost:8080")));
         assert!(!none.permits("http://localhost:8080", None));
+    }
+
+    #[test]
+    fn accept_encoding_is_read_as_rfc_9110_says() {
+        let h = |v: &[&str]| {
+            let mut m = HeaderMap::new();
+            for x in v {
+                m.append(header::ACCEPT_ENCODING, HeaderValue::from_str(x).unwrap());
+            }
+            accepts_gzip(&m)
+        };
+        assert!(h(&["gzip, deflate, br"]));
+        assert!(h(&["br", "GZip;q=0.5"]));
+        assert!(h(&["x-gzip"]));
+        assert!(h(&["*"]));
+        assert!(!h(&[]));
+        assert!(!h(&["identity"]));
+        assert!(!h(&["br, deflate"]));
+        assert!(!h(&["gzip;q=0"]));
+        assert!(!h(&["gzip; q=0.000, *"]), "an explicit refusal wins over *");
+        assert!(!h(&["*;q=0"]));
+        assert!(h(&["gzip;q=bogus"]), "an unreadable q counts as 1");
+    }
+
+    /// Every embedded file inflates to the file `build.rs` assembled, byte for byte.
+    #[test]
+    fn embedded_files_are_the_client_gzipped() {
+        fn walk(d: &'static Dir<'static>, n: &mut usize) {
+            for f in d.files() {
+                let plain = std::fs::read(std::path::Path::new(concat!(env!("OUT_DIR"), "/client")).join(f.path())).unwrap();
+                assert_eq!(gunzip(f.contents()).as_deref(), Some(&plain[..]), "{:?}", f.path());
+                assert!(f.contents().len() < plain.len() || plain.len() < 200, "{:?} does not shrink", f.path());
+                *n += 1;
+            }
+            for sub in d.dirs() {
+                walk(sub, n);
+            }
+        }
+        let mut n = 0;
+        walk(&CLIENT, &mut n);
+        assert!(n >= 5, "{n} files");
+        assert!(CLIENT.get_file("js/README.md").is_none(), "notes for developers are not served");
+        assert_eq!(gunzip(b"not gzip at all, not at all"), None);
+    }
+
+    #[test]
+    fn assets_are_sent_gzipped_to_clients_that_take_it() {
+        let o = Origins::default();
+        let get = |enc: Option<&str>| {
+            let mut b = Request::get("/");
+            if let Some(e) = enc {
+                b = b.header(header::ACCEPT_ENCODING, e);
+            }
+            let Route::Reply(r) = route(&b.body(()).unwrap(), &o) else { panic!() };
+            r
+        };
+        let plain = get(None);
+        assert!(plain.headers().get(header::CONTENT_ENCODING).is_none());
+        assert_eq!(plain.headers()[header::VARY], "accept-encoding");
+        let zipped = get(Some("gzip, br"));
+        assert_eq!(zipped.headers()[header::CONTENT_ENCODING], "gzip");
+        assert_eq!(zipped.headers()["content-type"], "text/html; charset=utf-8");
+        assert_eq!(zipped.headers()["cross-origin-embedder-policy"], "require-corp");
+        let body = |r: Response<Body>| {
+            let mut r = r;
+            let fut = http_body_util::BodyExt::collect(r.body_mut());
+            let rt = tokio::runtime::Builder::new_current_thread().build().unwrap();
+            rt.block_on(fut).unwrap().to_bytes()
+        };
+        let (p, z) = (body(plain), body(zipped));
+        assert_eq!(gunzip(&z).unwrap(), p.to_vec());
+        assert!(String::from_utf8_lossy(&p).contains("<!doctype html") || String::from_utf8_lossy(&p).contains("<!DOCTYPE html"));
     }
 
     #[test]

@@ -1,11 +1,11 @@
 //! The original student client's dialect (PROTOCOL §10), served with `sgp serve --legacy`:
-//! one shared table of `{Value, Timestamp}` rows, ids handed out on every second
-//! `client_pret`, and a confirmation once two connections say they are done. A state
+//! one shared table of `{Value, Timestamp}` rows, ids (in connection order) sent out on
+//! every second `client_pret`, and a confirmation once two connections say they are done. A state
 //! machine with no I/O: time comes in, replies go out as `(connections, JSON text)`.
 //! It never touches a room. This dialect leaks who posted what by design: each row's
 //! `Value` is its poster's id.
 
-use crate::room::ConnId;
+use crate::room::{Bucket, ConnId, FastMap};
 use serde_json::{json, Value};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
 use std::collections::{BTreeMap, BTreeSet};
@@ -14,6 +14,10 @@ use std::collections::{BTreeMap, BTreeSet};
 pub const KEYS: &[&str] = &["client_pret", "nouvelle_valeur", "obtenir_tableau", "reset_tableau", "client_a_terminer_denvoyer"];
 /// Most rows the table keeps.
 pub const MAX_ROWS: usize = 100_000;
+/// `obtenir_tableau` requests a connection may send at once, and per second after that:
+/// each answer is the whole table (up to 6 MB), and the original page asks once per run.
+pub const TABLE_BURST: f64 = 10.0;
+pub const TABLE_PER_SEC: f64 = 5.0;
 
 /// Does this first message speak the legacy dialect? (An object without `type` that has
 /// one of its keys.)
@@ -38,16 +42,23 @@ struct Row {
 /// The shared table and who is connected.
 #[derive(Default)]
 pub struct Legacy {
-    /// Open legacy connections and their ids, in connection order.
-    ids: BTreeMap<ConnId, u64>,
+    /// Open legacy connections, in connection order (connection ids count up from the
+    /// upgrade), and the id each was given; `None` until the first id broadcast.
+    ids: BTreeMap<ConnId, Option<u64>>,
     next_id: u64,
-    /// Connections whose `client_pret` counts towards the next id broadcast.
-    ready: BTreeSet<ConnId>,
+    /// The `client_pret` messages since the last id broadcast, by connection.
+    ready: Vec<ConnId>,
     /// Connections that have sent `client_a_terminer_denvoyer` since the last confirmation.
     done: BTreeSet<ConnId>,
     table: Vec<Row>,
-    /// The table as JSON, kept until it changes: asking for it again costs nothing.
+    /// The rows as JSON, comma-separated, kept up to date as rows are appended (a row
+    /// stamped earlier than the last one, from another connection, marks it stale).
+    rows_json: String,
+    rows_stale: bool,
+    /// The answer to `obtenir_tableau`, kept until the table changes.
     cached: Option<Utf8Bytes>,
+    /// Each connection's allowance of `obtenir_tableau`.
+    asks: FastMap<ConnId, Bucket>,
     /// The server's offset from UTC, in seconds, for timestamps.
     utc_offset_s: i32,
 }
@@ -65,20 +76,26 @@ impl Legacy {
         self.table.len()
     }
 
-    /// A connection's first legacy message makes it a legacy connection with the next id.
-    /// Ids start again from 1 once no legacy connection is left.
+    /// A connection's first legacy message makes it a legacy connection. Ids start again
+    /// from 1 once no legacy connection is left.
     fn enrol(&mut self, conn: ConnId) {
-        if !self.ids.contains_key(&conn) {
-            if self.ids.is_empty() {
-                self.next_id = 0;
-            }
+        if self.ids.is_empty() {
+            self.next_id = 0;
+        }
+        self.ids.entry(conn).or_insert(None);
+    }
+
+    /// Gives every legacy connection without an id the next one, in connection order (as
+    /// the original did when they connected: which one says ready first does not matter).
+    fn number(&mut self) {
+        for id in self.ids.values_mut().filter(|id| id.is_none()) {
             self.next_id += 1;
-            self.ids.insert(conn, self.next_id);
+            *id = Some(self.next_id);
         }
     }
 
-    fn everyone(&self) -> Vec<ConnId> {
-        self.ids.keys().copied().collect()
+    fn row_json(&self, row: &Row) -> String {
+        format!("{{\"Value\":{},\"Timestamp\":\"{}\"}}", row.value, rfc3339_nanos(row.t_us, self.utc_offset_s))
     }
 
     /// One text frame from a legacy connection, received at `now` (µs since the epoch).
@@ -97,12 +114,16 @@ impl Legacy {
         };
         match key {
             "client_pret" => {
-                self.ready.insert(conn);
+                self.ready.push(conn);
                 if self.ready.len() < 2 {
                     return Vec::new();
                 }
                 self.ready.clear();
-                self.ids.iter().map(|(&c, &id)| Out { to: vec![c], text: json!({ "client_id": id }).to_string().into() }).collect()
+                self.number();
+                self.ids
+                    .iter()
+                    .filter_map(|(&c, &id)| Some(Out { to: vec![c], text: json!({ "client_id": id? }).to_string().into() }))
+                    .collect()
             }
             "nouvelle_valeur" => {
                 let Some(value) = msg[key].as_i64() else {
@@ -113,26 +134,35 @@ impl Legacy {
                 }
                 // In time order, as the board (stamps may come from the kernel, per connection).
                 let k = self.table.partition_point(|r| r.t_us <= now);
-                self.table.insert(k, Row { value, t_us: now });
+                let row = Row { value, t_us: now };
+                if k == self.table.len() && !self.rows_stale {
+                    let json = self.row_json(&row);
+                    if k > 0 {
+                        self.rows_json.push(',');
+                    }
+                    self.rows_json.push_str(&json);
+                } else {
+                    self.rows_stale = true;
+                }
+                self.table.insert(k, row);
                 self.cached = None;
                 Vec::new()
             }
             "obtenir_tableau" => {
+                if !self.asks.entry(conn).or_insert(Bucket::full(TABLE_BURST, now)).take(now, TABLE_BURST, TABLE_PER_SEC) {
+                    return error(conn, &format!("obtenir_tableau: at most {TABLE_PER_SEC} requests a second"));
+                }
                 if let Some(text) = &self.cached {
                     return vec![Out { to: vec![conn], text: text.clone() }];
                 }
-                let mut text = String::with_capacity(16 + self.table.len() * 64);
-                text.push('[');
-                for (k, row) in self.table.iter().enumerate() {
-                    if k > 0 {
-                        text.push(',');
-                    }
-                    text.push_str(&format!(
-                        "{{\"Value\":{},\"Timestamp\":\"{}\"}}",
-                        row.value,
-                        rfc3339_nanos(row.t_us, self.utc_offset_s)
-                    ));
+                if self.rows_stale {
+                    let rows: Vec<String> = self.table.iter().map(|r| self.row_json(r)).collect();
+                    self.rows_json = rows.join(",");
+                    self.rows_stale = false;
                 }
+                let mut text = String::with_capacity(self.rows_json.len() + 2);
+                text.push('[');
+                text.push_str(&self.rows_json);
                 text.push(']');
                 let text = Utf8Bytes::from(text);
                 self.cached = Some(text.clone());
@@ -140,6 +170,8 @@ impl Legacy {
             }
             "reset_tableau" => {
                 self.table.clear();
+                self.rows_json.clear();
+                self.rows_stale = false;
                 self.cached = None;
                 Vec::new()
             }
@@ -154,7 +186,7 @@ impl Legacy {
                 }
                 self.done.clear();
                 let text = json!({ "confirmation": "Both clients have finished sending: the table is complete." }).to_string().into();
-                vec![Out { to: self.everyone(), text }]
+                vec![Out { to: self.ids.keys().copied().collect(), text }]
             }
         }
     }
@@ -162,8 +194,9 @@ impl Legacy {
     /// The connection is gone: it leaves the broadcast list and any count it was part of.
     pub fn disconnect(&mut self, conn: ConnId) {
         self.ids.remove(&conn);
-        self.ready.remove(&conn);
+        self.ready.retain(|&c| c != conn);
         self.done.remove(&conn);
+        self.asks.remove(&conn);
     }
 }
 
@@ -270,6 +303,66 @@ mod tests {
         assert_eq!(l.handle(7, r#"{"obtenir_tableau":true}"#, 7)[0].text, "[]");
         l.handle(7, r#"{"nouvelle_valeur":4}"#, 8);
         assert_eq!(l.handle(7, r#"{"obtenir_tableau":true}"#, 9)[0].text.as_str().matches("Value").count(), 1);
+    }
+
+    #[test]
+    fn ids_follow_connection_order_and_every_second_ready_counts() {
+        let mut l = Legacy::new(0);
+        // Connection 9 connected after 7 but says ready first: 7 is still 1.
+        assert!(l.handle(9, r#"{"client_pret":true}"#, 1).is_empty());
+        let out = l.handle(7, r#"{"client_pret":true}"#, 2);
+        assert_eq!(
+            out,
+            vec![Out { to: vec![7], text: r#"{"client_id":1}"#.into() }, Out { to: vec![9], text: r#"{"client_id":2}"#.into() }]
+        );
+        // Every second client_pret, from whichever connection: ids are kept, a newcomer
+        // gets the next one.
+        l.handle(12, r#"{"obtenir_tableau":true}"#, 3);
+        assert!(l.handle(9, r#"{"client_pret":true}"#, 3).is_empty());
+        let out = l.handle(9, r#"{"client_pret":true}"#, 4);
+        let ids: Vec<(u64, &str)> = out.iter().map(|o| (o.to[0], o.text.as_str())).collect();
+        assert_eq!(ids, [(7, r#"{"client_id":1}"#), (9, r#"{"client_id":2}"#), (12, r#"{"client_id":3}"#)]);
+        // A ready from a connection that then leaves does not count.
+        l.handle(7, r#"{"client_pret":true}"#, 5);
+        l.disconnect(7);
+        assert!(l.handle(9, r#"{"client_pret":true}"#, 6).is_empty());
+    }
+
+    #[test]
+    fn the_table_json_follows_every_insert() {
+        let mut l = Legacy::new(0);
+        let table = |l: &mut Legacy, conn: ConnId, now: i64| l.handle(conn, r#"{"obtenir_tableau":true}"#, now)[0].text.to_string();
+        let expect = |rows: &[(i64, i64)]| {
+            let rows: Vec<String> = rows
+                .iter()
+                .map(|&(v, t)| format!(r#"{{"Value":{v},"Timestamp":"{}"}}"#, rfc3339_nanos(t, 0)))
+                .collect();
+            format!("[{}]", rows.join(","))
+        };
+        l.handle(1, r#"{"nouvelle_valeur":1}"#, 10);
+        l.handle(2, r#"{"nouvelle_valeur":2}"#, 20);
+        assert_eq!(table(&mut l, 1, 21), expect(&[(1, 10), (2, 20)]));
+        // A row stamped before the last one (another connection's, read later) goes in its place.
+        l.handle(1, r#"{"nouvelle_valeur":3}"#, 15);
+        l.handle(2, r#"{"nouvelle_valeur":4}"#, 30);
+        assert_eq!(table(&mut l, 2, 31), expect(&[(1, 10), (3, 15), (2, 20), (4, 30)]));
+        l.handle(1, r#"{"nouvelle_valeur":5}"#, 40);
+        assert_eq!(table(&mut l, 2, 41), expect(&[(1, 10), (3, 15), (2, 20), (4, 30), (5, 40)]));
+        l.handle(1, r#"{"reset_tableau":true}"#, 50);
+        l.handle(1, r#"{"nouvelle_valeur":6}"#, 60);
+        assert_eq!(table(&mut l, 1, 61), expect(&[(6, 60)]));
+    }
+
+    #[test]
+    fn asking_for_the_table_is_rate_limited_per_connection() {
+        let mut l = Legacy::new(0);
+        let ask = |l: &mut Legacy, conn: ConnId, now: i64| l.handle(conn, r#"{"obtenir_tableau":true}"#, now)[0].text.to_string();
+        for k in 0..TABLE_BURST as i64 {
+            assert_eq!(ask(&mut l, 1, k), "[]");
+        }
+        assert!(ask(&mut l, 1, 10).contains("error"));
+        assert_eq!(ask(&mut l, 2, 10), "[]", "another connection has its own allowance");
+        assert_eq!(ask(&mut l, 1, 10 + 200_000), "[]", "5 a second come back");
     }
 
     #[test]

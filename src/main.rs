@@ -22,6 +22,9 @@ serve   serve the web client on / and the protocol on /ws
         --allow-origin ORIGIN let pages from ORIGIN open /ws (repeatable; * = any)
         --legacy              also speak the original student client's dialect on /ws
                               (insecure by design: its table shows who posted what)
+        --ping-secs N         ping each WebSocket every N seconds (default 20)
+        --silence-secs N      close a WebSocket silent for N seconds, checked at each
+                              ping (default 60)
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080
         --room CODE           join this room instead of creating one
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
 enum Cmd {
     Help,
     Version,
-    Serve { bind: String, port: u16, origins: Vec<String>, legacy: bool },
+    Serve { bind: String, port: u16, config: server::Config },
     Pair(pair::Opts),
     Eve(eve::Opts),
     Bench(bench::Opts),
@@ -87,6 +90,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
     let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);
     let (mut rooms, mut seconds, mut tolerances, mut rate_hz, mut flood) = (None, None, None, None, false);
+    let (mut ping_secs, mut silence_secs) = (20u32, 60u32);
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cmd::Help),
@@ -110,6 +114,8 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Long("port") => port = p.value()?.parse()?,
             Long("allow-origin") => origins.push(p.value()?.string()?),
             Long("legacy") => legacy = true,
+            Long("ping-secs") => ping_secs = p.value()?.parse()?,
+            Long("silence-secs") => silence_secs = p.value()?.parse()?,
             Long("server") => {
                 server = p.value()?.string()?;
                 server_set = true;
@@ -131,7 +137,13 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             if room.is_some() || json {
                 return Err(not_for("--room/--json", "serve"));
             }
-            Ok(Cmd::Serve { bind, port, origins, legacy })
+            if !(1..=3600).contains(&ping_secs) || !(1..=86_400).contains(&silence_secs) {
+                return Err("--ping-secs takes 1 to 3600 seconds, --silence-secs 1 to 86400".into());
+            }
+            let mut config = server::Config::new(Origins::new(&origins), legacy);
+            config.ping_every = std::time::Duration::from_secs(ping_secs.into());
+            config.silence = std::time::Duration::from_secs(silence_secs.into());
+            Ok(Cmd::Serve { bind, port, config })
         }
         "pair" => Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record })),
         "eve" if attack.is_some() => Ok(Cmd::Attack { files: attack.unwrap_or_default(), json }),
@@ -165,6 +177,16 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     }
 }
 
+/// This machine's address on its main network (the source address of a route to a
+/// documentation address: a UDP `connect` sends nothing), for `--bind 0.0.0.0`.
+fn lan_address(v6: bool) -> Option<String> {
+    let (local, probe) = if v6 { ("[::]:0", "[2001:db8::1]:9") } else { ("0.0.0.0:0", "192.0.2.1:9") };
+    let s = std::net::UdpSocket::bind(local).ok()?;
+    s.connect(probe).ok()?;
+    let ip = s.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then(|| if v6 { format!("[{ip}]") } else { ip.to_string() })
+}
+
 fn run(cmd: Cmd) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -183,7 +205,7 @@ fn run(cmd: Cmd) -> ExitCode {
             println!("sgp {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Serve { bind, port, origins, legacy } => local.block_on(&rt, async move {
+        Cmd::Serve { bind, port, config } => local.block_on(&rt, async move {
             let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -200,7 +222,11 @@ fn run(cmd: Cmd) -> ExitCode {
             };
             let host = if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
             println!("sgp listening on http://{host}:{}/", addr.port());
-            let config = server::Config { origins: Origins::new(&origins), legacy };
+            if addr.ip().is_unspecified() {
+                if let Some(ip) = lan_address(addr.is_ipv6()) {
+                    eprintln!("sgp: other machines on your network can open http://{ip}:{}/", addr.port());
+                }
+            }
             server::run(listener, config, server::signal()).await;
             ExitCode::SUCCESS
         }),

@@ -4,7 +4,7 @@
 
 use crate::client::{Client, ClientError};
 use crate::clock::{SyncSample, SYNC_SAMPLES};
-use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, Role, ServerMsg};
+use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, PeerEvent, Role, ServerMsg};
 use crate::schedule;
 use crate::secret::{self, OwnPost, RoundOutcome};
 use serde::Serialize;
@@ -95,6 +95,9 @@ struct Posted {
     t_start: i64,
     t_end: i64,
     posts: Vec<OwnPost>,
+    /// Posts (from 1) the server says came in one piece with our next message: they carry
+    /// that message's time, not theirs, so they are left out of the derivation.
+    coalesced: Vec<u32>,
     /// The clock sync the round was posted with (bias included).
     sync: SyncSample,
 }
@@ -172,9 +175,9 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 my_tag = None;
                 peer_tag = None;
                 let round_sync = SyncSample { offset_us: sync.offset_us + bias_us, delay_us: sync.delay_us };
-                let (posts, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, me, &mut rng).await?;
+                let (posts, coalesced, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, me, &mut rng).await?;
                 rounds_used = round;
-                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, sync: round_sync });
+                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, coalesced, sync: round_sync });
                 pending = interrupt;
             }
             ServerMsg::Closed { session: s, round, board } => {
@@ -185,13 +188,15 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 last_closed = Some(round);
                 if let Some(path) = &opts.record {
                     record.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
-                        "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts, "board": board}));
+                        "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts,
+                        "coalesced": p.coalesced, "board": board}));
                     save_record(path, &room, role, &params, &record, &heard)?;
                 }
+                let timed = timed_posts(&p.posts, &p.coalesced);
                 let outcome = secret::derive_round(
-                    &board, p.t_start, p.t_end, &p.posts, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
+                    &board, p.t_start, p.t_end, &timed, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
                 );
-                bias_us += refine(p.sync, &board, &p.posts, params.tolerance_us());
+                bias_us += refine(p.sync, &board, &timed, params.tolerance_us());
                 match outcome {
                     RoundOutcome::Desync { unmatched, total } => {
                         out.event(
@@ -290,6 +295,16 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             }
             ServerMsg::Peer { event, role: r } => {
                 out.event("peer", json!({"event": event, "role": r}), || format!("{} {:?}", r.as_str(), event).to_lowercase());
+                // A peer we already made rounds with is gone (between sessions the server
+                // says no more than this): waiting for a stranger is not what was asked.
+                if event == PeerEvent::Left && r != role && r != Role::Observer && (session.is_some() || rounds_used > 0) {
+                    return Err(fail(EXIT_PEER_LEFT, "peer left the room"));
+                }
+            }
+            ServerMsg::Coalesced { post } => {
+                if let Some(p) = posted.as_mut() {
+                    p.coalesced.push(post);
+                }
             }
             ServerMsg::Joined { .. } | ServerMsg::Pong { .. } | ServerMsg::Board { .. } => {}
         }
@@ -319,6 +334,13 @@ fn save_record(
         "clock": "local µs; predicted server time = sent_us + sync.offset_us + floor(sync.delay_us / 2)",
         "rounds": rounds, "messages": heard});
     std::fs::write(path, doc.to_string()).map_err(|e| fail(EXIT_OTHER, format!("cannot write {path}: {e}")))
+}
+
+/// The posts whose time the board reflects: all but those the server said were coalesced
+/// with a later message (their entries share that message's `t_us`, so the public sift
+/// never keeps them; counting them would only make the self-check fail).
+fn timed_posts(posts: &[OwnPost], coalesced: &[u32]) -> Vec<OwnPost> {
+    posts.iter().enumerate().filter(|(k, _)| !coalesced.contains(&(*k as u32 + 1))).map(|(_, p)| *p).collect()
 }
 
 /// The counts and the concatenated bits of the rounds that count.
@@ -356,7 +378,8 @@ const POST_A: &str = r#"{"type":"post","label":"A"}"#;
 const POST_B: &str = r#"{"type":"post","label":"B"}"#;
 
 /// Posts one round on a Poisson schedule, then sends `done` once `t_end` has passed.
-/// Returns the posts with their real send times, and a message that cut the round short.
+/// Returns the posts with their real send times, the posts the server said were coalesced
+/// (`ServerMsg::Coalesced`), and a message that cut the round short.
 async fn post_round(
     c: &mut Client,
     params: &Params,
@@ -365,13 +388,14 @@ async fn post_round(
     sync: SyncSample,
     _me: Label,
     rng: &mut fastrand::Rng,
-) -> Result<(Vec<OwnPost>, Option<(ServerMsg, i64)>), Failure> {
+) -> Result<(Vec<OwnPost>, Vec<u32>, Option<(ServerMsg, i64)>), Failure> {
     let planned = schedule::poisson(t_start, t_end, params.rate_hz, rng);
     let labels = schedule::os_labels(planned.len()).map_err(|e| fail(EXIT_OTHER, e))?;
     // A post sent at local time s is predicted to arrive at server time s + shift.
     let shift = sync.offset_us + sync.delay_us.div_euclid(2);
     let clock = c.clock;
     let mut posts = Vec::with_capacity(planned.len());
+    let mut coalesced = Vec::new();
     let targets = planned.iter().map(|p| p - shift).chain(std::iter::once(t_end - shift + DONE_MARGIN_US));
     for (k, target) in targets.enumerate() {
         let is_done = k == planned.len();
@@ -382,7 +406,8 @@ async fn post_round(
             tokio::select! {
                 biased;
                 m = c.recv_timed() => match m? {
-                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, Some(m))),
+                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, coalesced, Some(m))),
+                    (ServerMsg::Coalesced { post }, _) => coalesced.push(post),
                     _ => {}
                 },
                 _ = schedule::wait_until(&clock, target) => break,
@@ -396,7 +421,7 @@ async fn post_round(
             posts.push(OwnPost { sent_us, label });
         }
     }
-    Ok((posts, None))
+    Ok((posts, coalesced, None))
 }
 
 /// Prints the key for people.

@@ -11,6 +11,9 @@
 //! ping    {t0_us}                      ->  pong      {t0_us, t1_us, t2_us}
 //! ready                                ->  start     {session, round, t_start_us, t_end_us, params}  (room, once both are ready)
 //! post    {label: "A"|"B"}             ->  (nothing; an error if refused)
+//!                                          coalesced {post}   (to the poster only: its post n of
+//!                                          this round arrived with its next message, so the
+//!                                          board has it at that message's time, see conn.rs)
 //! done                                 ->  closed    {session, round, board}  (room, once both are done or the grace has passed)
 //! board                                ->  board     {session, round, entries}
 //! reset                                ->  reset     (room)
@@ -287,6 +290,14 @@ pub enum ServerMsg {
         reason: String,
     },
     Reset {},
+    /// To a poster only: its `post`-th post of this round (from 1, every post the server
+    /// received in the round, refused ones included) came in one piece with its next
+    /// message, so it carries that message's receive time. On the board it has the same
+    /// `t_us` as that message's entry (so it is never kept), but not its own time: the poster
+    /// leaves it out of its self-check and recognition.
+    Coalesced {
+        post: u32,
+    },
     Error {
         code: ErrorCode,
         message: String,
@@ -418,7 +429,7 @@ pub fn to_text(msg: &ServerMsg) -> String {
 /// What serde writes for a message that carries a board, written by hand: boards are the
 /// one long thing the server sends (every post is written once), and serde's derived
 /// code spent some 400 instructions per entry. `to_text_matches_serde` holds the bytes equal.
-fn board_text(ty: &str, session: Option<&str>, round: u32, field: &str, entries: &[Entry]) -> String {
+pub fn board_text(ty: &str, session: Option<&str>, round: u32, field: &str, entries: &[Entry]) -> String {
     let mut s: Vec<u8> = Vec::with_capacity(80 + entries.len() * 44);
     s.extend_from_slice(b"{\"type\":\"");
     s.extend_from_slice(ty.as_bytes());

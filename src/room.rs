@@ -80,6 +80,12 @@ pub struct Limits {
     pub post_slack_hz: f64,
     /// At most this many rooms at once.
     pub max_rooms: usize,
+    /// At most this many entries on one round's board (bounds memory and every reply).
+    pub max_board: usize,
+    /// `board` requests a connection may send at once, and per second after that: each
+    /// answer is the whole board, so an unbounded stream of them is a way to load the server.
+    pub board_burst: f64,
+    pub board_per_sec: f64,
 }
 
 impl Default for Limits {
@@ -92,6 +98,9 @@ impl Default for Limits {
             post_rate_factor: 4.0,
             post_slack_hz: 100.0,
             max_rooms: 100_000,
+            max_board: 100_000,
+            board_burst: 20.0,
+            board_per_sec: 10.0,
         }
     }
 }
@@ -110,11 +119,28 @@ enum Phase {
     Running { t_start: i64, t_end: i64, done: [bool; 2] },
 }
 
-/// A token bucket against post floods.
+/// A token bucket: `burst` at once, refilled at `per_sec`, time passed in (µs).
 #[derive(Clone, Debug)]
-struct Bucket {
+pub struct Bucket {
     tokens: f64,
     at_us: i64,
+}
+
+impl Bucket {
+    pub fn full(burst: f64, now: i64) -> Bucket {
+        Bucket { tokens: burst, at_us: now }
+    }
+
+    /// Takes one token if there is one.
+    pub fn take(&mut self, now: i64, burst: f64, per_sec: f64) -> bool {
+        self.tokens = (self.tokens + (now - self.at_us).max(0) as f64 * (per_sec / 1e6)).min(burst);
+        self.at_us = now;
+        let ok = self.tokens >= 1.0;
+        if ok {
+            self.tokens -= 1.0;
+        }
+        ok
+    }
 }
 
 struct Room {
@@ -133,7 +159,11 @@ struct Room {
     dropped: bool,
     /// The current round's board, or the last closed one.
     board: Vec<Entry>,
+    /// Changes whenever `board` does, unique across rooms (see [`BoardView::version`]).
+    board_version: u64,
     buckets: [Bucket; 2],
+    /// Posts each poster sent in the current round (refused ones included).
+    posts_in_round: [u32; 2],
 }
 
 impl Room {
@@ -191,6 +221,19 @@ pub struct Engine {
     seats: FastMap<ConnId, (String, Role)>,
     random: Box<dyn FnMut(&mut [u8])>,
     limits: Limits,
+    /// Each connection's allowance of `board` requests.
+    board_asks: FastMap<ConnId, Bucket>,
+    /// The last board version handed out.
+    versions: u64,
+}
+
+/// A board as a `board` request sees it, borrowed from the engine. Equal `version`s mean
+/// equal boards (in any room), so the server may answer from a copy it serialised before.
+pub struct BoardView<'a> {
+    pub version: u64,
+    pub session: Option<&'a str>,
+    pub round: u32,
+    pub entries: &'a [Entry],
 }
 
 fn err(to: ConnId, code: ErrorCode, message: impl Into<String>) -> Vec<Out> {
@@ -256,7 +299,7 @@ impl Engine {
     /// `random` fills buffers with unpredictable bytes (the OS generator in the server,
     /// a seeded one in tests); room codes and session nonces come from it.
     pub fn new(limits: Limits, random: Box<dyn FnMut(&mut [u8])>) -> Engine {
-        Engine { rooms: FastMap::default(), seats: FastMap::default(), random, limits }
+        Engine { rooms: FastMap::default(), seats: FastMap::default(), random, limits, board_asks: FastMap::default(), versions: 0 }
     }
 
     pub fn rooms(&self) -> usize {
@@ -307,7 +350,7 @@ impl Engine {
                 break c;
             }
         };
-        let bucket = Bucket { tokens: self.limits.post_burst, at_us: now };
+        let bucket = Bucket::full(self.limits.post_burst, now);
         let room = Room {
             params: params.clone(),
             posters: [Some(conn), None],
@@ -320,7 +363,9 @@ impl Engine {
             need_ready: [false, false],
             dropped: false,
             board: Vec::new(),
+            board_version: 0,
             buckets: [bucket.clone(), bucket],
+            posts_in_round: [0, 0],
         };
         let peers = room.peers();
         self.rooms.insert(code.clone(), room);
@@ -364,6 +409,7 @@ impl Engine {
     }
 
     fn leave(&mut self, conn: ConnId) -> Vec<Out> {
+        self.board_asks.remove(&conn);
         let Some((code, role)) = self.seats.remove(&conn) else {
             return Vec::new();
         };
@@ -403,16 +449,20 @@ impl Engine {
         };
         r.last_activity_us = now;
         if let ClientMsg::Board {} = msg {
-            return vec![Out {
-                to: vec![conn],
-                msg: ServerMsg::Board { session: r.session.clone(), round: r.round, entries: r.board.clone() },
-            }];
+            return match self.board(conn, now) {
+                Ok(b) => vec![Out {
+                    to: vec![conn],
+                    msg: ServerMsg::Board { session: b.session.map(str::to_string), round: b.round, entries: b.entries.to_vec() },
+                }],
+                Err(out) => out,
+            };
         }
+        let versions = &mut self.versions;
         let Some(k) = seat_index(role) else {
             return err(conn, ErrorCode::NotAllowed, "observers read the board; only alice and bob post");
         };
         match msg {
-            ClientMsg::Post { label } => post(r, k, conn, label, now, &self.limits),
+            ClientMsg::Post { label } => post(r, k, conn, label, now, &self.limits, versions),
             ClientMsg::Ready {} => {
                 if matches!(r.phase, Phase::Running { .. }) {
                     return err(conn, ErrorCode::NotAllowed, "a round is running; send done after t_end");
@@ -480,9 +530,44 @@ impl Engine {
             ClientMsg::Reset {} => {
                 r.end_session();
                 r.board.clear();
+                *versions += 1;
+                r.board_version = *versions;
                 vec![Out { to: r.members(), msg: ServerMsg::Reset {} }]
             }
             // Create, join, leave, ping and board were handled above.
+            _ => Vec::new(),
+        }
+    }
+
+    /// Answers a `board` request from `conn` at `now`: the room's current board, or the
+    /// error to send instead (not in a room, or asking faster than `Limits::board_per_sec`).
+    pub fn board(&mut self, conn: ConnId, now: i64) -> Result<BoardView<'_>, Vec<Out>> {
+        let Some((code, _)) = self.seats.get(&conn) else {
+            return Err(err(conn, ErrorCode::NotAllowed, "join or create a room first"));
+        };
+        let Some(r) = self.rooms.get_mut(code) else {
+            return Err(err(conn, ErrorCode::NotAllowed, "join or create a room first"));
+        };
+        r.last_activity_us = now;
+        let (burst, per_sec) = (self.limits.board_burst, self.limits.board_per_sec);
+        if !self.board_asks.entry(conn).or_insert(Bucket::full(burst, now)).take(now, burst, per_sec) {
+            return Err(err(
+                conn,
+                ErrorCode::RateLimited,
+                format!("board: at most {} requests a second; the board also comes with every `closed`", self.limits.board_per_sec),
+            ));
+        }
+        Ok(BoardView { version: r.board_version, session: r.session.as_deref(), round: r.round, entries: &r.board })
+    }
+
+    /// `conn`'s last post came in one piece with the frame it is sending now (the server
+    /// saw one receive time for both): tell it which post that was, privately. Nothing if
+    /// `conn` is not posting in a running round.
+    pub fn coalesced(&mut self, conn: ConnId) -> Vec<Out> {
+        let Some((code, role)) = self.seats.get(&conn) else { return Vec::new() };
+        let (Some(k), Some(r)) = (seat_index(*role), self.rooms.get(code)) else { return Vec::new() };
+        match (&r.phase, r.posts_in_round[k]) {
+            (Phase::Running { .. }, n) if n > 0 => vec![Out { to: vec![conn], msg: ServerMsg::Coalesced { post: n } }],
             _ => Vec::new(),
         }
     }
@@ -512,9 +597,12 @@ impl Engine {
                 r.need_ready = [false, false];
                 r.dropped = false;
                 r.board.clear();
+                self.versions += 1;
+                r.board_version = self.versions;
                 for b in &mut r.buckets {
-                    *b = Bucket { tokens: self.limits.post_burst, at_us: now };
+                    *b = Bucket::full(self.limits.post_burst, now);
                 }
+                r.posts_in_round = [0, 0];
                 vec![Out {
                     to: members,
                     msg: ServerMsg::Start {
@@ -562,6 +650,7 @@ impl Engine {
                 let members = r.members();
                 for c in &members {
                     self.seats.remove(c);
+                    self.board_asks.remove(c);
                 }
                 out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "idle".into() } });
             }
@@ -584,25 +673,27 @@ impl Engine {
     }
 }
 
-fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &Limits) -> Vec<Out> {
+fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &Limits, versions: &mut u64) -> Vec<Out> {
     let Phase::Running { t_start, t_end, done } = r.phase else {
         return err(conn, ErrorCode::NotAllowed, "post: no round is running");
     };
     let guard = r.params.guard_us();
+    r.posts_in_round[k] = r.posts_in_round[k].saturating_add(1);
     if done[k] {
         return err(conn, ErrorCode::NotAllowed, "post: you already sent done for this round");
     }
     if now < t_start - guard || now > t_end + guard {
         return err(conn, ErrorCode::NotAllowed, "post: outside the round window");
     }
-    let b = &mut r.buckets[k];
-    let per_us = (r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz) / 1e6;
-    b.tokens = (b.tokens + (now - b.at_us).max(0) as f64 * per_us).min(limits.post_burst);
-    b.at_us = now;
-    if b.tokens < 1.0 {
+    let per_sec = r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz;
+    if !r.buckets[k].take(now, limits.post_burst, per_sec) {
         return err(conn, ErrorCode::RateLimited, "post: too many posts; this one is not on the board");
     }
-    b.tokens -= 1.0;
+    if r.board.len() >= limits.max_board {
+        return err(conn, ErrorCode::RateLimited, format!("post: this round's board is full ({} entries)", limits.max_board));
+    }
+    *versions += 1;
+    r.board_version = *versions;
     // The board stays in time order: stamps are the kernel's arrival times, and a connection
     // handled a moment later may bring an earlier one (almost always this is the end).
     let k = r.board.partition_point(|e| e.t_us <= now);
@@ -882,6 +973,103 @@ mod tests {
         for t in crate::schedule::poisson(ts, te, 125.0, &mut rng) {
             assert!(e.handle(1, ClientMsg::Post { label: Label::A }, t).is_empty());
         }
+    }
+
+    #[test]
+    fn board_requests_are_rate_limited_per_connection() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let burst = Limits::default().board_burst as i64;
+        for k in 0..burst {
+            assert!(e.board(3, T0 + k).is_ok());
+        }
+        let out = e.board(3, T0 + burst).err().expect("refused past the burst");
+        assert_eq!(error_code(&out), ErrorCode::RateLimited);
+        // Through `handle` too, and only for that connection.
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Board {}, T0 + burst)), ErrorCode::RateLimited);
+        assert!(e.board(1, T0 + burst).is_ok());
+        // 10 a second come back.
+        assert!(e.board(3, T0 + burst + 100_000).is_ok());
+        assert!(e.board(3, T0 + burst + 100_001).is_err());
+        // Not in a room: refused as before.
+        assert_eq!(error_code(&e.board(9, T0).err().unwrap()), ErrorCode::NotAllowed);
+    }
+
+    #[test]
+    fn board_versions_change_with_the_board_and_differ_between_rooms() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        let v0 = e.board(3, ts).ok().unwrap().version;
+        assert_eq!(e.board(3, ts).ok().unwrap().version, v0, "unchanged board, same version");
+        e.handle(1, ClientMsg::Post { label: Label::A }, ts + 10);
+        let b = e.board(3, ts + 11).ok().unwrap();
+        assert!(b.version != v0);
+        assert_eq!(b.entries.len(), 1);
+        let v1 = b.version;
+        // A refused post changes nothing.
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Post { label: Label::A }, ts + 12)), ErrorCode::NotAllowed);
+        assert_eq!(e.board(3, ts + 13).ok().unwrap().version, v1);
+        // A new round clears the board: a new version.
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        e.handle(1, ClientMsg::Ready {}, te + 1);
+        e.handle(2, ClientMsg::Ready {}, te + 1);
+        let v2 = e.board(3, te + 2).ok().unwrap().version;
+        assert!(v2 != v1 && v2 != v0);
+        // Another room with a post of its own never shares a version with this one.
+        let code = joined_code(&e.handle(11, ClientMsg::Create { params: Some(params()) }, te));
+        e.handle(12, ClientMsg::Join { room: code, as_: None }, te);
+        e.handle(11, ClientMsg::Ready {}, te);
+        let out = e.handle(12, ClientMsg::Ready {}, te);
+        let ServerMsg::Start { t_start_us, .. } = out[0].msg else { panic!() };
+        e.handle(11, ClientMsg::Post { label: Label::B }, t_start_us);
+        let other = e.board(11, t_start_us).ok().unwrap().version;
+        assert!(![v0, v1, v2].contains(&other));
+    }
+
+    #[test]
+    fn a_round_board_has_a_bound() {
+        let mut rng = fastrand::Rng::with_seed(7);
+        let limits = Limits { max_board: 5, post_burst: 100.0, ..Limits::default() };
+        let mut e = Engine::new(limits, Box::new(move |b: &mut [u8]| rng.fill(b)));
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        for k in 0..5 {
+            assert!(e.handle(1 + k % 2, ClientMsg::Post { label: Label::A }, ts + k as i64).is_empty());
+        }
+        let out = e.handle(2, ClientMsg::Post { label: Label::B }, ts + 9);
+        assert_eq!(error_code(&out), ErrorCode::RateLimited);
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        let ServerMsg::Closed { board, .. } = &out[0].msg else { panic!() };
+        assert_eq!(board.len(), 5);
+    }
+
+    #[test]
+    fn a_coalesced_post_is_named_to_its_poster_only() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        // Between rounds, and for observers, there is nothing to say.
+        assert!(e.coalesced(1).is_empty());
+        let (ts, te) = start(&mut e, T0);
+        assert!(e.coalesced(1).is_empty(), "no post yet this round");
+        e.handle(1, ClientMsg::Post { label: Label::A }, ts);
+        e.handle(1, ClientMsg::Post { label: Label::B }, ts + 5);
+        e.handle(2, ClientMsg::Post { label: Label::B }, ts + 6);
+        assert_eq!(e.coalesced(1), vec![Out { to: vec![1], msg: ServerMsg::Coalesced { post: 2 } }]);
+        assert_eq!(e.coalesced(2), vec![Out { to: vec![2], msg: ServerMsg::Coalesced { post: 1 } }]);
+        assert!(e.coalesced(3).is_empty());
+        // Refused posts count too: the poster numbers every post it sent.
+        assert_eq!(error_code(&e.handle(2, ClientMsg::Post { label: Label::B }, te + 1_000_000)), ErrorCode::NotAllowed);
+        assert_eq!(e.coalesced(2)[0].msg, ServerMsg::Coalesced { post: 2 });
+        // A new round counts from 1 again.
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        assert!(e.coalesced(1).is_empty(), "the round is closed");
+        let (ts, _) = start(&mut e, te + 10);
+        e.handle(1, ClientMsg::Post { label: Label::A }, ts);
+        assert_eq!(e.coalesced(1)[0].msg, ServerMsg::Coalesced { post: 1 });
     }
 
     #[test]

@@ -5,7 +5,7 @@
 use crate::clock::Clock;
 use crate::http::{self, Origins, Route};
 use crate::legacy::{self, Legacy};
-use crate::protocol::to_text;
+use crate::protocol::{board_text, to_text};
 use crate::room::{ConnId, Engine, FastMap, Limits, Out};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -24,6 +24,17 @@ use tokio_tungstenite::tungstenite::Utf8Bytes;
 pub struct Config {
     pub origins: Origins,
     pub legacy: bool,
+    /// The server pings each WebSocket this often…
+    pub ping_every: Duration,
+    /// …and closes one from which no frame of any kind came for this long.
+    pub silence: Duration,
+}
+
+impl Config {
+    /// What `sgp serve` uses unless told otherwise.
+    pub fn new(origins: Origins, legacy: bool) -> Config {
+        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60) }
+    }
 }
 
 /// State shared by every task of the server.
@@ -39,7 +50,13 @@ pub struct Shared {
     /// Connection tasks still running, closing ones included (shutdown waits for them).
     tasks: Cell<usize>,
     shutdown: watch::Sender<bool>,
+    /// Boards already serialised for `board` requests, by version: observers polling one
+    /// board share one copy, and a request costs no serialisation while the board stands.
+    board_texts: RefCell<FastMap<u64, Utf8Bytes>>,
 }
+
+/// Boards kept serialised at once (the cache is emptied when it grows past this).
+const BOARD_TEXTS: usize = 64;
 
 /// Fills a buffer from the operating system's generator (room codes, session nonces).
 pub fn os_random(buf: &mut [u8]) {
@@ -61,6 +78,7 @@ impl Shared {
             next_id: Cell::new(1),
             tasks: Cell::new(0),
             shutdown: watch::channel(false).0,
+            board_texts: RefCell::new(FastMap::default()),
         })
     }
 
@@ -99,6 +117,29 @@ impl Shared {
         for out in outs {
             self.deliver(&out.to, Utf8Bytes::from(to_text(&out.msg)));
         }
+    }
+
+    /// Answers a `board` request through the connection's queue (so it stays in order with
+    /// what the room sent before), from the cache when the board has not changed.
+    pub fn board_request(&self, id: ConnId, now: i64) {
+        let text = match self.engine.borrow_mut().board(id, now) {
+            Err(outs) => return self.dispatch(outs),
+            Ok(b) => {
+                let mut cache = self.board_texts.borrow_mut();
+                match cache.get(&b.version) {
+                    Some(t) => t.clone(),
+                    None => {
+                        if cache.len() >= BOARD_TEXTS {
+                            cache.clear();
+                        }
+                        let t = Utf8Bytes::from(board_text("board", b.session, b.round, "entries", b.entries));
+                        cache.insert(b.version, t.clone());
+                        t
+                    }
+                }
+            }
+        };
+        self.deliver(&[id], text);
     }
 
     /// The legacy dialect's replies, through the same queues.

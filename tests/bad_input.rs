@@ -755,8 +755,8 @@ fn a_post_flood_is_rate_limited_or_closed_and_kept_off_the_board() {
     still_serves(&mut server);
 }
 
-/// The other side of the flood rule: replies the engine queues for a connection (errors,
-/// boards) must not pile up while the connection could write them. A client that reads
+/// The other side of the flood rule: replies the engine queues for a connection (here
+/// errors: `done` with no round running) must not pile up while the connection could write them. A client that reads
 /// everything, sends one frame at a time and stays well under the flood limit
 /// (`FLOOD_BURST` = 4000 frames in src/conn.rs) is not "too slow".
 #[test]
@@ -768,32 +768,67 @@ fn a_client_that_reads_its_replies_is_not_closed_as_too_slow() {
         create_room(&mut c, json!({})).await;
         let (mut tx, mut rx) = c.split();
         let reader = tokio::spawn(async move {
-            let mut boards = 0;
+            let mut pongs = 0;
             while let Some(frame) = rx.next().await {
                 match frame {
                     Ok(Message::Text(t)) => {
                         let v: Value = serde_json::from_str(&t).unwrap();
-                        assert_eq!(v["type"], "board", "{v}");
-                        boards += 1;
-                        if boards == N {
-                            return (boards, None);
+                        assert_eq!((&v["type"], &v["code"]), (&json!("error"), &json!("not_allowed")), "{v}");
+                        pongs += 1;
+                        if pongs == N {
+                            return (pongs, None);
                         }
                     }
-                    Ok(Message::Close(f)) => return (boards, Some(format!("{f:?}"))),
+                    Ok(Message::Close(f)) => return (pongs, Some(format!("{f:?}"))),
                     Ok(_) => {}
-                    Err(e) => return (boards, Some(format!("{e}"))),
+                    Err(e) => return (pongs, Some(format!("{e}"))),
                 }
             }
-            (boards, Some("end of stream".to_string()))
+            (pongs, Some("end of stream".to_string()))
         });
         for _ in 0..N {
-            if tx.send(Message::Text(r#"{"type":"board"}"#.into())).await.is_err() {
+            if tx.send(Message::Text(r#"{"type":"done"}"#.into())).await.is_err() {
                 break;
             }
         }
-        let (boards, ended) = tokio::time::timeout(Duration::from_secs(20), reader).await.expect("replies within 20 s").unwrap();
-        assert_eq!(ended, None, "closed after {boards} of {N} replies");
-        assert_eq!(boards, N);
+        let (pongs, ended) = tokio::time::timeout(Duration::from_secs(20), reader).await.expect("replies within 20 s").unwrap();
+        assert_eq!(ended, None, "closed after {pongs} of {N} replies");
+        assert_eq!(pongs, N);
+    });
+    still_serves(&mut server);
+}
+
+/// Every `board` answer is the whole board: a stream of requests is rate limited (each
+/// one still answered, with `rate_limited` past the allowance), and another connection
+/// is answered meanwhile.
+#[test]
+fn board_requests_are_rate_limited() {
+    const N: usize = 500;
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut alice = ws(&server).await;
+        let code = create_room(&mut alice, json!({})).await;
+        let mut eve = ws(&server).await;
+        join(&mut eve, &code, true).await;
+        let began = Instant::now();
+        for _ in 0..N {
+            send_text(&mut eve, r#"{"type":"board"}"#).await;
+        }
+        let (mut boards, mut limited) = (0, 0);
+        while boards + limited < N {
+            let v = recv(&mut eve).await;
+            match v["type"].as_str() {
+                Some("board") => boards += 1,
+                Some("error") if v["code"] == "rate_limited" => limited += 1,
+                _ => panic!("unexpected {v}"),
+            }
+        }
+        // 20 at once, then 10 a second (src/room.rs `Limits`), however slow this machine.
+        let allowed = 20 + (10.0 * began.elapsed().as_secs_f64()).ceil() as usize + 1;
+        assert!(boards >= 20 && boards <= allowed, "{boards} boards, {limited} refused, {allowed} allowed");
+        assert_usable(&mut eve).await;
+        expect_peer_joined(&mut alice, "observer").await;
+        assert_usable(&mut alice).await;
     });
     still_serves(&mut server);
 }
@@ -885,7 +920,7 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
         let w = window(&start_round(&mut room).await);
         sleep_until_server_time(&server, w.t_start).await;
         let post = Message::Text(r#"{"type":"post","label":"A"}"#.into());
-        for _ in 0..80 {
+        for _ in 0..320 {
             for _ in 0..25 {
                 room.alice.feed(post.clone()).await.unwrap();
             }
@@ -894,20 +929,33 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
         }
         sync(&mut room.alice).await;
         let n = board_entries(&mut room.eve).await.len();
-        assert!(n >= 1000, "the board should be large for this test, it has {n} entries");
+        assert!(n >= 4000, "the board should be large for this test, it has {n} entries");
         (room, n)
     });
     wait_connections(&server, 3, Duration::from_secs(5));
 
-    // The non-reader joins as an observer and asks for the (~50 bytes × n) board 300
-    // times: far more than the socket buffers hold. It never reads.
+    // The non-reader joins as an observer and asks for the (~45 bytes × n) board as often
+    // as the server allows (20 at once, then 10 a second): soon far more than the socket
+    // buffers hold. It never reads.
     let mut lazy = raw_ws(&server);
     let mut requests = text_frame(&json!({"type": "join", "room": room.code, "as": "observer"}).to_string());
-    for _ in 0..300 {
+    for _ in 0..20 {
         requests.extend(text_frame(r#"{"type":"board"}"#));
     }
     lazy.write_all(&requests).unwrap();
     let t0 = Instant::now();
+    let asking = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(true));
+    let asker = {
+        let (mut s, asking) = (lazy.try_clone().unwrap(), asking.clone());
+        std::thread::spawn(move || {
+            while asking.load(std::sync::atomic::Ordering::Relaxed) && t0.elapsed() < Duration::from_secs(20) {
+                std::thread::sleep(Duration::from_millis(110));
+                if s.write_all(&text_frame(r#"{"type":"board"}"#)).is_err() {
+                    break;
+                }
+            }
+        })
+    };
     wait_connections(&server, 4, Duration::from_secs(5));
 
     // Meanwhile another room makes a key.
@@ -917,6 +965,8 @@ fn a_client_that_never_reads_is_disconnected_and_stalls_no_one() {
     // The non-reader is dropped within 15 s: healthz stops counting it…
     wait_connections(&server, 3, Duration::from_secs(15).saturating_sub(t0.elapsed()));
     let dropped_at = t0.elapsed();
+    asking.store(false, std::sync::atomic::Ordering::Relaxed);
+    let _ = asker.join();
     // …and its socket ends (once it reads what the kernel still holds for it).
     lazy.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
     let mut buf = vec![0u8; 1 << 16];
@@ -988,7 +1038,7 @@ fn plain_get_on_ws_is_426_with_a_readable_body() {
     let (status, body) = server.get("/ws");
     assert_eq!(status, 426);
     assert!(body.contains("WebSocket"));
-    server.assert_alive();
+    still_serves(&mut server);
 }
 
 #[test]
@@ -1010,7 +1060,7 @@ fn an_upgrade_without_a_key_is_400() {
     let resp = server.raw_http(&full_upgrade(&server, ""));
     assert_eq!(status_and_body(&resp).0, 101, "{resp}");
     assert_eq!(header(&resp, "sec-websocket-accept"), Some(ACCEPT));
-    server.assert_alive();
+    still_serves(&mut server);
 }
 
 #[test]
@@ -1025,7 +1075,7 @@ fn a_wrong_websocket_version_is_426_naming_13() {
         assert_eq!(header(&resp, "sec-websocket-version"), Some("13"), "{resp}");
         assert!(header(&resp, "sec-websocket-accept").is_none());
     }
-    server.assert_alive();
+    still_serves(&mut server);
 }
 
 #[test]
@@ -1043,7 +1093,7 @@ fn a_foreign_origin_is_403_unless_allowed() {
         assert_eq!(status_and_body(&resp).0, 101, "{extra:?}: {resp}");
         assert_eq!(header(&resp, "sec-websocket-accept"), Some(ACCEPT));
     }
-    server.assert_alive();
+    still_serves(&mut server);
 
     let mut allowing = Server::start(&["--allow-origin", "http://evil.example"]);
     let resp = allowing.raw_http(&full_upgrade(&allowing, "Origin: http://evil.example\r\n"));
@@ -1253,3 +1303,119 @@ fn done_before_t_end_is_not_allowed() {
     still_serves(&mut server);
 }
 
+
+/// The server pings every `--ping-secs` and closes a connection from which no frame came
+/// for `--silence-secs` (checked at each ping), with 1001; a client that answers the pings
+/// (as every WebSocket library does) is not silent, however long it says nothing else.
+#[test]
+fn a_silent_client_is_pinged_then_closed_and_one_that_answers_stays() {
+    let mut server = Server::start(&["--ping-secs", "1", "--silence-secs", "2"]);
+    // The silent one: a raw socket that never sends a frame, nor a pong.
+    let mut silent = raw_ws(&server);
+    silent.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    let t0 = Instant::now();
+    let (mut pings, mut closed) = (0, None);
+    while closed.is_none() {
+        match read_frame(&mut silent) {
+            Ok((b0, _)) if b0 & 0x0f == 0x9 => pings += 1,
+            Ok((b0, p)) if b0 & 0x0f == 0x8 => closed = Some((close_payload(&p), t0.elapsed())),
+            Ok(_) => {}
+            Err(e) => panic!("the silent client was not closed: {e} after {:?}", t0.elapsed()),
+        }
+    }
+    let ((code, reason), after) = closed.unwrap();
+    assert_eq!(code, Some(1001), "{reason}");
+    assert!(reason.contains("silent"), "{reason}");
+    assert!(pings >= 1, "pinged before being closed");
+    // Silence is checked at pings: closed between 2 and 3 s (plus a busy machine's delay).
+    assert!(after >= Duration::from_secs(2) && after < Duration::from_secs(8), "closed after {after:?}");
+    // The talkative one: a tungstenite client (it answers pings when it reads) that sends
+    // nothing for 4 s is still open and usable.
+    block_on(async {
+        let mut c = ws(&server).await;
+        let until = tokio::time::Instant::now() + Duration::from_secs(4);
+        let mut pings = 0;
+        while let Ok(m) = tokio::time::timeout_at(until, c.next()).await {
+            match m {
+                Some(Ok(Message::Ping(_))) => pings += 1,
+                other => panic!("nothing but pings should arrive: {other:?}"),
+            }
+        }
+        assert!(pings >= 2, "{pings} pings in 4 s");
+        assert_usable(&mut c).await;
+    });
+    still_serves(&mut server);
+}
+
+/// A poster that never says `done` cannot hold a round open: the running server closes it
+/// `t_end` + 2 s (the grace) later by itself, for the whole room.
+#[test]
+fn a_round_without_done_is_closed_after_the_grace() {
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 100})).await;
+        let w = window(&start_round(&mut room).await);
+        sleep_until_server_time(&server, w.t_end + 1_000).await;
+        send(&mut room.alice, json!({"type": "done"})).await; // bob never does
+        let closed = tokio::time::timeout(Duration::from_secs(10), recv_type(&mut room.eve, "closed")).await.expect("closed in time");
+        let at = server_now(&mut room.eve).await;
+        assert!(at >= w.t_end + 2_000_000, "closed {} µs after t_end, before the grace", at - w.t_end);
+        assert!(at < w.t_end + 8_000_000, "closed {} µs after t_end", at - w.t_end);
+        assert_eq!(closed["round"], 1);
+        for c in [&mut room.alice, &mut room.bob] {
+            assert_eq!(recv_type(c, "closed").await, closed);
+        }
+    });
+    still_serves(&mut server);
+}
+
+/// Posts that reach the server in one piece (one write here; on a busy server, any posts
+/// that wait unread) share one receive time: the server tells their poster, privately,
+/// which of its posts carry a later message's time (`coalesced {post}`), exactly those.
+#[test]
+fn posts_read_together_are_named_coalesced_to_their_poster() {
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 1500})).await;
+        let w = window(&start_round(&mut room).await);
+        sleep_until_server_time(&server, w.t_start + 5_000).await;
+        let post = |l: &str| Message::Text(format!(r#"{{"type":"post","label":"{l}"}}"#).into());
+        // 20 bursts of two posts written at once, 20 ms apart, then one lone post.
+        for k in 0..20 {
+            room.alice.feed(post("A")).await.unwrap();
+            room.alice.feed(post(if k % 2 == 0 { "B" } else { "A" })).await.unwrap();
+            room.alice.flush().await.unwrap();
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        room.alice.send(post("B")).await.unwrap();
+        sleep_until_server_time(&server, w.t_end + 1_000).await;
+        // The last post and `done` in one piece: the post carries done's time.
+        room.alice.feed(post("A")).await.unwrap();
+        room.alice.feed(Message::Text(r#"{"type":"done"}"#.into())).await.unwrap();
+        room.alice.flush().await.unwrap();
+        send(&mut room.bob, json!({"type": "done"})).await;
+        let mut named = Vec::new();
+        let board = loop {
+            let v = recv(&mut room.alice).await;
+            match v["type"].as_str() {
+                Some("coalesced") => named.push(v["post"].as_u64().unwrap()),
+                Some("closed") => break v["board"].as_array().unwrap().clone(),
+                _ => panic!("unexpected {v}"),
+            }
+        };
+        // Alice is the only poster: board entry k is her post k + 1.
+        assert_eq!(board.len(), 42);
+        let t = |k: usize| board[k]["t_us"].as_i64().unwrap();
+        let mut same: Vec<u64> = (0..41).filter(|&k| t(k) == t(k + 1)).map(|k| k as u64 + 1).collect();
+        assert!(!same.is_empty(), "no two posts were read together (are kernel receive stamps off?)");
+        // …and the last, read with `done` (which is not on the board).
+        same.push(42);
+        assert_eq!(named, same, "named exactly the posts that share the next message's time");
+        // Nobody else hears of it.
+        for c in [&mut room.bob, &mut room.eve] {
+            assert_eq!(recv(c).await["type"], "closed");
+            assert_usable(c).await;
+        }
+    });
+    still_serves(&mut server);
+}

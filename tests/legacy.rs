@@ -63,9 +63,9 @@ async fn legacy_run(ws_url: &str, posts: usize) -> Vec<Value> {
     let mut sent = Vec::new();
     for k in 0..posts {
         for (w, id) in [(&mut a, ida), (&mut b, idb)] {
-            let t = now_us();
+            let before = now_us();
             send_json(w, json!({"nouvelle_valeur": id})).await;
-            sent.push((id, t));
+            sent.push((id, before, now_us()));
         }
         if k % 4 == 0 {
             tokio::time::sleep(Duration::from_millis(2)).await;
@@ -84,13 +84,15 @@ async fn legacy_run(ws_url: &str, posts: usize) -> Vec<Value> {
     // The two connections race each other; each one's rows keep its own order.
     for id in [ida, idb] {
         let mine: Vec<&Value> = rows.iter().filter(|r| r["Value"].as_u64() == Some(id)).collect();
-        let times: Vec<i64> = sent.iter().filter(|s| s.0 == id).map(|s| s.1).collect();
+        let times: Vec<(i64, i64)> = sent.iter().filter(|s| s.0 == id).map(|s| (s.1, s.2)).collect();
         assert_eq!(mine.len(), posts);
-        for (row, t) in mine.iter().zip(&times) {
+        for (row, (before, after)) in mine.iter().zip(&times) {
             let keys: Vec<&String> = row.as_object().unwrap().keys().collect();
             assert_eq!(keys, ["Timestamp", "Value"], "exact field names");
+            // Stamped when the frame arrived: between the moment before the send and the
+            // moment it returned, within 2 ms (the two clocks are this machine's).
             let ts = parse_rfc3339_nanos(row["Timestamp"].as_str().unwrap());
-            assert!((ts - t).abs() < 20_000, "timestamp {ts} vs sent {t}: {row}");
+            assert!(ts >= before - 2_000 && ts <= after + 2_000, "timestamp {ts} vs sent in [{before}, {after}]: {row}");
         }
     }
     rows
@@ -121,6 +123,41 @@ fn two_clients_run_the_original_flow() {
     });
     // Legacy traffic never makes a room.
     assert_eq!(server.healthz()["rooms"], 0);
+    both_dialects_still_work(&mut server);
+}
+
+#[test]
+fn ids_follow_connection_order_not_who_says_ready_first() {
+    let mut server = Server::start(&["--legacy"]);
+    block_on(async {
+        let mut first = connect(&server.ws_url()).await;
+        let mut second = connect(&server.ws_url()).await;
+        send_json(&mut second, json!({"client_pret": true})).await;
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        send_json(&mut first, json!({"client_pret": true})).await;
+        assert_eq!(recv(&mut first).await, json!({"client_id": 1}));
+        assert_eq!(recv(&mut second).await, json!({"client_id": 2}));
+    });
+    both_dialects_still_work(&mut server);
+}
+
+#[test]
+fn timestamps_carry_the_local_utc_offset() {
+    // A POSIX TZ string (no zone files needed): five and a half hours east of UTC.
+    let mut server = Server::start_env(&["--legacy"], &[("TZ", "XST-5:30")]);
+    block_on(async {
+        let mut c = connect(&server.ws_url()).await;
+        send_json(&mut c, json!({"reset_tableau": true})).await;
+        let before = now_us();
+        send_json(&mut c, json!({"nouvelle_valeur": 1})).await;
+        let after = now_us();
+        send_json(&mut c, json!({"obtenir_tableau": true})).await;
+        let rows = recv(&mut c).await;
+        let ts = rows[0]["Timestamp"].as_str().unwrap().to_string();
+        assert!(ts.ends_with("+05:30"), "{ts}");
+        let t = parse_rfc3339_nanos(&ts);
+        assert!(t >= before - 2_000 && t <= after + 2_000, "{ts} is not the moment it was sent");
+    });
     both_dialects_still_work(&mut server);
 }
 
@@ -224,8 +261,15 @@ fn a_peer_leaving_mid_run_does_not_poison_the_next_run() {
         send_json(&mut b, json!({"client_a_terminer_denvoyer": 2})).await;
         drop(b); // mid-run, without a close frame
         drop(a);
+        tokio::time::sleep(Duration::from_millis(200)).await;
+        // b's "done" left with b: one new client saying done is not two.
+        let (mut c, mut d) = (ws(&server).await, ws(&server).await);
+        send_json(&mut c, json!({"client_a_terminer_denvoyer": 1})).await;
+        assert!(tokio::time::timeout(Duration::from_millis(300), c.next()).await.is_err(), "a half-count carried over");
+        send_json(&mut d, json!({"client_a_terminer_denvoyer": 2})).await;
+        assert!(recv(&mut c).await["confirmation"].is_string());
+        assert!(recv(&mut d).await["confirmation"].is_string());
     });
-    std::thread::sleep(Duration::from_millis(200));
     // A new pair runs the whole flow (legacy_run resets the table and checks ids and rows).
     both_dialects_still_work(&mut server);
 }
@@ -233,23 +277,34 @@ fn a_peer_leaving_mid_run_does_not_poison_the_next_run() {
 #[test]
 fn a_client_that_never_reads_stalls_no_one() {
     let mut server = Server::start(&["--legacy"]);
-    block_on(async {
+    let lazy = block_on(async {
         let mut w = ws(&server).await;
-        for _ in 0..2000 {
-            send_json(&mut w, json!({"nouvelle_valeur": 7})).await;
-        }
-        // Ask for the ~150 KB table over and over and never read.
-        for _ in 0..300 {
-            if w.send(Message::Text(r#"{"obtenir_tableau":true}"#.into())).await.is_err() {
-                break;
+        for k in 0..40 {
+            for _ in 0..1000 {
+                w.feed(Message::Text(r#"{"nouvelle_valeur":7}"#.into())).await.unwrap();
+            }
+            w.flush().await.unwrap();
+            if k % 2 == 1 {
+                tokio::time::sleep(Duration::from_millis(60)).await; // under the flood limit
             }
         }
-        std::mem::forget(w); // keep the socket open, unread
+        // Ask for the ~2.6 MB table as often as allowed (10 at once) and never read: more
+        // than the socket buffers hold.
+        for _ in 0..10 {
+            w.send(Message::Text(r#"{"obtenir_tableau":true}"#.into())).await.unwrap();
+        }
+        w
     });
     let start = std::time::Instant::now();
+    assert_eq!(server.healthz()["connections"], 1);
     // Both dialects go on meanwhile (the legacy pair shares the table: it resets it first).
     both_dialects_still_work(&mut server);
-    assert!(start.elapsed() < Duration::from_secs(60));
+    // And the non-reader is let go (the write to it times out after 5 s).
+    while server.healthz()["connections"] != 0 {
+        assert!(start.elapsed() < Duration::from_secs(30), "the non-reader is still counted");
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    drop(lazy);
 }
 
 #[test]

@@ -26,7 +26,9 @@ fn spawn_eve(server: &Server, code: &str) -> (std::process::Child, std::io::BufR
 #[test]
 fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
     let server = Server::start(&[]);
-    let (creator, code, rest) = spawn_creator(&server, &[]);
+    // The creator records the boards it derived from, to hold eve's against.
+    let record = std::env::temp_dir().join(format!("sgp-eve-boards-{}.json", std::process::id()));
+    let (creator, code, rest) = spawn_creator(&server, &["--record", record.to_str().unwrap()]);
     let (eve, eve_out) = spawn_eve(&server, &code);
     let eve_reader = read_rest(eve_out);
     let joiner = spawn_pair(&server, &["--room", &code]);
@@ -58,6 +60,8 @@ fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
     let eve_lines = json_lines(&eve_reader.join().unwrap());
     let eve_rounds: Vec<&Value> = eve_lines.iter().filter_map(|v| v.get("round")).collect();
     let a_lines = json_lines(&a_text);
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string(&record).unwrap()).unwrap();
+    let _ = std::fs::remove_file(&record);
     let a_rounds: Vec<&Value> = a_lines.iter().filter_map(|v| v.get("round")).collect();
     assert!(!a_rounds.is_empty());
     for r in &a_rounds {
@@ -67,6 +71,15 @@ fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
             .unwrap_or_else(|| panic!("eve missed round {r}"));
         assert_eq!(seen["n"], r["n"], "board sizes differ");
         assert_eq!(seen["board"].as_array().unwrap().len() as u64, r["n"].as_u64().unwrap());
+        // Entry for entry, the board alice derived from.
+        let recorded = doc["rounds"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["session"] == r["session"] && x["round"] == r["round"])
+            .unwrap_or_else(|| panic!("round {r} not in alice's record"));
+        assert_eq!(seen["board"], recorded["board"], "eve saw another board in round {}", r["round"]);
+        assert_eq!((&seen["t_start_us"], &seen["t_end_us"]), (&recorded["t_start_us"], &recorded["t_end_us"]));
         if r["kept"].is_u64() {
             assert_eq!(seen["kept"].as_array().unwrap().len() as u64, r["kept"].as_u64().unwrap(), "public sift differs");
         }

@@ -52,6 +52,15 @@ fn routes_headers_and_health() {
     assert_eq!(status, 200, "Bootstrap is embedded");
     assert!(css.contains("Bootstrap"));
 
+    // Browsers get the embedded files as they are stored, gzipped.
+    let resp = server.raw_http(&format!(
+        "GET /vendor/bootstrap.min.css HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nAccept-Encoding: gzip, deflate, br\r\nConnection: close\r\n\r\n",
+        server.port
+    ));
+    let lower = resp.to_ascii_lowercase();
+    assert!(resp.starts_with("HTTP/1.1 200") && lower.contains("content-encoding: gzip"), "{}", &resp[..resp.len().min(400)]);
+    assert!(!resp.contains("Bootstrap"), "the body is compressed");
+
     let (status, _) = server.get("/no/such/file");
     assert_eq!(status, 404);
     let resp = server.raw_http("GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n");

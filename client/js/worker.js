@@ -597,6 +597,11 @@ function onServer(m, t3) {
       toPage({ type: 'error', code: m.code, message: text });
       return;
     }
+    case 'coalesced':
+      // Our post number m.post of this round came in one piece with our next message: the
+      // board has it at that message's time. It is left out of the derivation (onClosed).
+      if (S.current) S.current.coalesced.push(m.post);
+      return;
     case 'board':
       return;
     default:
@@ -639,6 +644,7 @@ function onStart(m) {
     params: m.params,
     sync: { offset_us: S.sync.offset_us + S.bias, delay_us: S.sync.delay_us },
     posts: [],
+    coalesced: [],
     late: [],
     sendDur: [],
     skipped: 0,
@@ -680,19 +686,23 @@ function onClosed(m) {
     t_end_us: p.t_end,
     sync: { offset_us: p.sync.offset_us, delay_us: p.sync.delay_us },
     posts: p.posts.map((q) => ({ sent_us: q.sent_us, label: q.label })),
+    coalesced: [...p.coalesced],
     board: m.board,
   });
-  const view = secret.deriveRound(m.board, p.t_start, p.t_end, p.posts, p.sync, me(), tol, guard);
-  const errors = secret.arrivalErrors(m.board, p.posts, p.sync);
+  // Posts the server said were coalesced carry a later message's time: not theirs.
+  const timed = p.posts.filter((_, k) => !p.coalesced.includes(k + 1));
+  const view = secret.deriveRound(m.board, p.t_start, p.t_end, timed, p.sync, me(), tol, guard);
+  const errors = secret.arrivalErrors(m.board, timed, p.sync);
   const bias = refineBias(errors, tol);
   S.bias += bias;
   const within = errors.filter((e) => e !== null && Math.abs(e) <= tol).length;
-  S.needSync = (p.posts.length > 0 && within < ALIGNED_SHARE * p.posts.length) || p.skipped > p.planned / 4;
+  S.needSync = (timed.length > 0 && within < ALIGNED_SHARE * timed.length) || p.skipped > p.planned / 4;
   const keptPos = secret.sift(m.board, p.t_start, p.t_end, tol, guard);
   const timing = {
     planned: p.planned,
     sent: p.posts.length,
     skipped: p.skipped,
+    coalesced: p.coalesced.length,
     late_us: summary(p.late),
     send_call_us: summary(p.sendDur),
     error_us: summary(errors.filter((e) => e !== null)),

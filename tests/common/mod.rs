@@ -20,9 +20,15 @@ pub struct Server {
 
 impl Server {
     pub fn start(extra: &[&str]) -> Server {
+        Server::start_env(extra, &[])
+    }
+
+    /// With these environment variables set for the server process.
+    pub fn start_env(extra: &[&str], env: &[(&str, &str)]) -> Server {
         let mut child = Command::new(SGP)
             .args(["serve", "--port", "0"])
             .args(extra)
+            .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
             .spawn()
