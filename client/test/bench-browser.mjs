@@ -126,13 +126,21 @@ async function pageWeight(fx) {
   const urls = [...new Set(p.sgpWatch.requests)].filter((u) => u.startsWith(base) && !u.endsWith('/healthz'));
   const files = [];
   for (const u of urls) {
-    const body = Buffer.from(await (await fetch(u)).arrayBuffer());
+    const res = await fetch(u); // node's fetch asks for gzip and inflates
+    const wire = res.headers.get('content-encoding') === 'gzip' ? Number(res.headers.get('content-length')) : null;
+    const body = Buffer.from(await res.arrayBuffer());
     // `gzip -9 -c FILE | wc -c`, as in the brief (zlib's level 9 for a cross-check).
     const cli = Number(execFileSync('sh', ['-c', 'gzip -9 -c | wc -c'], { input: body }).toString().trim());
-    files.push({ path: u.slice(base.length), bytes: body.length, gzip9: cli, zlib9: gzipSync(body, { level: 9 }).length });
+    files.push({ path: u.slice(base.length), bytes: body.length, gzip9: cli, zlib9: gzipSync(body, { level: 9 }).length, wire_gzip: wire });
   }
   await p.context().close();
-  return { files, bytes: files.reduce((a, f) => a + f.bytes, 0), gzip9: files.reduce((a, f) => a + f.gzip9, 0) };
+  return {
+    files,
+    bytes: files.reduce((a, f) => a + f.bytes, 0),
+    gzip9: files.reduce((a, f) => a + f.gzip9, 0),
+    // What the server sends a browser (it embeds the files gzipped), when it sends gzip.
+    wire: files.every((f) => f.wire_gzip != null) ? files.reduce((a, f) => a + f.wire_gzip, 0) : null,
+  };
 }
 
 const fx = await h.fixture(LAN ? { serverArgs: ['--bind', '0.0.0.0'] } : {});
@@ -146,8 +154,8 @@ if (LAN) {
 try {
   const weight = await pageWeight(fx);
   if (!JSON_OUT) {
-    for (const f of weight.files) console.log(`${f.path.padEnd(34)} ${String(f.bytes).padStart(8)} B  gzip -9 ${String(f.gzip9).padStart(7)} B`);
-    console.log(`${'page + assets'.padEnd(34)} ${String(weight.bytes).padStart(8)} B  gzip -9 ${String(weight.gzip9).padStart(7)} B`);
+    for (const f of weight.files) console.log(`${f.path.padEnd(34)} ${String(f.bytes).padStart(8)} B  gzip -9 ${String(f.gzip9).padStart(7)} B  sent ${f.wire_gzip ?? '-'} B`);
+    console.log(`${'page + assets'.padEnd(34)} ${String(weight.bytes).padStart(8)} B  gzip -9 ${String(weight.gzip9).padStart(7)} B  sent ${weight.wire ?? '-'} B`);
   }
   const runs = [];
   for (let i = 1; i <= RUNS; i++) {
@@ -194,6 +202,7 @@ try {
     load_average: (await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' '),
     page_bytes: weight.bytes,
     page_gzip9_bytes: weight.gzip9,
+    page_sent_gzip_bytes: weight.wire,
     sgp_bin: process.env.SGP_BIN,
   };
   if (JSON_OUT) console.log(JSON.stringify({ summary, runs, weight }));
