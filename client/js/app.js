@@ -6,7 +6,7 @@
 // poster's record (`window.sgpRecord()`, the Download record button) for the eavesdropper audit.
 
 import { roundSvg, legend } from './timeline.js';
-import { defaultTolerance, roundDurationMs } from './timing.js';
+import { defaultTolerance, roundDurationMs, roundSize } from './timing.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -713,7 +713,7 @@ function applyToleranceDefault() {
   else {
     const spread = `Measured: of ${c.samples} test messages sent like posts, half reached the server within ${(c.dev_series_us ? median(c.dev_series_us) / 1000 : 0).toFixed(2)} ms ` +
       `of the usual delay, 99.6% within ${(c.dev_p996_us / 1000).toFixed(2)} ms.`;
-    const share = d.success == null ? '' : ` At ${d.ms} ms about ${Math.round(100 * d.success)}% of rounds would keep every post within the tolerance:`;
+    const share = d.success == null ? '' : ` At ${d.ms} ms, in rounds of ${d.posts} posts each, about ${Math.round(100 * d.success)}% of rounds would keep every post within the tolerance:`;
     const why = d.widened
       ? ' the fastest choice on this machine now (a wider tolerance makes each round longer, a narrower one makes more of them fail; one late post spoils a round).'
       : ' nothing wider would be faster (one late post spoils a round, and a wider tolerance makes every round longer).';
@@ -978,7 +978,10 @@ function create() {
   ui.alert = null;
   ui.joining = { create: true };
   setStatus('Creating a room…');
-  command({ cmd: 'create', params: { tolerance_ms: tol, target_bits: bits, duration_ms: roundDurationMs(tol) } });
+  // Rounds sized for this τ from the same measurement (shorter where posts often run late).
+  const d = pageTolerance();
+  const posts = tol === d.ms ? d.posts : roundSize(sgp.calibration, tol).posts;
+  command({ cmd: 'create', params: { tolerance_ms: tol, target_bits: bits, duration_ms: roundDurationMs(tol, posts) } });
   render();
 }
 

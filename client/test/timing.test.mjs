@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   sample, best, poisson, uniformFrom, labelsFromBytes, refineBias, quantile, defaultTolerance,
-  roundDurationMs, roundSuccess, POSTS_PER_ROUND, ROUND_POSTS, FLOOR_MS, SYNC_ALLOWANCE_US, MAX_DEFAULT_TOLERANCE_MS,
+  roundDurationMs, roundSuccess, roundSize, roundBits, POSTS_PER_ROUND, ROUND_POSTS, ROUND_SIZES, FLOOR_MS,
+  SYNC_ALLOWANCE_US, MAX_DEFAULT_TOLERANCE_MS,
 } from '../js/timing.js';
 
 /** A seeded uniform generator (xorshift), so the statistics below are reproducible. */
@@ -78,7 +79,7 @@ test('bias refinement: median of errors within 2τ, and nothing from fewer than 
 });
 
 test('tolerance default: the floor without a measurement, the fastest τ with one', () => {
-  const none = { widened: false, success: null, cost_ms: null };
+  const none = { posts: POSTS_PER_ROUND, widened: false, success: null, ms_per_bit: null };
   assert.deepEqual(defaultTolerance(true, 5, null), { ms: FLOOR_MS.isolated, floor: FLOOR_MS.isolated, ...none });
   assert.deepEqual(defaultTolerance(false, 100, null), { ms: FLOOR_MS.notIsolated, floor: FLOOR_MS.notIsolated, ...none });
   assert.ok(FLOOR_MS.notIsolated > FLOOR_MS.isolated, 'pages that are not isolated start wider');
@@ -87,10 +88,11 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   // Coarse timers raise the floor: ten ticks within τ.
   assert.equal(defaultTolerance(true, 300, null).ms, 3);
   const series = (n, f) => Array.from({ length: n }, (_, i) => f(i));
-  // A quiet machine: 150-400 µs of jitter. The floor covers it.
+  // A quiet machine: 150-400 µs of jitter. The floor covers it, in the longest rounds.
   const quiet = series(300, (i) => 150 + ((i * 37) % 250));
   const q = defaultTolerance(true, 5, { ok: true, dev_series_us: quiet });
   assert.equal(q.ms, 1);
+  assert.equal(q.posts, ROUND_SIZES.at(-1));
   assert.equal(q.widened, false);
   assert.ok(q.success > 0.99, `${q.success}`);
   // One 50 ms stall (five messages in a row): no τ ≤ 5 ms covers it, so it is not widened for.
@@ -104,6 +106,10 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   const scattered = quiet.map((x, i) => (i % 60 === 7 ? 2_000 : x));
   const sc = defaultTolerance(true, 5, { ok: true, dev_series_us: scattered });
   assert.equal(sc.ms, 2.25, JSON.stringify(sc));
+  // At a τ the user typed (1 ms), the outliers call for short rounds that miss them.
+  const typed = roundSize({ ok: true, dev_series_us: scattered }, 1);
+  assert.ok(typed.posts <= 20 && typed.success > 0.3, JSON.stringify(typed));
+  assert.deepEqual(roundSize(null, 1), { posts: POSTS_PER_ROUND, success: null, ms_per_bit: null });
   // Never beyond the maximum, however bad.
   assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, () => 40_000) }).ms, FLOOR_MS.isolated, 'nothing helps: the floor');
   assert.ok(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, (i) => (i * 13) % 4_600) }).ms <= MAX_DEFAULT_TOLERANCE_MS);
@@ -117,11 +123,20 @@ test('round success: windows of one round\'s posts with every deviation within �
   assert.equal(roundSuccess(one, 1), 19.5 / 21);
   assert.equal(roundSuccess(one, 1.25), 20.5 / 21, '900 ≤ 1250 − 250');
   assert.equal(SYNC_ALLOWANCE_US, 250);
+  // Windows of another size: 20 messages.
+  assert.equal(roundSuccess(Array(39).fill(100).map((x, i) => (i === 0 ? 900 : x)), 1, 20), 19.5 / 21);
+});
+
+test('what a round is worth: log2 C(k, k/2) with k = 2m/e kept entries', () => {
+  // m = 40: k = 29, log2 C(29, 14) = 25.1.
+  assert.ok(Math.abs(roundBits(40) - Math.log2(77558760)) < 1e-9);
+  assert.ok(roundBits(10) > 5 && roundBits(10) < roundBits(20));
 });
 
 test('round length: about POSTS_PER_ROUND posts per poster plus two guards', () => {
   // τ = 1 ms: 125 Hz per poster, G = 20 ms.
   assert.equal(roundDurationMs(1), Math.ceil((POSTS_PER_ROUND / 125) * 1000 + 40));
+  assert.equal(roundDurationMs(1, 10), 120);
   // τ = 0.05 ms: G = 2 ms (the floor): 40 posts at 2.5 kHz, 16 ms, plus 4 ms.
   assert.equal(roundDurationMs(0.05), 20);
   // Clamped to [10 ms, 120 s].

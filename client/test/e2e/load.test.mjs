@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as h from './harness.mjs';
-import { defaultTolerance } from '../../js/timing.js';
+import { defaultTolerance, roundDurationMs } from '../../js/timing.js';
 
 let fx;
 
@@ -54,6 +54,8 @@ test('the page loads with no request leaving 127.0.0.1, cross-origin isolated', 
   assert.ok(calibration.samples >= 50, `${calibration.samples} calibration samples`);
   assert.ok(why.includes(`of ${calibration.samples} test messages`), 'tolerance-why names the measurement (its sample count)');
   assert.ok(why.includes(`${(calibration.dev_p996_us / 1000).toFixed(2)} ms`), 'tolerance-why names the measured spread');
+  assert.ok(why.includes(`At ${tol} ms, in rounds of ${expect.posts} posts each, about ${Math.round(100 * expect.success)}% of rounds`),
+    'tolerance-why names the model\'s estimate for the default');
   assert.equal(bits, 256, 'target 256 bits by default');
   assert.equal(await p.evaluate(() => typeof window.sgpState === 'object' && window.sgpState !== null), true, 'window.sgpState exists');
 
@@ -68,6 +70,7 @@ test('the page loads with no request leaving 127.0.0.1, cross-origin isolated', 
   const params = (await h.state(p)).params;
   assert.equal(params.tolerance_ms, tol, 'the room got the tolerance the field showed (joined.params)');
   assert.equal(params.target_bits, 256, 'and the target');
+  assert.equal(params.duration_ms, roundDurationMs(tol, expect.posts), `and rounds of ${expect.posts} posts per poster`);
   assert.equal(await p.locator('#room-tolerance').textContent(), String(tol), 'the clock panel shows the room\'s tolerance');
   const iso = await h.text(p, 'isolation');
   assert.match(iso, /^Cross-origin isolated: yes\./, `the isolation line says yes: "${iso}"`);
