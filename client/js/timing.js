@@ -132,15 +132,24 @@ export function defaultTolerance(isolated, precisionUs, calib) {
   const fromTicks = Math.ceil((10 * (precisionUs || 0)) / 250) * 0.25;
   const floor = Math.max(isolated ? FLOOR_MS.isolated : FLOOR_MS.notIsolated, fromTicks);
   const devs = usable(calib);
-  if (!devs) return { ms: floor, posts: POSTS_PER_ROUND, widened: false, floor, success: null, ms_per_bit: null };
+  if (!devs) return { ms: floor, posts: POSTS_PER_ROUND, widened: false, floor, success: null, ms_per_bit: null, unsure: false };
   let best = null;
   for (let ms = floor; ms <= MAX_DEFAULT_TOLERANCE_MS + 1e-9; ms += 0.25) {
     const plan = roundPlan(devs, ms);
     // Ties (within 2 %) go to the narrower tolerance.
     if (best === null || plan.ms_per_bit < best.ms_per_bit * 0.98) best = { ms, ...plan };
   }
-  return { ms: best.ms, posts: best.posts, widened: best.ms > floor, floor, success: best.success, ms_per_bit: round2(best.ms_per_bit) };
+  if (best.success < MIN_USEFUL_SUCCESS) {
+    // Nothing up to the ceiling keeps even a fifth of the rounds in sync: the machine was too
+    // busy while measuring to judge (often a passing stall; the page measures again). If it
+    // stays so: the floor, in the shortest rounds, which a stall spoils the least of.
+    return { ms: floor, posts: ROUND_SIZES[0], widened: false, floor, success: best.success, ms_per_bit: null, unsure: true };
+  }
+  return { ms: best.ms, posts: best.posts, widened: best.ms > floor, floor, success: best.success, ms_per_bit: round2(best.ms_per_bit), unsure: false };
 }
+
+/** Below this estimated share of rounds in sync, a measurement says nothing useful. */
+export const MIN_USEFUL_SUCCESS = 0.2;
 
 /** The round size for a given τ (the one the user typed, say): {posts, success, ms_per_bit}. */
 export function roundSize(calib, tolMs) {

@@ -10,7 +10,7 @@
 //
 // Each run: a fresh pair of tabs (contexts) in one browser against one `sgp serve`; tab A
 // loads `/`, waits for the page's tolerance default to settle (the page measures its delay
-// after loading), creates a room; tab B opens the link; both press Start. Timed from the
+// after loading, and Create waits for it), creates a room; tab B opens the link; both press Start. Timed from the
 // second Start to both tabs showing data-state=match. It prints one line per run and a
 // summary (JSON with --json). The timing-error figures come from the page's own per-round
 // report (`sgpState.rounds[].timing`, when the page provides it), the rates from `sent_us`.
@@ -42,16 +42,11 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+/** The page's default once its measurement settled (Create is enabled again). */
 async function settledTolerance(page) {
-  const field = h.byTestid(page, 'tolerance');
-  let v = await field.inputValue();
-  for (let stable = 0, waited = 0; stable < 3000 && waited < 30_000; waited += 250) {
-    await h.sleep(250);
-    const w = await field.inputValue();
-    stable = w === v ? stable + 250 : 0;
-    v = w;
-  }
-  return v;
+  await page.waitForFunction(() => window.sgpState && window.sgpState.calibration && !document.getElementById('create').disabled,
+    null, { timeout: 30_000, polling: 100 });
+  return h.byTestid(page, 'tolerance').inputValue();
 }
 
 async function oneRun(fx, i) {

@@ -79,7 +79,7 @@ test('bias refinement: median of errors within 2τ, and nothing from fewer than 
 });
 
 test('tolerance default: the floor without a measurement, the fastest τ with one', () => {
-  const none = { posts: POSTS_PER_ROUND, widened: false, success: null, ms_per_bit: null };
+  const none = { posts: POSTS_PER_ROUND, widened: false, success: null, ms_per_bit: null, unsure: false };
   assert.deepEqual(defaultTolerance(true, 5, null), { ms: FLOOR_MS.isolated, floor: FLOOR_MS.isolated, ...none });
   assert.deepEqual(defaultTolerance(false, 100, null), { ms: FLOOR_MS.notIsolated, floor: FLOOR_MS.notIsolated, ...none });
   assert.ok(FLOOR_MS.notIsolated > FLOOR_MS.isolated, 'pages that are not isolated start wider');
@@ -110,8 +110,10 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   const typed = roundSize({ ok: true, dev_series_us: scattered }, 1);
   assert.ok(typed.posts <= 20 && typed.success > 0.3, JSON.stringify(typed));
   assert.deepEqual(roundSize(null, 1), { posts: POSTS_PER_ROUND, success: null, ms_per_bit: null });
-  // Never beyond the maximum, however bad.
-  assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, () => 40_000) }).ms, FLOOR_MS.isolated, 'nothing helps: the floor');
+  // Never beyond the maximum, however bad; and a measurement in which nothing works says nothing.
+  const hopeless = defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, () => 40_000) });
+  assert.deepEqual([hopeless.ms, hopeless.posts, hopeless.unsure], [FLOOR_MS.isolated, ROUND_SIZES[0], true], 'nothing helps: the floor, short rounds, unsure');
+  assert.equal(q.unsure, false);
   assert.ok(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, (i) => (i * 13) % 4_600) }).ms <= MAX_DEFAULT_TOLERANCE_MS);
 });
 

@@ -52,7 +52,9 @@ test('a page opened at the LAN address is not isolated, says so, widens its defa
   assert.equal(await A.evaluate(() => isSecureContext), false, 'not a secure context');
   const { timing, calibration } = await A.waitForFunction(() => {
     const s = window.sgpState;
-    return s && s.timing && s.calibration ? { timing: s.timing, calibration: s.calibration } : false;
+    // Settled: measured, and Create enabled (a measurement that said nothing is taken again).
+    const settled = s && s.timing && s.calibration && !document.getElementById('create').disabled;
+    return settled ? { timing: s.timing, calibration: s.calibration } : false;
   }, null, { timeout: 20_000, polling: 100 }).then((x) => x.jsonValue());
   assert.equal(timing.isolated, false);
   assert.equal(timing.atomics, false, 'no Atomics.wait without SharedArrayBuffer');
