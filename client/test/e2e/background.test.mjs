@@ -63,16 +63,18 @@ export function zTwo(na, ta, nb, tb) {
 /**
  * The board times of a poster's own posts, round by round, from its record: for each post, the
  * entry with its label nearest its predicted arrival, if within τ (rounds out of sync are left
- * out: their posts are not all recognised). Returns [{t_start_us, t_end_us, sent_us: [t_us…]}]
+ * out: their posts are not all recognised; so are coalesced posts). Returns [{t_start_us, t_end_us, sent_us: [t_us…]}]
  * (named sent_us so gapsOf reads them).
  */
 export function ownBoardTimes(record) {
   const tol = secret.msToUs(record.params.tolerance_ms);
   const out = [];
   for (const r of record.rounds) {
-    const errs = secret.arrivalErrors(r.board, r.posts, r.sync);
+    // Posts the server said were coalesced carry a later message's time, not theirs.
+    const posts = r.posts.filter((_, k) => !(r.coalesced || []).includes(k + 1));
+    const errs = secret.arrivalErrors(r.board, posts, r.sync);
     if (errs.some((e) => e === null || Math.abs(e) > tol)) continue;
-    const t = r.posts.map((p, k) => p.sent_us + r.sync.offset_us + Math.floor(r.sync.delay_us / 2) + errs[k]);
+    const t = posts.map((p, k) => p.sent_us + r.sync.offset_us + Math.floor(r.sync.delay_us / 2) + errs[k]);
     out.push({ round: r.round, sent_us: t });
   }
   return out;
