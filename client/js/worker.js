@@ -186,6 +186,8 @@ async function measureTimers() {
  * milliseconds.
  */
 const CALIB_RATE_HZ = 250;
+/** The calibration running, if any: joining a room stops it (its waits would delay posts). */
+let calibProbe = null;
 const CALIB_WARMUP_MS = 400;
 const CALIB_MS = 1200;
 
@@ -222,6 +224,7 @@ async function calibrate() {
     return { ok: false, message: 'could not reach the server to measure' };
   }
   const probe = { stopped: false };
+  calibProbe = probe;
   const warm = nowUs() + 20_000;
   const start = warm + CALIB_WARMUP_MS * 1000;
   measuredFrom = start;
@@ -236,6 +239,7 @@ async function calibrate() {
   await sleepMs(300);
   ws.onclose = null;
   ws.close(1000, 'measured');
+  if (probe.stopped) return { ok: false, message: 'stopped: the page joined a room' };
   if (fwd.length < 80) return { ok: false, message: `only ${fwd.length} of ${sent} pings came back` };
   const sorted = [...fwd].sort((a, b) => a - b);
   const med = sorted[sorted.length >> 1];
@@ -808,9 +812,11 @@ self.onmessage = (ev) => {
   const c = ev.data || {};
   switch (c.cmd) {
     case 'create':
+      if (calibProbe) calibProbe.stopped = true;
       connect({ type: 'create', params: c.params });
       return;
     case 'join':
+      if (calibProbe) calibProbe.stopped = true;
       connect(c.observer ? { type: 'join', room: c.room, as: 'observer' } : { type: 'join', room: c.room });
       return;
     case 'start':

@@ -44,7 +44,7 @@ const median = (xs) => {
 
 /** The page's default once its measurement settled (Create is enabled again). */
 async function settledTolerance(page) {
-  await page.waitForFunction(() => window.sgpState && window.sgpState.calibration && !document.getElementById('create').disabled,
+  await page.waitForFunction(() => window.sgpState && window.sgpState.calibrationDone && !document.getElementById('create').disabled,
     null, { timeout: 30_000, polling: 100 });
   return h.byTestid(page, 'tolerance').inputValue();
 }
@@ -54,7 +54,7 @@ async function oneRun(fx, i) {
   const B = await fx.page(`B${i}`);
   await A.goto(`${base}/`);
   const tol = TOL ?? (await settledTolerance(A));
-  const atLoad = await A.evaluate(() => ({ calibration: window.sgpState.calibration, timing: window.sgpState.timing, isolated: window.crossOriginIsolated }));
+  const atLoad = await A.evaluate(() => ({ calibration: window.sgpState.calibration, calibrations: window.sgpState.calibrations, timing: window.sgpState.timing, isolated: window.crossOriginIsolated }));
   await h.byTestid(A, 'tolerance').fill(String(tol));
   await h.click(A, 'create');
   await h.waitRole(A, 'alice');
@@ -105,6 +105,7 @@ async function oneRun(fx, i) {
     isolated: atLoad.isolated,
     precision_us: atLoad.timing && atLoad.timing.precision_us,
     calibration: pick(atLoad.calibration),
+    calibrations: atLoad.calibrations,
     later_calibrations: later.map(pick),
   };
 }
@@ -168,7 +169,7 @@ try {
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
           `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
           `skipped ${r.tabs.map((t) => `${t.skipped}/${t.planned}`).join(', ')}; isolated ${r.isolated}, precision ${r.precision_us} µs; ` +
-          `calibration at load ${JSON.stringify(r.calibration)}${r.later_calibrations.length ? `, later ${JSON.stringify(r.later_calibrations)}` : ''}`
+          `calibration used ${JSON.stringify(r.calibration)} of ${JSON.stringify((r.calibrations || []).map((c) => c.dev_p90_us))} (p90s)${r.later_calibrations.length ? `, later ${JSON.stringify(r.later_calibrations)}` : ''}`
         : `run ${i}: FAILED ${r.error || 'keys differ or mismatch'}`);
     }
   }

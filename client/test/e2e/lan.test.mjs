@@ -53,9 +53,9 @@ test('a page opened at the LAN address is not isolated, says so, widens its defa
   const { timing, calibration } = await A.waitForFunction(() => {
     const s = window.sgpState;
     // Settled: measured, and Create enabled (a measurement that said nothing is taken again).
-    const settled = s && s.timing && s.calibration && !document.getElementById('create').disabled;
+    const settled = s && s.timing && s.calibration && s.calibrationDone && !document.getElementById('create').disabled;
     return settled ? { timing: s.timing, calibration: s.calibration } : false;
-  }, null, { timeout: 20_000, polling: 100 }).then((x) => x.jsonValue());
+  }, null, { timeout: 30_000, polling: 100 }).then((x) => x.jsonValue());
   assert.equal(timing.isolated, false);
   assert.equal(timing.atomics, false, 'no Atomics.wait without SharedArrayBuffer');
   assert.ok(timing.precision_us >= 20, `coarse timers (${timing.precision_us} µs)`);

@@ -37,9 +37,9 @@ test('the page loads with no request leaving 127.0.0.1, cross-origin isolated', 
   const { timing, calibration } = await p.waitForFunction(() => {
     const s = window.sgpState;
     // Settled: measured, and Create enabled (a measurement that said nothing is taken again).
-    const settled = s && s.timing && s.calibration && !document.getElementById('create').disabled;
+    const settled = s && s.timing && s.calibration && s.calibrationDone && !document.getElementById('create').disabled;
     return settled ? { timing: s.timing, calibration: s.calibration } : false;
-  }, null, { timeout: 20_000, polling: 100 }).then((x) => x.jsonValue());
+  }, null, { timeout: 30_000, polling: 100 }).then((x) => x.jsonValue());
   const tol = Number(await h.byTestid(p, 'tolerance').inputValue());
   const why = await h.text(p, 'tolerance-why');
   const bits = Number(await h.byTestid(p, 'target-bits').inputValue());
