@@ -20,6 +20,7 @@ import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import * as h from './e2e/harness.mjs';
+import { defaultTolerance } from '../js/timing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 if (!process.env.SGP_BIN) process.env.SGP_BIN = resolve(HERE, '../../target/release/sgp');
@@ -71,7 +72,9 @@ async function oneRun(fx, i) {
   for (let k = 0; k < CALIBRATE; k++) later.push(await A.evaluate(() => window.sgpCalibrate()));
   const ok = ka.state === 'match' && kb.state === 'match' && ka.key === kb.key;
   const rounds = sa.rounds.length;
-  const dropped = sa.rounds.filter((r) => r.dropped).length;
+  const dropped = sa.rounds.filter((r) => r.dropped || r.desync).length;
+  // What the page's model expected of its rounds (at its default), against what they did.
+  const model = TOL ? null : defaultTolerance(atLoad.isolated, atLoad.timing && atLoad.timing.precision_us, atLoad.calibration);
   const win = sa.params.duration_ms / 1000;
   const perTab = [sa, sb].map((s) => {
     const rs = s.rounds.filter((r) => Array.isArray(r.sent_us) && r.sent_us.length);
@@ -101,6 +104,9 @@ async function oneRun(fx, i) {
     strength: Number(ka.strength),
     rounds,
     dropped,
+    predicted_success: model && model.success != null ? Math.round(100 * model.success) / 100 : null,
+    actual_success: Math.round((100 * (rounds - dropped)) / rounds) / 100,
+    posts_per_round: model ? model.posts : null,
     tabs: perTab,
     isolated: atLoad.isolated,
     precision_us: atLoad.timing && atLoad.timing.precision_us,
@@ -164,7 +170,7 @@ try {
     runs.push(r);
     if (!JSON_OUT) {
       console.log(r.ok
-        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped), strength ${r.strength}, τ ${r.tolerance_ms} ms, ` +
+        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped; in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms, ` +
           `rate ${r.rate_hz} Hz, window ${r.duration_ms} ms; tabs' rates ${r.tabs.map((t) => t.rate_hz.toFixed(1)).join('/')} Hz, ` +
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
           `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
@@ -184,6 +190,8 @@ try {
     time_to_key_ms_max: good.length ? Math.max(...good.map((r) => r.ms)) : null,
     rounds_per_key_p50: median(good.map((r) => r.rounds)),
     dropped_round_rate: good.reduce((a, r) => a + r.dropped, 0) / Math.max(1, good.reduce((a, r) => a + r.rounds, 0)),
+    predicted_success_p50: median(good.map((r) => r.predicted_success).filter((x) => x != null)),
+    actual_success_p50: median(good.map((r) => r.actual_success)),
     tolerance_ms: [...new Set(good.map((r) => r.tolerance_ms))],
     late_p50_us: median(tabs.map((t) => t.late_p50_us).filter((x) => x != null)),
     late_p90_us: median(tabs.map((t) => t.late_p90_us).filter((x) => x != null)),
