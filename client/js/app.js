@@ -2,10 +2,11 @@
 // progress, clock panel, key and ledger, confirmation, timeline) and `window.sgpState`, the
 // plain object browser tests read. It never touches the socket: worker.js owns the connection,
 // the clock sync, the posting schedule and the derivation, and reports events here; this file
-// turns them into state and words (client/js/README.md lists the messages).
+// turns them into state and words (client/js/README.md lists the messages), and offers the
+// poster's record (`window.sgpRecord()`, the Download record button) for the eavesdropper audit.
 
 import { roundSvg, legend } from './timeline.js';
-import { defaultTolerance, roundDurationMs } from './timing.js';
+import { defaultTolerance, roundDurationMs, roundSize } from './timing.js';
 
 const $ = (id) => document.getElementById(id);
 
@@ -25,7 +26,9 @@ const sgp = {
   peers: { alice: false, bob: false, observers: 0 },
   confirm: { state: 'pending', alice: null, bob: null },
   timing: null,
-  calibration: null,
+  calibration: null, // the measurement the default tolerance comes from (the quietest taken)
+  calibrations: [], // a summary of every one taken
+  calibrationDone: false, // no more will be taken
 };
 window.sgpState = sgp;
 /** For people debugging timing: the last closed rounds as the worker reported them. */
@@ -46,6 +49,12 @@ const ui = {
   calibStarted: false,
   tick: null,
   alert: null, // {text, rejoin}
+  gaveUp: false,
+  createdHere: false, // this page created the room it is in // this page gave up the last session (too many failures)
+  focusTo: null, // an element id to focus after the next render (view changes)
+  recordRounds: 0, // rounds in this page's record (closed rounds it posted in)
+  records: new Map(), // id → resolve, for sgpRecord()
+  recordId: 0,
 };
 
 const peerOf = (role) => (role === 'alice' ? 'bob' : role === 'bob' ? 'alice' : null);
@@ -57,9 +66,17 @@ function setStatus(text) {
   sgp.status = text;
 }
 
-function addError(code, message) {
-  sgp.errors.push({ code, message, at: new Date().toISOString() });
+/** Codes of errors that are this page's own bugs (not the server's refusals or the network):
+ *  they also go to the console, so that browser tests fail on them. */
+const PAGE_FAULTS = new Set(['page', 'client', 'bad_json', 'unknown']);
+let errorSeq = 0;
+
+/** Notes an error in sgpState.errors (`quiet`: expected and not shown, kept for people
+ *  debugging). `seq` counts every error the page ever noted. */
+function addError(code, message, quiet = false) {
+  sgp.errors.push({ code, message, at: new Date().toISOString(), quiet, seq: ++errorSeq });
   if (sgp.errors.length > 100) sgp.errors.shift();
+  if (PAGE_FAULTS.has(code)) console.error(`sgp page error (${code}): ${message}`);
 }
 
 // ---------------------------------------------------------------------------------------
@@ -86,8 +103,7 @@ function startWorker() {
     try {
       onWorker(ev.data);
     } catch (e) {
-      addError('page', e.message);
-      console.error(e);
+      addError('page', `${ev.data && ev.data.type}: ${e && e.stack ? e.stack : e}`);
     }
     render();
   };
@@ -118,10 +134,14 @@ function onWorker(m) {
       maybeCalibrate();
       return;
     case 'calibration':
-      sgp.calibration = m;
-      ui.calibrating = false;
-      applyToleranceDefault();
-      return;
+      if (m.id != null) {
+        // Asked for by sgpCalibrate(): reported, not applied.
+        const resolve = ui.records.get(m.id);
+        ui.records.delete(m.id);
+        if (resolve) resolve(m);
+        return;
+      }
+      return onCalibration(m);
     case 'conn':
       return onConn(m);
     case 'joined':
@@ -158,6 +178,12 @@ function onWorker(m) {
       return onError(m);
     case 'left':
       return;
+    case 'record': {
+      const resolve = ui.records.get(m.id);
+      ui.records.delete(m.id);
+      if (resolve) resolve(m.record);
+      return;
+    }
     default:
       addError('page', `unknown worker message ${m.type}`);
   }
@@ -180,9 +206,14 @@ function onConn(m) {
   stopTicker();
   if (m.leaving) return;
   const why = m.reason ? `: ${m.reason}` : '';
-  const code = m.code ? ` (code ${m.code}${why})` : '';
+  const code = m.code ? ` (WebSocket close code ${m.code}${why})` : '';
   if (ui.view === 'room') {
-    const text = `Lost the connection to the server${code}. Any session in progress stopped; reconnect to join the room again.`;
+    const room = ui.lastJoin ? ` room ${ui.lastJoin.room}` : '';
+    const text = ui.joining
+      ? `Could not reach the server at ${location.host}: is sgp serve still running there? Press Reconnect to try again${code}.`
+      : `Lost the connection to the server at ${location.host}: it stopped or restarted, or the network dropped. ` +
+        `Any session in progress stopped. Press Reconnect to join${room} again${code}.`;
+    ui.joining = null;
     setStatus(text);
     ui.alert = { text, rejoin: true };
   } else {
@@ -204,10 +235,13 @@ function onJoined(m) {
   sgp.params = m.params;
   sgp.peers = { ...m.peers };
   sgp.running = false;
+  if (!sameRoomAsLast(m.room)) ui.createdHere = !!(ui.joining && ui.joining.create);
   ui.lastJoin = { room: m.room, observer: m.role === 'observer' };
   ui.joining = null;
   ui.alert = null;
   ui.view = 'room';
+  ui.focusTo = 'room-title';
+  ui.recordRounds = 0; // the worker starts a new record at every `joined`
   if (!sameRoom) clearRoom();
   const url = `/?room=${encodeURIComponent(m.room)}${m.role === 'observer' ? '&watch' : ''}`;
   history.replaceState(null, '', url);
@@ -218,6 +252,8 @@ function onJoined(m) {
   }
   renderLegend();
 }
+
+const sameRoomAsLast = (room) => !!ui.lastJoin && ui.lastJoin.room === room;
 
 /** What a poster with no session running should read. */
 function idleSentence() {
@@ -253,7 +289,7 @@ function peerLeft(role) {
 
 function onPhase(m) {
   const peer = peerOf(sgp.role);
-  const retry = m.failures > 0 ? ` (${m.failures} failed in a row; it gives up after ${m.retries})` : '';
+  const retry = m.failures > 0 ? ` (${m.failures} dropped in a row; it gives up after ${m.retries})` : '';
   switch (m.phase) {
     case 'syncing':
       sgp.running = true;
@@ -295,6 +331,7 @@ function windowOnPage(startLocalUs, endLocalUs, workerNowUs) {
 }
 
 function onStart(m) {
+  ui.gaveUp = false;
   if (m.session !== ui.session) {
     // A new session: earlier keys and tags are gone.
     ui.session = m.session;
@@ -327,8 +364,12 @@ function onRound(m) {
   };
   if (!m.observer) {
     entry.mine = m.desync ? null : m.mine.length;
+    entry.a = m.desync ? null : m.a;
     entry.desync = m.desync;
     entry.timing = m.timing;
+    ui.recordRounds++;
+  } else {
+    entry.window_known = m.window_known;
   }
   sgp.rounds.push(entry);
   window.sgpDebug.rounds.push(m);
@@ -340,7 +381,9 @@ function onRound(m) {
     return;
   }
   if (m.desync) {
-    setStatus(`Round ${m.round}: out of sync (${m.desync.unmatched} of my ${m.desync.total} posts not where expected on the board); dropping it and retrying.`);
+    const tol = sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : '';
+    setStatus(`Round ${m.round} is out of sync for me: ${m.desync.unmatched} of my ${m.desync.total} posts reached the server further from ` +
+      `when they were expected than the tolerance${tol} allows, so I cannot be sure which posts are mine. The round is dropped and another one follows.`);
     return;
   }
   ui.strength = m.ledger.strength;
@@ -360,6 +403,7 @@ function onKey(m) {
     tag: m.tag,
     peer_tag: null,
     rounds: m.rounds,
+    per_round: m.per_round,
     session: m.session,
     round: m.round,
     confirmed: false,
@@ -406,10 +450,13 @@ function onAborted(m) {
       } else if (r) {
         ui.keptTotal -= r.kept;
       }
+      const which = m.round == null ? 'The last round' : `Round ${m.round}`;
+      const tol = sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : '';
       if (isPoster()) {
-        setStatus(`Round ${m.round ?? ''} dropped: a post was not where expected (clocks out of sync); posting another round.`.replace('Round  ', 'The round '));
+        setStatus(`${which} was dropped: a post reached the server further from when it was expected than this room's tolerance${tol} allows, ` +
+          'so whose posts are whose was not certain. Nothing of it is used; another round follows.');
       } else {
-        setStatus(`Round ${m.round ?? ''} was dropped by a poster (out of sync); another round follows.`.replace('Round  ', 'The round '));
+        setStatus(`${which} was dropped: a poster found it out of sync (a post further off than the tolerance${tol}). Another round follows.`);
       }
       return;
     }
@@ -425,7 +472,11 @@ function onAborted(m) {
       setStatus('One side had enough bits for a key and the other did not: starting a new session.');
       return;
     case 'gave_up':
-      setStatus(isPoster() ? 'The peer gave up after too many failed rounds. Press Start to try again (a larger tolerance helps).' : 'A poster gave up after too many failed rounds.');
+      // Our own `abort {gave_up}` comes back to us too: we said it already (onStopped).
+      if (ui.gaveUp) return;
+      setStatus(isPoster()
+        ? `The peer gave up after too many rounds in a row were dropped. Press Start to try again; if it keeps happening, this room's tolerance${sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : ''} is too tight for these browsers: create a room with the default tolerance.`
+        : 'A poster gave up after too many rounds in a row were dropped.');
       return;
     default:
       setStatus(`The session was aborted (${m.reason}).`);
@@ -439,11 +490,15 @@ function onStopped(m) {
     case 'key':
       setStatus(`Key confirmed: both sides hold the same ${sgp.key ? sgp.key.strength : ''}-bit key.`.replace('same -bit', 'same'));
       return;
-    case 'gave_up':
-      setStatus(m.message
-        ? `Gave up: ${m.message}. Press Start to try again; a room with a larger tolerance makes rounds sturdier.`
-        : 'The peer gave up after too many failed rounds. Press Start to try again; a room with a larger tolerance makes rounds sturdier.');
+    case 'gave_up': {
+      if (m.last == null) return; // the peer gave up: onAborted said so
+      ui.gaveUp = true;
+      const last = m.last === 'desync' ? 'a round out of sync' : m.last === 'confirmation mismatch' ? 'the two keys differed' : m.last;
+      const count = m.in_a_row ? `${m.failures} rounds or sessions in a row failed` : `${m.total_failures} rounds or sessions failed`;
+      setStatus(`Gave up after ${count} (the last: ${last}). Press Start to try again; if it keeps happening, ` +
+        `this room's tolerance${sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : ''} is too tight for these browsers: create a room with the default tolerance.`);
       return;
+    }
     case 'sync_failed':
       setStatus(`Could not sync clocks with the server: ${m.message}.`);
       return;
@@ -455,21 +510,49 @@ function onStopped(m) {
   }
 }
 
+/** A refusal of `join`/`create` in words a person understands. */
+function joinRefusal(code, message, room) {
+  const r = room ? ` ${room}` : '';
+  switch (code) {
+    case 'no_such_room':
+      return `There is no room${r} on this server. Check the code (it looks like ABCDE-FGHJK), or ask for a new link: ` +
+        'a room ends when everyone has left it, after 10 minutes without activity, or when the server restarts.';
+    case 'room_full':
+      return `Room${r} already has both of its posters. You can still watch it as the eavesdropper (Watch).`;
+    case 'bad_field':
+      return `The server did not accept these settings: ${message}.`;
+    default: {
+      const msg = String(message);
+      return /[.!?]$/.test(msg) ? msg : `${msg}.`;
+    }
+  }
+}
+
 function onError(m) {
-  addError(m.code, m.message);
+  addError(m.code, m.message, !!m.quiet);
   if (m.quiet) return;
-  if (ui.view === 'landing' || ui.joining) {
-    ui.joining = null;
-    const msg = String(m.message);
-    const text = /[.!?]$/.test(msg) ? msg : `${msg}.`;
+  if (m.code === 'connection' && !sgp.connected) return; // the lost connection is already said
+  if (PAGE_FAULTS.has(m.code) || m.code === 'connection') {
+    setStatus(`Something went wrong on this page: ${m.message}. Reload the page if it stops moving.`);
+    return;
+  }
+  if (ui.joining) {
+    // The server turned our create/join away: back to the landing form, saying why.
+    const room = ui.joining.room;
+    const text = joinRefusal(m.code, m.message, room);
+    command({ cmd: 'leave' });
+    backToLanding();
     ui.alert = { text, rejoin: false };
     setStatus(text);
-    command({ cmd: 'leave' });
+    if (room) $('join-code').value = room;
+    ui.focusTo = room ? 'join-code' : 'landing-title';
     maybeCalibrate();
     return;
   }
-  if (m.code === 'connection' || m.code === 'client') {
-    setStatus(`Something went wrong on this page: ${m.message}.`);
+  if (ui.view === 'landing') {
+    const text = joinRefusal(m.code, m.message, null);
+    ui.alert = { text, rejoin: false };
+    setStatus(text);
     return;
   }
   setStatus(`The server refused a message (${m.code}): ${m.message}.`);
@@ -590,44 +673,103 @@ function updateRoundPct() {
 // ---------------------------------------------------------------------------------------
 // Tolerance default.
 
-/** Measures this browser's message jitter (about 1.5 s) once, from the landing view. */
+/**
+ * Measurements of this browser's message jitter (each ~1.6 s) taken on the landing view, one
+ * after the other. Measured (BENCHMARKS.md, "Web client"): the seconds after a page loads are
+ * far noisier than later — 20-80 ms stalls in most first measurements, p90 up to 40 ms, while
+ * the rounds made later see p90 0.3-0.4 ms — so the default comes from the quietest of them
+ * (the one with the least expected time per bit). Create waits for the first that says
+ * something (timing.js `unsure` otherwise); the others refine the default while the person
+ * reads the page, unless they typed a tolerance. Leaving the landing view stops them.
+ */
+const CALIBRATION_TRIES = 3;
+
 function maybeCalibrate() {
-  if (sgp.calibration || ui.calibStarted || ui.view !== 'landing' || ui.joining || !sgp.timing) return;
-  ui.calibrating = true;
+  if (sgp.calibrationDone || ui.calibStarted || ui.view !== 'landing' || ui.joining || !sgp.timing) return;
+  ui.calibrating = !ui.calibs || !ui.calibs.some(usefulCalibration);
   ui.calibStarted = true;
   command({ cmd: 'calibrate' });
   // Never let a lost answer keep Create disabled.
+  const asked = (ui.calibs || []).length;
   setTimeout(() => {
-    if (ui.calibrating && !sgp.calibration) {
+    if (ui.calibStarted && (ui.calibs || []).length === asked) {
+      ui.calibStarted = false;
       ui.calibrating = false;
+      sgp.calibrationDone = true;
       applyToleranceDefault();
       render();
     }
   }, 6000);
 }
 
-function applyToleranceDefault() {
+const usefulCalibration = (c) => c.ok && !defaultToleranceFor(c).unsure;
+const defaultToleranceFor = (c) => {
   const t = sgp.timing;
-  const c = sgp.calibration;
+  return defaultTolerance(t ? t.isolated : !!window.crossOriginIsolated, t ? t.precision_us : null, c);
+};
+
+function onCalibration(m) {
+  ui.calibStarted = false;
+  if (!m.ok && /stopped/.test(m.message || '')) return; // left the landing view meanwhile
+  ui.calibs = [...(ui.calibs || []), m];
+  // The quietest measurement so far: the least expected time per bit (failed and unsure
+  // ones last, the latest of them first).
+  const rank = (c) => {
+    if (!c.ok) return [2, 0];
+    const d = defaultToleranceFor(c);
+    return d.unsure ? [1, 0] : [0, d.ms_per_bit];
+  };
+  const ranked = [...ui.calibs].reverse().sort((x, y) => rank(x)[0] - rank(y)[0] || rank(x)[1] - rank(y)[1]);
+  sgp.calibration = ranked[0];
+  sgp.calibrations = ui.calibs.map((c) => (c.ok ? { samples: c.samples, dev_p90_us: c.dev_p90_us, dev_p99_us: c.dev_p99_us, dev_p996_us: c.dev_p996_us } : { ok: false }));
+  if (ui.calibrating && ui.calibs.some(usefulCalibration)) ui.calibrating = false;
+  if (ui.calibs.length < CALIBRATION_TRIES && ui.view === 'landing' && !ui.joining) {
+    maybeCalibrate();
+  } else {
+    ui.calibrating = false;
+    sgp.calibrationDone = true;
+  }
+  applyToleranceDefault();
+}
+
+/** The tolerance this page would give a room it creates: {ms, widened, isolated, precision}. */
+function pageTolerance() {
+  const t = sgp.timing;
   const isolated = t ? t.isolated : !!window.crossOriginIsolated;
   const precision = t ? t.precision_us : null;
-  const { ms, widened } = defaultTolerance(isolated, precision, c);
-  if (!ui.tolEdited) $('tolerance').value = String(ms);
-  const p = precision != null ? `${precision} µs` : 'coarsely';
-  const base = isolated
-    ? `This page is cross-origin isolated, so timers tick every ${p} and the worker sends each post on time: 1 ms is enough on a quiet machine.`
-    : `This page is not cross-origin isolated (plain http to another machine is not a secure context), so the browser coarsens timers to ${p}: the 1 ms of an isolated page is widened ×3.`;
+  return { ...defaultTolerance(isolated, precision, sgp.calibration), isolated, precision };
+}
+
+function applyToleranceDefault() {
+  const c = sgp.calibration;
+  const d = pageTolerance();
+  if (!ui.tolEdited) $('tolerance').value = String(d.ms);
+  const p = d.precision != null ? `${d.precision} µs` : 'coarsely';
+  const base = d.isolated
+    ? `This page is cross-origin isolated, so timers tick every ${p} and the worker sends each post on time: at least ${d.floor} ms.`
+    : `This page is not cross-origin isolated (plain http to another machine is not a secure context), so the browser coarsens timers to ${p}: at least ${d.floor} ms, more than the 1 ms of an isolated page.`;
   let measured;
   if (ui.calibrating) measured = ' Measuring how much this browser\'s messages wander…';
   else if (!c) measured = '';
   else if (!c.ok) measured = ` (Could not measure the message jitter: ${c.message}.)`;
   else {
-    const spread = `Measured: 99.6% of ${c.samples} test messages reached the server within ${(c.dev_p996_us / 1000).toFixed(2)} ms of the usual delay`;
-    measured = widened
-      ? ` ${spread}, so the default is widened to ${ms} ms (a busy machine: other tabs or programs). One late post spoils a round.`
-      : ` ${spread}, which ${ms} ms covers.`;
+    const spread = `Measured: of ${c.samples} test messages sent like posts, half reached the server within ${(c.dev_series_us ? median(c.dev_series_us) / 1000 : 0).toFixed(2)} ms ` +
+      `of the usual delay, 99.6% within ${(c.dev_p996_us / 1000).toFixed(2)} ms.`;
+    const share = d.success == null || d.unsure ? '' : ` At ${d.ms} ms, in rounds of ${d.posts} posts each, about ${Math.round(100 * d.success)}% of rounds would keep every post within the tolerance:`;
+    const why = d.widened
+      ? ' the fastest choice on this machine now (a wider tolerance makes each round longer, a narrower one makes more of them fail; one late post spoils a round).'
+      : ' nothing wider would be faster (one late post spoils a round, and a wider tolerance makes every round longer).';
+    const unsure = d.unsure
+      ? ` This machine was too busy while measuring to judge (no tolerance up to 5 ms would keep most rounds in sync), so the default is the floor, in short rounds of ${d.posts} posts, which a stall spoils the least of.`
+      : '';
+    measured = ` ${spread}${share}${share ? why : ''}${unsure}`;
   }
-  $('tolerance-why').textContent = `Default ${ms} ms. ${base}${measured}`;
+  $('tolerance-why').textContent = `Default ${d.ms} ms. ${base}${measured}`;
+}
+
+function median(xs) {
+  const s = [...xs].sort((a, b) => a - b);
+  return s.length ? s[s.length >> 1] : 0;
 }
 
 // ---------------------------------------------------------------------------------------
@@ -666,6 +808,11 @@ function renderProgress() {
 }
 
 function render() {
+  renderView();
+  applyFocus();
+}
+
+function renderView() {
   // Alert
   const al = $('alert');
   al.hidden = !ui.alert;
@@ -699,8 +846,12 @@ function render() {
   const poster = isPoster();
   const start = $('start');
   start.hidden = !poster;
-  start.disabled = !poster || !sgp.connected || sgp.running;
-  start.textContent = sgp.running ? 'Running…' : sgp.key && sgp.key.confirmed ? 'Start again' : 'Start';
+  // aria-disabled, not disabled: a disabled button loses the keyboard focus it has.
+  const startOff = !poster || !sgp.connected || sgp.running;
+  start.setAttribute('aria-disabled', String(startOff));
+  start.classList.toggle('disabled', startOff);
+  setText('start', sgp.running ? 'Running…' : sgp.key && sgp.key.confirmed ? 'Start again' : 'Start');
+  renderNotes();
   $('reset').hidden = !poster;
   $('reset').disabled = !poster || !sgp.connected;
   setText('status', sgp.status);
@@ -723,12 +874,12 @@ function render() {
   $('result-none').hidden = !!k || (!poster && sgp.confirm.alice !== null);
   setText('result-none', poster ? 'No key yet: it appears once the rounds have earned the target strength.' : 'Observers get no key: only the posters can tell whose posts are whose.');
   if (!k) {
-    for (const id of ['key', 'strength', 'ledger', 'bits']) setText(id, '');
+    for (const id of ['key', 'strength', 'ledger-counts', 'ledger-sum', 'ledger-rounds', 'bits']) setText(id, '');
     setText('bits-count', '0');
   } else {
     setText('key', k.key);
     setText('strength', String(k.strength));
-    setText('ledger', `n = ${k.n} kept entries, a = ${k.a} from alice: floor(log2 C(n, a)) ${k.log2_binom} − tag ${k.tag_bits} − margin ${k.margin_bits} = ${k.strength} bits (over ${k.rounds} round${k.rounds === 1 ? '' : 's'})`);
+    renderLedger(k);
     setText('bits', k.bits);
     setText('bits-count', String(k.bits.length));
   }
@@ -745,7 +896,97 @@ function render() {
   if (sgp.confirm.alice) tags.push(`alice's tag ${sgp.confirm.alice}`);
   if (sgp.confirm.bob) tags.push(`bob's tag ${sgp.confirm.bob}`);
   if (k && !tags.length) tags.push(`my tag ${k.tag}`);
+  if (sgp.confirm.alice && sgp.confirm.bob) tags.push(sgp.confirm.alice === sgp.confirm.bob ? 'equal' : 'different');
   setText('tags', tags.join(' · '));
+
+  $('record-box').hidden = !poster || ui.recordRounds === 0;
+}
+
+/**
+ * The strength ledger. The strength is floor(log2 ∏ C(n_r, a_r)) over the session's rounds
+ * that count, not floor(log2 C(n, a)) of the totals: Eve may learn each round's a_r, so every
+ * round is worth only its own binomial (docs/protocol.md, "Strength").
+ */
+function renderLedger(k) {
+  const rounds = k.rounds === 1 ? 'round' : 'rounds';
+  setText('ledger-counts', `n = ${k.n} kept entries over ${k.rounds} ${rounds}, a = ${k.a} of them alice's.`);
+  setText('ledger-sum', `floor(log2 ∏ C(n_r, a_r)) = ${k.log2_binom} − ${k.tag_bits} tag bits − ${k.margin_bits} margin = ${k.strength} bits ` +
+    '(each round counts on its own: an eavesdropper may know every round\'s a_r).');
+  const per = (k.per_round || []).map((r) => `${r.round}: (${r.n}, ${r.a})`).join(' · ');
+  setText('ledger-rounds', per ? `Per round r: (n_r, a_r) = ${per}` : '');
+}
+
+const LOOPBACK = /^(localhost|.*\.localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
+
+/** The notes beside the room link and under the status: a link that works on this machine
+ *  only, and a room whose tolerance is tighter than this page's timers want. */
+function renderNotes() {
+  const ln = $('link-note');
+  const loop = LOOPBACK.test(location.hostname);
+  ln.hidden = !loop || !isPoster();
+  if (loop) {
+    setText('link-note', `This link uses ${location.hostname}, so it opens only on this computer (a second tab is fine). ` +
+      'For someone on another machine: start the server with sgp serve --bind 0.0.0.0, open this page at this ' +
+      'computer\'s LAN address (the http://… address the server prints, or see ip -4 addr), and create the room there.');
+  }
+  const tn = $('tolerance-note');
+  const mine = pageTolerance();
+  const room = sgp.params ? sgp.params.tolerance_ms : null;
+  // Not for the page that created the room: its tolerance field said what it chose and why.
+  const tight = isPoster() && !ui.createdHere && room !== null && room < mine.ms;
+  tn.hidden = !tight;
+  if (tight) {
+    const why = mine.isolated
+      ? `this browser's messages wander more than that (it would pick ${mine.ms} ms)`
+      : `this page is not cross-origin isolated (plain http to another machine), so its timers are coarse and it would pick ${mine.ms} ms`;
+    setText('tolerance-note', `This room's tolerance is ${room} ms, set by whoever created it, but ${why}. ` +
+      'Expect rounds to fall out of sync and be retried: slower, not less safe. For a faster key, ' +
+      `create a new room from a page like this one (or with a tolerance of ${mine.ms} ms) and send that link instead.`);
+  }
+}
+
+/** The poster's record for the eavesdropper audit, as `sgp pair --record` writes it. */
+function sgpRecord() {
+  return new Promise((resolve) => {
+    const id = ++ui.recordId;
+    ui.records.set(id, resolve);
+    command({ cmd: 'record', id });
+  });
+}
+window.sgpRecord = sgpRecord;
+
+/** A fresh jitter measurement, as the one that sets the default tolerance (for people and
+ *  benchmarks measuring this browser; it changes nothing on the page). */
+window.sgpCalibrate = () => new Promise((resolve) => {
+  const id = ++ui.recordId;
+  ui.records.set(id, resolve);
+  command({ cmd: 'calibrate', id });
+});
+
+async function downloadRecord() {
+  const rec = await sgpRecord();
+  const blob = new Blob([JSON.stringify(rec)], { type: 'application/json' });
+  const a = document.createElement('a');
+  a.href = URL.createObjectURL(blob);
+  a.download = `sgp-record-${rec.room}-${rec.role}.json`;
+  document.body.append(a);
+  a.click();
+  a.remove();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
+  announce(`Record downloaded: ${rec.rounds.length} round${rec.rounds.length === 1 ? '' : 's'}.`);
+}
+
+function announce(text) {
+  $('announce').textContent = text;
+}
+
+/** Moves the keyboard focus where a view change asked for it (after the view is shown). */
+function applyFocus() {
+  const id = ui.focusTo;
+  if (!id) return;
+  ui.focusTo = null;
+  const e = $(id);
+  if (e && !e.closest('[hidden]')) e.focus();
 }
 
 // ---------------------------------------------------------------------------------------
@@ -782,12 +1023,25 @@ function create() {
   ui.alert = null;
   ui.joining = { create: true };
   setStatus('Creating a room…');
-  command({ cmd: 'create', params: { tolerance_ms: tol, target_bits: bits, duration_ms: roundDurationMs(tol) } });
+  // Rounds sized for this τ from the same measurement (shorter where posts often run late).
+  const d = pageTolerance();
+  const posts = tol === d.ms ? d.posts : roundSize(sgp.calibration, tol).posts;
+  command({ cmd: 'create', params: { tolerance_ms: tol, target_bits: bits, duration_ms: roundDurationMs(tol, posts) } });
   render();
 }
 
 function leave() {
   command({ cmd: 'leave' });
+  backToLanding();
+  ui.alert = null;
+  ui.focusTo = 'landing-title';
+  setStatus('You left the room.');
+  maybeCalibrate();
+  render();
+}
+
+/** The landing view, with no room: what leaving (or being turned away) leaves. */
+function backToLanding() {
   sgp.role = null;
   sgp.room = null;
   sgp.params = null;
@@ -797,11 +1051,10 @@ function leave() {
   sgp.sync = { offset_us: null, delay_us: null };
   clearRoom();
   ui.view = 'landing';
-  ui.alert = null;
-  setStatus('You left the room.');
+  ui.joining = null;
+  ui.lastJoin = null;
+  ui.recordRounds = 0;
   history.replaceState(null, '', '/');
-  maybeCalibrate();
-  render();
 }
 
 async function copyText(text, button) {
@@ -833,6 +1086,7 @@ async function copyText(text, button) {
   const label = button.dataset.label || button.textContent;
   button.dataset.label = label;
   button.textContent = ok ? 'Copied' : 'Select and copy by hand';
+  announce(ok ? 'Copied.' : 'Could not copy: select the text and copy it by hand.');
   setTimeout(() => {
     button.textContent = label;
   }, 1500);
@@ -852,8 +1106,8 @@ function toggleTheme() {
 function renderTheme() {
   const dark = document.documentElement.getAttribute('data-bs-theme') === 'dark';
   const b = $('theme');
+  // One label, its pressed state says which theme is on.
   b.setAttribute('aria-pressed', String(dark));
-  b.textContent = dark ? 'Light mode' : 'Dark mode';
 }
 
 function wire() {
@@ -870,8 +1124,9 @@ function wire() {
     ui.tolEdited = true;
   });
   $('start').addEventListener('click', () => {
-    if (!isPoster() || sgp.running) return;
+    if (!isPoster() || sgp.running || !sgp.connected) return;
     sgp.running = true;
+    ui.gaveUp = false;
     ui.alert = null;
     setStatus('Syncing clocks with the server…');
     command({ cmd: 'start' });
@@ -879,6 +1134,9 @@ function wire() {
   });
   $('reset').addEventListener('click', () => command({ cmd: 'reset' }));
   $('leave').addEventListener('click', leave);
+  $('download-record').addEventListener('click', () => {
+    downloadRecord().catch((e) => addError('page', `record: ${e.message}`));
+  });
   $('copy-link').addEventListener('click', (e) => copyText($('room-link').value, e.currentTarget));
   $('copy-key').addEventListener('click', (e) => copyText($('key').textContent, e.currentTarget));
   $('room-link').addEventListener('focus', (e) => e.target.select());

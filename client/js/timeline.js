@@ -27,13 +27,19 @@ function el(name, attrs = {}, text) {
  */
 export function roundSvg(r) {
   const board = r.board;
+  const ts = board.map((e) => e.t_us);
+  const windowKnown = r.t_end_us > r.t_start_us;
   let t0 = r.t_start_us;
   let t1 = r.t_end_us;
-  if (!(t1 > t0)) {
+  if (!windowKnown) {
     // Window unknown (an observer who joined mid-round): fit the entries.
-    const ts = board.map((e) => e.t_us);
     t0 = ts.length ? Math.min(...ts) : 0;
     t1 = ts.length ? Math.max(...ts) + 1 : 1;
+  } else if (ts.length) {
+    // The server takes posts up to a guard outside the window (they are always sifted out):
+    // widen the picture so that every entry is on it.
+    t0 = Math.min(t0, Math.min(...ts));
+    t1 = Math.max(t1, Math.max(...ts) + 1);
   }
   const span = t1 - t0;
   const x = (t) => (((t - t0) / span) * W).toFixed(2);
@@ -73,14 +79,15 @@ export function roundSvg(r) {
     'data-entries': board.length,
     'data-kept': kept.size,
     'data-view': observer ? 'observer' : 'poster',
-    'data-mine': unknown ? '' : nMine,
+    ...(unknown ? {} : { 'data-mine': nMine }),
   });
   svg.appendChild(el('title', {}, summary));
   const g = r.guard_us || 0;
-  if (g > 0 && r.t_end_us > r.t_start_us) {
+  if (g > 0 && windowKnown) {
+    // The guard zones: [t_start, t_start + G] and [t_end − G, t_end].
     const gw = ((g / span) * W).toFixed(2);
-    svg.appendChild(el('rect', { class: 'guard', x: 0, y: 0, width: gw, height: H }));
-    svg.appendChild(el('rect', { class: 'guard', x: (W - (g / span) * W).toFixed(2), y: 0, width: gw, height: H }));
+    svg.appendChild(el('rect', { class: 'guard', x: x(r.t_start_us), y: 0, width: gw, height: H }));
+    svg.appendChild(el('rect', { class: 'guard', x: x(r.t_end_us - g), y: 0, width: gw, height: H }));
   }
   svg.appendChild(el('line', { class: 'axis', x1: 0, y1: AXIS, x2: W, y2: AXIS }));
   for (const cls of ['dropped', 'kept', 'peer', 'mine']) {

@@ -88,46 +88,142 @@ export function summary(values) {
 }
 
 /**
- * The default tolerance (ms) for this browser. 1 ms where timers are precise (cross-origin
- * isolated pages: performance.now() ticks every 5 µs, and the worker can sleep precisely with
- * Atomics.wait); three times that where they are coarsened (not isolated: 100 µs ticks, and
- * the worker must spin). Then widened, up to MAX_DEFAULT_TOLERANCE_MS, if a live measurement
- * (`calib`, from the worker's calibration: the spread of one-way message times) shows this
- * machine's messages wander more: one post in ~250 outside τ already spoils a third of
- * the rounds. Returns {ms, widened}.
+ * The default tolerance (ms) for this browser, and the round size that goes with it: the pair
+ * that makes a key fastest, judged from a live measurement of how this browser's messages
+ * wander on their way to the server.
+ *
+ * Why a model and not a quantile: one post outside τ spoils its whole round (PROTOCOL §6.2),
+ * a round's length grows with τ and with its number of posts, and a browser's delays come in
+ * two kinds — a body of sub-millisecond jitter that a wider τ does cover, and stalls of 5-70 ms
+ * (a busy machine, a page still loading) that no τ ≤ 5 ms covers and that only cost the round
+ * they hit. Widening for a stall (as a p99.6 rule did: 5 ms from one 50 ms stall at page load)
+ * makes every round 5× longer to save one. So, for each τ on a 0.25 ms grid from the floor to
+ * MAX_DEFAULT_TOLERANCE_MS and each round size m in ROUND_SIZES (posts per poster), estimate
+ * the share of rounds that stay within τ — the share of windows of 2m consecutive calibration
+ * messages whose deviations all stay within τ − SYNC_ALLOWANCE_US (roundSuccess) — and pick
+ * the pair with the least expected time per bit of strength:
+ *
+ *   (roundDurationMs(τ, m) + ROUND_OVERHEAD_MS) / (share × log2 C(k, ⌊k/2⌋)),  k = 2m/e
+ *
+ * (a round keeps about 2m/e entries at the rate 1/(8τ) each, and is worth about log2 C(k, k/2)
+ * bits). Quiet machines get long rounds, busy ones short rounds that a stall spoils less of.
+ *
+ * The floor: timers must resolve τ (ten ticks of performance.now() within it), and
+ * FLOOR_MS[isolated]: 1 ms where the page is cross-origin isolated; on pages that are not
+ * (plain http to a LAN address: 100 µs timers, no Atomics.wait) 2 ms, from the measurements in
+ * BENCHMARKS.md ("Web client"). Without a usable measurement: the floor and POSTS_PER_ROUND.
+ *
+ * `calib`: the worker's calibration, {ok, dev_series_us: [|one-way − median| per message, in
+ * sending order], …}. Returns {ms, posts, widened, floor, success (estimated share of rounds
+ * within τ, or null), ms_per_bit (expected, or null)}.
  */
 export const MAX_DEFAULT_TOLERANCE_MS = 5;
+export const FLOOR_MS = { isolated: 1, notIsolated: 2 };
+/** Left for the clock sync's own error: a post is judged against τ minus this. */
+export const SYNC_ALLOWANCE_US = 250;
+/** Per round, besides its window: the server's 50 ms lead, `done`, the board, `ready` (ms). */
+export const ROUND_OVERHEAD_MS = 70;
+/** Round sizes (posts per poster) to choose from. The calibration's 300 messages bound it. */
+export const ROUND_SIZES = [10, 15, 20, 30, 40, 60];
+/** Posts per poster per round without a measurement (and in rooms made before one). */
+export const POSTS_PER_ROUND = 40;
 
 export function defaultTolerance(isolated, precisionUs, calib) {
-  const base = isolated ? 1 : 3;
   const fromTicks = Math.ceil((10 * (precisionUs || 0)) / 250) * 0.25;
-  let ms = Math.max(base, fromTicks);
-  let widened = false;
-  if (calib && calib.ok) {
-    // The measured spread, plus a quarter millisecond for the clock sync's own error.
-    const need = Math.ceil((calib.dev_p996_us + 250) / 250) * 0.25;
-    if (need > ms) {
-      ms = Math.min(MAX_DEFAULT_TOLERANCE_MS, need);
-      widened = true;
-    }
+  const floor = Math.max(isolated ? FLOOR_MS.isolated : FLOOR_MS.notIsolated, fromTicks);
+  const devs = usable(calib);
+  if (!devs) return { ms: floor, posts: POSTS_PER_ROUND, widened: false, floor, success: null, ms_per_bit: null, unsure: false };
+  let best = null;
+  for (let ms = floor; ms <= MAX_DEFAULT_TOLERANCE_MS + 1e-9; ms += 0.25) {
+    const plan = roundPlan(devs, ms);
+    // Ties (within 2 %) go to the narrower tolerance.
+    if (best === null || plan.ms_per_bit < best.ms_per_bit * 0.98) best = { ms, ...plan };
   }
-  return { ms, widened };
+  if (best.success < MIN_USEFUL_SUCCESS) {
+    // Nothing up to the ceiling keeps even a fifth of the rounds in sync: the machine was too
+    // busy while measuring to judge (often a passing stall; the page measures again). If it
+    // stays so: the floor, in the shortest rounds, which a stall spoils the least of.
+    return { ms: floor, posts: ROUND_SIZES[0], widened: false, floor, success: best.success, ms_per_bit: null, unsure: true };
+  }
+  return { ms: best.ms, posts: best.posts, widened: best.ms > floor, floor, success: best.success, ms_per_bit: round2(best.ms_per_bit), unsure: false };
 }
 
-/** Posts each poster expects per round in rooms this page creates (see roundDurationMs). */
-export const POSTS_PER_ROUND = 40;
+/** Below this estimated share of rounds in sync, a measurement says nothing useful. */
+export const MIN_USEFUL_SUCCESS = 0.2;
+
+/** The round size for a given τ (the one the user typed, say): {posts, success, ms_per_bit}. */
+export function roundSize(calib, tolMs) {
+  const devs = usable(calib);
+  if (!devs) return { posts: POSTS_PER_ROUND, success: null, ms_per_bit: null };
+  const plan = roundPlan(devs, tolMs);
+  return { ...plan, ms_per_bit: round2(plan.ms_per_bit) };
+}
+
+const round2 = (x) => Math.round(x * 100) / 100;
+const usable = (calib) => (calib && calib.ok && Array.isArray(calib.dev_series_us) && calib.dev_series_us.length >= 2 * ROUND_SIZES.at(-1)
+  ? calib.dev_series_us : null);
+
+/**
+ * The measured page posts alone; in a round two pages post at once, on one machine when two
+ * tabs make a key, each with stalls of its own and each slowing the other. Measured
+ * (BENCHMARKS.md): long rounds predicted from one page to stay in sync 80-99 % of the time did
+ * 50-64 %. So the share is taken to this power: each of the two pages must get through its
+ * round like the measured one.
+ */
+export const PAGES_PER_ROUND = 2;
+
+function roundPlan(devs, tolMs) {
+  const plans = ROUND_SIZES.map((m) => {
+    const success = roundSuccess(devs, tolMs, 2 * m) ** PAGES_PER_ROUND;
+    return { posts: m, success, ms_per_bit: (roundDurationMs(tolMs, m) + ROUND_OVERHEAD_MS) / (success * roundBits(m)) };
+  });
+  const least = Math.min(...plans.map((p) => p.ms_per_bit));
+  // Of those within 2 % of the best, the longest round: fewer messages for the same key.
+  return plans.filter((p) => p.ms_per_bit <= least * 1.02).at(-1);
+}
+
+/** About what a round of m posts per poster is worth: log2 C(k, ⌊k/2⌋), k = round(2m/e). */
+export function roundBits(m) {
+  const k = Math.round((2 * m) / Math.E);
+  let bits = 0;
+  for (let i = 1; i <= Math.floor(k / 2); i++) bits += Math.log2((k - Math.floor(k / 2) + i) / i);
+  return bits;
+}
+
+/** Messages a round sends at POSTS_PER_ROUND: two posters × POSTS_PER_ROUND. */
+export const ROUND_POSTS = 2 * POSTS_PER_ROUND;
+
+/**
+ * The estimated share of rounds whose posts all land within τ = `tolMs`: the share of the
+ * windows of `w` (default ROUND_POSTS) consecutive deviations (µs, in sending order) with none
+ * above τ − SYNC_ALLOWANCE_US. The windows overlap: N messages hold only N / w independent
+ * rounds' worth, so the share is weighed as that many trials with half a trial of doubt each
+ * way — a clean 1.2 s measurement says less about long rounds than about short ones (measured:
+ * long rounds that a clean measurement gave 0.99 stayed in sync 0.64 of the time).
+ */
+export function roundSuccess(devs, tolMs, w = ROUND_POSTS) {
+  const thr = tolMs * 1000 - SYNC_ALLOWANCE_US;
+  w = Math.min(w, devs.length);
+  let over = 0;
+  let ok = 0;
+  for (let i = 0; i < devs.length; i++) {
+    if (devs[i] > thr) over++;
+    if (i >= w && devs[i - w] > thr) over--;
+    if (i >= w - 1 && over === 0) ok++;
+  }
+  const share = ok / (devs.length - w + 1);
+  const trials = devs.length / w;
+  return (share * trials + 0.5) / (trials + 1);
+}
 
 /**
  * The round length (ms) this page asks for when it creates a room: long enough for about
- * POSTS_PER_ROUND posts from each poster at the default rate 1/(8τ), plus the two guard
- * zones (G = max(20τ, 2 ms), the server's default). One late post spoils a whole round
- * (PROTOCOL §6.2) and a browser's posts now and then arrive a millisecond late, so short
- * rounds lose less; each round costs ~60 ms of overhead and a few bits of strength, so not
- * too short either.
+ * `posts` posts from each poster at the default rate 1/(8τ), plus the two guard zones
+ * (G = max(20τ, 2 ms), the server's default), within [10 ms, 120 s].
  */
-export function roundDurationMs(toleranceMs) {
+export function roundDurationMs(toleranceMs, posts = POSTS_PER_ROUND) {
   const rateHz = 1000 / (8 * toleranceMs);
   const guardMs = Math.max(20 * toleranceMs, 2);
-  const ms = Math.ceil((POSTS_PER_ROUND / rateHz) * 1000 + 2 * guardMs);
+  const ms = Math.ceil((posts / rateHz) * 1000 + 2 * guardMs);
   return Math.min(120_000, Math.max(10, ms));
 }

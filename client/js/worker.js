@@ -7,7 +7,8 @@
 // Where a browser differs, so does this file: after a failed round it re-syncs only if the
 // round showed the sync off (a fresh sync is often worse than the bias just learnt), it counts
 // failures in a row, and it repeats a `done` the server found early instead of waiting for the
-// round's grace. It also measures the timers and the message jitter for the page.
+// round's grace. It also measures the timers and the message jitter for the page, and keeps
+// the poster's record for the eavesdropper audit (the file `sgp pair --record` writes).
 // A worker keeps its timers when the tab is in the background; the page never touches the
 // socket. Messages to and from the page are listed in client/js/README.md.
 
@@ -26,10 +27,20 @@ const nowUs = () => ORIGIN_US + Math.round(performance.now() * 1000);
 const LATE_SKIP_US = 2_000;
 /** `done` leaves this long after our estimate of the server's t_end. */
 const DONE_MARGIN_US = 1_000;
-/** Failed rounds or sessions (desync, mismatch, disagreement) in a row before giving up. */
-const RETRIES = 20;
-/** …and in all, per Start. */
-const TOTAL_RETRIES = 200;
+/**
+ * Failed rounds or sessions (desync, mismatch, disagreement) in a row before giving up. A busy
+ * machine (measured here: 2 shared cores at load 4-6) can delay a post by 5-20 ms in most
+ * rounds for tens of seconds, whatever the tolerance; a round at τ = 1 ms costs ~0.45 s, so
+ * 60 rounds ride out ~25 s of that. A tolerance that is simply too tight fails every round and
+ * gives up as surely, a little later.
+ */
+const RETRIES = 60;
+/**
+ * …and in all, per Start: only a bound against a loop, since a session that keeps earning
+ * strength is worth waiting for (the page shows it growing), however many of its rounds a
+ * busy machine spoils (measured: 300 failures in 350 rounds of 10 posts at load 5).
+ */
+const TOTAL_RETRIES = 3000;
 /** A round whose posts landed within τ of their predictions this often was in sync. */
 const ALIGNED_SHARE = 0.8;
 
@@ -51,10 +62,15 @@ const waitCell =
 
 /**
  * Wake from setTimeout this long before a post, then wait precisely. Worker timers fire up to
- * a few ms late on a busy machine; Atomics.wait costs no CPU, so wake early; a spin does, so
- * less early where there is no Atomics.wait (pages that are not cross-origin isolated).
+ * a few ms late on a busy machine; Atomics.wait costs no CPU, so wake early. Where there is no
+ * Atomics.wait (pages that are not cross-origin isolated) the precise tail is a spin, and a
+ * spinning worker starves the browser's own threads on a small machine: measured on 2 cores,
+ * waking 2 ms early made the one-way times of 250 Hz test messages wander 2 ms at p90 and 5-6 ms
+ * at p99, against 0.4-0.8 ms and 1-3 ms with no early wake. So no early wake there: a post
+ * then leaves as late as the timer fires (p50 ~0.2 ms); its send time is read when it leaves,
+ * so recognising it is unaffected, and a post more than LATE_SKIP_US late is skipped.
  */
-const WAKE_EARLY_US = waitCell ? 4_000 : 2_000;
+const WAKE_EARLY_US = waitCell ? 4_000 : 0;
 
 /** Returns once the local clock reads `target` (blocking the thread: messages wait). */
 function blockUntil(target) {
@@ -161,22 +177,29 @@ async function measureTimers() {
 
 /**
  * How much this browser's messages wander on their way to the server, measured the way posts
- * travel: a throwaway socket sends CALIB_PINGS pings on a Poisson schedule (the rate of two
- * posters at τ = 1 ms), and the spread of their one-way times t1 − t0 around the median is
- * what a post's arrival error will be. Busy machines (other tabs, builds) show up here as
- * milliseconds; the page widens its default tolerance to fit.
+ * travel: a throwaway socket sends pings on a Poisson schedule (the rate of two posters at
+ * τ = 1 ms) for CALIB_MS, after CALIB_WARMUP_MS of the same whose answers are not used (the
+ * first moments of a page are its busiest: measured, a 20-70 ms stall in the first 0.2-0.5 s
+ * after load, seldom later). The deviation of each one-way time t1 − t0 from their median is
+ * what a post's arrival error would be; the page picks its default tolerance from their
+ * sequence (timing.js, defaultTolerance). Busy machines (other tabs, builds) show up as
+ * milliseconds.
  */
 const CALIB_RATE_HZ = 250;
+/** The calibration running, if any: joining a room stops it (its waits would delay posts). */
+let calibProbe = null;
+const CALIB_WARMUP_MS = 400;
 const CALIB_MS = 1200;
 
 async function calibrate() {
   const proto = self.location.protocol === 'https:' ? 'wss:' : 'ws:';
   const ws = new WebSocket(`${proto}//${self.location.host}/ws`);
   const fwd = [];
+  let measuredFrom = Infinity; // pings sent from this local time on count
   ws.onmessage = (ev) => {
     try {
       const m = JSON.parse(ev.data);
-      if (m.type === 'pong') fwd.push(m.t1_us - m.t0_us);
+      if (m.type === 'pong' && m.t0_us >= measuredFrom) fwd.push(m.t1_us - m.t0_us);
     } catch {
       // ignore
     }
@@ -201,8 +224,11 @@ async function calibrate() {
     return { ok: false, message: 'could not reach the server to measure' };
   }
   const probe = { stopped: false };
-  const start = nowUs() + 20_000;
-  const times = poisson(start, start + CALIB_MS * 1000, CALIB_RATE_HZ, uniform);
+  calibProbe = probe;
+  const warm = nowUs() + 20_000;
+  const start = warm + CALIB_WARMUP_MS * 1000;
+  measuredFrom = start;
+  const times = poisson(warm, start + CALIB_MS * 1000, CALIB_RATE_HZ, uniform);
   let sent = 0;
   for (const t of times) {
     if (!(await waitUntil(t, probe))) break;
@@ -213,12 +239,17 @@ async function calibrate() {
   await sleepMs(300);
   ws.onclose = null;
   ws.close(1000, 'measured');
-  if (fwd.length < 50) return { ok: false, message: `only ${fwd.length} of ${sent} pings came back` };
+  if (probe.stopped) return { ok: false, message: 'stopped: the page joined a room' };
+  if (fwd.length < 80) return { ok: false, message: `only ${fwd.length} of ${sent} pings came back` };
   const sorted = [...fwd].sort((a, b) => a - b);
   const med = sorted[sorted.length >> 1];
-  const dev = fwd.map((f) => Math.abs(f - med)).sort((a, b) => a - b);
+  const series = fwd.map((f) => Math.abs(f - med));
+  const dev = [...series].sort((a, b) => a - b);
   const q = (f) => dev[Math.min(dev.length - 1, Math.ceil(f * dev.length) - 1)];
-  return { ok: true, samples: fwd.length, one_way_p50_us: med, dev_p90_us: q(0.9), dev_p99_us: q(0.99), dev_p996_us: q(0.996), dev_max_us: dev[dev.length - 1] };
+  return {
+    ok: true, samples: fwd.length, rate_hz: CALIB_RATE_HZ, span_ms: CALIB_MS, one_way_p50_us: med,
+    dev_p90_us: q(0.9), dev_p99_us: q(0.99), dev_p996_us: q(0.996), dev_max_us: dev[dev.length - 1], dev_series_us: series,
+  };
 }
 
 // ---------------------------------------------------------------------------------------
@@ -247,7 +278,26 @@ const S = {
   pings: new Map(), // t0 → resolve
   window: null, // the last round announced by `start`: {session, round, t_start, t_end}
   leaving: false,
+  // What `sgp pair --record` keeps, since the last `joined`: every round this poster posted
+  // in (its posts, the sync they were posted with, the board) and every message heard but
+  // pongs, with the local receive time. Times are this worker's clock (nowUs).
+  record: { rounds: [], messages: [] },
 };
+
+/** The clock note of a record, word for word as src/pair.rs writes it. */
+const RECORD_CLOCK = 'local µs; predicted server time = sent_us + sync.offset_us + floor(sync.delay_us / 2)';
+
+/** The record in the shape of `sgp pair --record FILE` (src/pair.rs, save_record). */
+function recordDoc() {
+  return {
+    room: S.room,
+    role: S.role,
+    params: S.params,
+    clock: RECORD_CLOCK,
+    rounds: S.record.rounds,
+    messages: S.record.messages,
+  };
+}
 
 const toPage = (msg) => self.postMessage(msg);
 const me = () => (S.role === 'alice' ? 'A' : S.role === 'bob' ? 'B' : null);
@@ -311,6 +361,9 @@ function connect(hello) {
     } catch {
       toPage({ type: 'error', code: 'bad_json', message: 'the server sent something that is not JSON' });
       return;
+    }
+    if (m && m.type !== 'pong' && m.type !== 'joined' && S.role !== null) {
+      S.record.messages.push({ t_us: t3, msg: m });
     }
     try {
       onServer(m, t3);
@@ -427,7 +480,7 @@ function failed(why) {
     const n = S.failures > RETRIES ? `${S.failures} failed rounds or sessions in a row` : `${S.totalFailures} failed rounds or sessions`;
     stopSession();
     trySend({ type: 'abort', reason: 'gave_up' });
-    toPage({ type: 'stopped', reason: 'gave_up', message: `gave up after ${n} (last: ${why})` });
+    toPage({ type: 'stopped', reason: 'gave_up', message: `gave up after ${n} (last: ${why})`, failures: S.failures, total_failures: S.totalFailures, in_a_row: S.failures > RETRIES, last: why });
     return;
   }
   if (S.needSync || !S.sync) {
@@ -509,6 +562,7 @@ function onServer(m, t3) {
     }
     case 'joined':
       Object.assign(S, { room: m.room, role: m.role, params: m.params, session: null, keptRounds: [], bias: 0, failures: 0, totalFailures: 0 });
+      S.record = { rounds: [], messages: [] };
       toPage({ type: 'joined', room: m.room, role: m.role, params: m.params, peers: m.peers });
       // A first sync at once, so the clock panel shows what this browser can do.
       syncClock().catch(() => {});
@@ -637,6 +691,16 @@ function onClosed(m) {
   S.current = null;
   S.lastClosed = m.round;
   S.lastClosedSession = m.session;
+  S.record.rounds.push({
+    session: m.session,
+    round: m.round,
+    t_start_us: p.t_start,
+    t_end_us: p.t_end,
+    sync: { offset_us: p.sync.offset_us, delay_us: p.sync.delay_us },
+    posts: p.posts.map((q) => ({ sent_us: q.sent_us, label: q.label })),
+    coalesced: [...p.coalesced],
+    board: m.board,
+  });
   // Posts the server said were coalesced carry a later message's time: not theirs.
   const timed = p.posts.filter((_, k) => !p.coalesced.includes(k + 1));
   const view = secret.deriveRound(m.board, p.t_start, p.t_end, timed, p.sync, me(), tol, guard);
@@ -686,7 +750,10 @@ function onClosed(m) {
     const k = secret.key(S.room, m.session, bits);
     const t = secret.tag(k, params.tag_bits);
     S.myTag = t;
-    toPage({ type: 'key', session: m.session, key: secret.hex(k), bits: secret.bitsString(bits), ledger: l, tag: t, rounds: S.keptRounds.length, round: m.round });
+    toPage({
+      type: 'key', session: m.session, key: secret.hex(k), bits: secret.bitsString(bits), ledger: l, tag: t,
+      rounds: S.keptRounds.length, per_round: S.keptRounds.map((r) => ({ round: r.round, n: r.n, a: r.a })), round: m.round,
+    });
     if (trySend({ type: 'confirm', tag: t })) phase('confirming', { session: m.session, round: m.round });
   } else if (trySend({ type: 'ready' })) {
     phase('waiting', { session: m.session, round: m.round, next: true, strength: l.strength });
@@ -749,9 +816,11 @@ self.onmessage = (ev) => {
   const c = ev.data || {};
   switch (c.cmd) {
     case 'create':
+      if (calibProbe) calibProbe.stopped = true;
       connect({ type: 'create', params: c.params });
       return;
     case 'join':
+      if (calibProbe) calibProbe.stopped = true;
       connect(c.observer ? { type: 'join', room: c.room, as: 'observer' } : { type: 'join', room: c.room });
       return;
     case 'start':
@@ -787,10 +856,13 @@ self.onmessage = (ev) => {
     case 'measure':
       measureTimers().then((t) => toPage({ type: 'timing', ...t }));
       return;
+    case 'record':
+      toPage({ type: 'record', id: c.id, record: recordDoc() });
+      return;
     case 'calibrate':
       calibrate()
         .catch((e) => ({ ok: false, message: e.message }))
-        .then((c) => toPage({ type: 'calibration', ...c }));
+        .then((r) => toPage({ type: 'calibration', ...r, id: c.id ?? null }));
       return;
     default:
       toPage({ type: 'error', code: 'client', message: `unknown command ${String(c.cmd)}` });

@@ -3,10 +3,14 @@
 //
 //   SGP_BIN=target/release/sgp CHROMIUM=/usr/bin/chromium node client/test/bench-browser.mjs
 //   RUNS=10 (default)  TOLERANCE_MS=… (default: the page's own measured default)
+//   LAN=1: the server listens on every address (--bind 0.0.0.0) and the tabs open it at this
+//   machine's LAN address, as a second machine would: not cross-origin isolated.
+//   CALIBRATE=N: also take N fresh jitter measurements per run (window.sgpCalibrate()) once the
+//   key is made, to compare with the one the page took while loading.
 //
 // Each run: a fresh pair of tabs (contexts) in one browser against one `sgp serve`; tab A
 // loads `/`, waits for the page's tolerance default to settle (the page measures its delay
-// after loading), creates a room; tab B opens the link; both press Start. Timed from the
+// after loading, and Create waits for it), creates a room; tab B opens the link; both press Start. Timed from the
 // second Start to both tabs showing data-state=match. It prints one line per run and a
 // summary (JSON with --json). The timing-error figures come from the page's own per-round
 // report (`sgpState.rounds[].timing`, when the page provides it), the rates from `sent_us`.
@@ -16,12 +20,16 @@ import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import * as h from './e2e/harness.mjs';
+import { defaultTolerance } from '../js/timing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 if (!process.env.SGP_BIN) process.env.SGP_BIN = resolve(HERE, '../../target/release/sgp');
 const RUNS = Number(process.env.RUNS || 10);
 const TOL = process.env.TOLERANCE_MS;
+const LAN = !!process.env.LAN;
+const CALIBRATE = Number(process.env.CALIBRATE || 0);
 const JSON_OUT = process.argv.includes('--json');
+let base; // the pages' origin
 
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
@@ -35,23 +43,19 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+/** The page's default once its measurement settled (Create is enabled again). */
 async function settledTolerance(page) {
-  const field = h.byTestid(page, 'tolerance');
-  let v = await field.inputValue();
-  for (let stable = 0, waited = 0; stable < 3000 && waited < 30_000; waited += 250) {
-    await h.sleep(250);
-    const w = await field.inputValue();
-    stable = w === v ? stable + 250 : 0;
-    v = w;
-  }
-  return v;
+  await page.waitForFunction(() => window.sgpState && window.sgpState.calibrationDone && !document.getElementById('create').disabled,
+    null, { timeout: 30_000, polling: 100 });
+  return h.byTestid(page, 'tolerance').inputValue();
 }
 
 async function oneRun(fx, i) {
   const A = await fx.page(`A${i}`);
   const B = await fx.page(`B${i}`);
-  await A.goto(`${fx.server.url}/`);
+  await A.goto(`${base}/`);
   const tol = TOL ?? (await settledTolerance(A));
+  const atLoad = await A.evaluate(() => ({ calibration: window.sgpState.calibration, calibrations: window.sgpState.calibrations, timing: window.sgpState.timing, isolated: window.crossOriginIsolated }));
   await h.byTestid(A, 'tolerance').fill(String(tol));
   await h.click(A, 'create');
   await h.waitRole(A, 'alice');
@@ -64,9 +68,13 @@ async function oneRun(fx, i) {
   const [ka, kb] = await Promise.all([h.waitKey(A, 300_000), h.waitKey(B, 300_000)]);
   const ms = Date.now() - t0;
   const [sa, sb] = [await h.state(A), await h.state(B)];
+  const later = [];
+  for (let k = 0; k < CALIBRATE; k++) later.push(await A.evaluate(() => window.sgpCalibrate()));
   const ok = ka.state === 'match' && kb.state === 'match' && ka.key === kb.key;
   const rounds = sa.rounds.length;
-  const dropped = sa.rounds.filter((r) => r.dropped).length;
+  const dropped = sa.rounds.filter((r) => r.dropped || r.desync).length;
+  // What the page's model expected of its rounds (at its default), against what they did.
+  const model = TOL ? null : defaultTolerance(atLoad.isolated, atLoad.timing && atLoad.timing.precision_us, atLoad.calibration);
   const win = sa.params.duration_ms / 1000;
   const perTab = [sa, sb].map((s) => {
     const rs = s.rounds.filter((r) => Array.isArray(r.sent_us) && r.sent_us.length);
@@ -78,7 +86,10 @@ async function oneRun(fx, i) {
       late_p90_us: median(t.map((x) => x.late_us && x.late_us.p90).filter((x) => x != null)),
       abs_err_p50_us: median(t.map((x) => x.abs_error_us && x.abs_error_us.p50).filter((x) => x != null)),
       abs_err_p90_us: median(t.map((x) => x.abs_error_us && x.abs_error_us.p90).filter((x) => x != null)),
+      abs_err_p99_us: median(t.map((x) => x.abs_error_us && x.abs_error_us.p99).filter((x) => x != null)),
       abs_err_max_us: Math.max(...t.map((x) => (x.abs_error_us && x.abs_error_us.max) || 0)),
+      skipped: t.reduce((a, x) => a + (x.skipped || 0), 0),
+      planned: t.reduce((a, x) => a + (x.planned || 0), 0),
     };
   });
   await A.context().close();
@@ -93,35 +104,60 @@ async function oneRun(fx, i) {
     strength: Number(ka.strength),
     rounds,
     dropped,
+    predicted_success: model && model.success != null ? Math.round(100 * model.success) / 100 : null,
+    actual_success: Math.round((100 * (rounds - dropped)) / rounds) / 100,
+    posts_per_round: model ? model.posts : null,
     tabs: perTab,
+    isolated: atLoad.isolated,
+    precision_us: atLoad.timing && atLoad.timing.precision_us,
+    calibration: pick(atLoad.calibration),
+    calibrations: atLoad.calibrations,
+    later_calibrations: later.map(pick),
   };
 }
+
+const pick = (c) => (c && c.ok ? { samples: c.samples, p90: c.dev_p90_us, p99: c.dev_p99_us, p996: c.dev_p996_us, max: c.dev_max_us } : c);
 
 /** What the page loads, gzipped (-9), fetched from the server the way the browser gets it. */
 async function pageWeight(fx) {
   const p = await fx.page('weight');
-  await p.goto(`${fx.server.url}/`, { waitUntil: 'networkidle' });
+  await p.goto(`${base}/`, { waitUntil: 'networkidle' });
   await h.click(p, 'create');
   await h.waitRole(p, 'alice');
   await p.waitForLoadState('networkidle');
-  const urls = [...new Set(p.sgpWatch.requests)].filter((u) => u.startsWith(fx.server.url) && !u.endsWith('/healthz'));
+  const urls = [...new Set(p.sgpWatch.requests)].filter((u) => u.startsWith(base) && !u.endsWith('/healthz'));
   const files = [];
   for (const u of urls) {
-    const body = Buffer.from(await (await fetch(u)).arrayBuffer());
+    const res = await fetch(u); // node's fetch asks for gzip and inflates
+    const wire = res.headers.get('content-encoding') === 'gzip' ? Number(res.headers.get('content-length')) : null;
+    const body = Buffer.from(await res.arrayBuffer());
     // `gzip -9 -c FILE | wc -c`, as in the brief (zlib's level 9 for a cross-check).
     const cli = Number(execFileSync('sh', ['-c', 'gzip -9 -c | wc -c'], { input: body }).toString().trim());
-    files.push({ path: u.slice(fx.server.url.length), bytes: body.length, gzip9: cli, zlib9: gzipSync(body, { level: 9 }).length });
+    files.push({ path: u.slice(base.length), bytes: body.length, gzip9: cli, zlib9: gzipSync(body, { level: 9 }).length, wire_gzip: wire });
   }
   await p.context().close();
-  return { files, bytes: files.reduce((a, f) => a + f.bytes, 0), gzip9: files.reduce((a, f) => a + f.gzip9, 0) };
+  return {
+    files,
+    bytes: files.reduce((a, f) => a + f.bytes, 0),
+    gzip9: files.reduce((a, f) => a + f.gzip9, 0),
+    // What the server sends a browser (it embeds the files gzipped), when it sends gzip.
+    wire: files.every((f) => f.wire_gzip != null) ? files.reduce((a, f) => a + f.wire_gzip, 0) : null,
+  };
 }
 
-const fx = await h.fixture();
+const fx = await h.fixture(LAN ? { serverArgs: ['--bind', '0.0.0.0'] } : {});
+base = fx.server.url;
+if (LAN) {
+  const ip = h.lanAddress();
+  if (!ip) throw new Error('LAN=1: this machine has no non-loopback IPv4 address');
+  h.allowHost(ip);
+  base = `http://${ip}:${fx.server.port}`;
+}
 try {
   const weight = await pageWeight(fx);
   if (!JSON_OUT) {
-    for (const f of weight.files) console.log(`${f.path.padEnd(34)} ${String(f.bytes).padStart(8)} B  gzip -9 ${String(f.gzip9).padStart(7)} B`);
-    console.log(`${'page + assets'.padEnd(34)} ${String(weight.bytes).padStart(8)} B  gzip -9 ${String(weight.gzip9).padStart(7)} B`);
+    for (const f of weight.files) console.log(`${f.path.padEnd(34)} ${String(f.bytes).padStart(8)} B  gzip -9 ${String(f.gzip9).padStart(7)} B  sent ${f.wire_gzip ?? '-'} B`);
+    console.log(`${'page + assets'.padEnd(34)} ${String(weight.bytes).padStart(8)} B  gzip -9 ${String(weight.gzip9).padStart(7)} B  sent ${weight.wire ?? '-'} B`);
   }
   const runs = [];
   for (let i = 1; i <= RUNS; i++) {
@@ -134,10 +170,12 @@ try {
     runs.push(r);
     if (!JSON_OUT) {
       console.log(r.ok
-        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped), strength ${r.strength}, τ ${r.tolerance_ms} ms, ` +
+        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped; in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms, ` +
           `rate ${r.rate_hz} Hz, window ${r.duration_ms} ms; tabs' rates ${r.tabs.map((t) => t.rate_hz.toFixed(1)).join('/')} Hz, ` +
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
-          `|arrival error| p50/p90 ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}`).join(', ')} µs`
+          `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
+          `skipped ${r.tabs.map((t) => `${t.skipped}/${t.planned}`).join(', ')}; isolated ${r.isolated}, precision ${r.precision_us} µs; ` +
+          `calibration used ${JSON.stringify(r.calibration)} of ${JSON.stringify((r.calibrations || []).map((c) => c.dev_p90_us))} (p90s)${r.later_calibrations.length ? `, later ${JSON.stringify(r.later_calibrations)}` : ''}`
         : `run ${i}: FAILED ${r.error || 'keys differ or mismatch'}`);
     }
   }
@@ -152,13 +190,23 @@ try {
     time_to_key_ms_max: good.length ? Math.max(...good.map((r) => r.ms)) : null,
     rounds_per_key_p50: median(good.map((r) => r.rounds)),
     dropped_round_rate: good.reduce((a, r) => a + r.dropped, 0) / Math.max(1, good.reduce((a, r) => a + r.rounds, 0)),
+    predicted_success_p50: median(good.map((r) => r.predicted_success).filter((x) => x != null)),
+    actual_success_p50: median(good.map((r) => r.actual_success)),
     tolerance_ms: [...new Set(good.map((r) => r.tolerance_ms))],
     late_p50_us: median(tabs.map((t) => t.late_p50_us).filter((x) => x != null)),
     late_p90_us: median(tabs.map((t) => t.late_p90_us).filter((x) => x != null)),
     abs_arrival_error_p50_us: median(tabs.map((t) => t.abs_err_p50_us).filter((x) => x != null)),
     abs_arrival_error_p90_us: median(tabs.map((t) => t.abs_err_p90_us).filter((x) => x != null)),
+    abs_arrival_error_p99_us: median(tabs.map((t) => t.abs_err_p99_us).filter((x) => x != null)),
+    skipped_share: tabs.reduce((a, t) => a + t.skipped, 0) / Math.max(1, tabs.reduce((a, t) => a + t.planned, 0)),
+    calibration_at_load_p996_us_p50: median(good.map((r) => r.calibration && r.calibration.p996).filter((x) => x != null)),
+    calibration_later_p996_us_p50: median(good.flatMap((r) => r.later_calibrations.map((c) => c && c.p996)).filter((x) => x != null)),
+    lan: LAN,
+    page_url: base,
+    load_average: (await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' '),
     page_bytes: weight.bytes,
     page_gzip9_bytes: weight.gzip9,
+    page_sent_gzip_bytes: weight.wire,
     sgp_bin: process.env.SGP_BIN,
   };
   if (JSON_OUT) console.log(JSON.stringify({ summary, runs, weight }));

@@ -5,7 +5,8 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import {
   sample, best, poisson, uniformFrom, labelsFromBytes, refineBias, quantile, defaultTolerance,
-  roundDurationMs, POSTS_PER_ROUND,
+  roundDurationMs, roundSuccess, roundSize, roundBits, POSTS_PER_ROUND, ROUND_POSTS, ROUND_SIZES, FLOOR_MS,
+  SYNC_ALLOWANCE_US, MAX_DEFAULT_TOLERANCE_MS,
 } from '../js/timing.js';
 
 /** A seeded uniform generator (xorshift), so the statistics below are reproducible. */
@@ -77,22 +78,73 @@ test('bias refinement: median of errors within 2τ, and nothing from fewer than 
   assert.equal(quantile([], 0.5), null);
 });
 
-test('tolerance default: 1 ms isolated, ×3 when not, widened by a noisy measurement', () => {
-  assert.deepEqual(defaultTolerance(true, 5, null), { ms: 1, widened: false });
-  assert.deepEqual(defaultTolerance(false, 100, null), { ms: 3, widened: false });
-  const quiet = { ok: true, dev_p996_us: 400 };
-  assert.deepEqual(defaultTolerance(true, 5, quiet), { ms: 1, widened: false });
-  const busy = { ok: true, dev_p996_us: 1_600 };
-  assert.deepEqual(defaultTolerance(true, 5, busy), { ms: 2, widened: true });
-  const awful = { ok: true, dev_p996_us: 40_000 };
-  assert.deepEqual(defaultTolerance(true, 5, awful), { ms: 5, widened: true });
-  assert.deepEqual(defaultTolerance(true, 5, { ok: false }), { ms: 1, widened: false });
+test('tolerance default: the floor without a measurement, the fastest τ with one', () => {
+  const none = { posts: POSTS_PER_ROUND, widened: false, success: null, ms_per_bit: null, unsure: false };
+  assert.deepEqual(defaultTolerance(true, 5, null), { ms: FLOOR_MS.isolated, floor: FLOOR_MS.isolated, ...none });
+  assert.deepEqual(defaultTolerance(false, 100, null), { ms: FLOOR_MS.notIsolated, floor: FLOOR_MS.notIsolated, ...none });
+  assert.ok(FLOOR_MS.notIsolated > FLOOR_MS.isolated, 'pages that are not isolated start wider');
+  assert.equal(defaultTolerance(true, 5, { ok: false }).ms, FLOOR_MS.isolated);
+  assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: [1, 2] }).ms, FLOOR_MS.isolated, 'too few samples: the floor');
+  // Coarse timers raise the floor: ten ticks within τ.
+  assert.equal(defaultTolerance(true, 300, null).ms, 3);
+  const series = (n, f) => Array.from({ length: n }, (_, i) => f(i));
+  // A quiet machine: 150-400 µs of jitter. The floor covers it, in the longest rounds.
+  const quiet = series(300, (i) => 150 + ((i * 37) % 250));
+  const q = defaultTolerance(true, 5, { ok: true, dev_series_us: quiet });
+  assert.equal(q.ms, 1);
+  assert.equal(q.posts, ROUND_SIZES.at(-1));
+  assert.equal(q.widened, false);
+  assert.ok(q.success > 0.7, `${q.success}`); // 2.5 rounds' worth of clean windows, squared
+  // One 50 ms stall (five messages in a row): no τ ≤ 5 ms covers it, so it is not widened for.
+  const stall = quiet.map((x, i) => (i >= 40 && i < 45 ? 50_000 : x));
+  assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: stall }).ms, 1, 'a stall is not worth widening for');
+  // Jitter up to 1.6 ms all along (a busy machine): widened to cover it, ≤ 2 ms.
+  const busy = series(300, (i) => ((i * 7919) % 1600));
+  const b = defaultTolerance(true, 5, { ok: true, dev_series_us: busy });
+  assert.ok(b.widened && b.ms >= 1.75 && b.ms <= 2, JSON.stringify(b));
+  // Scattered 2 ms outliers, one in 60: τ = 1 ms fails most rounds, widening pays.
+  const scattered = quiet.map((x, i) => (i % 60 === 7 ? 2_000 : x));
+  const sc = defaultTolerance(true, 5, { ok: true, dev_series_us: scattered });
+  assert.equal(sc.ms, 2.25, JSON.stringify(sc));
+  // At a τ the user typed (1 ms), the outliers call for short rounds that miss them.
+  const typed = roundSize({ ok: true, dev_series_us: scattered }, 1);
+  assert.ok(typed.posts <= 20 && typed.success > 0.3, JSON.stringify(typed));
+  assert.deepEqual(roundSize(null, 1), { posts: POSTS_PER_ROUND, success: null, ms_per_bit: null });
+  // Never beyond the maximum, however bad; and a measurement in which nothing works says nothing.
+  const hopeless = defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, () => 40_000) });
+  assert.deepEqual([hopeless.ms, hopeless.posts, hopeless.unsure], [FLOOR_MS.isolated, ROUND_SIZES[0], true], 'nothing helps: the floor, short rounds, unsure');
+  assert.equal(q.unsure, false);
+  assert.ok(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, (i) => (i * 13) % 4_600) }).ms <= MAX_DEFAULT_TOLERANCE_MS);
+});
+
+test('round success: windows of one round\'s posts with every deviation within τ − the sync allowance', () => {
+  const w = ROUND_POSTS;
+  const n = 4 * w; // 4 rounds' worth of messages, 3w + 1 windows
+  const trials = 4;
+  const all = Array(n).fill(100);
+  assert.equal(roundSuccess(all, 1), (trials + 0.5) / (trials + 1));
+  const one = all.map((x, i) => (i === 0 ? 900 : x)); // 900 > 1000 − 250: spoils the one window holding it
+  const share = (3 * w) / (3 * w + 1);
+  assert.equal(roundSuccess(one, 1), (share * trials + 0.5) / (trials + 1));
+  assert.equal(roundSuccess(one, 1.25), (trials + 0.5) / (trials + 1), '900 ≤ 1250 − 250');
+  assert.equal(SYNC_ALLOWANCE_US, 250);
+  // Shorter windows: more trials in the same messages, so a clean measurement says more.
+  assert.ok(roundSuccess(all, 1, 20) > roundSuccess(all, 1, 120));
+});
+
+test('what a round is worth: log2 C(k, k/2) with k = 2m/e kept entries', () => {
+  // m = 40: k = 29, log2 C(29, 14) = 25.1.
+  assert.ok(Math.abs(roundBits(40) - Math.log2(77558760)) < 1e-9);
+  assert.ok(roundBits(10) > 5 && roundBits(10) < roundBits(20));
 });
 
 test('round length: about POSTS_PER_ROUND posts per poster plus two guards', () => {
   // τ = 1 ms: 125 Hz per poster, G = 20 ms.
   assert.equal(roundDurationMs(1), Math.ceil((POSTS_PER_ROUND / 125) * 1000 + 40));
-  // τ = 0.05 ms: G = 2 ms (the floor), short but at least 10 ms.
-  assert.ok(roundDurationMs(0.05) >= 10);
-  assert.ok(roundDurationMs(1000) <= 120_000);
+  assert.equal(roundDurationMs(1, 10), 120);
+  // τ = 0.05 ms: G = 2 ms (the floor): 40 posts at 2.5 kHz, 16 ms, plus 4 ms.
+  assert.equal(roundDurationMs(0.05), 20);
+  // Clamped to [10 ms, 120 s].
+  assert.equal(roundDurationMs(0.01), 10);
+  assert.equal(roundDurationMs(1000), 120_000);
 });

@@ -4,6 +4,12 @@
 // and small helpers to read the page through its DOM contract (`data-testid` attributes and
 // `window.sgpState`, nothing else).
 //
+// Strict by default: after EVERY test (a global afterEach), every page a test used must have
+// had no uncaught error, no console error, no error the page itself noted in
+// `sgpState.errors` (its caught exceptions, and any refusal it showed), no failed request and
+// no request leaving this machine. A test that provokes an error on purpose says so first
+// with `expectErrors(page, {console, codes})`; nothing else is excused.
+//
 // Environment: SGP_BIN (default target/debug/sgp of this repository), CHROMIUM (default
 // /usr/bin/chromium), SGP_E2E_HEADED=1 to watch the browser, SGP_E2E_VERBOSE=1 to echo the
 // pages' console.
@@ -12,6 +18,8 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
+import { networkInterfaces } from 'node:os';
+import { afterEach } from 'node:test';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { chromium } from 'playwright-core';
@@ -97,11 +105,12 @@ async function stopChild(child, ms = 5000) {
 // The server.
 
 /**
- * Starts `sgp serve --port 0` (plus `extra` arguments) and waits for its
- * `sgp listening on http://127.0.0.1:PORT/` line. Returns {url, port, proc, stderr(), stop()}.
+ * Starts `sgp serve --port 0` (or opts.port; plus `extra` arguments) and waits for its
+ * `sgp listening on http://HOST:PORT/` line. Returns {url, port, host, proc, stderr(), stop()};
+ * `url` is on 127.0.0.1 (also when the server listens on every address: --bind 0.0.0.0).
  */
-export async function startServer(extra = []) {
-  const proc = track(spawn(SGP_BIN, ['serve', '--port', '0', ...extra], { stdio: ['ignore', 'pipe', 'pipe'] }));
+export async function startServer(extra = [], { port: askPort = 0 } = {}) {
+  const proc = track(spawn(SGP_BIN, ['serve', '--port', String(askPort), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] }));
   let stderr = '';
   proc.stderr.setEncoding('utf8');
   proc.stderr.on('data', (d) => {
@@ -117,13 +126,17 @@ export async function startServer(extra = []) {
   });
   const listening = (async () => {
     for await (const line of lines) {
-      const m = /^sgp listening on (http:\/\/127\.0\.0\.1:(\d+))\/\s*$/.exec(line);
-      if (m) return { url: m[1], port: Number(m[2]) };
+      const m = /^sgp listening on http:\/\/(\[[0-9a-f:]+\]|[^/:\s]+):(\d+)\//i.exec(line);
+      if (m) {
+        const host = m[1];
+        const local = host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host;
+        return { url: `http://${local}:${m[2]}`, port: Number(m[2]), host };
+      }
       throw new Error(`unexpected first line from sgp serve: ${JSON.stringify(line)}`);
     }
     throw new Error('sgp serve closed its stdout before listening');
   })();
-  const { url, port } = await within(20_000, 'sgp serve to listen', Promise.race([listening, spawnError, exited]));
+  const { url, port, host } = await within(20_000, 'sgp serve to listen', Promise.race([listening, spawnError, exited]));
   // Keep draining stdout so the server never blocks on a full pipe.
   lines.on('line', (l) => VERBOSE && console.log(`[sgp serve] ${l}`));
   spawnError.catch(() => {});
@@ -131,9 +144,17 @@ export async function startServer(extra = []) {
   return {
     url, // http://127.0.0.1:PORT (no trailing slash)
     port,
+    host, // as the listening line says it (0.0.0.0 with --bind 0.0.0.0)
     proc,
     stderr: () => stderr,
     stop: () => stopChild(proc),
+    /** Kills it at once (SIGKILL), as a crash or a pulled plug would. */
+    kill: async () => {
+      if (proc.exitCode !== null || proc.signalCode !== null) return;
+      const gone = once(proc, 'exit');
+      proc.kill('SIGKILL');
+      await gone;
+    },
   };
 }
 
@@ -213,8 +234,31 @@ export async function launchRealTabs() {
   };
 }
 
-const LOCAL = /^(https?|wss?):\/\/(127\.0\.0\.1|localhost|\[::1\])(:\d+)?\//;
+/** Hosts a page may talk to: this machine's loopback, plus what a test adds (allowHost). */
+const ALLOWED_HOSTS = new Set(['127.0.0.1', 'localhost', '[::1]']);
 const INTERNAL = /^(data|blob|about|chrome-error|chrome):/;
+const isLocal = (url) => {
+  const m = /^(?:https?|wss?):\/\/(\[[^\]]+\]|[^/:]+)(?::\d+)?\//.exec(url);
+  return !!m && ALLOWED_HOSTS.has(m[1]);
+};
+
+/** Lets pages talk to `host` too: this machine's own LAN address, for the LAN test. */
+export function allowHost(host) {
+  ALLOWED_HOSTS.add(host);
+}
+
+/** This machine's first non-loopback IPv4 address (what `ip -4 addr` lists), or null. */
+export function lanAddress() {
+  for (const list of Object.values(networkInterfaces())) {
+    for (const a of list || []) {
+      if ((a.family === 'IPv4' || a.family === 4) && !a.internal) return a.address;
+    }
+  }
+  return null;
+}
+
+/** Every page watched, for the afterEach check. */
+const watched = new Set();
 
 /**
  * Wraps a Playwright page so it records what would make a test fail:
@@ -222,7 +266,13 @@ const INTERNAL = /^(data|blob|about|chrome-error|chrome):/;
  * 127.0.0.1 (which would break "works offline from the binary alone").
  */
 export function watchPage(page, name) {
-  const w = { name, pageErrors: [], consoleErrors: [], external: [], failed: [], requests: [] };
+  const w = {
+    name, pageErrors: [], consoleErrors: [], external: [], failed: [], requests: [],
+    // What the afterEach check has seen already (so an error fails the test it happened in).
+    seen: { pageErrors: 0, consoleErrors: 0, external: 0, failed: 0, errorSeq: 0 },
+    allow: { console: [], codes: [] },
+  };
+  watched.add(page);
   page.on('pageerror', (e) => w.pageErrors.push(String(e && e.stack ? e.stack : e)));
   page.on('console', (m) => {
     if (VERBOSE) console.log(`[${name} console.${m.type()}] ${m.text()}`);
@@ -231,7 +281,7 @@ export function watchPage(page, name) {
   page.on('request', (r) => {
     const url = r.url();
     w.requests.push(url);
-    if (!LOCAL.test(url) && !INTERNAL.test(url)) w.external.push(url);
+    if (!isLocal(url) && !INTERNAL.test(url)) w.external.push(url);
   });
   page.on('requestfailed', (r) => {
     // A page closed mid-load cancels its requests: that is not the page's fault.
@@ -270,22 +320,84 @@ export async function newPage(target, name = 'page', opts = {}) {
 }
 
 /**
- * Throws if the page had an uncaught error, a request that failed, or asked for anything that
- * is not on 127.0.0.1. Console errors are collected (page.sgpWatch.consoleErrors, shown by the
- * tests as diagnostics) and fail only with opts.strictConsole (opts.allowConsole: regexps of
- * console errors to accept then).
+ * Excuses errors a test provokes on purpose on `page`, from now on: console errors matching
+ * one of `console` (regexps), `sgpState.errors` entries whose code is in `codes` (or whose
+ * message matches one of `console`), and failed requests if `failedRequests`.
  */
-export function assertClean(page, opts = {}) {
-  const w = page.sgpWatch;
-  const allow = opts.allowConsole || [];
-  const consoleErrors = w.consoleErrors.filter((t) => !allow.some((re) => re.test(t)));
-  const problems = [];
-  if (w.pageErrors.length) problems.push(`uncaught page errors:\n  ${w.pageErrors.join('\n  ')}`);
-  if (opts.strictConsole && consoleErrors.length) problems.push(`console errors:\n  ${consoleErrors.join('\n  ')}`);
-  if (w.external.length) problems.push(`requests leaving 127.0.0.1:\n  ${w.external.join('\n  ')}`);
-  if (w.failed.length && !opts.allowFailedRequests) problems.push(`failed requests:\n  ${w.failed.join('\n  ')}`);
-  if (problems.length) throw new Error(`${w.name}: ${problems.join('\n')}`);
+export function expectErrors(page, { console: res = [], codes = [], failedRequests = false } = {}) {
+  const a = page.sgpWatch.allow;
+  a.console.push(...res);
+  a.codes.push(...codes);
+  if (failedRequests) a.failedRequests = true;
 }
+
+/** The page's own noted errors (sgpState.errors) with seq > `after`, or [] if it cannot say. */
+async function pageNotedErrors(page, after) {
+  if (page.isClosed()) return [];
+  try {
+    return await within(5_000, 'sgpState.errors', page.evaluate((after) => {
+      const s = window.sgpState;
+      return s && Array.isArray(s.errors) ? s.errors.filter((e) => !(e.seq <= after)) : [];
+    }, after));
+  } catch {
+    return []; // closing, or navigated away: its console errors still count
+  }
+}
+
+/**
+ * Everything wrong with `page` since the last check (all of it with opts.all): uncaught
+ * errors, console errors, errors in sgpState.errors that were not quiet, failed requests,
+ * requests leaving this machine — minus what expectErrors excused. Marks it seen.
+ */
+async function problemsOf(page, opts = {}) {
+  const w = page.sgpWatch;
+  const from = opts.all ? { pageErrors: 0, consoleErrors: 0, external: 0, failed: 0, errorSeq: 0 } : w.seen;
+  const excused = (t) => w.allow.console.some((re) => re.test(t));
+  const pageErrors = w.pageErrors.slice(from.pageErrors);
+  const consoleErrors = w.consoleErrors.slice(from.consoleErrors).filter((t) => !excused(t));
+  const external = w.external.slice(from.external);
+  const failed = w.allow.failedRequests ? [] : w.failed.slice(from.failed);
+  const noted = await pageNotedErrors(page, from.errorSeq);
+  const loud = noted.filter((e) => !e.quiet && !w.allow.codes.includes(e.code) && !excused(e.message));
+  w.seen = {
+    pageErrors: w.pageErrors.length,
+    consoleErrors: w.consoleErrors.length,
+    external: w.external.length,
+    failed: w.failed.length,
+    errorSeq: Math.max(w.seen.errorSeq, ...noted.map((e) => e.seq || 0)),
+  };
+  const problems = [];
+  if (pageErrors.length) problems.push(`uncaught page errors:\n  ${pageErrors.join('\n  ')}`);
+  if (consoleErrors.length) problems.push(`console errors:\n  ${consoleErrors.join('\n  ')}`);
+  if (loud.length) problems.push(`errors the page noted (sgpState.errors):\n  ${loud.map((e) => `${e.code}: ${e.message}`).join('\n  ')}`);
+  if (external.length) problems.push(`requests leaving this machine:\n  ${external.join('\n  ')}`);
+  if (failed.length) problems.push(`failed requests:\n  ${failed.join('\n  ')}`);
+  return problems;
+}
+
+/**
+ * Throws if the page had, at any time so far, an uncaught error, a console error, an error it
+ * noted in sgpState.errors, a request that failed, or a request for anything that is not on
+ * this machine — minus what expectErrors excused. (The afterEach check does the same after
+ * every test, for every page, with what is new since its last look.)
+ */
+export async function assertClean(page) {
+  const problems = await problemsOf(page, { all: true });
+  if (problems.length) throw new Error(`${page.sgpWatch.name}: ${problems.join('\n')}`);
+}
+
+// Registered only in test files (run by `node --test`, or directly as *.test.mjs); scripts
+// that use the harness (bench-browser.mjs, audit-browser.mjs) are not test runs.
+const IN_TEST = !!process.env.NODE_TEST_CONTEXT || /\.test\.mjs$/.test(process.argv[1] || '');
+if (IN_TEST) afterEach(async () => {
+  const all = [];
+  for (const page of watched) {
+    const problems = await problemsOf(page);
+    if (problems.length) all.push(`${page.sgpWatch.name}: ${problems.join('\n')}`);
+    if (page.isClosed()) watched.delete(page);
+  }
+  if (all.length) throw new Error(`a page was not clean:\n${all.join('\n')}`);
+});
 
 // ---------------------------------------------------------------------------------------
 // Reading the page through its contract.
@@ -404,10 +516,18 @@ export async function waitRole(page, role, timeout = 30_000) {
 export async function waitKey(page, timeout = 180_000) {
   let st;
   try {
-    st = await waitState(page, 'confirmed', ['match', 'mismatch'], timeout);
+    // A page that gave up (too many dropped rounds) will not confirm: say so at once.
+    st = await page.waitForFunction(() => {
+      const c = document.querySelector('[data-testid="confirmed"]');
+      const s = c && c.getAttribute('data-state');
+      if (s === 'match' || s === 'mismatch') return s;
+      const g = window.sgpState;
+      return g && !g.running && /gave up/i.test(g.status || '') ? 'gave up' : false;
+    }, null, { timeout, polling: 100 }).then((x) => x.jsonValue());
   } catch (e) {
     throw new Error(`${page.sgpWatch ? page.sgpWatch.name : 'page'}: no confirmation within ${timeout} ms (${e.message.split('\n')[0]}); ${await describe(page)}`);
   }
+  if (st === 'gave up') throw new Error(`${page.sgpWatch ? page.sgpWatch.name : 'page'}: gave up; ${await describe(page)}`);
   return {
     state: st,
     key: await text(page, 'key'),
@@ -433,12 +553,12 @@ export async function startAll(...pages) {
   for (const p of pages) await click(p, 'start');
 }
 
-/** Checks one page's finished key against the contract; returns it. */
-export function checkKey(assert, k, who) {
+/** Checks one page's finished key against the contract (strength ≥ `min`); returns it. */
+export function checkKey(assert, k, who, min = 256) {
   assert.equal(k.state, 'match', `${who}: confirmed data-state`);
   assert.match(k.key, /^[0-9a-f]{64}$/, `${who}: key text is 64 hex`);
   assert.match(k.strength, /^\d+$/, `${who}: strength text is an integer`);
-  assert.ok(Number(k.strength) >= 256, `${who}: strength ${k.strength} ≥ 256`);
+  assert.ok(Number(k.strength) >= min, `${who}: strength ${k.strength} ≥ ${min}`);
   assert.ok(k.sgpKey, `${who}: sgpState.key is set`);
   assert.equal(k.sgpKey.key, k.key, `${who}: sgpState.key.key equals the key shown`);
   assert.equal(Number(k.sgpKey.strength), Number(k.strength), `${who}: sgpState.key.strength equals the strength shown`);
@@ -494,6 +614,34 @@ export function runPair(args, { timeout = 180_000, onLine } = {}) {
   const t = setTimeout(() => stopChild(proc, 2000), timeout);
   done.finally(() => clearTimeout(t)).catch(() => {});
   return { proc, done, lines, stop: () => stopChild(proc) };
+}
+
+/**
+ * Runs `sgp eve --attack FILES… --json` (the eavesdropper audit on posters' records);
+ * resolves {code, out: parsed JSON or null, stdout, stderr}.
+ */
+export function runEveAttack(files, timeout = 60_000) {
+  const proc = track(spawn(SGP_BIN, ['eve', '--attack', ...files, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+  let stdout = '';
+  let stderr = '';
+  proc.stdout.setEncoding('utf8');
+  proc.stderr.setEncoding('utf8');
+  proc.stdout.on('data', (d) => (stdout += d));
+  proc.stderr.on('data', (d) => (stderr += d));
+  const t = setTimeout(() => stopChild(proc, 2000), timeout);
+  return new Promise((resolveDone, reject) => {
+    proc.once('error', reject);
+    proc.once('close', (code) => {
+      clearTimeout(t);
+      let out = null;
+      try {
+        out = JSON.parse(stdout.trim().split('\n').at(-1));
+      } catch {
+        // not JSON: the caller shows stdout and stderr
+      }
+      resolveDone({ code, out, stdout, stderr });
+    });
+  });
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,16 +1,20 @@
 // Two pages in one browser make a key, a third page watches as the eavesdropper, and the
 // finished page is photographed (issue 4: "two pages in one browser reach the same confirmed
 // key with strength ≥ 256, shown on both pages; a third page as observer sees the boards;
-// a screenshot of the finished page is saved under target/").
+// a screenshot of the finished page is saved under target/"). What the pages show is checked
+// against an independent computation: both posters' records (the Download record button,
+// the format of `sgp pair --record`) are run through secret.js again — per-round counts,
+// ledger, key, tags — and through `sgp eve --attack`.
 //
-// The three tests share one room: the observer joins before Start so it sees every round,
-// and the screenshots are of the pages that made the key.
+// The tests share one room: the observer joins before Start so it sees every round, and the
+// screenshots are of the pages that made the key.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import { resolve } from 'node:path';
-import { statSync } from 'node:fs';
+import { statSync, mkdirSync, readFileSync } from 'node:fs';
 import * as h from './harness.mjs';
+import * as secret from '../../js/secret.js';
 
 let fx;
 const s = {}; // shared between the tests: pages, room, keys
@@ -52,11 +56,12 @@ test('two pages in one browser reach the same confirmed key, strength ≥ 256', 
   const t0 = Date.now();
   await h.startAll(s.A, s.B);
 
-  // Start is disabled while the session runs (checked on A until its key is confirmed).
+  // Start is disabled while the session runs (checked on A until its key is confirmed); it
+  // keeps the keyboard focus (aria-disabled, not disabled).
   const sawDisabled = await s.A.waitForFunction(() => {
     const st = document.querySelector('[data-testid="start"]');
     const c = document.querySelector('[data-testid="confirmed"]');
-    if (st && st.disabled) return 'disabled';
+    if (st && st.getAttribute('aria-disabled') === 'true') return 'disabled';
     if (c && c.getAttribute('data-state') !== 'pending') return 'finished';
     return false;
   }, null, { timeout: 240_000, polling: 50 }).then((x) => x.jsonValue());
@@ -81,9 +86,33 @@ test('two pages in one browser reach the same confirmed key, strength ≥ 256', 
   assert.match(bitsA, /^[01]+$/, 'bits: the raw bit string');
   assert.equal(bitsA, bitsB, 'both pages show the same raw bits');
   if (ka.sgpKey.n != null) assert.equal(bitsA.length, Number(ka.sgpKey.n), 'one raw bit per kept entry (n)');
+  // The ledger, read back from the page's words: n, a, floor(log2 ∏ C(n_r, a_r)) − tag − 64
+  // = strength, and the per-round counts it is made of (on both pages alike).
   const ledger = await h.text(s.A, 'ledger');
-  assert.ok(ledger.includes(String(ka.strength)), `the ledger shows the strength: "${ledger}"`);
-  if (ka.sgpKey.n != null) assert.ok(ledger.includes(String(ka.sgpKey.n)), `the ledger shows n: "${ledger}"`);
+  assert.equal(await h.text(s.B, 'ledger'), ledger, 'both pages show the same ledger');
+  s.ledger = parseLedger(ledger);
+  const L = s.ledger;
+  t.diagnostic(`ledger parsed: ${JSON.stringify(L)}`);
+  assert.equal(L.log2Binom - L.tag - L.margin, L.strength, `log2_binom − tag − margin = strength in "${ledger}"`);
+  assert.equal(L.strength, Number(ka.strength), 'the ledger\'s strength is the strength shown');
+  assert.equal(L.tag, ka.sgpKey.tag_bits, 'tag bits');
+  assert.equal(L.margin, 64, 'margin 64');
+  assert.equal(L.n, bitsA.length, 'n = one raw bit per kept entry');
+  assert.equal(L.rounds.length, L.roundCount, 'one (n_r, a_r) per counted round');
+  assert.equal(L.rounds.reduce((x, r) => x + r.n, 0), L.n, 'Σ n_r = n');
+  assert.equal(L.rounds.reduce((x, r) => x + r.a, 0), L.a, 'Σ a_r = a');
+  assert.equal(secret.log2BinomialFloor(L.rounds.map((r) => [r.n, r.a])), L.log2Binom,
+    'floor(log2 ∏ C(n_r, a_r)) as secret.js computes it from the rounds');
+  assert.ok(L.log2Binom < secret.log2BinomialFloor([[L.n, L.a]]), 'which is below floor(log2 C(n, a)) of the totals (the product is the conservative count)');
+  // Both confirmation tags are shown, on both pages, and they are equal.
+  for (const [name, p] of [['A', s.A], ['B', s.B]]) {
+    const tags = await h.text(p, 'tags');
+    const m = /^alice's tag ([0-9a-f]+) · bob's tag ([0-9a-f]+) · equal$/.exec(tags);
+    assert.ok(m, `${name} shows both tags: "${tags}"`);
+    assert.equal(m[1], m[2], `${name}: the two tags are equal`);
+    assert.equal(m[1].length, ka.sgpKey.tag_bits / 4, 'tag_bits of hex');
+    assert.equal(m[1], secret.tag(hexBytes(ka.key), ka.sgpKey.tag_bits), `${name}: the tag is SHA-256("sgp/1 confirm" ‖ K) of the key shown`);
+  }
   const sessionNow = Number(await h.attr(s.A, 'session-progress', 'aria-valuenow'));
   assert.ok(sessionNow > 0, `session-progress aria-valuenow ${sessionNow} > 0 after a key`);
   assert.ok(Number.isFinite(stA.sync.offset_us) && Number.isFinite(stA.sync.delay_us) && stA.sync.delay_us >= 0,
@@ -91,8 +120,10 @@ test('two pages in one browser reach the same confirmed key, strength ≥ 256', 
   for (const id of ['clock-offset', 'clock-delay', 'timer-precision']) {
     assert.match(await h.text(s.A, id), /\d/, `${id} shows a number`);
   }
-  assert.ok((await h.text(s.A, 'isolation')).length > 0, 'isolation says something');
-  assert.ok((await h.text(s.A, 'peers')).length > 0, 'peers says something');
+  assert.match(await h.text(s.A, 'isolation'), /^Cross-origin isolated: yes\. Timers are precise \(\d+ µs\)/, 'the isolation line says yes on 127.0.0.1');
+  assert.equal(await s.A.evaluate(() => crossOriginIsolated), true);
+  assert.equal(await h.text(s.A, 'peers'), 'Here: alice (you), bob, 1 observer', 'peers names who is here');
+  assert.equal(await h.text(s.B, 'peers'), 'Here: alice, bob (you), 1 observer', 'and on B');
   t.diagnostic(`ledger "${ledger}"; clock offset ${await h.text(s.A, 'clock-offset')}, delay ${await h.text(s.A, 'clock-delay')}, ` +
     `timer precision ${await h.text(s.A, 'timer-precision')}; isolation "${await h.text(s.A, 'isolation')}"; peers "${await h.text(s.A, 'peers')}"`);
   // Copy buttons put the key and the link on the clipboard.
@@ -103,11 +134,85 @@ test('two pages in one browser reach the same confirmed key, strength ≥ 256', 
   await s.B.waitForTimeout(200);
   const copied = await s.B.evaluate(() => navigator.clipboard.readText());
   assert.equal(new URL(copied).search, new URL(link).search, `copy-link copies the room link (${copied})`);
-  h.assertClean(s.A);
-  h.assertClean(s.B);
-  for (const p of [s.A, s.B]) {
-    if (p.sgpWatch.consoleErrors.length) t.diagnostic(`${p.sgpWatch.name} console errors: ${p.sgpWatch.consoleErrors.join(' | ')}`);
+  await h.assertClean(s.A);
+  await h.assertClean(s.B);
+});
+
+test('both records (Download record) agree with the pages, and sgp eve --attack scores them', { timeout: 120_000 }, async (t) => {
+  assert.ok(s.key, 'needs the key of the first test');
+  const dir = resolve(h.REPO, 'target/records');
+  mkdirSync(dir, { recursive: true });
+  const files = {};
+  const recs = {};
+  for (const [role, p] of [['alice', s.A], ['bob', s.B]]) {
+    const button = h.byTestid(p, 'download-record');
+    assert.ok(await button.isVisible(), `${role}: the Download record button is shown after a closed round`);
+    const [dl] = await Promise.all([p.waitForEvent('download', { timeout: 15_000 }), button.click()]);
+    files[role] = resolve(dir, `keys-${role}.json`);
+    await dl.saveAs(files[role]);
+    assert.equal(dl.suggestedFilename(), `sgp-record-${s.code}-${role}.json`);
+    recs[role] = JSON.parse(readFileSync(files[role], 'utf8'));
+    assert.deepEqual(await p.evaluate(() => window.sgpRecord()), recs[role], `${role}: window.sgpRecord() is the downloaded file`);
   }
+  const stA = await h.state(s.A);
+  for (const [role, r] of Object.entries(recs)) {
+    // Exactly the shape `sgp pair --record` writes (src/pair.rs, save_record).
+    assert.deepEqual(Object.keys(r), ['room', 'role', 'params', 'clock', 'rounds', 'messages'], `${role}: the record's fields`);
+    assert.equal(r.room, s.code);
+    assert.equal(r.role, role);
+    assert.deepEqual(r.params, stA.params, `${role}: the room's params`);
+    assert.equal(r.clock, 'local µs; predicted server time = sent_us + sync.offset_us + floor(sync.delay_us / 2)');
+    assert.equal(r.rounds.length, stA.rounds.length, `${role}: one recorded round per closed round`);
+    for (const x of r.rounds) {
+      assert.deepEqual(Object.keys(x), ['session', 'round', 't_start_us', 't_end_us', 'sync', 'posts', 'coalesced', 'board'], `${role}: a round's fields`);
+      assert.ok(x.coalesced.every((k) => Number.isInteger(k) && k >= 1 && k <= x.posts.length), `${role}: coalesced are post numbers`);
+      assert.deepEqual(Object.keys(x.sync), ['offset_us', 'delay_us']);
+      assert.ok(x.posts.length > 0 && x.posts.every((q) => Number.isSafeInteger(q.sent_us) && (q.label === 'A' || q.label === 'B') && Object.keys(q).length === 2), `${role}: posts are {sent_us, label}`);
+      assert.ok(x.board.every((e) => Number.isSafeInteger(e.t_us) && Number.isInteger(e.i)), `${role}: board entries {i, t_us, label}`);
+    }
+    assert.ok(r.messages.length > 0 && r.messages.every((m) => Number.isSafeInteger(m.t_us) && typeof m.msg.type === 'string' && m.msg.type !== 'pong'),
+      `${role}: messages are {t_us, msg}, pongs left out`);
+    assert.ok(r.messages.some((m) => m.msg.type === 'closed') && r.messages.some((m) => m.msg.type === 'confirmed'), `${role}: closed and confirmed messages are there`);
+  }
+
+  // secret.js again, on the records alone: which rounds count, their (n_r, a_r), the key, the tag.
+  const tol = secret.msToUs(stA.params.tolerance_ms);
+  const guard = secret.msToUs(stA.params.guard_ms);
+  // The posts whose time the board has (as the worker and sgp pair derive): not the coalesced.
+  const timed = (x) => x.posts.filter((_, k) => !x.coalesced.includes(k + 1));
+  const derive = (x, me) => secret.deriveRound(x.board, x.t_start_us, x.t_end_us, timed(x), x.sync, me, tol, guard);
+  const session = stA.key.session;
+  const counted = [];
+  let bits = [];
+  for (const ra of recs.alice.rounds.filter((x) => x.session === session)) {
+    const rb = recs.bob.rounds.find((x) => x.session === ra.session && x.round === ra.round);
+    assert.ok(rb, `bob recorded round ${ra.round} too`);
+    assert.deepEqual(rb.board, ra.board, 'the same board for both');
+    const va = derive(ra, 'A');
+    const vb = derive(rb, 'B');
+    if (va.desync || vb.desync) continue; // dropped by whoever was out of sync
+    assert.deepEqual([va.n, va.a, va.bits], [vb.n, vb.a, vb.bits], `round ${ra.round}: both derive the same`);
+    assert.ok(va.mine.every((m, j) => m !== vb.mine[j]), `round ${ra.round}: each kept entry is exactly one poster's`);
+    counted.push({ round: ra.round, n: va.n, a: va.a });
+    bits = bits.concat(va.bits);
+  }
+  t.diagnostic(`rounds that count, from the records: ${JSON.stringify(counted)}`);
+  assert.deepEqual(counted, s.ledger.rounds, 'the ledger\'s per-round counts are what secret.js derives from the records');
+  assert.equal(secret.bitsString(bits), (await h.text(s.A, 'bits')).replace(/\s+/g, ''), 'the raw bits too');
+  const k = secret.key(s.code, session, bits);
+  assert.equal(secret.hex(k), s.key, 'and the key');
+
+  const res = await h.runEveAttack([files.alice, files.bob]);
+  t.diagnostic(`sgp eve --attack: exit ${res.code}, ${res.stdout.trim().slice(0, 600)} ${res.stderr.trim().slice(0, 300)}`);
+  assert.equal(res.code, 0, `sgp eve --attack accepts the records: ${res.stderr}`);
+  assert.ok(res.out && res.out.rounds > 0, 'it joins rounds from both records');
+  assert.ok(res.out.verdicts.length > 0 && res.out.verdicts.every((v) => v.n > 0), `it scores entries (N > 0): ${JSON.stringify(res.out.verdicts)}`);
+  // (eve derives with every post; a round with a coalesced post may be left out there.)
+  const both = recs.alice.rounds.map((ra) => [ra, recs.bob.rounds.find((x) => x.session === ra.session && x.round === ra.round)])
+    .filter(([ra, rb]) => rb && !derive(ra, 'A').desync && !derive(rb, 'B').desync);
+  const whole = both.filter(([ra, rb]) => ra.coalesced.length === 0 && rb.coalesced.length === 0).length;
+  assert.ok(res.out.rounds <= both.length && res.out.rounds >= whole,
+    `eve audits the rounds both posters derived, at least those with no coalesced post (${res.out.rounds}: ${whole} to ${both.length})`);
 });
 
 test('the observer sees every closed round, and nothing that tells the posters apart', { timeout: 120_000 }, async (t) => {
@@ -222,7 +327,7 @@ test('the observer sees every closed round, and nothing that tells the posters a
   assert.ok(!JSON.stringify(st).includes(s.key), 'the key is nowhere in the observer\'s sgpState');
   const cs = await s.E.$eval('[data-testid="confirmed"]', (e) => e.getAttribute('data-state')).catch(() => null);
   t.diagnostic(`observer confirmed data-state: ${cs}; status: ${await h.text(s.E, 'status')}`);
-  h.assertClean(s.E);
+  await h.assertClean(s.E);
 });
 
 test('screenshots of the finished page: wide, 375 px, dark', { timeout: 120_000 }, async (t) => {
@@ -239,6 +344,7 @@ test('screenshots of the finished page: wide, 375 px, dark', { timeout: 120_000 
   await A.screenshot({ path: narrow, fullPage: true });
   const overflow = await A.evaluate(() => document.documentElement.scrollWidth - document.documentElement.clientWidth);
   t.diagnostic(`at 375 px the page is ${overflow} px wider than the viewport`);
+  assert.equal(overflow, 0, 'nothing sticks out sideways at a phone\'s width (375 px)');
 
   await A.setViewportSize({ width: 1280, height: 900 });
   const lum = () => A.evaluate(() => {
@@ -267,7 +373,7 @@ test('screenshots of the finished page: wide, 375 px, dark', { timeout: 120_000 
   await A.screenshot({ path: dark, fullPage: true });
   for (const f of [wide, narrow, dark]) assert.ok(statSync(f).size > 10_000, `${f} written`);
   t.diagnostic(`screenshots: ${wide}, ${narrow}, ${dark}`);
-  h.assertClean(A);
+  await h.assertClean(A);
 });
 
 test('reset clears the key on both pages; leave takes a page out and the other reads "peer left"', { timeout: 120_000 }, async (t) => {
@@ -296,6 +402,22 @@ test('reset clears the key on both pages; leave takes a page out and the other r
   assert.ok(ms <= 2000, `"peer left" within 2 s of leave (${ms} ms)`);
   await h.byTestid(s.B, 'create').waitFor({ state: 'visible', timeout: 10_000 });
   assert.ok(!['alice', 'bob'].includes((await h.state(s.B)).role), 'B is out of the room');
-  h.assertClean(s.A);
-  h.assertClean(s.B);
+  await h.assertClean(s.A);
+  await h.assertClean(s.B);
 });
+
+/** The ledger's words → numbers (see renderLedger in client/js/app.js). */
+function parseLedger(text) {
+  const c = /n = (\d+) kept entries over (\d+) rounds?, a = (\d+) of them alice's\./.exec(text);
+  const sum = /floor\(log2 ∏ C\(n_r, a_r\)\) = (\d+) − (\d+) tag bits − (\d+) margin = (\d+) bits/.exec(text);
+  assert.ok(c && sum, `the ledger reads as n, a, floor(log2 ∏ C(n_r, a_r)) − tag − margin = strength: "${text}"`);
+  const per = /Per round r: \(n_r, a_r\) = (.*)$/.exec(text);
+  assert.ok(per, `the ledger lists the rounds: "${text}"`);
+  const rounds = [...per[1].matchAll(/(\d+): \((\d+), (\d+)\)/g)].map((m) => ({ round: Number(m[1]), n: Number(m[2]), a: Number(m[3]) }));
+  return {
+    n: Number(c[1]), roundCount: Number(c[2]), a: Number(c[3]),
+    log2Binom: Number(sum[1]), tag: Number(sum[2]), margin: Number(sum[3]), strength: Number(sum[4]), rounds,
+  };
+}
+
+const hexBytes = (hex) => Uint8Array.from(hex.match(/../g).map((x) => parseInt(x, 16)));

@@ -41,7 +41,7 @@ test('the page creates the room, sgp pair joins it: the same confirmed key', { t
   assert.equal(keyLine.key.confirmed, true);
   assert.equal(String(keyLine.key.strength), k.strength, 'the same strength');
   if (k.sgpKey.bits != null) assert.equal(keyLine.key.bits, k.sgpKey.bits, 'the same raw bits');
-  h.assertClean(A);
+  await h.assertClean(A);
 });
 
 test('sgp pair creates the room, the page joins it by its link: the same confirmed key', { timeout: 300_000 }, async (t) => {
@@ -78,5 +78,5 @@ test('sgp pair creates the room, the page joins it by its link: the same confirm
   assert.equal(res.code, 0, `sgp pair exits 0 (stderr: ${res.stderr.trim().slice(-500)}; last line ${JSON.stringify(res.lines.at(-1))})`);
   h.checkKey(assert, k, 'the page');
   assert.equal(keyLine.key.key, k.key, 'sgp pair\'s key equals the page\'s');
-  h.assertClean(B);
+  await h.assertClean(B);
 });

@@ -96,8 +96,8 @@ async function closeMidRoundThenRestart(t, { closer }) {
   h.checkKey(assert, kc, 'the newcomer');
   assert.equal(ks.key, kc.key, 'the same key on both pages');
   t.diagnostic(`after the restart: key ${ks.key.slice(0, 16)}… strength ${ks.strength}`);
-  h.assertClean(stayer);
-  h.assertClean(C);
+  await h.assertClean(stayer);
+  await h.assertClean(C);
   await C.context().close();
   await stayer.context().close();
 }
