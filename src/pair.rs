@@ -1,6 +1,7 @@
 //! `sgp pair`: one poster from a terminal. Creates or joins a room, syncs its clock, posts
 //! on a Poisson schedule each round, derives the bits from the closed board, and confirms
 //! the key with its peer. Rounds that fall out of sync are aborted and retried by themselves.
+//! With `--record`, it keeps what this poster knows (key material: see `save_record`).
 
 use crate::client::{Client, ClientError};
 use crate::clock::{SyncSample, SYNC_SAMPLES};
@@ -21,8 +22,14 @@ pub struct Opts {
     pub json: bool,
     /// Rounds and sessions that may fail (desync, disagreement, mismatched tags) before giving up.
     pub retries: u32,
-    /// Write what this poster knows (own posts, sync, boards) to this JSON file after each round.
+    /// Write what this poster knows (own posts, sync, boards, messages heard) to this JSON
+    /// file when it ends, however it ends.
     pub record: Option<String>,
+    /// The round window, for a creator (default: PROTOCOL §7).
+    pub duration_ms: Option<u32>,
+    /// How to place posts: Poisson, or a leaky schedule for testing the audit (main.rs
+    /// refuses those unless `schedule::LEAKY_ENV` is set).
+    pub schedule: schedule::Plan,
 }
 
 /// The confirmed key and the ledger behind its strength.
@@ -72,8 +79,14 @@ impl From<ClientError> for Failure {
 
 /// A post is skipped, not sent late, when the schedule is this far behind.
 const LATE_SKIP_US: i64 = 2_000;
-/// `done` leaves this long after our estimate of the server's `t_end`.
-const DONE_MARGIN_US: i64 = 1_000;
+/// `done` leaves `DONE_MARGIN_US + 2τ` after our estimate of the server's `t_end`: late
+/// enough that a post late by up to `LATE_SKIP_US` has gone before it, and that a delay
+/// jitter of up to τ cannot bring it to the server before `t_end` (which it would refuse).
+const DONE_MARGIN_US: i64 = 3_000;
+/// No post leaves later than this before `done`: so `done`, which the room sees as the
+/// time of `closed`, never waits on a post (PROTOCOL §4: what others see must not depend on
+/// one's own posts).
+const DONE_QUIET_US: i64 = 500;
 
 struct Out {
     json: bool,
@@ -97,15 +110,44 @@ struct Posted {
     posts: Vec<OwnPost>,
     /// The clock sync the round was posted with (bias included).
     sync: SyncSample,
+    /// Local time `done` was sent (None if the round was cut short).
+    done_us: Option<i64>,
 }
 
+/// What `--record` keeps, filled in as the run goes and written once when it ends.
+#[derive(Default)]
+struct Recorder {
+    /// Known once the room has answered.
+    joined: Option<(String, Role, Params)>,
+    rounds: Vec<serde_json::Value>,
+    /// Every message the room sent us, with its local receive time.
+    heard: Vec<serde_json::Value>,
+}
+
+/// One poster, from connecting to a confirmed key (or a failure). With `--record`, what it
+/// knew is written when it ends, whichever way: key, failure or Ctrl-C.
 pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
+    let mut rec = Recorder::default();
+    let result = {
+        let work = run_inner(opts, &mut rec);
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => Err(fail(EXIT_OTHER, "interrupted")),
+        }
+    };
+    if let (Some(path), Some((room, role, params))) = (&opts.record, &rec.joined) {
+        save_record(path, room, *role, params, opts.schedule, &rec.rounds, &rec.heard)?;
+    }
+    result
+}
+
+async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure> {
     let began = Instant::now();
     let out = Out { json: opts.json };
     let mut c = Client::connect(&opts.server).await?;
     let hello = match &opts.room {
         None => ClientMsg::Create {
-            params: Some(ParamsIn { tolerance_ms: opts.tolerance_ms, target_bits: opts.target_bits, ..Default::default() }),
+            params: Some(creator_params(opts)),
         },
         Some(r) => ClientMsg::Join { room: r.clone(), as_: None },
     };
@@ -124,6 +166,10 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
         }
     };
     let me = role.label().ok_or_else(|| fail(EXIT_OTHER, "joined as an observer"))?;
+    rec.joined = Some((room.clone(), role, params.clone()));
+    if opts.schedule.leaks() {
+        eprintln!("sgp pair: TESTING ONLY: schedule {} gives the posters away; this key is not secret", opts.schedule.name());
+    }
     if opts.room.is_none() {
         eprintln!("room {room}");
         eprintln!("join it with: sgp pair --server {} --room {room}", opts.server);
@@ -149,9 +195,6 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
     let mut failures = 0u32;
     let mut rounds_used = 0u32;
     let mut pending: Option<(ServerMsg, i64)> = None;
-    let mut record: Vec<serde_json::Value> = Vec::new();
-    // Every message the room sent us, with its local receive time (for --record).
-    let mut heard: Vec<serde_json::Value> = Vec::new();
 
     loop {
         let (msg, heard_at) = match pending.take() {
@@ -159,7 +202,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
             None => c.recv_timed().await?,
         };
         if opts.record.is_some() && !matches!(msg, ServerMsg::Pong { .. }) {
-            heard.push(json!({"t_us": heard_at, "msg": msg}));
+            rec.heard.push(json!({"t_us": heard_at, "msg": msg}));
         }
         // Set when a round or a session failed: count it, re-sync, and say ready again.
         let mut failed: Option<String> = None;
@@ -172,9 +215,9 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                 my_tag = None;
                 peer_tag = None;
                 let round_sync = SyncSample { offset_us: sync.offset_us + bias_us, delay_us: sync.delay_us };
-                let (posts, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, me, &mut rng).await?;
+                let (posts, done_us, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, opts.schedule, &mut rng, opts.record.is_some().then_some(&mut rec.heard)).await?;
                 rounds_used = round;
-                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, sync: round_sync });
+                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, sync: round_sync, done_us });
                 pending = interrupt;
             }
             ServerMsg::Closed { session: s, round, board } => {
@@ -183,10 +226,10 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                     continue;
                 }
                 last_closed = Some(round);
-                if let Some(path) = &opts.record {
-                    record.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
-                        "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts, "board": board}));
-                    save_record(path, &room, role, &params, &record, &heard)?;
+                if opts.record.is_some() {
+                    rec.rounds.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
+                        "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts, "board": board,
+                        "done_us": p.done_us}));
                 }
                 let outcome = secret::derive_round(
                     &board, p.t_start, p.t_end, &p.posts, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
@@ -247,9 +290,6 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
                         elapsed_ms: began.elapsed().as_millis() as u64,
                         confirmed: true,
                     };
-                    if let Some(path) = &opts.record {
-                        save_record(path, &room, role, &params, &record, &heard)?;
-                    }
                     c.close().await;
                     return Ok(report);
                 }
@@ -305,20 +345,47 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
     }
 }
 
-/// Writes what this poster knows (`--record`): its rounds (own posts, sync, boards) and
-/// every message it heard, with local times.
+/// The creator's room parameters.
+fn creator_params(opts: &Opts) -> ParamsIn {
+    let mut p = ParamsIn { tolerance_ms: opts.tolerance_ms, target_bits: opts.target_bits, duration_ms: opts.duration_ms, ..Default::default() };
+    // A fixed-gap schedule needs a window that holds its 16 posts.
+    if p.duration_ms.is_none() {
+        let tol = opts.tolerance_ms.unwrap_or(crate::protocol::DEFAULT_TOLERANCE_MS);
+        p.duration_ms = opts.schedule.window_ms((20.0 * tol).max(2.0));
+    }
+    p
+}
+
+/// Writes what this poster knows (`--record`): its rounds (own posts with send times, sync,
+/// boards, when it sent `done`) and every message it heard, with local times. This is key
+/// material — own posts and sync rebuild the key — so the file is created 0600 (written to a
+/// temporary file beside it, then renamed over it).
 fn save_record(
     path: &str,
     room: &str,
     role: Role,
     params: &Params,
+    plan: schedule::Plan,
     rounds: &[serde_json::Value],
     heard: &[serde_json::Value],
 ) -> Result<(), Failure> {
-    let doc = json!({"room": room, "role": role, "params": params,
+    let doc = json!({"room": room, "role": role, "params": params, "schedule": plan.name(),
         "clock": "local µs; predicted server time = sent_us + sync.offset_us + floor(sync.delay_us / 2)",
         "rounds": rounds, "messages": heard});
-    std::fs::write(path, doc.to_string()).map_err(|e| fail(EXIT_OTHER, format!("cannot write {path}: {e}")))
+    write_private(path, doc.to_string().as_bytes()).map_err(|e| fail(EXIT_OTHER, format!("cannot write {path}: {e}")))
+}
+
+/// Writes `bytes` to `path` readable by its owner only.
+pub fn write_private(path: &str, bytes: &[u8]) -> std::io::Result<()> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = format!("{path}.tmp{}", std::process::id());
+    let mut f = std::fs::OpenOptions::new().write(true).create(true).truncate(true).mode(0o600).open(&tmp)?;
+    let written = f.write_all(bytes).and_then(|_| f.sync_all()).and_then(|_| std::fs::rename(&tmp, path));
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
 }
 
 /// The counts and the concatenated bits of the rounds that count.
@@ -355,48 +422,63 @@ fn to_sync(s: SyncSample) -> secret::Sync {
 const POST_A: &str = r#"{"type":"post","label":"A"}"#;
 const POST_B: &str = r#"{"type":"post","label":"B"}"#;
 
-/// Posts one round on a Poisson schedule, then sends `done` once `t_end` has passed.
-/// Returns the posts with their real send times, and a message that cut the round short.
+/// Posts one round on its schedule (Poisson unless testing), then sends `done` at a time
+/// fixed by `t_end` alone. Returns the posts with their real send times, when `done` left,
+/// and a message that cut the round short.
+#[allow(clippy::too_many_arguments)]
 async fn post_round(
     c: &mut Client,
     params: &Params,
     t_start: i64,
     t_end: i64,
     sync: SyncSample,
-    _me: Label,
+    plan: schedule::Plan,
     rng: &mut fastrand::Rng,
-) -> Result<(Vec<OwnPost>, Option<(ServerMsg, i64)>), Failure> {
-    let planned = schedule::poisson(t_start, t_end, params.rate_hz, rng);
+    mut heard: Option<&mut Vec<serde_json::Value>>,
+) -> Result<(Vec<OwnPost>, Option<i64>, Option<(ServerMsg, i64)>), Failure> {
+    let planned = plan.times(t_start, t_end, params.rate_hz, rng);
     let labels = schedule::os_labels(planned.len()).map_err(|e| fail(EXIT_OTHER, e))?;
     // A post sent at local time s is predicted to arrive at server time s + shift.
     let shift = sync.offset_us + sync.delay_us.div_euclid(2);
     let clock = c.clock;
     let mut posts = Vec::with_capacity(planned.len());
-    let targets = planned.iter().map(|p| p - shift).chain(std::iter::once(t_end - shift + DONE_MARGIN_US));
+    let done_at = t_end - shift + DONE_MARGIN_US + 2 * params.tolerance_us();
+    let targets = planned.iter().map(|p| p - shift).chain(std::iter::once(done_at));
     for (k, target) in targets.enumerate() {
         let is_done = k == planned.len();
-        if !is_done && clock.now_us() > target + LATE_SKIP_US {
+        let now = clock.now_us();
+        if !is_done && (now > target + LATE_SKIP_US || now > done_at - DONE_QUIET_US) {
             continue;
         }
         loop {
             tokio::select! {
                 biased;
                 m = c.recv_timed() => match m? {
-                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, Some(m))),
-                    _ => {}
+                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, None, Some(m))),
+                    (m, t) => {
+                        if let Some(h) = heard.as_deref_mut() {
+                            if !matches!(m, ServerMsg::Pong { .. }) {
+                                h.push(json!({"t_us": t, "msg": m}));
+                            }
+                        }
+                    }
                 },
                 _ = schedule::wait_until(&clock, target) => break,
             }
         }
         if is_done {
-            c.send(&ClientMsg::Done {}).await?;
+            let sent = c.send(&ClientMsg::Done {}).await?;
+            return Ok((posts, Some(sent), None));
+        } else if clock.now_us() > done_at - DONE_QUIET_US {
+            // Woken too late (a busy machine): a post now would come right before `done`.
+            continue;
         } else {
             let label = labels[k];
             let sent_us = c.send_text(if label == Label::A { POST_A } else { POST_B }.to_string()).await?;
             posts.push(OwnPost { sent_us, label });
         }
     }
-    Ok((posts, None))
+    Ok((posts, None, None))
 }
 
 /// Prints the key for people.
