@@ -19,8 +19,9 @@ by `sgp eve --record`), then `sgp eve --attack --json` on all the records. Scena
 Each scenario stops at its goal (kept entries) or its time limit, whichever comes first; a
 scenario that stops short says so (the verdict then warns that N < 100 000).
 
-usage: run.py [--sgp PATH] [--out DIR] [--only NAME,...] [--scale F]
-  --scale F multiplies every goal and time limit (0.05 for a quick check of the driver).
+usage: run.py [--sgp PATH] [--out DIR] [--only NAME,...] [--scale F] [--time-scale F]
+  --scale F multiplies every goal and time limit (0.05 for a quick check of the driver);
+  --time-scale F multiplies the time limits only (for a busy machine).
 Needs root for the netns scenario (ip netns, veth).
 """
 
@@ -312,6 +313,7 @@ def main():
     ap.add_argument("--out", default=None)
     ap.add_argument("--only", default="leaky-fixed-gap,leaky-rate,loopback,netns,chromium")
     ap.add_argument("--scale", type=float, default=1.0)
+    ap.add_argument("--time-scale", type=float, default=1.0)
     args = ap.parse_args()
     sgp = os.path.abspath(args.sgp)
     out = args.out or f"/tmp/sgp-audit-{time.strftime('%Y%m%d-%H%M%S')}"
@@ -319,6 +321,7 @@ def main():
     os.chmod(out, 0o700)  # the records are key material
     only = set(args.only.split(","))
     sc = args.scale
+    ts = sc * args.time_scale
     began = datetime.datetime.now(datetime.timezone.utc)
     results = {"date": began.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join([sys.executable] + sys.argv), "machine": machine(), "out": out, "scenarios": {}}
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -341,7 +344,7 @@ def main():
         for name, p in plan:
             if name not in only:
                 continue
-            st = scenario(name, sgp, out, p["rooms"], int(p["goal"] * sc), p["minutes"] * sc, p["alice"], p["bob"], urls=urls, env=p.get("env"))
+            st = scenario(name, sgp, out, p["rooms"], int(p["goal"] * sc), p["minutes"] * ts, p["alice"], p["bob"], urls=urls, env=p.get("env"))
             st["rooms"], st["alice_args"], st["bob_args"] = p["rooms"], p["alice"], p["bob"]
             st["attack"] = attack(sgp, st.pop("files"), out, name)
             results["scenarios"][name] = st
@@ -355,14 +358,14 @@ def main():
                 # dropped round (each pair's first round, before `refine` learns the delay, and
                 # stalls of a busy machine) than the default 13.5 s rounds would.
                 alice = ["--tolerance-ms", "8", "--duration-ms", "3000", "--target-bits", "512"]
-                st = run_netns(sgp, out, rooms=60, goal=int(GOAL * sc), minutes=14 * sc, alice=alice, delay_ms=20, jitter_ms=5)
+                st = run_netns(sgp, out, rooms=60, goal=int(GOAL * sc), minutes=14 * ts, alice=alice, delay_ms=20, jitter_ms=5)
                 st["attack"] = attack(sgp, st.pop("files"), out, "netns")
                 results["scenarios"]["netns"] = st
                 stop_all()
         if "chromium" in only:
             d = os.path.join(out, "chromium")
             os.makedirs(d, exist_ok=True)
-            p = subprocess.run(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(max(1, round(10 * sc)))], capture_output=True, text=True, env=dict(os.environ, SGP_BIN=sgp))
+            p = subprocess.run(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(max(1, round(10 * ts)))], capture_output=True, text=True, env=dict(os.environ, SGP_BIN=sgp))
             sys.stderr.write(p.stderr[-4000:])
             files = [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".json")]
             if p.returncode == 77:
