@@ -46,6 +46,8 @@ GOAL = 220_000
 CHILDREN = set()
 CHILDREN_LOCK = threading.Lock()
 CLEANUPS = []
+# Set on Ctrl-C or SIGTERM: nothing new is started, everything running is stopped.
+STOP = threading.Event()
 
 
 def log(*a):
@@ -53,6 +55,8 @@ def log(*a):
 
 
 def spawn(cmd, ns=None, env=None, stdout=subprocess.PIPE):
+    if STOP.is_set():
+        raise SystemExit("stopping")
     if ns:
         cmd = ["ip", "netns", "exec", ns] + cmd
     e = dict(os.environ)
@@ -173,7 +177,7 @@ def scenario(name, sgp, out, rooms, goal, minutes, alice, bob, urls=None, nss=(N
     lock = threading.Lock()
 
     def done():
-        return state["kept"] >= goal or time.monotonic() > deadline
+        return state["kept"] >= goal or time.monotonic() > deadline or STOP.is_set()
 
     def worker(k):
         n = 0
@@ -324,8 +328,14 @@ def main():
     ts = sc * args.time_scale
     began = datetime.datetime.now(datetime.timezone.utc)
     results = {"date": began.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join([sys.executable] + sys.argv), "machine": machine(), "out": out, "scenarios": {}}
+    def interrupted(*_):
+        STOP.set()
+        log("interrupted: stopping every process and removing the namespaces")
+        stop_all()
+        os._exit(130)
+
     for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda *_: (stop_all(), sys.exit(130)))
+        signal.signal(sig, interrupted)
     leaky = {LEAKY_ENV: "1"}
     try:
         server, port = start_server(sgp)
@@ -336,10 +346,10 @@ def main():
         window = str(json.loads(probe.stdout.readline())["room"]["params"]["duration_ms"])
         reap(probe, 0.1)
         plan = [
-            ("leaky-fixed-gap", dict(rooms=6, goal=12_000, minutes=3, alice=["--schedule", "fixed-gap:0.01", "--target-bits", "700"], bob=["--schedule", "fixed-gap:0.01"], env=leaky)),
+            ("leaky-fixed-gap", dict(rooms=6, goal=12_000, minutes=2.5, alice=["--schedule", "fixed-gap:0.01", "--target-bits", "700"], bob=["--schedule", "fixed-gap:0.01"], env=leaky)),
             ("leaky-rate", dict(rooms=2, goal=30_000, minutes=2, alice=["--target-bits", "2500", "--duration-ms", window], bob=["--schedule", "unequal-rate:1.5"], env=leaky)),
             # Default parameters: τ 0.25 ms, 256-bit keys (3 rounds each), many short pairs.
-            ("loopback", dict(rooms=3, goal=GOAL, minutes=11, alice=[], bob=[])),
+            ("loopback", dict(rooms=3, goal=GOAL, minutes=12, alice=[], bob=[])),
         ]
         for name, p in plan:
             if name not in only:
@@ -358,7 +368,7 @@ def main():
                 # dropped round (each pair's first round, before `refine` learns the delay, and
                 # stalls of a busy machine) than the default 13.5 s rounds would.
                 alice = ["--tolerance-ms", "8", "--duration-ms", "3000", "--target-bits", "512"]
-                st = run_netns(sgp, out, rooms=60, goal=int(GOAL * sc), minutes=14 * ts, alice=alice, delay_ms=20, jitter_ms=5)
+                st = run_netns(sgp, out, rooms=60, goal=int(GOAL * sc), minutes=12 * ts, alice=alice, delay_ms=20, jitter_ms=5)
                 st["attack"] = attack(sgp, st.pop("files"), out, "netns")
                 results["scenarios"]["netns"] = st
                 stop_all()

@@ -208,9 +208,10 @@ pub fn attack(files: &[String], json: bool) -> Result<(), Failure> {
     let d = &join.dropped;
     println!("{} records; {} rounds joined from both posters' views, {} distinct ({} kept entries)", files.len(), join.rounds.len(), join.rounds.len() - report.duplicates, report.kept);
     println!(
-        "left out: {} recorded by one poster only, {} out of sync in a poster's view, {} where the views disagree, {} whose boards differ, {} unreadable, {} copies",
+        "left out: {} recorded by one poster only, {} out of sync in a poster's view, {} dropped by a poster that fell behind its schedule, {} where the views disagree, {} whose boards differ, {} unreadable, {} copies",
         d.one_poster_only,
         d.desync,
+        d.late,
         d.disagree,
         d.board_differs,
         d.unreadable,
@@ -255,6 +256,8 @@ pub struct Dropped {
     pub one_poster_only: usize,
     /// A poster's view of the round is out of sync (no key bits came from it either).
     pub desync: usize,
+    /// A poster could not keep its schedule and dropped the round (`spoiled` in its record).
+    pub late: usize,
     /// Both views are in sync but do not split the kept entries between the posters.
     pub disagree: usize,
     /// The two posters recorded different boards for the round.
@@ -374,6 +377,10 @@ pub fn join_records(records: &[serde_json::Value]) -> Join {
             dropped.board_differs += 1;
             continue;
         }
+        if ra["spoiled"] == true || rb["spoiled"] == true {
+            dropped.late += 1;
+            continue;
+        }
         let (tol, guard) = (params.tolerance_us(), params.guard_us());
         let va = derive_round(&board, ts, te, &posts_a, sync_a, Label::A, tol, guard);
         let vb = derive_round(&board, ts, te, &posts_b, sync_b, Label::B, tol, guard);
@@ -449,6 +456,10 @@ mod tests {
         far["rounds"][0]["sync"]["offset_us"] = json!(5_000);
         let j = join_records(&[a.clone(), far]);
         assert_eq!((j.rounds.len(), j.dropped.desync), (0, 1));
+        let mut late = record("bob", &[1], 0);
+        late["rounds"][0]["spoiled"] = json!(true);
+        let j = join_records(&[a.clone(), late]);
+        assert_eq!((j.rounds.len(), j.dropped.late), (0, 1));
         // Eve's record, when given, times the room's messages.
         let eve = json!({"room": "R", "role": "observer", "messages": [{"t_us": 1, "server_us": 205_000, "msg": {"type": "closed", "session": "s", "round": 1}}]});
         let j = join_records(&[a, b, eve]);

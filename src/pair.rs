@@ -77,11 +77,17 @@ impl From<ClientError> for Failure {
     }
 }
 
-/// A post is skipped, not sent late, when the schedule is this far behind.
-const LATE_SKIP_US: i64 = 2_000;
+/// How late a post may leave, as a share of the mean gap between this poster's posts. A
+/// poster held up for longer (a busy machine, a stall) posts nothing for a while, and the
+/// other poster's posts fill that stretch: runs of one poster, which the audit measured
+/// (SECURITY.md). So a later post is skipped, and the round is *spoiled*: this poster drops
+/// it (`abort {desync}`) once it closes, and it gives no bits. A hold-up of at most half a
+/// mean gap reorders the posters only if it holds one post of its own and two of the other's,
+/// which is rare (of order 1/16 of such hold-ups).
+const LATE_SHARE: f64 = 0.5;
 /// `done` leaves `DONE_MARGIN_US + 2τ` after our estimate of the server's `t_end`: late
-/// enough that a post late by up to `LATE_SKIP_US` has gone before it, and that a delay
-/// jitter of up to τ cannot bring it to the server before `t_end` (which it would refuse).
+/// enough that no post can still be on its way, and that a delay jitter of up to τ cannot
+/// bring it to the server before `t_end` (which it would refuse).
 const DONE_MARGIN_US: i64 = 3_000;
 /// No post leaves later than this before `done`: so `done`, which the room sees as the
 /// time of `closed`, never waits on a post (PROTOCOL §4: what others see must not depend on
@@ -112,6 +118,19 @@ struct Posted {
     sync: SyncSample,
     /// Local time `done` was sent (None if the round was cut short).
     done_us: Option<i64>,
+    /// How this poster kept its schedule.
+    timing: Kept,
+}
+
+/// How well a poster kept its schedule in one round.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Kept {
+    /// The latest a post left after its planned time, µs.
+    pub late_us: i64,
+    /// Posts not sent because they were too late.
+    pub skipped: u32,
+    /// Some post was later than the limit (or skipped): the round must be dropped.
+    pub spoiled: bool,
 }
 
 /// What `--record` keeps, filled in as the run goes and written once when it ends.
@@ -215,9 +234,9 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                 my_tag = None;
                 peer_tag = None;
                 let round_sync = SyncSample { offset_us: sync.offset_us + bias_us, delay_us: sync.delay_us };
-                let (posts, done_us, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, opts.schedule, &mut rng, opts.record.is_some().then_some(&mut rec.heard)).await?;
+                let (posts, done_us, timing, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, opts.schedule, &mut rng, opts.record.is_some().then_some(&mut rec.heard)).await?;
                 rounds_used = round;
-                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, sync: round_sync, done_us });
+                posted = Some(Posted { t_start: t_start_us, t_end: t_end_us, posts, sync: round_sync, done_us, timing });
                 pending = interrupt;
             }
             ServerMsg::Closed { session: s, round, board } => {
@@ -229,13 +248,21 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                 if opts.record.is_some() {
                     rec.rounds.push(json!({"session": s, "round": round, "t_start_us": p.t_start, "t_end_us": p.t_end,
                         "sync": {"offset_us": p.sync.offset_us, "delay_us": p.sync.delay_us}, "posts": p.posts, "board": board,
-                        "done_us": p.done_us}));
+                        "done_us": p.done_us, "late_us": p.timing.late_us, "skipped": p.timing.skipped, "spoiled": p.timing.spoiled}));
                 }
                 let outcome = secret::derive_round(
                     &board, p.t_start, p.t_end, &p.posts, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
                 );
                 bias_us += refine(p.sync, &board, &p.posts, params.tolerance_us());
                 match outcome {
+                    RoundOutcome::Ok(_) if p.timing.spoiled => {
+                        out.event(
+                            "round",
+                            json!({"session": s, "round": round, "n": board.len(), "kept": null, "posts": p.posts.len(), "aborted": "late", "late_us": p.timing.late_us, "skipped": p.timing.skipped}),
+                            || format!("round {round}: this poster could not keep its schedule (a post {} µs late, {} skipped); dropping it", p.timing.late_us, p.timing.skipped),
+                        );
+                        c.send(&ClientMsg::Abort { reason: "desync".into() }).await?;
+                    }
                     RoundOutcome::Desync { unmatched, total } => {
                         out.event(
                             "round",
@@ -435,7 +462,7 @@ async fn post_round(
     plan: schedule::Plan,
     rng: &mut fastrand::Rng,
     mut heard: Option<&mut Vec<serde_json::Value>>,
-) -> Result<(Vec<OwnPost>, Option<i64>, Option<(ServerMsg, i64)>), Failure> {
+) -> Result<(Vec<OwnPost>, Option<i64>, Kept, Option<(ServerMsg, i64)>), Failure> {
     let planned = plan.times(t_start, t_end, params.rate_hz, rng);
     let labels = schedule::os_labels(planned.len()).map_err(|e| fail(EXIT_OTHER, e))?;
     // A post sent at local time s is predicted to arrive at server time s + shift.
@@ -443,18 +470,21 @@ async fn post_round(
     let clock = c.clock;
     let mut posts = Vec::with_capacity(planned.len());
     let done_at = t_end - shift + DONE_MARGIN_US + 2 * params.tolerance_us();
+    let late_limit = late_limit_us(plan.mean_gap_us(params.rate_hz));
+    let mut kept = Kept::default();
     let targets = planned.iter().map(|p| p - shift).chain(std::iter::once(done_at));
     for (k, target) in targets.enumerate() {
         let is_done = k == planned.len();
         let now = clock.now_us();
-        if !is_done && (now > target + LATE_SKIP_US || now > done_at - DONE_QUIET_US) {
+        if !is_done && (now > target + late_limit || now > done_at - DONE_QUIET_US) {
+            kept.skipped += 1;
             continue;
         }
         loop {
             tokio::select! {
                 biased;
                 m = c.recv_timed() => match m? {
-                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, None, Some(m))),
+                    m @ (ServerMsg::Aborted { .. } | ServerMsg::Reset {} | ServerMsg::Closed { .. }, _) => return Ok((posts, None, kept, Some(m))),
                     (m, t) => {
                         if let Some(h) = heard.as_deref_mut() {
                             if !matches!(m, ServerMsg::Pong { .. }) {
@@ -468,17 +498,31 @@ async fn post_round(
         }
         if is_done {
             let sent = c.send(&ClientMsg::Done {}).await?;
-            return Ok((posts, Some(sent), None));
-        } else if clock.now_us() > done_at - DONE_QUIET_US {
-            // Woken too late (a busy machine): a post now would come right before `done`.
+            kept.spoiled = kept.skipped > 0 || kept.late_us > late_limit;
+            return Ok((posts, Some(sent), kept, None));
+        } else if clock.now_us() > (done_at - DONE_QUIET_US).min(target + late_limit) {
+            // Woken too late (a busy machine): skipped, as above.
+            kept.skipped += 1;
             continue;
         } else {
             let label = labels[k];
             let sent_us = c.send_text(if label == Label::A { POST_A } else { POST_B }.to_string()).await?;
+            kept.late_us = kept.late_us.max(sent_us - target);
             posts.push(OwnPost { sent_us, label });
         }
     }
-    Ok((posts, None, None))
+    kept.spoiled = true; // `done` was never sent: cut short
+    Ok((posts, None, kept, None))
+}
+
+/// A post may leave at most this long after its planned time: `LATE_SHARE` of the mean gap
+/// between this poster's posts (1 ms at the default 500 Hz).
+pub fn late_limit_us(mean_gap_us: f64) -> i64 {
+    if mean_gap_us.is_finite() && mean_gap_us > 0.0 {
+        (LATE_SHARE * mean_gap_us).round() as i64
+    } else {
+        i64::MAX / 4
+    }
 }
 
 /// Prints the key for people.

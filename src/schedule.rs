@@ -80,6 +80,15 @@ impl Plan {
         }
     }
 
+    /// The mean gap between this poster's posts, µs, at the room's `rate_hz`.
+    pub fn mean_gap_us(self, rate_hz: f64) -> f64 {
+        match self {
+            Plan::Poisson => 1e6 / rate_hz,
+            Plan::Rate { factor } => 1e6 / (rate_hz * factor),
+            Plan::FixedGap { scale } => (FIXED_GAP_MIN_US + FIXED_GAP_SPREAD_US / 2.0) * scale,
+        }
+    }
+
     /// Planned arrival times (server µs) of one round's posts.
     pub fn times(self, t_start_us: i64, t_end_us: i64, rate_hz: f64, rng: &mut fastrand::Rng) -> Vec<i64> {
         match self {

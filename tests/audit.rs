@@ -21,21 +21,25 @@ fn dir(name: &str) -> PathBuf {
     d
 }
 
-/// Waits for a child until `deadline`, then interrupts it (Ctrl-C: it saves its record and
-/// exits); kills it 10 s later if it is still there. Returns its output and whether it was
-/// interrupted.
-fn finish(mut child: std::process::Child, deadline: Instant) -> (std::process::Output, bool) {
+/// Waits for children until `deadline`, then interrupts those still running, all at once
+/// (Ctrl-C: each saves its record and exits); kills them 10 s later if they are still
+/// there. Returns their outputs and whether they were interrupted.
+fn finish(mut children: Vec<std::process::Child>, deadline: Instant) -> (Vec<std::process::Output>, bool) {
     let mut interrupted = false;
     loop {
-        if child.try_wait().unwrap().is_some() {
-            return (child.wait_with_output().unwrap(), interrupted);
+        if children.iter_mut().all(|c| c.try_wait().unwrap().is_some()) {
+            return (children.into_iter().map(|c| c.wait_with_output().unwrap()).collect(), interrupted);
         }
         let now = Instant::now();
         if now > deadline + Duration::from_secs(10) {
-            let _ = child.kill();
+            children.iter_mut().for_each(|c| drop(c.kill()));
         } else if now > deadline && !interrupted {
-            // SAFETY: kill(2) on our own child's pid, with a plain signal number.
-            unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+            for c in &mut children {
+                if c.try_wait().unwrap().is_none() {
+                    // SAFETY: kill(2) on our own child's pid, with a plain signal number.
+                    unsafe { libc::kill(c.id() as i32, libc::SIGINT) };
+                }
+            }
             interrupted = true;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -72,19 +76,20 @@ fn recorded_pair(server: &Server, d: &Path, alice: &[&str], bob: &[&str], limit:
     let joiner = poster(server, &args_b);
     let rest = read_rest(rest);
     let t = Instant::now();
-    let (b, stopped_b) = finish(joiner, deadline);
-    let (a, stopped_a) = finish(creator, deadline);
-    eprintln!("pair {alice:?} / {bob:?}: {:?}{}", t.elapsed(), if stopped_a || stopped_b { ", interrupted" } else { "" });
-    if stopped_a || stopped_b {
-        for (out, who) in [(&a, "alice"), (&b, "bob")] {
-            assert!(out.status.success() || String::from_utf8_lossy(&out.stderr).contains("interrupted"), "{who}: {}", String::from_utf8_lossy(&out.stderr));
+    let (outs, stopped) = finish(vec![creator, joiner], deadline);
+    let (a, b) = (&outs[0], &outs[1]);
+    eprintln!("pair {alice:?} / {bob:?}: {:?}{}", t.elapsed(), if stopped { ", interrupted" } else { "" });
+    if stopped {
+        for (out, who) in [(a, "alice"), (b, "bob")] {
+            let err = String::from_utf8_lossy(&out.stderr);
+            assert!(out.status.success() || err.contains("interrupted") || err.contains("peer left"), "{who}: {err}");
         }
     } else {
-        key_of(&a, &format!("{first}{}", rest.join().unwrap()));
-        key_of(&b, "");
+        key_of(a, &format!("{first}{}", rest.join().unwrap()));
+        key_of(b, "");
     }
-    let (e, _) = finish(eve, Instant::now() + Duration::from_secs(5));
-    assert!(e.status.success(), "eve: {:?}", e.status);
+    let (e, _) = finish(vec![eve], Instant::now() + Duration::from_secs(5));
+    assert!(e[0].status.success(), "eve: {:?}", e[0].status);
     let _ = eve_rest.join();
     vec![pa, pb, pe]
 }
@@ -161,15 +166,18 @@ fn leaky_schedules_are_refused_without_the_testing_switch() {
 #[test]
 fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     let server = Server::start(&[]);
-    // The default round window, made longer keys of: many rounds of the default shape.
-    let window = sgp::protocol::Params::resolve(&Default::default()).unwrap().duration_ms.to_string();
-    let (d_poisson, d_fixed, d_fixed2, d_rate) = (dir("poisson"), dir("fixed-gap"), dir("fixed-gap-2"), dir("unequal-rate"));
-    // Four rooms at once, each a real pair through the same server.
+    // τ = 1 ms for the Poisson rooms: a poster that falls more than half a mean gap behind
+    // drops the round, and at 125 Hz that is 4 ms, which a debug build on a busy machine
+    // mostly keeps. The round window is that τ's default one, made longer keys of.
+    let tol = "1";
+    let window = sgp::protocol::Params::resolve(&sgp::protocol::ParamsIn { tolerance_ms: Some(1.0), ..Default::default() }).unwrap().duration_ms.to_string();
+    let (d_poisson, d_fixed, d_fixed2, d_rate, d_rate2) = (dir("poisson"), dir("fixed-gap"), dir("fixed-gap-2"), dir("unequal-rate"), dir("unequal-rate-2"));
+    // Five rooms at once, each a real pair through the same server.
     // Bounded in time whatever the machine's load: a busy machine drops more rounds (desync).
     let limit = Duration::from_secs(45);
     let poisson = {
         let (s, d, w) = (&server, &d_poisson, window.clone());
-        move || recorded_pair(s, d, &["--target-bits", "2500", "--duration-ms", &w], &[], limit)
+        move || recorded_pair(s, d, &["--tolerance-ms", tol, "--target-bits", "2500", "--duration-ms", &w], &[], limit)
     };
     // 16 posts each after 100 ms + U(0, 4 s), scaled ×1/100: the same shape 100 times
     // faster. Two rooms: these rounds are long and hold few entries.
@@ -177,19 +185,25 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
         let s = &server;
         move || recorded_pair(s, d, &["--schedule", "fixed-gap:0.01", "--target-bits", "700"], &["--schedule", "fixed-gap:0.01"], limit)
     };
-    let rate = {
-        let (s, d, w) = (&server, &d_rate, window.clone());
-        move || recorded_pair(s, d, &["--target-bits", "2500", "--duration-ms", &w], &["--schedule", "unequal-rate:1.5"], limit)
+    // Bob at twice alice's rate (the full audit has 1 : 1.5; at this size 1 : 2 leaves a
+    // wider margin: nobody can beat 2/3 there, and the coin's bar is ~0.55). Two rooms.
+    let rate = |d: &'static Path| {
+        let (s, w) = (&server, window.clone());
+        move || recorded_pair(s, d, &["--tolerance-ms", tol, "--target-bits", "2500", "--duration-ms", &w], &["--schedule", "unequal-rate:2"], limit)
     };
-    let (d_fixed, d_fixed2): (&'static Path, &'static Path) = (Box::leak(d_fixed.into_boxed_path()), Box::leak(d_fixed2.into_boxed_path()));
+    let leak = |p: PathBuf| -> &'static Path { Box::leak(p.into_boxed_path()) };
+    let (d_fixed, d_fixed2, d_rate, d_rate2) = (leak(d_fixed), leak(d_fixed2), leak(d_rate), leak(d_rate2));
     let (fp, ff, fr) = std::thread::scope(|sc| {
         let a = sc.spawn(poisson);
         let b = sc.spawn(fixed(d_fixed));
         let b2 = sc.spawn(fixed(d_fixed2));
-        let c = sc.spawn(rate);
+        let c = sc.spawn(rate(d_rate));
+        let c2 = sc.spawn(rate(d_rate2));
         let mut ff = b.join().unwrap();
         ff.extend(b2.join().unwrap());
-        (a.join().unwrap(), ff, c.join().unwrap())
+        let mut fr = c.join().unwrap();
+        fr.extend(c2.join().unwrap());
+        (a.join().unwrap(), ff, fr)
     });
 
     // Poisson: a coin on both targets, at this size's bound.
@@ -212,11 +226,11 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     assert_eq!(v["beats_coin"], true, "the fixed-gap schedule must be caught: {v}");
     assert!(f(v, "accuracy") >= 0.6, "{v}");
 
-    // Unequal rates 1 : 1.5: caught by who-posted (the asymmetric leak).
+    // Unequal rates: caught by who-posted (the asymmetric leak).
     let rr = attack(&fr);
     check_records(&fr, &rr);
     let v = verdict(&rr, "poster");
-    assert!(v["n"].as_u64().unwrap() >= 1000, "{v}");
+    assert!(v["n"].as_u64().unwrap() >= 600, "{v}");
     assert_eq!(v["beats_coin"], true, "unequal rates must be caught: {v}");
 
     // The same files twice: every copy is left out, and the verdict does not move.
@@ -226,7 +240,7 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     assert_eq!(r2["dropped"]["duplicate"].as_u64(), Some(poster_rounds(&ff)), "{r2}");
     assert_eq!(r2["audit"]["verdicts"], rf["audit"]["verdicts"]);
 
-    for d in [d_poisson.as_path(), d_fixed, d_fixed2, d_rate.as_path()] {
+    for d in [d_poisson.as_path(), d_fixed, d_fixed2, d_rate, d_rate2] {
         let _ = std::fs::remove_dir_all(d);
     }
 }
