@@ -1,5 +1,5 @@
 //! Assembles the web client that the binary embeds: `client/` without its tests, notes and
-//! npm files, plus Bootstrap's built CSS and JS from `client/node_modules` (fetched by
+//! npm files, plus Bootstrap's built CSS from `client/node_modules` (fetched by
 //! `make`, never committed) under `vendor/`. The result goes to `$OUT_DIR/client`, and the
 //! same tree with every file gzipped (what the binary embeds: a fifth of the size, served
 //! as it is to browsers) to `$OUT_DIR/client.gz`.
@@ -11,10 +11,8 @@ use std::path::Path;
 const SKIP: &[&str] = &["node_modules", "test", "package.json", "package-lock.json"];
 /// Skipped at any depth: notes for developers, not for the page.
 const SKIP_ANYWHERE: &[&str] = &["README.md"];
-const VENDOR: &[(&str, &str)] = &[
-    ("bootstrap/dist/css/bootstrap.min.css", "bootstrap.min.css"),
-    ("bootstrap/dist/js/bootstrap.bundle.min.js", "bootstrap.bundle.min.js"),
-];
+/// Bootstrap's CSS only: the page uses none of its JavaScript.
+const VENDOR: &[(&str, &str)] = &[("bootstrap/dist/css/bootstrap.min.css", "bootstrap.min.css")];
 
 fn copy_tree(from: &Path, to: &Path, top: bool) {
     fs::create_dir_all(to).expect("create the client output folder");

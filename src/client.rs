@@ -68,12 +68,18 @@ impl Client {
     }
 
     pub async fn send_text(&mut self, text: String) -> Result<i64, ClientError> {
+        self.send_text_timed(text).await.map(|(t, _)| t)
+    }
+
+    /// Sends a text frame; returns the local times (µs) just before it was written and once
+    /// the write returned (a long gap means this process was held up around the write).
+    pub async fn send_text_timed(&mut self, text: String) -> Result<(i64, i64), ClientError> {
         let t = self.clock.now_us();
         self.ws
             .send(Message::Text(text.into()))
             .await
             .map_err(|e| ClientError::Gone(format!("the server went away: {e}")))?;
-        Ok(t)
+        Ok((t, self.clock.now_us()))
     }
 
     /// The next message from the server.
@@ -113,6 +119,12 @@ impl Client {
 
     /// Clock sync (PROTOCOL §3): `samples` ping/pong exchanges, the least delayed one wins.
     pub async fn sync(&mut self, samples: usize) -> Result<SyncSample, ClientError> {
+        let got = self.sync_samples(samples).await?;
+        clock::best(&got).ok_or_else(|| ClientError::Protocol("no clock sample".into()))
+    }
+
+    /// `samples` ping/pong exchanges, all of them.
+    pub async fn sync_samples(&mut self, samples: usize) -> Result<Vec<SyncSample>, ClientError> {
         let mut got = Vec::with_capacity(samples);
         while got.len() < samples {
             // The t0 we send is the time we measure from.
@@ -131,7 +143,7 @@ impl Client {
                 }
             }
         }
-        clock::best(&got).ok_or_else(|| ClientError::Protocol("no clock sample".into()))
+        Ok(got)
     }
 
     /// Closes politely (best effort).

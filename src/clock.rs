@@ -66,8 +66,40 @@ pub fn best(samples: &[SyncSample]) -> Option<SyncSample> {
 /// Samples a client takes per sync (PROTOCOL §3 asks for at least 8).
 pub const SYNC_SAMPLES: usize = 16;
 
+/// The tolerance (ms) a terminal creator picks when not told: six times how far the median
+/// round trip lies above the quickest (a measure of this path's jitter), at least 0.1 ms
+/// (what loopback and a quiet wired LAN sustain, BENCHMARKS.md) and at most 5 ms, in steps
+/// of 10 µs. A busy machine or a wireless hop thus gets a wider tolerance by itself.
+pub fn auto_tolerance_ms(samples: &[SyncSample]) -> f64 {
+    let mut d: Vec<i64> = samples.iter().map(|s| s.delay_us).collect();
+    if d.is_empty() {
+        return AUTO_TOLERANCE_MIN_US as f64 / 1000.0;
+    }
+    d.sort_unstable();
+    let spread = d[d.len() / 2] - d[0];
+    let us = (6 * spread).clamp(AUTO_TOLERANCE_MIN_US, 5_000);
+    ((us + 9) / 10 * 10) as f64 / 1000.0
+}
+
+/// The smallest tolerance `auto_tolerance_ms` picks, µs.
+pub const AUTO_TOLERANCE_MIN_US: i64 = 100;
+
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn the_automatic_tolerance_follows_the_round_trip_spread() {
+        let at = |delays: &[i64]| super::auto_tolerance_ms(&delays.iter().map(|&d| super::SyncSample { offset_us: 0, delay_us: d }).collect::<Vec<_>>());
+        // Loopback: a few µs of spread → the floor.
+        assert_eq!(at(&[60, 62, 61, 70, 64, 66, 63, 90]), 0.1);
+        // A busy machine: median 40 µs above the quickest → 0.24 ms.
+        assert_eq!(at(&[50, 60, 90, 95, 88, 70, 300, 91]), 0.24);
+        // A wireless hop: milliseconds → capped at 5 ms.
+        assert_eq!(at(&[2_000, 9_000, 4_000, 30_000]), 5.0);
+        assert_eq!(at(&[]), 0.1);
+        // Rounded up to 10 µs.
+        assert_eq!(at(&[100, 117, 130]), 0.11);
+    }
+
     use super::*;
 
     #[test]

@@ -296,10 +296,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
     let mut last_seen = shared.clock.now_us();
     let mut flood = (FLOOD_BURST, last_seen);
     let mut dialect = None;
-    // The kernel's receive time of the last frame, if that frame was a post: a frame with
-    // the same time came in the same piece (one read, or TCP's merging of segments that
-    // wait unread), so that post's true arrival is unknown: see `Engine::coalesced`.
-    let mut last_post_rx: Option<i64> = None;
+    let mut coalescing = Coalescing::default();
 
     let end = loop {
         if stopping.has_changed().unwrap_or(true) {
@@ -334,13 +331,9 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
                         if *tokens < 0.0 {
                             break End::Close(CloseCode::Policy, "flood: too many messages");
                         }
-                        if kernel_rx.is_some() && last_post_rx == Some(rx) && dialect == Some(Dialect::Sgp) {
-                            let outs = shared.engine.borrow_mut().coalesced(id);
-                            shared.dispatch(outs);
-                        }
-                        match on_text(&mut ws, &shared, id, &text, rx, &mut dialect).await {
-                            Ok(was_post) => last_post_rx = (was_post && kernel_rx.is_some()).then_some(rx),
-                            Err(end) => break end,
+                        let stamp = kernel_rx.map(|_| rx);
+                        if let Err(end) = on_text(&mut ws, &shared, id, &text, rx, stamp, &mut dialect, &mut coalescing).await {
+                            break end;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => break End::Close(CloseCode::Unsupported, "binary frames are not spoken here"),
@@ -404,15 +397,55 @@ impl Drop for Seat<'_> {
     }
 }
 
-/// One text frame, received at `now`: `Ok(true)` if it was a post. `Err` ends the connection.
+/// Posts that came in one piece with the frame after them (see `ServerMsg::Coalesced`).
+/// A frame with the same kernel receive time as the post before it came in the same piece
+/// (one read, or TCP's merging of segments that wait unread, which keeps the newest time),
+/// so that post's own arrival is unknown.
+#[derive(Default)]
+struct Coalescing {
+    /// The kernel's receive time of the latest posts, and how many posts in a row have it.
+    stamp: Option<i64>,
+    posts: u32,
+}
+
+impl Coalescing {
+    /// Before a frame received at the kernel time `stamp` (if the kernel gave one): tells
+    /// the poster of a finished run. Costs nothing on the way of a post that is not one.
+    fn before(&mut self, shared: &Shared, id: u64, stamp: Option<i64>, is_post: bool) {
+        let same = stamp.is_some() && self.stamp == stamp && self.posts > 0;
+        let (skip, count) = match (same, is_post) {
+            // The run goes on.
+            (true, true) => {
+                self.posts += 1;
+                return;
+            }
+            // Anything but a post with that time (`done` among them: the poster must hear
+            // before `closed`): every post of the run carries its time.
+            (true, false) => (0, self.posts),
+            // Another time: all but the latest post of the run carry that one's time.
+            (false, _) => (1, self.posts.saturating_sub(1)),
+        };
+        if count > 0 {
+            let outs = shared.engine.borrow_mut().tell_coalesced(id, skip, count);
+            shared.dispatch(outs);
+        }
+        (self.stamp, self.posts) = if is_post { (stamp, 1) } else { (None, 0) };
+    }
+}
+
+/// One text frame, received at `now` (`stamp`: the kernel's time, if it gave one). `Err`
+/// ends the connection.
+#[allow(clippy::too_many_arguments)]
 async fn on_text<S>(
     ws: &mut WebSocketStream<S>,
     shared: &Shared,
     id: u64,
     text: &str,
     now: i64,
+    stamp: Option<i64>,
     dialect: &mut Option<Dialect>,
-) -> Result<bool, End>
+    coalescing: &mut Coalescing,
+) -> Result<(), End>
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
@@ -423,7 +456,7 @@ where
                     ErrorCode::LegacyDisabled,
                     "this is the original student client's dialect; start the server with `sgp serve --legacy` to speak it",
                 );
-                return send(ws, to_text(&e.to_msg()).into()).await.map(|_| false);
+                return send(ws, to_text(&e.to_msg()).into()).await;
             }
             *dialect = Some(Dialect::Legacy);
         } else {
@@ -433,23 +466,24 @@ where
     if *dialect == Some(Dialect::Legacy) {
         let outs = shared.legacy.borrow_mut().handle(id, text, now);
         shared.dispatch_legacy(outs);
-        return Ok(false);
+        return Ok(());
     }
-    match parse_client(text) {
-        Err(e) => send(ws, to_text(&e.to_msg()).into()).await.map(|_| false),
+    let msg = parse_client(text);
+    coalescing.before(shared, id, stamp, matches!(msg, Ok(ClientMsg::Post { .. })));
+    match msg {
+        Err(e) => send(ws, to_text(&e.to_msg()).into()).await,
         Ok(ClientMsg::Ping { t0_us }) => {
             let pong = ServerMsg::Pong { t0_us, t1_us: now, t2_us: shared.clock.now_us() };
-            send(ws, to_text(&pong).into()).await.map(|_| false)
+            send(ws, to_text(&pong).into()).await
         }
         Ok(ClientMsg::Board {}) => {
             shared.board_request(id, now);
-            Ok(false)
+            Ok(())
         }
         Ok(msg) => {
-            let was_post = matches!(msg, ClientMsg::Post { .. });
             let outs = shared.engine.borrow_mut().handle(id, msg, now);
             shared.dispatch(outs);
-            Ok(was_post)
+            Ok(())
         }
     }
 }

@@ -1,7 +1,11 @@
 //! `sgp eve`: the eavesdropper's seat. Joins a room as an observer and prints what anyone
 //! can see: each round's board, the public sift, the confirmation tags. It knows no sender.
+//! With `--record FILE` it keeps every message heard with its time on the server's clock
+//! (Eve's own view of the room's timing); `sgp eve --attack` joins posters' records for the
+//! eavesdropper's audit (`audit.rs`).
 
 use crate::client::Client;
+use crate::clock::SYNC_SAMPLES;
 use crate::pair::{Failure, EXIT_GONE, EXIT_OTHER, EXIT_ROOM};
 use crate::protocol::{ClientMsg, ErrorCode, JoinAs, Label, ServerMsg};
 use crate::secret;
@@ -14,6 +18,38 @@ pub struct Opts {
     pub json: bool,
     /// Keep watching after a key is confirmed.
     pub follow: bool,
+    /// Write every message heard, with server-synced times, to this JSON file at the end.
+    pub record: Option<String>,
+}
+
+/// Eve's record: what she heard, when, on her clock and (estimated) on the server's.
+#[derive(Default)]
+struct Heard {
+    joined: Option<(String, serde_json::Value)>,
+    syncs: Vec<serde_json::Value>,
+    messages: Vec<serde_json::Value>,
+    /// The latest sync: server time a message left ≈ local receive time + offset − delay/2.
+    sync: Option<crate::clock::SyncSample>,
+}
+
+impl Heard {
+    fn note_sync(&mut self, at: i64, s: crate::clock::SyncSample) {
+        self.syncs.push(json!({"t_us": at, "offset_us": s.offset_us, "delay_us": s.delay_us}));
+        self.sync = Some(s);
+    }
+
+    fn note(&mut self, at: i64, msg: &ServerMsg) {
+        let server = self.sync.map(|s| at + s.offset_us - s.delay_us.div_euclid(2));
+        self.messages.push(json!({"t_us": at, "server_us": server, "msg": msg}));
+    }
+
+    fn save(&self, path: &str) -> Result<(), Failure> {
+        let Some((room, params)) = &self.joined else { return Ok(()) };
+        let doc = json!({"room": room, "role": "observer", "params": params,
+            "clock": "t_us: local µs at receipt; server_us: when the message left the server, on its clock = t_us + offset_us − floor(delay_us / 2) of the latest sync",
+            "syncs": self.syncs, "messages": self.messages});
+        crate::pair::write_private(path, doc.to_string().as_bytes()).map_err(|e| Failure { code: EXIT_OTHER, message: format!("cannot write {path}: {e}") })
+    }
 }
 
 fn say(json: bool, tag: &str, value: serde_json::Value, human: impl FnOnce() -> String) {
@@ -24,16 +60,40 @@ fn say(json: bool, tag: &str, value: serde_json::Value, human: impl FnOnce() -> 
     }
 }
 
-/// Watches until a key is confirmed (or for ever with `follow`).
+/// Watches until a key is confirmed (or for ever with `follow`, until Ctrl-C). With
+/// `--record`, what was heard is written when it ends, whichever way.
 pub async fn run(opts: &Opts) -> Result<(), Failure> {
+    let mut heard = Heard::default();
+    let result = {
+        let work = watch(opts, &mut heard);
+        tokio::select! {
+            r = work => r,
+            _ = tokio::signal::ctrl_c() => Ok(()),
+        }
+    };
+    if let Some(path) = &opts.record {
+        heard.save(path)?;
+    }
+    result
+}
+
+async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
     let mut c = Client::connect(&opts.server).await?;
     c.send(&ClientMsg::Join { room: opts.room.clone(), as_: Some(JoinAs::Observer) }).await?;
     let mut params = None;
     let mut window = None;
     loop {
-        let msg = c.recv().await.map_err(|e| Failure { code: EXIT_GONE, message: e.to_string() })?;
+        let (msg, at) = c.recv_timed().await.map_err(|e| Failure { code: EXIT_GONE, message: e.to_string() })?;
+        if opts.record.is_some() && !matches!(msg, ServerMsg::Pong { .. }) {
+            heard.note(at, &msg);
+        }
         match msg {
             ServerMsg::Joined { room, params: p, peers, .. } => {
+                if opts.record.is_some() {
+                    heard.joined = Some((room.clone(), serde_json::to_value(&p).unwrap_or_default()));
+                    let s = c.sync(SYNC_SAMPLES).await?;
+                    heard.note_sync(c.clock.now_us(), s);
+                }
                 say(opts.json, "room", json!({"code": room, "params": p, "peers": peers}), || {
                     format!("watching room {room} (alice {}, bob {}, {} observers)", yes(peers.alice), yes(peers.bob), peers.observers)
                 });
@@ -76,6 +136,11 @@ pub async fn run(opts: &Opts) -> Result<(), Failure> {
                         )
                     },
                 );
+                if opts.record.is_some() {
+                    // Between rounds: keep the clock sync fresh for the next round's times.
+                    let s = c.sync(SYNC_SAMPLES).await?;
+                    heard.note_sync(c.clock.now_us(), s);
+                }
             }
             ServerMsg::Confirm { role, tag } => {
                 say(opts.json, "confirm", json!({"role": role, "tag": tag}), || format!("{} confirms with tag {tag}", role.as_str()));
@@ -117,64 +182,293 @@ fn yes(b: bool) -> &'static str {
     }
 }
 
-/// `sgp eve --attack RECORDS…`: joins the posters' `--record` files room by room, takes the
-/// truth from both posters' own views (rounds where they disagree are left out), and runs
-/// the audit's attacker on the public part.
+/// `sgp eve --attack RECORDS…`: joins the posters' `--record` files (and observers', for the
+/// timing of relayed messages) round by round, takes the truth from both posters' own views,
+/// runs the audit's attacker on the public part and prints its verdict.
 pub fn attack(files: &[String], json: bool) -> Result<(), Failure> {
     let bad = |m: String| Failure { code: EXIT_OTHER, message: m };
     let mut records: Vec<serde_json::Value> = Vec::new();
     for f in files {
         let text = std::fs::read_to_string(f).map_err(|e| bad(format!("{f}: {e}")))?;
-        records.push(serde_json::from_str(&text).map_err(|e| bad(format!("{f}: not a record: {e}")))?);
-    }
-    let rounds = truth_rounds(&records).map_err(bad)?;
-    if rounds.is_empty() {
-        return Err(bad("no round is recorded by both of its posters".into()));
-    }
-    let verdicts = crate::audit::attack(&rounds);
-    let h = crate::audit::min_entropy(&verdicts);
-    if json {
-        println!("{}", json!({"rounds": rounds.len(), "verdicts": verdicts, "min_entropy_per_bit": h}));
-    } else {
-        println!("{} rounds, {} kept entries", rounds.len(), rounds.iter().map(|r| r.kept.len()).sum::<usize>());
-        for v in &verdicts {
-            println!("{:<17} scored {:>7}  accuracy {:.4}  99% bound {:.4}  H {:.4}", v.target, v.n, v.accuracy, v.p_upper, v.h);
+        let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| bad(format!("{f}: not a record: {e}")))?;
+        if !v.is_object() || !v["role"].is_string() || !v["room"].is_string() {
+            return Err(bad(format!("{f}: not a record of sgp pair, sgp eve or the web client (no room and role)")));
         }
-        println!("min-entropy per raw bit: {h:.4}");
+        records.push(v);
+    }
+    let join = join_records(&records);
+    if join.rounds.is_empty() {
+        return Err(bad(format!("no round is recorded by both of its posters (dropped: {})", serde_json::to_string(&join.dropped).unwrap_or_default())));
+    }
+    let report = crate::audit::attack(&join.rounds);
+    if json {
+        println!("{}", json!({"files": files.len(), "joined": join.rounds.len(), "dropped": join.dropped, "relayed_from": join.relayed_from, "audit": report}));
+        return Ok(());
+    }
+    let d = &join.dropped;
+    println!("{} records; {} rounds joined from both posters' views, {} distinct ({} kept entries)", files.len(), join.rounds.len(), join.rounds.len() - report.duplicates, report.kept);
+    println!(
+        "left out: {} recorded by one poster only, {} out of sync in a poster's view, {} dropped by a poster that fell behind its schedule, {} where the views disagree, {} whose boards differ, {} unreadable, {} copies",
+        d.one_poster_only,
+        d.desync,
+        d.late,
+        d.disagree,
+        d.board_differs,
+        d.unreadable,
+        d.duplicate + report.duplicates
+    );
+    let r = &join.relayed_from;
+    println!("relayed-message timing from: eve's record {}, a poster's record {}, none {}", r.observer, r.poster, r.none);
+    println!("split by a hash of (room, session, round): {} rounds trained on, {} scored", report.rounds_trained, report.rounds_scored);
+    println!("{:<17} {:>8}  {:>8}  {:<9} {:>8} {:>8} {:>8}  {:>9}  {:>6}  {:>8}", "target", "scored", "accuracy", "model", "majority", "logistic", "boosting", "99% bound", "H", "vs coin");
+    for v in &report.verdicts {
+        let a = |k: usize| v.accuracies.get(k).map_or("-".to_string(), |x| format!("{x:.4}"));
+        println!(
+            "{:<17} {:>8}  {:>8.4}  {:<9} {:>8} {:>8} {:>8}  {:>9.4}  {:>6.4}  {}",
+            v.target,
+            v.n,
+            v.accuracy,
+            v.model,
+            a(0),
+            a(1),
+            a(2),
+            v.p_upper,
+            v.h,
+            if v.beats_coin { format!("BEATS a coin (> {:.4})", v.coin_threshold) } else { format!("coin-like (≤ {:.4})", v.coin_threshold) }
+        );
+    }
+    println!("min-entropy per raw bit: {:.4}", report.min_entropy_per_bit);
+    let verdict = if report.pass { "PASS" } else { "FAIL" };
+    println!("verdict: {verdict} (99 % bound ≤ {} on both targets: {})", crate::audit::PASS_P_UPPER, if report.pass { "yes" } else { "no" });
+    if !report.enough {
+        println!(
+            "warning: fewer than {} scored entries on a target: the full audit asks for more (at this size, compare the accuracy with the coin's bar above)",
+            crate::audit::FULL_AUDIT_N
+        );
     }
     Ok(())
 }
 
-/// Rounds with their truth, from records of both posters of the same rooms.
-fn truth_rounds(records: &[serde_json::Value]) -> Result<Vec<crate::audit::TruthRound>, String> {
+/// Why recorded rounds did not reach the audit.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct Dropped {
+    /// Only one poster's record has the round (the other's file was not given, or it ended first).
+    pub one_poster_only: usize,
+    /// A poster's view of the round is out of sync (no key bits came from it either).
+    pub desync: usize,
+    /// A poster could not keep its schedule and dropped the round (`spoiled` in its record).
+    pub late: usize,
+    /// Both views are in sync but do not split the kept entries between the posters.
+    pub disagree: usize,
+    /// The two posters recorded different boards for the round.
+    pub board_differs: usize,
+    /// A round whose fields do not parse.
+    pub unreadable: usize,
+    /// A poster's round given twice (the same file, or two files of the same poster).
+    pub duplicate: usize,
+}
+
+/// Where the timing of the room's messages came from, in rounds.
+#[derive(Clone, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct RelayedFrom {
+    pub observer: usize,
+    pub poster: usize,
+    pub none: usize,
+}
+
+pub struct Join {
+    pub rounds: Vec<crate::audit::TruthRound>,
+    pub dropped: Dropped,
+    pub relayed_from: RelayedFrom,
+}
+
+/// (kind, session, round) → server time the message left, for `start` and `closed`.
+type Timeline = std::collections::HashMap<(&'static str, String, u32), i64>;
+
+/// The server times of a record's `start` and `closed` messages: an observer's record says
+/// them (`server_us`); a poster's are its local receive times put on server time with the
+/// round's sync, less half the round trip.
+fn timeline(rec: &serde_json::Value) -> Timeline {
+    let mut syncs: std::collections::HashMap<(String, u32), (i64, i64)> = std::collections::HashMap::new();
+    for r in rec["rounds"].as_array().into_iter().flatten() {
+        if let (Some(s), Some(n), Some(o), Some(d)) = (r["session"].as_str(), r["round"].as_u64(), r["sync"]["offset_us"].as_i64(), r["sync"]["delay_us"].as_i64()) {
+            syncs.insert((s.to_string(), n as u32), (o, d));
+        }
+    }
+    let mut out = Timeline::new();
+    for m in rec["messages"].as_array().into_iter().flatten() {
+        let kind = match m["msg"]["type"].as_str() {
+            Some("start") => "start",
+            Some("closed") => "closed",
+            _ => continue,
+        };
+        let (Some(s), Some(n)) = (m["msg"]["session"].as_str(), m["msg"]["round"].as_u64()) else { continue };
+        let key = (kind, s.to_string(), n as u32);
+        let server = match m["server_us"].as_i64() {
+            Some(t) => Some(t),
+            None => m["t_us"].as_i64().zip(syncs.get(&(key.1.clone(), key.2))).map(|(t, &(o, d))| t + o - d.div_euclid(2)),
+        };
+        if let Some(t) = server {
+            out.entry(key).or_insert(t);
+        }
+    }
+    out
+}
+
+/// Rounds with their truth, from the records of both posters (and any observers) of rooms.
+pub fn join_records(records: &[serde_json::Value]) -> Join {
+    use crate::audit::{Relayed, RoundKey, TruthRound};
     use crate::secret::{derive_round, OwnPost, RoundOutcome, Sync};
-    let parse = |v: &serde_json::Value| -> Result<(Vec<crate::protocol::Entry>, Vec<OwnPost>, Sync), String> {
-        let board = serde_json::from_value(v["board"].clone()).map_err(|e| format!("board: {e}"))?;
-        let posts = serde_json::from_value(v["posts"].clone()).map_err(|e| format!("posts: {e}"))?;
-        let sync = serde_json::from_value(v["sync"].clone()).map_err(|e| format!("sync: {e}"))?;
-        Ok((board, posts, sync))
-    };
-    let mut out = Vec::new();
-    for a in records.iter().filter(|r| r["role"] == "alice") {
-        let Some(b) = records.iter().find(|r| r["role"] == "bob" && r["room"] == a["room"]) else { continue };
-        let params: crate::protocol::Params = serde_json::from_value(a["params"].clone()).map_err(|e| format!("params: {e}"))?;
-        let (tol, guard) = (params.tolerance_us(), params.guard_us());
-        for ra in a["rounds"].as_array().into_iter().flatten() {
-            let Some(rb) = b["rounds"].as_array().into_iter().flatten().find(|r| r["session"] == ra["session"] && r["round"] == ra["round"]) else {
+    use std::collections::{BTreeMap, HashMap};
+    let mut dropped = Dropped::default();
+    let mut relayed_from = RelayedFrom::default();
+    // Each poster's rounds by key, with the params of the record they came from.
+    let mut views: [BTreeMap<RoundKey, (&serde_json::Value, &serde_json::Value)>; 2] = [BTreeMap::new(), BTreeMap::new()];
+    let mut observers: HashMap<String, Vec<Timeline>> = HashMap::new();
+    let mut posters: HashMap<String, Vec<Timeline>> = HashMap::new();
+    for rec in records {
+        let room = rec["room"].as_str().unwrap_or_default().to_string();
+        let side = match rec["role"].as_str() {
+            Some("alice") => 0,
+            Some("bob") => 1,
+            Some("observer") => {
+                observers.entry(room).or_default().push(timeline(rec));
+                continue;
+            }
+            _ => continue,
+        };
+        posters.entry(room.clone()).or_default().push(timeline(rec));
+        for r in rec["rounds"].as_array().into_iter().flatten() {
+            let (Some(session), Some(round)) = (r["session"].as_str(), r["round"].as_u64().and_then(|n| u32::try_from(n).ok())) else {
+                dropped.unreadable += 1;
                 continue;
             };
-            let (board, posts_a, sync_a) = parse(ra)?;
-            let (_, posts_b, sync_b) = parse(rb)?;
-            let (ts, te) = (ra["t_start_us"].as_i64().unwrap_or(0), ra["t_end_us"].as_i64().unwrap_or(0));
-            let va = derive_round(&board, ts, te, &posts_a, sync_a, Label::A, tol, guard);
-            let vb = derive_round(&board, ts, te, &posts_b, sync_b, Label::B, tol, guard);
-            if let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (va, vb) {
-                if va.mine.iter().zip(&vb.mine).all(|(x, y)| x != y) {
-                    let kept = crate::secret::sift(&board, ts, te, tol, guard);
-                    out.push(crate::audit::TruthRound { board, t_start_us: ts, t_end_us: te, tolerance_us: tol, kept, by_alice: va.mine });
-                }
+            let key = RoundKey { room: room.clone(), session: session.to_string(), round };
+            if views[side].insert(key, (r, &rec["params"])).is_some() {
+                dropped.duplicate += 1;
             }
         }
     }
-    Ok(out)
+    let [alice, bob] = views;
+    dropped.one_poster_only += bob.keys().filter(|k| !alice.contains_key(k)).count();
+    type View = (Vec<crate::protocol::Entry>, Vec<OwnPost>, Sync, i64, i64);
+    let parse = |v: &serde_json::Value| -> Option<View> {
+        // Posts the server said were coalesced carry a later message's time (and are never
+        // kept): the poster left them out of its derivation, and so does the join.
+        let posts: Vec<OwnPost> = serde_json::from_value(v["posts"].clone()).ok()?;
+        let coalesced: Vec<u64> = v["coalesced"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+        let posts = posts.into_iter().enumerate().filter(|(k, _)| !coalesced.contains(&(*k as u64 + 1))).map(|(_, p)| p).collect();
+        Some((
+            serde_json::from_value(v["board"].clone()).ok()?,
+            posts,
+            serde_json::from_value(v["sync"].clone()).ok()?,
+            v["t_start_us"].as_i64()?,
+            v["t_end_us"].as_i64()?,
+        ))
+    };
+    let mut rounds = Vec::new();
+    for (key, (ra, params)) in &alice {
+        let Some((rb, _)) = bob.get(key) else {
+            dropped.one_poster_only += 1;
+            continue;
+        };
+        let (Some((board, posts_a, sync_a, ts, te)), Some((board_b, posts_b, sync_b, _, _)), Ok(params)) =
+            (parse(ra), parse(rb), serde_json::from_value::<crate::protocol::Params>((*params).clone()))
+        else {
+            dropped.unreadable += 1;
+            continue;
+        };
+        if board != board_b {
+            dropped.board_differs += 1;
+            continue;
+        }
+        if ra["spoiled"] == true || rb["spoiled"] == true {
+            dropped.late += 1;
+            continue;
+        }
+        let (tol, guard) = (params.tolerance_us(), params.guard_us());
+        let va = derive_round(&board, ts, te, &posts_a, sync_a, Label::A, tol, guard);
+        let vb = derive_round(&board, ts, te, &posts_b, sync_b, Label::B, tol, guard);
+        let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (va, vb) else {
+            dropped.desync += 1;
+            continue;
+        };
+        if va.mine.len() != vb.mine.len() || va.mine.iter().zip(&vb.mine).any(|(x, y)| x == y) {
+            dropped.disagree += 1;
+            continue;
+        }
+        let kept = crate::secret::sift(&board, ts, te, tol, guard);
+        let find = |lines: Option<&Vec<Timeline>>| -> Option<Relayed> {
+            let at = |kind: &'static str, round: u32| lines.into_iter().flatten().find_map(|l| l.get(&(kind, key.session.clone(), round)).copied());
+            let r = Relayed { start_us: at("start", key.round), closed_us: at("closed", key.round), prev_closed_us: key.round.checked_sub(1).and_then(|p| at("closed", p)) };
+            r.closed_us.is_some().then_some(r)
+        };
+        let relayed = match (find(observers.get(&key.room)), find(posters.get(&key.room))) {
+            (Some(r), _) => {
+                relayed_from.observer += 1;
+                r
+            }
+            (None, Some(r)) => {
+                relayed_from.poster += 1;
+                r
+            }
+            (None, None) => {
+                relayed_from.none += 1;
+                Relayed::default()
+            }
+        };
+        rounds.push(TruthRound { key: key.clone(), board, t_start_us: ts, t_end_us: te, tolerance_us: tol, rate_hz: params.rate_hz, kept, by_alice: va.mine, relayed });
+    }
+    Join { rounds, dropped, relayed_from }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::join_records;
+    use serde_json::{json, Value};
+
+    /// A poster's record of one room: rounds (session "s", numbered) on a board of four
+    /// entries 10 ms apart, alice posting the even ones, bob the odd ones, with sync 0.
+    fn record(role: &str, rounds: &[u32], board_shift: i64) -> Value {
+        let params = crate::protocol::Params::resolve(&Default::default()).unwrap();
+        let me = if role == "alice" { 0 } else { 1 };
+        let rs: Vec<Value> = rounds
+            .iter()
+            .map(|&n| {
+                let board: Vec<Value> = (0..4).map(|k| json!({"i": k, "t_us": 100_000 + 10_000 * k + board_shift, "label": if k % 3 == 0 { "A" } else { "B" }})).collect();
+                let posts: Vec<Value> = (0..4).filter(|k| k % 2 == me).map(|k| json!({"sent_us": 100_000 + 10_000 * k, "label": if k % 3 == 0 { "A" } else { "B" }})).collect();
+                json!({"session": "s", "round": n, "t_start_us": 0, "t_end_us": 200_000, "sync": {"offset_us": 0, "delay_us": 0}, "posts": posts, "board": board})
+            })
+            .collect();
+        let msgs: Vec<Value> = rounds.iter().map(|&n| json!({"t_us": 210_000, "msg": {"type": "closed", "session": "s", "round": n, "board": []}})).collect();
+        json!({"room": "R", "role": role, "params": params, "rounds": rs, "messages": msgs})
+    }
+
+    #[test]
+    fn the_join_counts_what_it_leaves_out() {
+        let a = record("alice", &[1, 2, 3], 0);
+        let b = record("bob", &[1, 2, 4], 0);
+        let j = join_records(&[a.clone(), b.clone(), a.clone()]);
+        assert_eq!(j.rounds.len(), 2);
+        assert_eq!(j.rounds[0].by_alice, vec![true, false, true, false]);
+        assert_eq!((j.dropped.one_poster_only, j.dropped.duplicate), (2, 3));
+        assert_eq!((j.relayed_from.poster, j.relayed_from.observer), (2, 0));
+        assert_eq!(j.rounds[0].relayed.closed_us, Some(210_000));
+        // Another board in bob's view; then a desync (bob's posts land nowhere near).
+        let j = join_records(&[a.clone(), record("bob", &[1], 3)]);
+        assert_eq!((j.rounds.len(), j.dropped.board_differs), (0, 1));
+        let mut far = record("bob", &[1], 0);
+        far["rounds"][0]["sync"]["offset_us"] = json!(5_000);
+        let j = join_records(&[a.clone(), far]);
+        assert_eq!((j.rounds.len(), j.dropped.desync), (0, 1));
+        let mut late = record("bob", &[1], 0);
+        late["rounds"][0]["spoiled"] = json!(true);
+        let j = join_records(&[a.clone(), late]);
+        assert_eq!((j.rounds.len(), j.dropped.late), (0, 1));
+        // Eve's record, when given, times the room's messages.
+        let eve = json!({"room": "R", "role": "observer", "messages": [{"t_us": 1, "server_us": 205_000, "msg": {"type": "closed", "session": "s", "round": 1}}]});
+        let j = join_records(&[a, b, eve]);
+        assert_eq!(j.rounds[0].relayed.closed_us, Some(205_000));
+        assert_eq!((j.relayed_from.observer, j.relayed_from.poster), (1, 1));
+    }
 }

@@ -10,8 +10,8 @@ sgp — shared secret generation over an anonymous broadcast channel
 
 usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
-  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--retries N] [--json] [--record FILE]
-  sgp eve --room CODE [--server URL] [--json] [--follow]
+  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--json] [--record FILE]
+  sgp eve --room CODE [--server URL] [--json] [--follow] [--record FILE]
   sgp eve --attack RECORD... [--json]
   sgp bench key|sweep|jitter|load|idle|legacy [options] [--server URL] [--json]
   sgp help | --version
@@ -28,15 +28,21 @@ serve   serve the web client on / and the protocol on /ws
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080
         --room CODE           join this room instead of creating one
-        --tolerance-ms T      recognition tolerance (creator only; default 0.25)
+        --tolerance-ms T      recognition tolerance in ms (creator only; default: measured
+                              from the round trips to the server, 0.1 to 5)
         --target-bits N       key strength to reach (creator only; default 256)
+        --duration-ms MS      each round's posting window (creator only; default: enough
+                              for a third of the target)
         --retries N           failed rounds or sessions before giving up (default 20)
         --json                one JSON object per line on stdout
-        --record FILE         save what this poster knows (own posts, clock sync, boards) as JSON
+        --record FILE         save what this poster knows (own posts, clock sync, boards,
+                              messages heard) as JSON when it ends: KEY MATERIAL, mode 0600
 eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
-        --follow              keep watching after a key is confirmed
+        --follow              keep watching after a key is confirmed (until Ctrl-C)
+        --record FILE         save every message heard, with server-synced times, as JSON
         --attack RECORD...    instead, audit recorded rounds (files of sgp pair --record,
-                              both posters of each room): can the board tell posters apart?
+                              both posters of each room, and of sgp eve --record): can the
+                              public part tell the posters apart? (SECURITY.md)
 bench   measure, against a server it starts itself unless --server is given
         (loads go to 127.0.0.1 only; --json prints one JSON object):
         key    [--pairs N] [--tolerance-ms T] [--target-bits N]
@@ -88,6 +94,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let mut server = DEFAULT_SERVER.to_string();
     let (mut room, mut tol, mut target, mut retries) = (None, None, None, 20u32);
     let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
+    let (mut duration_ms, mut plan) = (None, None::<String>);
     let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);
     let (mut rooms, mut seconds, mut tolerances, mut rate_hz, mut flood) = (None, None, None, None, false);
     let (mut ping_secs, mut silence_secs) = (20u32, 60u32);
@@ -98,7 +105,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Value(v) if sub.is_none() => sub = Some(v.string()?),
             Value(v) if sub.as_deref() == Some("bench") && what.is_none() => what = Some(v.string()?),
             Value(v) if attack.is_some() => attack.get_or_insert_with(Vec::new).push(v.string()?),
-            Long("attack") => attack = Some(vec![p.value()?.string()?]),
+            Long("attack") => attack = Some(attack.unwrap_or_default()),
             Long("pairs") => pairs = Some(p.value()?.parse()?),
             Long("connections") => connections = Some(p.value()?.parse()?),
             Long("rooms") => rooms = Some(p.value()?.parse()?),
@@ -127,6 +134,9 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Long("json") => json = true,
             Long("follow") => follow = true,
             Long("record") => record = Some(p.value()?.string()?),
+            Long("duration-ms") => duration_ms = Some(p.value()?.parse::<u32>()?),
+            // Not in the usage on purpose: the other schedules leak (testing the audit only).
+            Long("schedule") => plan = Some(p.value()?.string()?),
             _ => return Err(arg.unexpected()),
         }
     }
@@ -145,11 +155,33 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             config.silence = std::time::Duration::from_secs(silence_secs.into());
             Ok(Cmd::Serve { bind, port, config })
         }
-        "pair" => Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record })),
-        "eve" if attack.is_some() => Ok(Cmd::Attack { files: attack.unwrap_or_default(), json }),
+        "pair" => {
+            let schedule = match plan {
+                None => sgp::schedule::Plan::Poisson,
+                Some(name) => {
+                    let p = sgp::schedule::Plan::parse(&name)?;
+                    if p.leaks() && std::env::var(sgp::schedule::LEAKY_ENV).as_deref() != Ok("1") {
+                        return Err(format!(
+                            "--schedule {name} gives the posters away to an eavesdropper: it exists only to test the audit (set {}=1 to use it)",
+                            sgp::schedule::LEAKY_ENV
+                        )
+                        .into());
+                    }
+                    p
+                }
+            };
+            Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record, duration_ms, schedule }))
+        }
+        "eve" if attack.is_some() => {
+            let files = attack.unwrap_or_default();
+            if files.is_empty() {
+                return Err("sgp eve --attack needs the RECORD files to audit".into());
+            }
+            Ok(Cmd::Attack { files, json })
+        }
         "eve" => {
             let room = room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
-            Ok(Cmd::Eve(eve::Opts { server, room, json, follow }))
+            Ok(Cmd::Eve(eve::Opts { server, room, json, follow, record }))
         }
         "bench" => {
             let what = what.ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;

@@ -11,9 +11,10 @@
 //! ping    {t0_us}                      ->  pong      {t0_us, t1_us, t2_us}
 //! ready                                ->  start     {session, round, t_start_us, t_end_us, params}  (room, once both are ready)
 //! post    {label: "A"|"B"}             ->  (nothing; an error if refused)
-//!                                          coalesced {post}   (to the poster only: its post n of
-//!                                          this round arrived with its next message, so the
-//!                                          board has it at that message's time, see conn.rs)
+//!                                          coalesced {post, count}   (to the poster only: its posts
+//!                                          post … post+count−1 of this round arrived in one piece
+//!                                          with its next message, so the board has them at that
+//!                                          message's time, see conn.rs)
 //! done                                 ->  closed    {session, round, board}  (room, once both are done or the grace has passed)
 //! board                                ->  board     {session, round, entries}
 //! reset                                ->  reset     (room)
@@ -290,13 +291,15 @@ pub enum ServerMsg {
         reason: String,
     },
     Reset {},
-    /// To a poster only: its `post`-th post of this round (from 1, every post the server
-    /// received in the round, refused ones included) came in one piece with its next
-    /// message, so it carries that message's receive time. On the board it has the same
-    /// `t_us` as that message's entry (so it is never kept), but not its own time: the poster
-    /// leaves it out of its self-check and recognition.
+    /// To a poster only: its posts `post` … `post + count − 1` of this round (from 1,
+    /// counting every post the server received in the round, refused ones included) came in
+    /// one piece with the message after them, so they carry that message's receive time.
+    /// On the board they have the same `t_us` as that message's entry (so they are never
+    /// kept), but not their own time: the poster leaves them out of its self-check and
+    /// recognition.
     Coalesced {
         post: u32,
+        count: u32,
     },
     Error {
         code: ErrorCode,

@@ -560,16 +560,18 @@ impl Engine {
         Ok(BoardView { version: r.board_version, session: r.session.as_deref(), round: r.round, entries: &r.board })
     }
 
-    /// `conn`'s last post came in one piece with the frame it is sending now (the server
-    /// saw one receive time for both): tell it which post that was, privately. Nothing if
-    /// `conn` is not posting in a running round.
-    pub fn coalesced(&mut self, conn: ConnId) -> Vec<Out> {
+    /// Tells `conn`, privately, that `count` of its posts came in one piece with the frame
+    /// after them (see `ServerMsg::Coalesced`): the run that ends `skip` posts before its
+    /// latest one. Nothing if `conn` is not posting in a running round.
+    pub fn tell_coalesced(&mut self, conn: ConnId, skip: u32, count: u32) -> Vec<Out> {
         let Some((code, role)) = self.seats.get(&conn) else { return Vec::new() };
         let (Some(k), Some(r)) = (seat_index(*role), self.rooms.get(code)) else { return Vec::new() };
-        match (&r.phase, r.posts_in_round[k]) {
-            (Phase::Running { .. }, n) if n > 0 => vec![Out { to: vec![conn], msg: ServerMsg::Coalesced { post: n } }],
-            _ => Vec::new(),
+        let last = r.posts_in_round[k].saturating_sub(skip);
+        let count = count.min(last);
+        if !matches!(r.phase, Phase::Running { .. }) || count == 0 {
+            return Vec::new();
         }
+        vec![Out { to: vec![conn], msg: ServerMsg::Coalesced { post: last - count + 1, count } }]
     }
 
     /// Both posters have said what they want after a round (or before the first one).
@@ -1047,29 +1049,35 @@ mod tests {
     }
 
     #[test]
-    fn a_coalesced_post_is_named_to_its_poster_only() {
+    fn coalesced_posts_are_told_to_their_poster_only() {
         let mut e = engine();
         room_with_three(&mut e);
-        // Between rounds, and for observers, there is nothing to say.
-        assert!(e.coalesced(1).is_empty());
+        // Between rounds, and before any post, there is nothing to say.
+        assert!(e.tell_coalesced(1, 0, 1).is_empty());
         let (ts, te) = start(&mut e, T0);
-        assert!(e.coalesced(1).is_empty(), "no post yet this round");
-        e.handle(1, ClientMsg::Post { label: Label::A }, ts);
-        e.handle(1, ClientMsg::Post { label: Label::B }, ts + 5);
-        e.handle(2, ClientMsg::Post { label: Label::B }, ts + 6);
-        assert_eq!(e.coalesced(1), vec![Out { to: vec![1], msg: ServerMsg::Coalesced { post: 2 } }]);
-        assert_eq!(e.coalesced(2), vec![Out { to: vec![2], msg: ServerMsg::Coalesced { post: 1 } }]);
-        assert!(e.coalesced(3).is_empty());
+        assert!(e.tell_coalesced(1, 0, 1).is_empty(), "no post yet");
+        let told = |post, count| ServerMsg::Coalesced { post, count };
+        for k in 0..5 {
+            e.handle(1, ClientMsg::Post { label: Label::A }, ts + k);
+        }
+        // Posts 3 and 4 shared post 5's time (a frame of another time came next) …
+        assert_eq!(e.tell_coalesced(1, 1, 2), vec![Out { to: vec![1], msg: told(3, 2) }]);
+        // … or 4 and 5 shared the time of the `done` after them.
+        assert_eq!(e.tell_coalesced(1, 0, 2)[0].msg, told(4, 2));
+        // Never more posts than were sent, nor from observers.
+        assert_eq!(e.tell_coalesced(1, 0, 99)[0].msg, told(1, 5));
+        assert!(e.tell_coalesced(1, 9, 1).is_empty());
+        assert!(e.tell_coalesced(3, 0, 1).is_empty(), "observers post nothing");
         // Refused posts count too: the poster numbers every post it sent.
         assert_eq!(error_code(&e.handle(2, ClientMsg::Post { label: Label::B }, te + 1_000_000)), ErrorCode::NotAllowed);
-        assert_eq!(e.coalesced(2)[0].msg, ServerMsg::Coalesced { post: 2 });
-        // A new round counts from 1 again.
+        assert_eq!(e.tell_coalesced(2, 0, 1)[0].msg, told(1, 1));
+        // A closed round says nothing; a new one counts from 1 again.
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
-        assert!(e.coalesced(1).is_empty(), "the round is closed");
+        assert!(e.tell_coalesced(1, 0, 1).is_empty(), "the round is closed");
         let (ts, _) = start(&mut e, te + 10);
         e.handle(1, ClientMsg::Post { label: Label::A }, ts);
-        assert_eq!(e.coalesced(1)[0].msg, ServerMsg::Coalesced { post: 1 });
+        assert_eq!(e.tell_coalesced(1, 0, 1)[0].msg, told(1, 1));
     }
 
     #[test]

@@ -3,9 +3,110 @@
 //! under the gaps and tell an eavesdropper that close posts come from different posters;
 //! so the wait sleeps on the runtime until shortly before, then on the thread, then spins
 //! the last ~50 µs.
+//!
+//! It also holds the two schedules known to leak ([`Plan::FixedGap`], [`Plan::Rate`]), which
+//! exist only so that the eavesdropper's audit can be shown to catch them: `sgp pair` refuses
+//! them unless the environment names them on purpose ([`LEAKY_ENV`]).
 
 use crate::clock::Clock;
 use std::time::Duration;
+
+/// The environment variable that must be `1` for `sgp pair --schedule` to take a schedule
+/// other than `poisson`. Those schedules give the posters away: for testing the audit only.
+pub const LEAKY_ENV: &str = "SGP_TESTING_LEAKY_SCHEDULES";
+
+/// How a poster places its posts in a round.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Plan {
+    /// sgp's schedule (PROTOCOL §5): a Poisson process at the room's rate. The default.
+    Poisson,
+    /// LEAKS (testing only): the original student client's schedule, 16 posts each after a
+    /// uniform 0–4000 ms wait plus 100 ms, from `t_start`, all times multiplied by `scale`
+    /// (1/100 in the tests: 1 ms + U(0, 40 ms), the same shape 100 times faster).
+    FixedGap { scale: f64 },
+    /// LEAKS (testing only): a Poisson process at `factor` times the room's rate.
+    Rate { factor: f64 },
+}
+
+/// The fixed-gap schedule's posts per poster, minimum gap and spread (µs, before scaling).
+pub const FIXED_GAP_POSTS: usize = 16;
+pub const FIXED_GAP_MIN_US: f64 = 100_000.0;
+pub const FIXED_GAP_SPREAD_US: f64 = 4_000_000.0;
+
+impl Plan {
+    /// `poisson`, `fixed-gap[:SCALE]` (default 1) or `unequal-rate[:FACTOR]` (default 1.5).
+    pub fn parse(s: &str) -> Result<Plan, String> {
+        let (name, arg) = match s.split_once(':') {
+            Some((n, a)) => (n, Some(a)),
+            None => (s, None),
+        };
+        let num = |default: f64| -> Result<f64, String> {
+            match arg {
+                None => Ok(default),
+                Some(a) => match a.parse::<f64>() {
+                    Ok(x) if x > 0.0 && x <= 100.0 => Ok(x),
+                    _ => Err(format!("--schedule {s}: expected a number in (0, 100] after the colon")),
+                },
+            }
+        };
+        match name {
+            "poisson" if arg.is_none() => Ok(Plan::Poisson),
+            "fixed-gap" => Ok(Plan::FixedGap { scale: num(1.0)? }),
+            "unequal-rate" => Ok(Plan::Rate { factor: num(1.5)? }),
+            _ => Err(format!("unknown schedule {s:?} (poisson, or for testing the audit: fixed-gap[:SCALE], unequal-rate[:FACTOR])")),
+        }
+    }
+
+    pub fn leaks(self) -> bool {
+        self != Plan::Poisson
+    }
+
+    pub fn name(self) -> String {
+        match self {
+            Plan::Poisson => "poisson".into(),
+            Plan::FixedGap { scale } => format!("fixed-gap:{scale}"),
+            Plan::Rate { factor } => format!("unequal-rate:{factor}"),
+        }
+    }
+
+    /// The round window this plan needs, in ms (the fixed-gap posts must all fit), if any.
+    pub fn window_ms(self, guard_ms: f64) -> Option<u32> {
+        match self {
+            Plan::FixedGap { scale } => {
+                let longest = FIXED_GAP_POSTS as f64 * (FIXED_GAP_MIN_US + FIXED_GAP_SPREAD_US) * scale / 1000.0;
+                Some((longest + 2.0 * guard_ms + 1.0).ceil() as u32)
+            }
+            _ => None,
+        }
+    }
+
+    /// The mean gap between this poster's posts, µs, at the room's `rate_hz`.
+    pub fn mean_gap_us(self, rate_hz: f64) -> f64 {
+        match self {
+            Plan::Poisson => 1e6 / rate_hz,
+            Plan::Rate { factor } => 1e6 / (rate_hz * factor),
+            Plan::FixedGap { scale } => (FIXED_GAP_MIN_US + FIXED_GAP_SPREAD_US / 2.0) * scale,
+        }
+    }
+
+    /// Planned arrival times (server µs) of one round's posts.
+    pub fn times(self, t_start_us: i64, t_end_us: i64, rate_hz: f64, rng: &mut fastrand::Rng) -> Vec<i64> {
+        match self {
+            Plan::Poisson => poisson(t_start_us, t_end_us, rate_hz, rng),
+            Plan::Rate { factor } => poisson(t_start_us, t_end_us, rate_hz * factor, rng),
+            Plan::FixedGap { scale } => {
+                let mut t = t_start_us as f64;
+                (0..FIXED_GAP_POSTS)
+                    .map(|_| {
+                        t += (FIXED_GAP_MIN_US + rng.f64() * FIXED_GAP_SPREAD_US) * scale;
+                        t.round() as i64
+                    })
+                    .filter(|&t| t <= t_end_us)
+                    .collect()
+            }
+        }
+    }
+}
 
 /// Arrival times of a Poisson process of rate `rate_hz` over `[t_start_us, t_end_us]`:
 /// exponential gaps from `t_start`, stopping at `t_end`. No minimum gap, no fixed count.
@@ -78,6 +179,28 @@ mod tests {
         assert!(poisson(10, 5, 500.0, &mut rng).is_empty());
         assert!(poisson(0, 1000, 0.0, &mut rng).is_empty());
         assert!(poisson(0, 1000, f64::NAN, &mut rng).is_empty());
+    }
+
+    #[test]
+    fn plans_parse_and_keep_their_shape() {
+        assert_eq!(Plan::parse("poisson"), Ok(Plan::Poisson));
+        assert_eq!(Plan::parse("fixed-gap:0.01"), Ok(Plan::FixedGap { scale: 0.01 }));
+        assert_eq!(Plan::parse("unequal-rate"), Ok(Plan::Rate { factor: 1.5 }));
+        for bad in ["", "poisson:2", "fixed-gap:0", "fixed-gap:x", "fast", "unequal-rate:1000"] {
+            assert!(Plan::parse(bad).is_err(), "{bad}");
+        }
+        assert!(!Plan::Poisson.leaks() && Plan::FixedGap { scale: 1.0 }.leaks());
+        let mut rng = fastrand::Rng::with_seed(4);
+        let p = Plan::FixedGap { scale: 0.01 };
+        let window = p.window_ms(5.0).unwrap();
+        assert_eq!(window, 667);
+        for _ in 0..100 {
+            let t = p.times(0, window as i64 * 1000, 500.0, &mut rng);
+            assert_eq!(t.len(), 16, "all 16 posts fit");
+            assert!(t.windows(2).all(|w| (1000..=41_000).contains(&(w[1] - w[0]))), "{t:?}");
+        }
+        let fast = Plan::Rate { factor: 1.5 }.times(0, 100_000_000, 100.0, &mut rng).len() as f64;
+        assert!((fast - 15_000.0).abs() < 5.0 * 15_000f64.sqrt(), "{fast}");
     }
 
     #[test]

@@ -606,9 +606,13 @@ function onServer(m, t3) {
       return;
     }
     case 'coalesced':
-      // Our post number m.post of this round came in one piece with our next message: the
-      // board has it at that message's time. It is left out of the derivation (onClosed).
-      if (S.current) S.current.coalesced.push(m.post);
+      // Our posts m.post … m.post + m.count − 1 of this round came in one piece with our
+      // next message: the board has them at that message's time. They are left out of the
+      // derivation (onClosed). The count is bounded by the posts we sent.
+      if (S.current) {
+        const n = Math.min(Number(m.count) || 0, S.current.posts.length);
+        for (let k = 0; k < n; k++) S.current.coalesced.push(m.post + k);
+      }
       return;
     case 'board':
       return;

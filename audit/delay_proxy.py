@@ -1,0 +1,99 @@
+#!/usr/bin/env python3
+"""A TCP relay that delays each direction like `tc qdisc … netem delay D J`: every chunk read
+is held for a uniform delay in [D − J, D + J] and released in order (TCP delivers in order,
+so a chunk never overtakes the one before it: it waits for it, as behind netem's reordering).
+Used by `audit/run.py` when the kernel has no netem (sch_netem); it runs in the server's
+network namespace, between one poster and `sgp serve`.
+
+usage: delay_proxy.py LISTEN_HOST LISTEN_PORT TARGET_HOST TARGET_PORT DELAY_MS JITTER_MS
+
+It prints `listening` once it accepts connections, and runs until killed.
+"""
+
+import queue
+import random
+import socket
+import sys
+import threading
+import time
+
+
+def pump(src, dst, delay_s, jitter_s, rng):
+    """Reads src, writes dst, each chunk held until arrival + U(delay ± jitter), in order."""
+    q = queue.Queue()
+
+    def writer():
+        while True:
+            item = q.get()
+            if item is None:
+                break
+            release, data = item
+            left = release - time.monotonic()
+            if left > 0:
+                time.sleep(left)
+            try:
+                dst.sendall(data)
+            except OSError:
+                break
+        try:
+            dst.shutdown(socket.SHUT_WR)
+        except OSError:
+            pass
+
+    t = threading.Thread(target=writer, daemon=True)
+    t.start()
+    last = 0.0
+    while True:
+        try:
+            data = src.recv(65536)
+        except OSError:
+            data = b""
+        if not data:
+            break
+        now = time.monotonic()
+        release = max(now + delay_s + rng.uniform(-jitter_s, jitter_s), last)
+        last = release
+        q.put((release, data))
+    q.put(None)
+    t.join()
+
+
+def serve(client, target, delay_s, jitter_s, seed):
+    try:
+        upstream = socket.create_connection(target)
+    except OSError:
+        client.close()
+        return
+    for s in (client, upstream):
+        s.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+    rng_up, rng_down = random.Random(seed), random.Random(seed + 1)
+    up = threading.Thread(target=pump, args=(client, upstream, delay_s, jitter_s, rng_up), daemon=True)
+    down = threading.Thread(target=pump, args=(upstream, client, delay_s, jitter_s, rng_down), daemon=True)
+    up.start()
+    down.start()
+    up.join()
+    down.join()
+    client.close()
+    upstream.close()
+
+
+def main():
+    sys.setswitchinterval(0.0005)  # a thread waiting to release a chunk gets the GIL soon
+    if len(sys.argv) != 7:
+        sys.exit(__doc__)
+    host, port, thost, tport, delay_ms, jitter_ms = sys.argv[1:]
+    delay_s, jitter_s = float(delay_ms) / 1000, float(jitter_ms) / 1000
+    ls = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    ls.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    ls.bind((host, int(port)))
+    ls.listen(256)
+    print("listening", flush=True)
+    seed = random.SystemRandom().randrange(1 << 30)
+    while True:
+        c, _ = ls.accept()
+        seed += 2
+        threading.Thread(target=serve, args=(c, (thost, int(tport)), delay_s, jitter_s, seed), daemon=True).start()
+
+
+if __name__ == "__main__":
+    main()
