@@ -289,7 +289,7 @@ function peerLeft(role) {
 
 function onPhase(m) {
   const peer = peerOf(sgp.role);
-  const retry = m.failures > 0 ? ` (${m.failures} dropped in a row; it gives up after ${m.retries})` : '';
+  const retry = m.failures > 0 ? ` (${m.failures} dropped in a row; it gives up after ${m.give_up_s} s without one that counts)` : '';
   switch (m.phase) {
     case 'syncing':
       sgp.running = true;
@@ -378,6 +378,12 @@ function onRound(m) {
   if (m.observer) {
     ui.keptTotal += m.kept_pos.length;
     setStatus(`Round ${m.round} closed: ${m.board.length} entries on the board, ${m.kept_pos.length} kept by the public sift.`);
+    return;
+  }
+  if (m.desync && m.desync.late) {
+    const what = m.desync.skipped > 0 ? `${m.desync.skipped} post${m.desync.skipped > 1 ? 's' : ''} had to be skipped` : `a post left ${(m.desync.late_us / 1000).toFixed(1)} ms late`;
+    setStatus(`Round ${m.round} is dropped: this page fell behind its own posting schedule (${what}; a busy machine). ` +
+      'A stretch in which one poster falls silent would tell an eavesdropper whose posts are whose, so such a round gives no bits. Another round follows.');
     return;
   }
   if (m.desync) {
@@ -494,7 +500,7 @@ function onStopped(m) {
       if (m.last == null) return; // the peer gave up: onAborted said so
       ui.gaveUp = true;
       const last = m.last === 'desync' ? 'a round out of sync' : m.last === 'confirmation mismatch' ? 'the two keys differed' : m.last;
-      const count = m.in_a_row ? `${m.failures} rounds or sessions in a row failed` : `${m.total_failures} rounds or sessions failed`;
+      const count = m.in_a_row ? `${m.failures} rounds or sessions in a row failed, over ${m.stuck_s} s` : `${m.total_failures} rounds or sessions failed`;
       setStatus(`Gave up after ${count} (the last: ${last}). Press Start to try again; if it keeps happening, ` +
         `this room's tolerance${sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : ''} is too tight for these browsers: create a room with the default tolerance.`);
       return;

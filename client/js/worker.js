@@ -1,13 +1,14 @@
 // worker.js — the dedicated (module) Web Worker that owns the WebSocket, the clock sync and
 // the posting schedule, and runs a poster's session as src/pair.rs does: sync with 16
 // ping/pong samples, a Poisson schedule per round with posts sent at precise times (the real
-// send time recorded just before ws.send, posts more than 2 ms overdue skipped), `done` 1 ms
-// after our estimate of t_end, one verdict per closed round (ready / confirm{tag} /
-// abort{desync}), bias refinement from our own posts' arrival errors, bounded retries.
-// Where a browser differs, so does this file: after a failed round it re-syncs only if the
-// round showed the sync off (a fresh sync is often worse than the bias just learnt), it counts
-// failures in a row, and it repeats a `done` the server found early instead of waiting for the
-// round's grace. It also measures the timers and the message jitter for the page, and keeps
+// send time recorded just before ws.send; pair's late rule: a post more than half a mean gap
+// overdue is skipped and spoils its round), `done` 3 ms + 2τ after our estimate of t_end with
+// no post in the 500 µs before it, coalesced posts left out, one verdict per closed round
+// (ready / confirm{tag} / abort{desync}), bias refinement from our own posts' arrival errors,
+// bounded retries. Where a browser differs, so does this file: after a failed round it
+// re-syncs only if the round showed the sync off (a fresh sync is often worse than the bias
+// just learnt), it gives up after 30 s without a round that counts, and it repeats a `done`
+// the server found early instead of waiting for the round's grace. It also measures the timers and the message jitter for the page, and keeps
 // the poster's record for the eavesdropper audit (the file `sgp pair --record` writes).
 // A worker keeps its timers when the tab is in the background; the page never touches the
 // socket. Messages to and from the page are listed in client/js/README.md.
@@ -23,23 +24,34 @@ import {
 const ORIGIN_US = Math.round(performance.timeOrigin * 1000);
 const nowUs = () => ORIGIN_US + Math.round(performance.now() * 1000);
 
-/** A post is skipped, not sent late, when the schedule is this far behind. */
-const LATE_SKIP_US = 2_000;
-/** `done` leaves this long after our estimate of the server's t_end. */
-const DONE_MARGIN_US = 1_000;
 /**
- * Failed rounds or sessions (desync, mismatch, disagreement) in a row before giving up. A busy
- * machine (measured here: 2 shared cores at load 4-6) can delay a post by 5-20 ms in most
- * rounds for tens of seconds, whatever the tolerance; a round at τ = 1 ms costs ~0.45 s, so
- * 60 rounds ride out ~25 s of that. A tolerance that is simply too tight fails every round and
- * gives up as surely, a little later.
+ * The late rule, as src/pair.rs: a post may leave at most LATE_SHARE of the mean gap between
+ * this poster's posts late. A poster held up longer (a stall on a busy machine) leaves a
+ * stretch that only the other poster fills, and the eavesdropper's audit found those runs of
+ * one poster (SECURITY.md). So a later post is skipped and the round is *spoiled*: once it
+ * closes this poster drops it (`abort {desync}`), and it gives no bits.
  */
-const RETRIES = 60;
+const LATE_SHARE = 0.5;
 /**
- * …and in all, per Start: only a bound against a loop, since a session that keeps earning
- * strength is worth waiting for (the page shows it growing), however many of its rounds a
- * busy machine spoils (measured: 300 failures in 350 rounds of 10 posts at load 5).
+ * `done` leaves DONE_MARGIN_US + 2τ after our estimate of the server's t_end, a time fixed by
+ * t_end alone, and no post leaves less than DONE_QUIET_US before it (one that would is
+ * skipped): so `done`, whose time the room sees as `closed`'s, never waits on a post
+ * (PROTOCOL §4), and a delay jitter of up to τ cannot bring it before t_end.
  */
+const DONE_MARGIN_US = 3_000;
+const DONE_QUIET_US = 500;
+/**
+ * When to give up: after at least RETRIES failed rounds or sessions (desync, late, mismatch,
+ * disagreement) in a row AND GIVE_UP_US without a round that counted. A busy machine
+ * (measured here: 2 shared cores at load 4-6) delays a post by 5-20 ms in most rounds for
+ * tens of seconds whatever the tolerance, and short rounds fail many times a second, so a
+ * count alone gave up on sessions that were still getting somewhere (61 failures in a row
+ * after 260 rounds that had earned strength). A tolerance that is simply too tight fails
+ * every round and gives up as surely.
+ */
+const RETRIES = 20;
+const GIVE_UP_US = 30_000_000;
+/** …and in all, per Start: only a bound against a loop. */
 const TOTAL_RETRIES = 3000;
 /** A round whose posts landed within τ of their predictions this often was in sync. */
 const ALIGNED_SHARE = 0.8;
@@ -68,7 +80,8 @@ const waitCell =
  * waking 2 ms early made the one-way times of 250 Hz test messages wander 2 ms at p90 and 5-6 ms
  * at p99, against 0.4-0.8 ms and 1-3 ms with no early wake. So no early wake there: a post
  * then leaves as late as the timer fires (p50 ~0.2 ms); its send time is read when it leaves,
- * so recognising it is unaffected, and a post more than LATE_SKIP_US late is skipped.
+ * so recognising it is unaffected, and a post later than the late rule allows (LATE_SHARE) is
+ * skipped and spoils its round.
  */
 const WAKE_EARLY_US = waitCell ? 4_000 : 0;
 
@@ -272,6 +285,7 @@ const S = {
   myTag: null,
   peerTag: null,
   failures: 0, // in a row: reset once a round has counted for both posters
+  progressAt: 0, // local µs of Start or of the last round that counted for both
   totalFailures: 0,
   lastOk: false, // the last closed round counted for us (the next `start` shows it did for both)
   needSync: true, // the last round showed our clock sync is off: re-sync before the next
@@ -293,6 +307,7 @@ function recordDoc() {
     room: S.room,
     role: S.role,
     params: S.params,
+    schedule: 'poisson',
     clock: RECORD_CLOCK,
     rounds: S.record.rounds,
     messages: S.record.messages,
@@ -323,7 +338,7 @@ function trySend(obj) {
 }
 
 function phase(name, extra = {}) {
-  toPage({ type: 'phase', phase: name, failures: S.failures, retries: RETRIES, total_failures: S.totalFailures, ...extra });
+  toPage({ type: 'phase', phase: name, failures: S.failures, retries: RETRIES, give_up_s: GIVE_UP_US / 1e6, total_failures: S.totalFailures, ...extra });
 }
 
 // ---------------------------------------------------------------------------------------
@@ -476,11 +491,13 @@ function failed(why) {
   S.failures++;
   S.totalFailures++;
   S.lastOk = false;
-  if (S.failures > RETRIES || S.totalFailures > TOTAL_RETRIES) {
-    const n = S.failures > RETRIES ? `${S.failures} failed rounds or sessions in a row` : `${S.totalFailures} failed rounds or sessions`;
+  const stuckUs = nowUs() - S.progressAt;
+  const inARow = S.failures > RETRIES && stuckUs > GIVE_UP_US;
+  if (inARow || S.totalFailures > TOTAL_RETRIES) {
+    const n = inARow ? `${S.failures} failed rounds or sessions in a row, over ${Math.round(stuckUs / 1e6)} s` : `${S.totalFailures} failed rounds or sessions`;
     stopSession();
     trySend({ type: 'abort', reason: 'gave_up' });
-    toPage({ type: 'stopped', reason: 'gave_up', message: `gave up after ${n} (last: ${why})`, failures: S.failures, total_failures: S.totalFailures, in_a_row: S.failures > RETRIES, last: why });
+    toPage({ type: 'stopped', reason: 'gave_up', message: `gave up after ${n} (last: ${why})`, failures: S.failures, total_failures: S.totalFailures, in_a_row: inARow, stuck_s: Math.round(stuckUs / 1e6), last: why });
     return;
   }
   if (S.needSync || !S.sync) {
@@ -508,13 +525,22 @@ async function postRound(p) {
     end_local_us: p.t_end - shift,
     now_us: nowUs(),
   });
+  const doneAt = p.t_end - shift + DONE_MARGIN_US + 2 * secret.msToUs(p.params.tolerance_ms);
+  const lateLimit = Math.round(LATE_SHARE * (1e6 / p.params.rate_hz));
+  p.lateLimit = lateLimit;
+  p.cutShort = true; // until `done` is sent
   for (let k = 0; k < planned.length; k++) {
     const target = planned[k] - shift;
-    if (nowUs() > target + LATE_SKIP_US) {
+    const latest = Math.min(target + lateLimit, doneAt - DONE_QUIET_US);
+    if (nowUs() > latest) {
       p.skipped++;
       continue;
     }
     if (!(await waitUntil(target, p))) return;
+    if (nowUs() > latest) {
+      p.skipped++; // woken too late (a busy machine)
+      continue;
+    }
     const label = labels[k];
     const t = nowUs();
     try {
@@ -526,8 +552,10 @@ async function postRound(p) {
     p.late.push(t - target);
     p.sendDur.push(nowUs() - t);
   }
-  if (!(await waitUntil(p.t_end - shift + DONE_MARGIN_US, p))) return;
+  if (!(await waitUntil(doneAt, p))) return;
   if (trySend({ type: 'done' })) {
+    p.cutShort = false;
+    p.doneUs = nowUs();
     p.done = true;
     p.doneSent = 1;
     phase('closing', { session: p.session, round: p.round });
@@ -643,7 +671,10 @@ function onStart(m) {
     S.session = m.session;
     S.keptRounds = [];
   }
-  if (S.lastOk) S.failures = 0; // both posters counted the last round: progress
+  if (S.lastOk) {
+    S.failures = 0; // both posters counted the last round: progress
+    S.progressAt = nowUs();
+  }
   S.lastOk = false;
   S.myTag = null;
   S.peerTag = null;
@@ -663,6 +694,9 @@ function onStart(m) {
     planned: 0,
     stopped: false,
     done: false,
+    doneUs: null,
+    lateLimit: 0,
+    cutShort: false,
   };
   S.current = p;
   postRound(p).catch((e) => toPage({ type: 'error', code: 'client', message: `posting: ${e.message}` }));
@@ -691,6 +725,8 @@ function onClosed(m) {
   S.current = null;
   S.lastClosed = m.round;
   S.lastClosedSession = m.session;
+  const lateUs = p.late.length ? Math.max(...p.late) : 0;
+  const spoiled = p.skipped > 0 || lateUs > p.lateLimit || p.cutShort;
   S.record.rounds.push({
     session: m.session,
     round: m.round,
@@ -698,8 +734,13 @@ function onClosed(m) {
     t_end_us: p.t_end,
     sync: { offset_us: p.sync.offset_us, delay_us: p.sync.delay_us },
     posts: p.posts.map((q) => ({ sent_us: q.sent_us, label: q.label })),
-    coalesced: [...p.coalesced],
     board: m.board,
+    coalesced: [...p.coalesced],
+    send_call_us: [...p.sendDur],
+    done_us: p.doneUs,
+    late_us: lateUs,
+    skipped: p.skipped,
+    spoiled,
   });
   // Posts the server said were coalesced carry a later message's time: not theirs.
   const timed = p.posts.filter((_, k) => !p.coalesced.includes(k + 1));
@@ -720,6 +761,8 @@ function onClosed(m) {
     error_us: summary(errors.filter((e) => e !== null)),
     abs_error_us: summary(errors.filter((e) => e !== null).map(Math.abs)),
     bias_step_us: bias,
+    late_limit_us: p.lateLimit,
+    spoiled,
     within_tolerance: within,
     resync_next: S.needSync,
   };
@@ -736,8 +779,11 @@ function onClosed(m) {
     sync: p.sync,
     timing,
   };
-  if (view.desync) {
-    toPage({ ...report, desync: { unmatched: view.unmatched, total: view.total } });
+  if (view.desync || spoiled) {
+    // Out of sync, or spoiled by the late rule (this poster fell behind its own schedule):
+    // dropped, as sgp pair does.
+    const late = !view.desync;
+    toPage({ ...report, desync: { unmatched: late ? 0 : view.unmatched, total: late ? timed.length : view.total, late, late_us: lateUs, skipped: p.skipped } });
     trySend({ type: 'abort', reason: 'desync' });
     return;
   }
@@ -832,6 +878,7 @@ self.onmessage = (ev) => {
       stopSession(); // a fresh epoch
       S.running = true;
       S.failures = 0;
+      S.progressAt = nowUs();
       S.totalFailures = 0;
       S.lastOk = false;
       S.session = null;

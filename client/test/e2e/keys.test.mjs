@@ -157,14 +157,18 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
   const stA = await h.state(s.A);
   for (const [role, r] of Object.entries(recs)) {
     // Exactly the shape `sgp pair --record` writes (src/pair.rs, save_record).
-    assert.deepEqual(Object.keys(r), ['room', 'role', 'params', 'clock', 'rounds', 'messages'], `${role}: the record's fields`);
+    assert.deepEqual(Object.keys(r), ['room', 'role', 'params', 'schedule', 'clock', 'rounds', 'messages'], `${role}: the record's fields`);
+    assert.equal(r.schedule, 'poisson');
     assert.equal(r.room, s.code);
     assert.equal(r.role, role);
     assert.deepEqual(r.params, stA.params, `${role}: the room's params`);
     assert.equal(r.clock, 'local µs; predicted server time = sent_us + sync.offset_us + floor(sync.delay_us / 2)');
     assert.equal(r.rounds.length, stA.rounds.length, `${role}: one recorded round per closed round`);
     for (const x of r.rounds) {
-      assert.deepEqual(Object.keys(x), ['session', 'round', 't_start_us', 't_end_us', 'sync', 'posts', 'coalesced', 'board'], `${role}: a round's fields`);
+      assert.deepEqual(Object.keys(x), ['session', 'round', 't_start_us', 't_end_us', 'sync', 'posts', 'board', 'coalesced', 'send_call_us',
+        'done_us', 'late_us', 'skipped', 'spoiled'], `${role}: a round's fields`);
+      assert.equal(x.send_call_us.length, x.posts.length, `${role}: one send-call time per post`);
+      assert.equal(x.spoiled, x.skipped > 0 || x.done_us === null || x.late_us > Math.round(0.5 * (1e6 / r.params.rate_hz)), `${role}: spoiled by the late rule exactly when it should be`);
       assert.ok(x.coalesced.every((k) => Number.isInteger(k) && k >= 1 && k <= x.posts.length), `${role}: coalesced are post numbers`);
       assert.deepEqual(Object.keys(x.sync), ['offset_us', 'delay_us']);
       assert.ok(x.posts.length > 0 && x.posts.every((q) => Number.isSafeInteger(q.sent_us) && (q.label === 'A' || q.label === 'B') && Object.keys(q).length === 2), `${role}: posts are {sent_us, label}`);
@@ -190,7 +194,7 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
     assert.deepEqual(rb.board, ra.board, 'the same board for both');
     const va = derive(ra, 'A');
     const vb = derive(rb, 'B');
-    if (va.desync || vb.desync) continue; // dropped by whoever was out of sync
+    if (va.desync || vb.desync || ra.spoiled || rb.spoiled) continue; // dropped by whoever was out of sync or late
     assert.deepEqual([va.n, va.a, va.bits], [vb.n, vb.a, vb.bits], `round ${ra.round}: both derive the same`);
     assert.ok(va.mine.every((m, j) => m !== vb.mine[j]), `round ${ra.round}: each kept entry is exactly one poster's`);
     counted.push({ round: ra.round, n: va.n, a: va.a });
@@ -209,7 +213,7 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
   assert.ok(res.out.verdicts.length > 0 && res.out.verdicts.every((v) => v.n > 0), `it scores entries (N > 0): ${JSON.stringify(res.out.verdicts)}`);
   // (eve derives with every post; a round with a coalesced post may be left out there.)
   const both = recs.alice.rounds.map((ra) => [ra, recs.bob.rounds.find((x) => x.session === ra.session && x.round === ra.round)])
-    .filter(([ra, rb]) => rb && !derive(ra, 'A').desync && !derive(rb, 'B').desync);
+    .filter(([ra, rb]) => rb && !derive(ra, 'A').desync && !derive(rb, 'B').desync && !ra.spoiled && !rb.spoiled);
   const whole = both.filter(([ra, rb]) => ra.coalesced.length === 0 && rb.coalesced.length === 0).length;
   assert.ok(res.out.rounds <= both.length && res.out.rounds >= whole,
     `eve audits the rounds both posters derived, at least those with no coalesced post (${res.out.rounds}: ${whole} to ${both.length})`);

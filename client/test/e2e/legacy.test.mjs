@@ -75,12 +75,15 @@ test('the original flow runs against sgp serve --legacy from another origin', { 
     assert.equal(r.sent, 16);
     assert.deepEqual(r.fields, ['Timestamp', 'Value']);
     assert.match(r.sample.Timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$/);
-    // Within 10 ms, as the original page expects. A busy machine can hold a tab's send back
-    // after it read its clock (the browser queues the frame to another process: measured up
-    // to 45 ms at load 4 on 2 cores), so stragglers are allowed, never a clock or zone error
-    // (seconds to hours): the median within 10 ms, every one within 250 ms.
+    // The original page expects 10 ms, and on a quiet machine that is what it gets (the Rust
+    // tests hold the server's stamps to 2 ms). A busy machine holds a tab's send back after it
+    // read its clock (its main thread and the browser's network process wait for a core:
+    // measured a median of 60 ms and up to 171 ms at load 11 on 2 cores). What this test
+    // guards is the clock and the zone, errors of seconds to hours, and a precision cut to
+    // whole seconds (a median near 500 ms): the median within 100 ms, every one within 1 s.
     const sorted = [...r.errs].sort((x, y) => x - y);
-    assert.ok(sorted[8] <= 10, `send times and Timestamps differ, median above 10 ms: ${r.errs} ms`);
-    assert.ok(r.maxErrMs <= 250, `send times and Timestamps differ by up to ${r.maxErrMs} ms: ${r.errs}`);
+    t.diagnostic(`tab ${r.id}: send time to Timestamp, ms: ${r.errs.join(' ')}`);
+    assert.ok(sorted[8] <= 100, `send times and Timestamps differ, median above 100 ms: ${r.errs} ms`);
+    assert.ok(r.maxErrMs <= 1000, `send times and Timestamps differ by up to ${r.maxErrMs} ms: ${r.errs}`);
   }
 });
