@@ -52,6 +52,29 @@ impl Heard {
     }
 }
 
+/// The board for people: each entry as its time after `t_start` in ms, its label, and `*`
+/// if the public sift keeps it, wrapped to lines of about 100 characters.
+fn board_lines(board: &[crate::protocol::Entry], kept: &[u32], t_start: i64) -> String {
+    let mut out = String::new();
+    let mut line = String::from(" ");
+    for e in board {
+        let item = format!(
+            " {:+.3}{}{}",
+            (e.t_us - t_start) as f64 / 1000.0,
+            if e.label == Label::A { 'A' } else { 'B' },
+            if kept.binary_search(&e.i).is_ok() { "*" } else { "" }
+        );
+        if line.len() + item.len() > 100 {
+            out.push_str(&line);
+            out.push('\n');
+            line = String::from(" ");
+        }
+        line.push_str(&item);
+    }
+    out.push_str(&line);
+    out
+}
+
 fn say(json: bool, tag: &str, value: serde_json::Value, human: impl FnOnce() -> String) {
     if json {
         println!("{}", json!({ tag: value }));
@@ -129,10 +152,11 @@ async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
                     json!({"session": session, "round": round, "t_start_us": ts, "t_end_us": te, "n": board.len(), "kept": kept, "board": board}),
                     || {
                         format!(
-                            "round {round}: {} entries on the board, {} kept by the public sift\n  kept labels: {labels}\n  \
+                            "round {round}: {} entries on the board, {} kept by the public sift (*)\n{}\n  kept labels: {labels}\n  \
                              (each kept bit is 0 if its label names its true poster; without the posters' send times that is a coin toss)",
                             board.len(),
-                            kept.len()
+                            kept.len(),
+                            board_lines(&board, &kept, ts)
                         )
                     },
                 );

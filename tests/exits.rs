@@ -158,3 +158,32 @@ fn a_creator_prints_its_code_and_a_join_command() {
     assert!(lines.iter().any(|l| l.contains(&code)), "the code is printed on its own too: {lines:?}");
     assert_eq!(command, format!("sgp pair --server {} --room {code}", server.url()));
 }
+
+#[test]
+fn eve_prints_each_board_for_people() {
+    let server = Server::start(&[]);
+    let (creator, code, rest) = spawn_creator(&server, &["--tolerance-ms", "1", "--target-bits", "32", "--retries", "60"]);
+    let eve = std::process::Command::new(SGP)
+        .args(["eve", "--server", &server.url(), "--room", &code])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    std::thread::sleep(Duration::from_millis(200));
+    let joiner = spawn_pair(&server, &["--room", &code, "--retries", "60"]);
+    let reader = read_rest(rest);
+    key_of(&wait_output(joiner, Duration::from_secs(60)), "");
+    key_of(&wait_output(creator, Duration::from_secs(60)), &reader.join().unwrap());
+    let out = wait_output(eve, Duration::from_secs(20));
+    assert!(out.status.success(), "{}", stderr(&out));
+    let text = String::from_utf8_lossy(&out.stdout);
+    let round = text.lines().position(|l| l.starts_with("round 1:") && l.contains("kept by the public sift")).expect(&text);
+    // The board follows: entries as +ms and a label, the kept ones starred.
+    let board: Vec<&str> = text.lines().skip(round + 1).take_while(|l| l.starts_with("  +") || l.starts_with("  -")).collect();
+    let entries: Vec<&str> = board.iter().flat_map(|l| l.split_whitespace()).collect();
+    let n: usize = text.lines().nth(round).unwrap().split_whitespace().nth(2).unwrap().parse().unwrap();
+    assert_eq!(entries.len(), n, "{text}");
+    assert!(entries.iter().all(|e| e.trim_end_matches('*').ends_with('A') || e.trim_end_matches('*').ends_with('B')), "{entries:?}");
+    assert!(entries.iter().any(|e| e.ends_with('*')), "{entries:?}");
+    assert!(text.contains("confirm"), "{text}");
+}
