@@ -33,7 +33,7 @@ pair    make a key from this terminal: without --room, create a room and print i
         --target-bits N       key strength to reach (creator only; default 256)
         --duration-ms MS      each round's posting window (creator only; default: enough
                               for a third of the target)
-        --retries N           failed rounds or sessions before giving up (default 20)
+        --retries N           failed rounds or sessions before giving up (default 100)
         --json                one JSON object per line on stdout
         --record FILE         save what this poster knows (own posts, clock sync, boards,
                               messages heard) as JSON when it ends: KEY MATERIAL, mode 0600
@@ -92,7 +92,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let mut sub: Option<String> = None;
     let (mut bind, mut port, mut origins, mut legacy) = ("127.0.0.1".to_string(), 8080u16, Vec::new(), false);
     let mut server = DEFAULT_SERVER.to_string();
-    let (mut room, mut tol, mut target, mut retries) = (None, None, None, 20u32);
+    let (mut room, mut tol, mut target, mut retries) = (None, None, None, 100u32);
     let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
     let (mut duration_ms, mut plan) = (None, None::<String>);
     let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);

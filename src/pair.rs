@@ -82,8 +82,8 @@ impl From<ClientError> for Failure {
 /// other poster's posts fill that stretch: runs of one poster, which the audit measured
 /// (SECURITY.md). So a later post is skipped, and the round is *spoiled*: this poster drops
 /// it (`abort {desync}`) once it closes, and it gives no bits. A hold-up of at most half a
-/// mean gap reorders the posters only if it holds one post of its own and two of the other's,
-/// which is rare (of order 1/16 of such hold-ups).
+/// mean gap changes the posters' order only if it holds a post of each, and then only
+/// moves one past a neighbour or two.
 const LATE_SHARE: f64 = 0.5;
 /// `done` leaves `DONE_MARGIN_US + 2τ` after our estimate of the server's `t_end`: late
 /// enough that no post can still be on its way, and that a delay jitter of up to τ cannot

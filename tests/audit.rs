@@ -119,11 +119,20 @@ fn poster_rounds(files: &[String]) -> u64 {
 fn attack(files: &[String]) -> Value {
     let t = std::time::Instant::now();
     let out = Command::new(SGP).args(["eve", "--attack", "--json"]).args(files).output().unwrap();
-    assert!(out.status.success(), "eve --attack failed: {}", String::from_utf8_lossy(&out.stderr));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!err.contains(r#""late":"#) || out.status.success(), "{}{err}", BUSY);
+    assert!(out.status.success(), "eve --attack failed: {err}");
     let v: Value = serde_json::from_slice(&out.stdout).unwrap();
     eprintln!("eve --attack on {} files ({:?}): {v}", files.len(), t.elapsed());
+    let (late, joined) = (v["dropped"]["late"].as_u64().unwrap_or(0), v["joined"].as_u64().unwrap_or(0));
+    assert!(late <= 3 * joined.max(1), "{BUSY}{late} rounds dropped as late, {joined} used: {v}");
     v
 }
+
+/// A poster that falls more than half a mean gap behind its schedule drops the round
+/// (SECURITY.md): on a machine whose other work keeps the posters waiting for tens of ms,
+/// too few rounds are left to audit. That is the client doing its job, but this test cannot.
+const BUSY: &str = "the machine is too busy for sgp to keep its posting schedule (posts tens of ms late), so most rounds were dropped; rerun the test on a quieter machine. ";
 
 fn verdict<'a>(report: &'a Value, target: &str) -> &'a Value {
     report["audit"]["verdicts"].as_array().unwrap().iter().find(|v| v["target"] == target).unwrap()
@@ -166,18 +175,16 @@ fn leaky_schedules_are_refused_without_the_testing_switch() {
 #[test]
 fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     let server = Server::start(&[]);
-    // τ = 1 ms for the Poisson rooms: a poster that falls more than half a mean gap behind
-    // drops the round, and at 125 Hz that is 4 ms, which a debug build on a busy machine
-    // mostly keeps. The round window is that τ's default one, made longer keys of.
-    let tol = "1";
-    let window = sgp::protocol::Params::resolve(&sgp::protocol::ParamsIn { tolerance_ms: Some(1.0), ..Default::default() }).unwrap().duration_ms.to_string();
+    // A poster that falls more than half a mean gap behind its schedule drops the round, and
+    // a debug build on a machine busy with other work is often several ms late: so the
+    // honest rooms run at τ = 5 ms (25 Hz each, 20 ms of slack) in 2 s rounds.
     let (d_poisson, d_fixed, d_fixed2, d_rate, d_rate2) = (dir("poisson"), dir("fixed-gap"), dir("fixed-gap-2"), dir("unequal-rate"), dir("unequal-rate-2"));
     // Five rooms at once, each a real pair through the same server.
     // Bounded in time whatever the machine's load: a busy machine drops more rounds (desync).
-    let limit = Duration::from_secs(45);
+    let limit = Duration::from_secs(60);
     let poisson = {
-        let (s, d, w) = (&server, &d_poisson, window.clone());
-        move || recorded_pair(s, d, &["--tolerance-ms", tol, "--target-bits", "2500", "--duration-ms", &w], &[], limit)
+        let (s, d) = (&server, &d_poisson);
+        move || recorded_pair(s, d, &["--tolerance-ms", "5", "--target-bits", "2500", "--duration-ms", "2000"], &[], limit)
     };
     // 16 posts each after 100 ms + U(0, 4 s), scaled ×1/100: the same shape 100 times
     // faster. Two rooms: these rounds are long and hold few entries.
@@ -186,10 +193,12 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
         move || recorded_pair(s, d, &["--schedule", "fixed-gap:0.01", "--target-bits", "700"], &["--schedule", "fixed-gap:0.01"], limit)
     };
     // Bob at twice alice's rate (the full audit has 1 : 1.5; at this size 1 : 2 leaves a
-    // wider margin: nobody can beat 2/3 there, and the coin's bar is ~0.55). Two rooms.
+    // wider margin: nobody can beat 2/3 there, and the coin's bar is ~0.58). τ = 8 ms, so
+    // that bob, at 31 Hz, may be 16 ms late; 2 s rounds, so that there are enough of them
+    // to split. Two rooms.
     let rate = |d: &'static Path| {
-        let (s, w) = (&server, window.clone());
-        move || recorded_pair(s, d, &["--tolerance-ms", tol, "--target-bits", "2500", "--duration-ms", &w], &["--schedule", "unequal-rate:2"], limit)
+        let s = &server;
+        move || recorded_pair(s, d, &["--tolerance-ms", "8", "--target-bits", "2500", "--duration-ms", "2000"], &["--schedule", "unequal-rate:2"], limit)
     };
     let leak = |p: PathBuf| -> &'static Path { Box::leak(p.into_boxed_path()) };
     let (d_fixed, d_fixed2, d_rate, d_rate2) = (leak(d_fixed), leak(d_fixed2), leak(d_rate), leak(d_rate2));
@@ -211,9 +220,7 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     check_records(&fp, &rp);
     for t in ["poster", "same_as_previous"] {
         let v = verdict(&rp, t);
-        // A busy machine drops many of these rounds (a poster that falls behind drops its
-        // round): the bar is N's own (`coin_threshold`), this only asks for a usable N.
-        assert!(v["n"].as_u64().unwrap() >= 300, "{t}: too few scored entries: {v}");
+        assert!(v["n"].as_u64().unwrap() >= 250, "{t}: too few scored entries: {v}");
         assert_eq!(v["beats_coin"], false, "the Poisson schedule must look like a coin to the attacker ({t}): {v}");
         assert!(f(v, "accuracy") <= f(v, "coin_threshold") && f(v, "h") <= 1.0, "{v}");
     }
@@ -224,8 +231,7 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     let rf = attack(&ff);
     check_records(&ff, &rf);
     let v = verdict(&rf, "same_as_previous");
-    // (N as for Poisson above: what a loaded machine leaves; the bar follows it.)
-    assert!(v["n"].as_u64().unwrap() >= 300, "{v}");
+    assert!(v["n"].as_u64().unwrap() >= 500, "{v}");
     assert_eq!(v["beats_coin"], true, "the fixed-gap schedule must be caught: {v}");
     assert!(f(v, "accuracy") >= 0.6, "{v}");
 
@@ -233,7 +239,7 @@ fn a_small_audit_catches_the_leaky_schedules_and_sees_a_coin_in_poisson() {
     let rr = attack(&fr);
     check_records(&fr, &rr);
     let v = verdict(&rr, "poster");
-    assert!(v["n"].as_u64().unwrap() >= 300, "{v}");
+    assert!(v["n"].as_u64().unwrap() >= 200, "{v}");
     assert_eq!(v["beats_coin"], true, "unequal rates must be caught: {v}");
 
     // The same files twice: every copy is left out, and the verdict does not move.
