@@ -458,6 +458,9 @@ function onAborted(m) {
       }
       const which = m.round == null ? 'The last round' : `Round ${m.round}`;
       const tol = sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : '';
+      // A poster whose session has stopped (it gave up, or its peer did) keeps saying so: a
+      // drop that crossed that on the way changes nothing.
+      if (isPoster() && !sgp.running) return;
       if (isPoster()) {
         setStatus(`${which} was dropped: a post reached the server further from when it was expected than this room's tolerance${tol} allows, ` +
           'so whose posts are whose was not certain. Nothing of it is used; another round follows.');

@@ -8,8 +8,9 @@
 //   node client/test/audit-browser.mjs OUTDIR [--sessions K] [--target-bits N]
 //        [--tolerance-ms T] [--background alice|bob] [--server URL]
 //
-//   OUTDIR          created if missing; gets alice.json and bob.json (each rewritten after every
-//                   session, so a failure part-way leaves what was made), then summary.json
+//   OUTDIR          created if missing; gets alice.json and bob.json (mode 0600: key material;
+//                   each rewritten after every session, so a failure part-way leaves what was
+//                   made), then summary.json
 //   --sessions K    confirmed keys to make (default 3); a session that fails (gave up) is
 //                   started again, up to 2K attempts in all
 //   --target-bits N the room's target (default 256)
@@ -25,7 +26,7 @@
 // throughout, 1 otherwise, 2 on a usage error. Audit the result with:
 //   sgp eve --attack OUTDIR/alice.json OUTDIR/bob.json [--json]
 
-import { mkdirSync, writeFileSync } from 'node:fs';
+import { mkdirSync, writeFileSync, chmodSync } from 'node:fs';
 import { resolve } from 'node:path';
 import * as h from './e2e/harness.mjs';
 
@@ -83,7 +84,10 @@ try {
 
   const save = async () => {
     for (const [role, p] of Object.entries(tabs)) {
-      writeFileSync(resolve(out, `${role}.json`), JSON.stringify(await p.evaluate(() => window.sgpRecord())));
+      // Records are key material (own posts and sync rebuild the key): owner-only, as sgp pair's.
+      const file = resolve(out, `${role}.json`);
+      writeFileSync(file, JSON.stringify(await p.evaluate(() => window.sgpRecord())), { mode: 0o600 });
+      chmodSync(file, 0o600);
     }
   };
 

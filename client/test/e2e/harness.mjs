@@ -522,12 +522,13 @@ export async function waitKey(page, timeout = 180_000) {
       const s = c && c.getAttribute('data-state');
       if (s === 'match' || s === 'mismatch') return s;
       const g = window.sgpState;
-      return g && !g.running && /gave up/i.test(g.status || '') ? 'gave up' : false;
+      if (g && !g.running && /gave up/i.test(g.status || '')) return 'gave up';
+      return g && !g.running && !g.key && /peer left/i.test(g.status || '') ? 'peer left' : false;
     }, null, { timeout, polling: 100 }).then((x) => x.jsonValue());
   } catch (e) {
     throw new Error(`${page.sgpWatch ? page.sgpWatch.name : 'page'}: no confirmation within ${timeout} ms (${e.message.split('\n')[0]}); ${await describe(page)}`);
   }
-  if (st === 'gave up') throw new Error(`${page.sgpWatch ? page.sgpWatch.name : 'page'}: gave up; ${await describe(page)}`);
+  if (st === 'gave up' || st === 'peer left') throw new Error(`${page.sgpWatch ? page.sgpWatch.name : 'page'}: ${st}; ${await describe(page)}`);
   return {
     state: st,
     key: await text(page, 'key'),

@@ -34,8 +34,13 @@ test('two pages in one browser reach the same confirmed key, strength ≥ 256', 
   s.B = await fx.page('bob', clip);
   s.E = await fx.page('observer');
 
-  // A creates with the page's default tolerance (it is chosen by measurement; see tolerance-why).
-  const { code, link } = await h.createRoom(s.A, fx.server);
+  // A creates with a generous tolerance, 4 ms: this test checks that the key is right, and on
+  // the shared 2-core machine the tests run on, the page's measured default (1-2.5 ms, taken
+  // at a quiet moment) has seen every round of a session dropped when the load rose to 3-4
+  // (BENCHMARKS.md, "Web client"). The default itself is checked by load.test.mjs (the value
+  // timing.js picks from the page's measurements) and lan.test.mjs, and measured by
+  // `make bench-browser`; the round size is still the page's own choice for 4 ms.
+  const { code, link } = await h.createRoom(s.A, fx.server, { toleranceMs: 4 });
   s.code = code;
   s.link = link;
   const params = (await h.state(s.A)).params;
@@ -209,14 +214,17 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
   const res = await h.runEveAttack([files.alice, files.bob]);
   t.diagnostic(`sgp eve --attack: exit ${res.code}, ${res.stdout.trim().slice(0, 600)} ${res.stderr.trim().slice(0, 300)}`);
   assert.equal(res.code, 0, `sgp eve --attack accepts the records: ${res.stderr}`);
-  assert.ok(res.out && res.out.rounds > 0, 'it joins rounds from both records');
-  assert.ok(res.out.verdicts.length > 0 && res.out.verdicts.every((v) => v.n > 0), `it scores entries (N > 0): ${JSON.stringify(res.out.verdicts)}`);
+  // {audit: {rounds_in, verdicts: [{target, n, …}], …}} (or, before the audit's merge, the same at the top).
+  const audit = res.out && (res.out.audit || res.out);
+  const joined = audit && (audit.rounds_in ?? audit.rounds);
+  assert.ok(joined > 0, 'it joins rounds from both records');
+  assert.ok(audit.verdicts.length > 0 && audit.verdicts.every((v) => v.n > 0), `it scores entries (N > 0): ${JSON.stringify(audit.verdicts.map((v) => ({ target: v.target, n: v.n })))}`);
   // (eve derives with every post; a round with a coalesced post may be left out there.)
   const both = recs.alice.rounds.map((ra) => [ra, recs.bob.rounds.find((x) => x.session === ra.session && x.round === ra.round)])
     .filter(([ra, rb]) => rb && !derive(ra, 'A').desync && !derive(rb, 'B').desync && !ra.spoiled && !rb.spoiled);
   const whole = both.filter(([ra, rb]) => ra.coalesced.length === 0 && rb.coalesced.length === 0).length;
-  assert.ok(res.out.rounds <= both.length && res.out.rounds >= whole,
-    `eve audits the rounds both posters derived, at least those with no coalesced post (${res.out.rounds}: ${whole} to ${both.length})`);
+  assert.ok(joined <= both.length && joined >= whole,
+    `eve audits the rounds both posters derived, at least those with no coalesced post (${joined}: ${whole} to ${both.length})`);
 });
 
 test('the observer sees every closed round, and nothing that tells the posters apart', { timeout: 120_000 }, async (t) => {

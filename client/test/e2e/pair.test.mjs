@@ -19,7 +19,10 @@ test('the page creates the room, sgp pair joins it: the same confirmed key', { t
   const A = await fx.page('alice (page)');
   const { code } = await h.createRoom(A, fx.server);
   await h.waitRole(A, 'alice');
-  const pair = h.runPair(['--server', fx.server.url, '--room', code], { timeout: 240_000 });
+  // sgp pair gives up after 20 failed rounds by default, a page after 30 s without progress:
+  // on a busy machine (the tests' shared 2 cores) the first ended this test, so the page's
+  // rule is the one that applies here.
+  const pair = h.runPair(['--server', fx.server.url, '--room', code, '--retries', '1000'], { timeout: 240_000 });
   // Start once sgp pair is in the room (it says so on its first line).
   await h.within(30_000, 'sgp pair to join', (async () => {
     while (!pair.lines.some((o) => o.room)) {
@@ -59,7 +62,7 @@ test('sgp pair creates the room, the page joins it by its link: the same confirm
     stable = v === tol ? stable + 250 : 0;
     tol = v;
   }
-  const pair = h.runPair(['--server', fx.server.url, '--tolerance-ms', tol], { timeout: 240_000 });
+  const pair = h.runPair(['--server', fx.server.url, '--tolerance-ms', tol, '--retries', '1000'], { timeout: 240_000 });
   const room = await h.within(30_000, 'sgp pair to create a room', (async () => {
     for (;;) {
       const r = pair.lines.find((o) => o.room);
