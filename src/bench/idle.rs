@@ -10,7 +10,7 @@ pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     let n = opts.connections.unwrap_or(1000).clamp(1, 50_000);
     let ws = ws_url(url)?;
     // The server as it is before: its connections (ours are counted against them) and memory.
-    let conns_before = healthz(url).await.and_then(|h| h["connections"].as_u64());
+    let conns_before = healthz(url).and_then(|h| h["connections"].as_u64());
     let before = pid.and_then(rss_kib);
     let started = Instant::now();
     let mut conns = Vec::with_capacity(n);
@@ -25,7 +25,7 @@ pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = pid.and_then(rss_kib);
     // The server's own count, while ours are open (the /healthz request is not a WebSocket).
-    let conns_after = healthz(url).await.and_then(|h| h["connections"].as_u64());
+    let conns_after = healthz(url).and_then(|h| h["connections"].as_u64());
     let per_conn = match (before, after) {
         (Some(b), Some(a)) => r3(a.saturating_sub(b) as f64 / n as f64),
         _ => Value::Null,

@@ -52,10 +52,16 @@ impl PrivateDir {
 }
 
 impl Drop for PrivateDir {
+    /// Removes the records (and a temporary file `sgp pair` may have left), then the folder.
     fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+        for f in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(f.path());
+        }
+        let _ = std::fs::remove_dir(&self.0);
     }
 }
+
+const RECORDS: [&str; 2] = ["creator.json", "joiner.json"];
 
 /// What one pair printed and recorded.
 struct PairRun {
@@ -76,7 +82,7 @@ fn read_lines(out: impl std::io::Read + Send + 'static) -> std::thread::JoinHand
 fn one_pair(url: &str, opts: &PairOpts) -> Result<PairRun, String> {
     let exe = exe()?;
     let dir = PrivateDir::new()?;
-    let rec = [dir.0.join("creator.json"), dir.0.join("joiner.json")];
+    let rec = RECORDS.map(|name| dir.0.join(name));
     let deadline = Instant::now() + PAIR_LIMIT;
     let mut args = vec!["pair".to_string(), "--json".into(), "--server".into(), url.to_string()];
     args.extend(["--record".to_string(), rec[0].display().to_string()]);
@@ -120,7 +126,8 @@ fn one_pair(url: &str, opts: &PairOpts) -> Result<PairRun, String> {
     let mut creator_out = vec![first];
     creator_out.extend(creator_lines.join().unwrap_or_default());
     let joiner_out = joiner_lines.and_then(|h| h.join().ok()).unwrap_or_default();
-    let records = rec.map(|p| std::fs::read(&p).ok().and_then(|b| serde_json::from_slice(&b).ok()));
+    // (`from_str`, not `from_slice`: the binary already holds that parser.)
+    let records = rec.map(|p| std::fs::read_to_string(&p).ok().and_then(|b| serde_json::from_str(&b).ok()));
     drop(dir);
     let key = creator_out.iter().find_map(|v| v.get("key").cloned());
     match (ok, key) {

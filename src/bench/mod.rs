@@ -147,20 +147,19 @@ fn local_pid(url: &str) -> Option<u32> {
 }
 
 /// The server's `GET /healthz` (`{ok, version, rooms, connections}`), if it answers in 5 s.
-async fn healthz(url: &str) -> Option<Value> {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+/// A blocking request (one, to this machine): the std socket is already in the binary.
+fn healthz(url: &str) -> Option<Value> {
+    use std::io::{Read, Write};
     let ws = crate::client::ws_url(url).ok()?;
-    let host = ws.trim_start_matches("ws://").trim_end_matches("/ws").to_string();
-    let get = async {
-        let mut s = tokio::net::TcpStream::connect(host.as_str()).await.ok()?;
-        let req = format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n");
-        s.write_all(req.as_bytes()).await.ok()?;
-        let mut body = Vec::new();
-        s.read_to_end(&mut body).await.ok()?;
-        let text = String::from_utf8_lossy(&body);
-        serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
-    };
-    tokio::time::timeout(std::time::Duration::from_secs(5), get).await.ok().flatten()
+    let host = ws.trim_start_matches("ws://").trim_end_matches("/ws");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
+    let limit = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// Loads are only ever sent to this machine.
