@@ -11,7 +11,7 @@
 //!   the window in which every loader room posts; the server's CPU time is read from
 //!   /proc/PID/stat at the two ends of that window.
 
-use super::{cpu_s, quantile, r3, require_loopback, thread_cpu_s, Opts};
+use super::{cpu_s, cpu_split_s, quantile, r3, require_loopback, thread_cpu_s, Opts};
 use crate::client::{ws_url, Client, ClientError};
 use crate::clock::{self, Clock, SYNC_SAMPLES};
 use crate::protocol::{ClientMsg, Label, Params, ParamsIn, ServerMsg};
@@ -533,10 +533,10 @@ async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, Str
         return Err(orx.await.map_err(|e| e.to_string())?.err().unwrap_or_else(|| "the loaders failed".into()));
     };
     sleep_until(clock, window.local_start).await;
-    let cpu0 = pid.and_then(cpu_s);
+    let cpu0 = pid.and_then(cpu_split_s);
     let prober = tokio::task::spawn_local(probe(url.to_string(), spec.seconds, spec.probe_tolerance_ms));
     sleep_until(clock, window.local_end).await;
-    let cpu1 = pid.and_then(cpu_s);
+    let cpu1 = pid.and_then(cpu_split_s);
     let p = prober.await.map_err(|e| e.to_string())??;
     let o = orx.await.map_err(|e| e.to_string())??;
     let window_s = (window.srv_end - window.srv_start) as f64 / 1e6;
@@ -552,9 +552,12 @@ async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, Str
     row["refused"] = json!(o.refused);
     row["rate_limited"] = json!(o.rate_limited);
     row["lost_connections"] = json!(o.lost);
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        row["server_cpu_pct"] = r3(100.0 * (c1 - c0) / window_s);
-        row["server_cpu_us_per_post"] = r3((c1 - c0) * 1e6 / accepted.max(1) as f64);
+    if let (Some((u0, s0)), Some((u1, s1))) = (cpu0, cpu1) {
+        let used = (u1 - u0) + (s1 - s0);
+        row["server_cpu_pct"] = r3(100.0 * used / window_s);
+        row["server_cpu_us_per_post"] = r3(used * 1e6 / accepted.max(1) as f64);
+        // Time in the kernel (socket reads and writes), against user space.
+        row["server_kernel_share"] = if used > 0.0 { r3((s1 - s0) / used) } else { Value::Null };
     }
     row["loader_cpu_pct"] = r3(100.0 * o.loader_cpu_s / window_s);
     probe_fields(&mut row, &p);

@@ -96,6 +96,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) a process has used, in seconds, from /proc/PID/stat.
 fn cpu_s(pid: u32) -> Option<f64> {
+    cpu_split_s(pid).map(|(user, sys)| user + sys)
+}
+
+/// CPU time a process has used in user space and in the kernel, in seconds.
+fn cpu_split_s(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -103,7 +108,7 @@ fn cpu_s(pid: u32) -> Option<f64> {
     let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
     // SAFETY: sysconf reads a constant of the C library.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| (utime + stime) as f64 / hz as f64)
+    (hz > 0).then(|| (utime as f64 / hz as f64, stime as f64 / hz as f64))
 }
 
 /// CPU time the calling thread has used, in seconds.
@@ -215,7 +220,7 @@ const COLUMNS: &[&str] = &[
     "rounds_per_key", "dropped_round_rate", "dropped_late", "dropped_desync", "dropped_other", "confirm_failure_rate",
     "kept_entries", "kept_per_s_of_posting", "kept_limit_per_s", "kept_fraction_of_limit", "kept_fraction_counted_rounds",
     "kept_fraction_inside_guards", "kept_per_s_wall", "product_cost_bits_per_key", "surplus_bits_per_key", "post_hz", "offered_per_s", "sent_per_s", "accepted_per_s", "on_boards", "skipped", "refused", "rate_limited",
-    "lost_connections", "server_cpu_pct", "server_cpu_us_per_post", "loader_cpu_pct", "probe_posts", "probe_on_board",
+    "lost_connections", "server_cpu_pct", "server_cpu_us_per_post", "server_kernel_share", "loader_cpu_pct", "probe_posts", "probe_on_board",
     "probe_refused", "probe_skipped", "probe_coalesced", "probe_errors", "raw_err_us_min", "raw_err_us_median", "raw_err_us_max",
     "raw_abs_us_p50", "raw_abs_us_p99", "raw_abs_us_p999", "raw_abs_us_max", "bias_us", "dev_us_p50", "dev_us_p99", "dev_us_p999",
     "dev_us_max",
