@@ -45,21 +45,24 @@ eve     watch a room as the eavesdropper: boards, the public sift, confirmation 
                               public part tell the posters apart? (SECURITY.md)
 bench   measure, against a server it starts itself unless --server is given
         (loads go to 127.0.0.1 only; --json prints one JSON object):
-        key    [--pairs N] [--tolerance-ms T] [--target-bits N]
-               N (default 20) pairs of sgp pair in turn: time to a confirmed key
-        sweep  [--tolerances T,T,…] [--pairs N] [--target-bits N]
-               key at each tolerance (default 0.05 … 5 ms, 3 pairs each)
-        jitter [--rooms M] [--seconds S] [--rate-hz R]
-               server_t − predicted_t of a prober's posts, at rest and while M rooms
-               (default 100) post at R Hz per poster (default: the default room's rate)
+        key    [--pairs N] [--tolerance-ms T] [--target-bits N] [--duration-ms MS]
+               N (default 20) pairs of sgp pair in turn: time to a confirmed key, dropped
+               rounds by cause, kept entries against 1/(4τe), the guard's cost and use
+        sweep  [--tolerances T,T,…] [--pairs N] [--target-bits N] [--duration-ms MS]
+               key at each tolerance (default 0.05 … 5 ms, 5 pairs each)
+        jitter [--rooms M] [--seconds S] [--rate-hz R] [--tolerance-ms T]
+               server_t − predicted_t of a prober's posts (raw, and less its bias), at
+               rest and while M rooms (default 100) post at R Hz per poster (default: the
+               default room's rate)
         load   [--rooms M] [--seconds S] [--rate-hz R]
                rooms × 2 posters at 90 % of their rate limit, stepping up to M rooms
                (default 200): accepted posts/s, server CPU per post, jitter; the knee
         idle   [--connections N]
                N (default 1000) idle WebSockets: server memory per connection
-        legacy [--pairs N] | --flood [--seconds S] [--rate-hz R]
-               the original client's flow (2 clients × 16 posts, N runs), or a flood;
-               against sgp serve --legacy, or any server speaking it (--server URL)
+        legacy [--pairs N] [--time-scale F] | --flood [--seconds S] [--rate-hz R]
+               the original client's flow (2 clients × 16 posts after 100 ms + U(0, 4 s)
+               each, gaps × F, N runs), or a flood; against sgp serve --legacy, or any
+               server speaking it (--server URL)
 
 exit codes (pair, eve): 0 key confirmed, 2 usage, 3 peer left, 4 no such room / room full /
 bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything else
@@ -97,6 +100,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let (mut duration_ms, mut plan) = (None, None::<String>);
     let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);
     let (mut rooms, mut seconds, mut tolerances, mut rate_hz, mut flood) = (None, None, None, None, false);
+    let mut time_scale = None;
     let (mut ping_secs, mut silence_secs) = (20u32, 60u32);
     while let Some(arg) = p.next()? {
         match arg {
@@ -112,6 +116,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Long("seconds") => seconds = Some(p.value()?.parse::<f64>()?),
             Long("rate-hz") => rate_hz = Some(p.value()?.parse::<f64>()?),
             Long("flood") => flood = true,
+            Long("time-scale") => time_scale = Some(p.value()?.parse::<f64>()?),
             Long("tolerances") => {
                 let v = p.value()?.string()?;
                 let list: Result<Vec<f64>, _> = v.split(',').map(|t| t.trim().parse::<f64>()).collect();
@@ -200,7 +205,9 @@ fn parse() -> Result<Cmd, lexopt::Error> {
                 rooms,
                 seconds,
                 rate_hz,
+                duration_ms,
                 flood,
+                time_scale,
                 json,
             }))
         }

@@ -1,6 +1,6 @@
 //! `idle`: N idle WebSocket connections → the server's memory per connection.
 
-use super::{r3, require_loopback, rss_kib, Opts};
+use super::{healthz, r3, require_loopback, rss_kib, Opts};
 use crate::client::ws_url;
 use serde_json::{json, Value};
 use std::time::{Duration, Instant};
@@ -9,6 +9,8 @@ pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     require_loopback(url)?;
     let n = opts.connections.unwrap_or(1000).clamp(1, 50_000);
     let ws = ws_url(url)?;
+    // The server as it is before: its connections (ours are counted against them) and memory.
+    let conns_before = healthz(url).and_then(|h| h["connections"].as_u64());
     let before = pid.and_then(rss_kib);
     let started = Instant::now();
     let mut conns = Vec::with_capacity(n);
@@ -22,6 +24,8 @@ pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     let open_ms = started.elapsed().as_secs_f64() * 1000.0;
     tokio::time::sleep(Duration::from_millis(500)).await;
     let after = pid.and_then(rss_kib);
+    // The server's own count, while ours are open (the /healthz request is not a WebSocket).
+    let conns_after = healthz(url).and_then(|h| h["connections"].as_u64());
     let per_conn = match (before, after) {
         (Some(b), Some(a)) => r3(a.saturating_sub(b) as f64 / n as f64),
         _ => Value::Null,
@@ -30,6 +34,9 @@ pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     Ok(json!({
         "connections": n,
         "open_ms": r3(open_ms),
+        "open_us_per_connection": r3(open_ms * 1000.0 / n as f64),
+        "server_connections_before": conns_before,
+        "server_connections_after": conns_after,
         "server_rss_kib_before": before,
         "server_rss_kib_after": after,
         "kib_per_connection": per_conn,

@@ -1,7 +1,13 @@
 //! `key` and `sweep`: real `sgp pair` processes, one pair at a time, each to a confirmed key.
+//!
+//! Both posters' `--json` lines are read, and both write `--record` files into a private
+//! temporary folder (mode 0700; records are key material), which are read for the timing
+//! figures behind the guard (the two posters' delay difference, arrival errors) and removed
+//! as soon as the pair is measured.
 
 use super::{exe, quantile, r3, Opts};
-use crate::protocol::DEFAULT_TOLERANCE_MS;
+use crate::protocol::{Entry, DEFAULT_TOLERANCE_MS};
+use crate::secret::{self, OwnPost};
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
 use std::process::{Child, Command, Stdio};
@@ -11,7 +17,11 @@ use std::time::{Duration, Instant};
 const PAIR_LIMIT: Duration = Duration::from_secs(180);
 
 /// The tolerances `sweep` tries unless told otherwise (ms).
-pub const SWEEP_TOLERANCES: &[f64] = &[0.05, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0];
+pub const SWEEP_TOLERANCES: &[f64] = &[0.05, 0.08, 0.1, 0.15, 0.25, 0.5, 1.0, 2.0, 5.0];
+
+/// Guards (ms) at which the records are sifted again, to see what a narrower guard would have
+/// cost (posts refused outside `[t_start − G, t_end + G]`) and saved (entries kept).
+const GUARDS_TRIED_MS: &[f64] = &[0.0, 0.25, 0.5, 1.0, 2.0, 5.0, 10.0];
 
 /// Waits for a child, killing it (by its handle) past the deadline.
 fn wait_until(child: &mut Child, deadline: Instant) -> bool {
@@ -28,16 +38,62 @@ fn wait_until(child: &mut Child, deadline: Instant) -> bool {
     }
 }
 
-/// Runs one `sgp pair` pair; returns the creator's `key` object and its output lines.
-fn one_pair(url: &str, tolerance: Option<f64>, target: Option<u32>) -> Result<(Value, Vec<Value>), String> {
+/// A private folder for the records, removed when dropped.
+struct PrivateDir(std::path::PathBuf);
+
+impl PrivateDir {
+    fn new() -> Result<PrivateDir, String> {
+        use std::os::unix::fs::DirBuilderExt;
+        let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
+        let path = std::env::temp_dir().join(format!("sgp-bench-key-{}-{stamp}", std::process::id()));
+        std::fs::DirBuilder::new().mode(0o700).create(&path).map_err(|e| format!("cannot make {}: {e}", path.display()))?;
+        Ok(PrivateDir(path))
+    }
+}
+
+impl Drop for PrivateDir {
+    /// Removes the records (and a temporary file `sgp pair` may have left), then the folder.
+    fn drop(&mut self) {
+        for f in std::fs::read_dir(&self.0).into_iter().flatten().flatten() {
+            let _ = std::fs::remove_file(f.path());
+        }
+        let _ = std::fs::remove_dir(&self.0);
+    }
+}
+
+const RECORDS: [&str; 2] = ["creator.json", "joiner.json"];
+
+/// What one pair printed and recorded.
+struct PairRun {
+    key: Value,
+    creator: Vec<Value>,
+    joiner: Vec<Value>,
+    records: [Option<Value>; 2],
+}
+
+fn read_lines(out: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<Value>> {
+    std::thread::spawn(move || {
+        BufReader::new(out).lines().map_while(Result::ok).filter_map(|l| serde_json::from_str::<Value>(&l).ok()).collect()
+    })
+}
+
+/// Runs one `sgp pair` pair; on success returns the creator's `key` object, both posters'
+/// output lines and records.
+fn one_pair(url: &str, opts: &PairOpts) -> Result<PairRun, String> {
     let exe = exe()?;
+    let dir = PrivateDir::new()?;
+    let rec = RECORDS.map(|name| dir.0.join(name));
     let deadline = Instant::now() + PAIR_LIMIT;
     let mut args = vec!["pair".to_string(), "--json".into(), "--server".into(), url.to_string()];
-    if let Some(t) = tolerance {
+    args.extend(["--record".to_string(), rec[0].display().to_string()]);
+    if let Some(t) = opts.tolerance_ms {
         args.extend(["--tolerance-ms".to_string(), t.to_string()]);
     }
-    if let Some(t) = target {
+    if let Some(t) = opts.target_bits {
         args.extend(["--target-bits".to_string(), t.to_string()]);
+    }
+    if let Some(d) = opts.duration_ms {
+        args.extend(["--duration-ms".to_string(), d.to_string()]);
     }
     let mut creator = Command::new(&exe).args(&args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().map_err(|e| e.to_string())?;
     let mut out = BufReader::new(creator.stdout.take().ok_or("no stdout")?);
@@ -54,83 +110,302 @@ fn one_pair(url: &str, tolerance: Option<f64>, target: Option<u32>) -> Result<(V
         wait_until(&mut creator, Instant::now());
         return Err(format!("no room code: {line}"));
     };
-    let mut joiner = Command::new(&exe)
-        .args(["pair", "--json", "--server", url, "--room", &code])
-        .stdout(Stdio::null())
-        .stderr(Stdio::null())
-        .spawn()
-        .map_err(|e| e.to_string())?;
-    // Lines are read on a thread so that this one can enforce the deadline.
-    let reader = std::thread::spawn(move || {
-        out.lines().map_while(Result::ok).filter_map(|l| serde_json::from_str::<Value>(&l).ok()).collect::<Vec<_>>()
-    });
+    let joiner_args = ["pair", "--json", "--server", url, "--room", &code, "--record", &rec[1].display().to_string()].map(String::from);
+    let mut joiner = match Command::new(&exe).args(&joiner_args).stdout(Stdio::piped()).stderr(Stdio::null()).spawn() {
+        Ok(j) => j,
+        Err(e) => {
+            wait_until(&mut creator, Instant::now());
+            return Err(e.to_string());
+        }
+    };
+    // Lines are read on threads so that this one can enforce the deadline.
+    let creator_lines = read_lines(out);
+    let joiner_lines = joiner.stdout.take().map(read_lines);
     let ok = wait_until(&mut creator, deadline);
     wait_until(&mut joiner, deadline.max(Instant::now() + Duration::from_secs(5)));
-    let mut lines = vec![first];
-    lines.extend(reader.join().unwrap_or_default());
-    let key = lines.iter().find_map(|v| v.get("key").cloned());
+    let mut creator_out = vec![first];
+    creator_out.extend(creator_lines.join().unwrap_or_default());
+    let joiner_out = joiner_lines.and_then(|h| h.join().ok()).unwrap_or_default();
+    // (`from_str`, not `from_slice`: the binary already holds that parser.)
+    let records = rec.map(|p| std::fs::read_to_string(&p).ok().and_then(|b| serde_json::from_str(&b).ok()));
+    drop(dir);
+    let key = creator_out.iter().find_map(|v| v.get("key").cloned());
     match (ok, key) {
-        (true, Some(k)) => Ok((k, lines)),
-        _ => Err(format!("a pair failed: {:?}", lines.last())),
+        (true, Some(key)) => Ok(PairRun { key, creator: creator_out, joiner: joiner_out, records }),
+        _ => Err(format!("a pair failed: {:?}", creator_out.last())),
     }
 }
 
-/// `n` pairs in turn at one tolerance: one row of figures.
-fn pairs_at(url: &str, tol: Option<f64>, target: Option<u32>, n: usize) -> Value {
-    let mut times = Vec::new();
-    let (mut rounds, mut desyncs, mut kept, mut failures, mut mismatches) = (0u64, 0u64, 0u64, 0u64, 0u64);
-    let mut params = Value::Null;
-    for _ in 0..n {
-        match one_pair(url, tol, target) {
-            Ok((key, lines)) => {
-                times.push(key["elapsed_ms"].as_f64().unwrap_or(f64::NAN));
-                kept += key["n"].as_u64().unwrap_or(0);
-                for v in &lines {
-                    if v.get("round").is_some() {
-                        rounds += 1;
-                    }
-                    if let Some(room) = v.get("room") {
-                        params = room["params"].clone();
-                    }
-                    if v.get("aborted").is_some_and(|a| a["reason"] == "desync") {
-                        desyncs += 1;
-                    }
-                    if v.get("confirmed").is_some_and(|c| c["match"] == false) {
-                        mismatches += 1;
+#[derive(Clone, Copy, Debug, Default)]
+struct PairOpts {
+    tolerance_ms: Option<f64>,
+    target_bits: Option<u32>,
+    duration_ms: Option<u32>,
+}
+
+/// `log2 C(n, a)` in floating point (the brief's strength, before the per-round product).
+fn log2_binom(n: u64, a: u64) -> f64 {
+    let k = a.min(n.saturating_sub(a));
+    (1..=k).map(|i| ((n - k + i) as f64 / i as f64).log2()).sum()
+}
+
+/// Sums over pairs. With a measured tolerance, pairs may differ in τ (and so in rate, guard
+/// and round length): rates are compared with each pair's own limit.
+#[derive(Default)]
+struct Tally {
+    times: Vec<f64>,
+    tolerances_ms: Vec<f64>,
+    /// Every round that closed, of every session.
+    rounds: u64,
+    /// Rounds whose bits counted towards the key.
+    counted: u64,
+    /// Posting time (s) of every round, of the counted rounds, and of the counted rounds less
+    /// their guard zones; and the kept entries `1/(4τe)` would give in each.
+    posting_s: [f64; 3],
+    expected: [f64; 3],
+    /// Rounds dropped, by cause: a poster fell behind its schedule (late rule), a post was
+    /// not found (desync), or the cause was not printed.
+    dropped_late: u64,
+    dropped_desync: u64,
+    dropped_other: u64,
+    mismatches: u64,
+    failures: u64,
+    kept: u64,
+    /// Bits the per-round product `∏ C(n_r, a_r)` gives up against `C(n, a)`.
+    product_cost_bits: f64,
+    surplus_bits: f64,
+    /// Per round with both records: |median arrival error of alice − of bob| (µs).
+    delay_diff_us: Vec<f64>,
+    /// Every recognised post's |server t − predicted t| (µs), both posters.
+    arrival_abs_us: Vec<f64>,
+    /// Per guard of `GUARDS_TRIED_MS`: rounds in which some entry lies outside
+    /// `[t_start − G, t_end + G]` (its post would have been refused, and the round dropped),
+    /// and entries kept; the same at the room's own guard.
+    guard_refused_rounds: Vec<u64>,
+    guard_kept: Vec<u64>,
+    room_guard_refused_rounds: u64,
+    records_rounds: u64,
+    /// Counted rounds: Σ n_r from the lines does not match the key's n (should not happen).
+    ledger_mismatch: u64,
+}
+
+/// The round lines of one poster, by (session, round).
+fn round_lines(lines: &[Value]) -> Vec<(String, u64, &Value)> {
+    lines
+        .iter()
+        .filter_map(|v| v.get("round"))
+        .filter_map(|r| Some((r["session"].as_str()?.to_string(), r["round"].as_u64()?, r)))
+        .collect()
+}
+
+/// `1/(4τe)` per second.
+fn limit_per_s(tol_ms: f64) -> f64 {
+    1000.0 / (4.0 * tol_ms * std::f64::consts::E)
+}
+
+impl Tally {
+    fn add(&mut self, run: &PairRun) {
+        let params = run.creator.iter().find_map(|v| v.get("room")).map(|r| r["params"].clone()).unwrap_or_default();
+        let key = &run.key;
+        let tol_ms = params["tolerance_ms"].as_f64().unwrap_or(f64::NAN);
+        let (duration_s, guard_s) = (params["duration_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0, params["guard_ms"].as_f64().unwrap_or(f64::NAN) / 1000.0);
+        self.tolerances_ms.push(tol_ms);
+        self.times.push(key["elapsed_ms"].as_f64().unwrap_or(f64::NAN));
+        let (n, a) = (key["n"].as_u64().unwrap_or(0), key["a"].as_u64().unwrap_or(0));
+        self.kept += n;
+        self.product_cost_bits += log2_binom(n, a) - key["log2_binom"].as_f64().unwrap_or(0.0);
+        self.surplus_bits += key["strength"].as_f64().unwrap_or(0.0) - params["target_bits"].as_f64().unwrap_or(0.0);
+        let mine = round_lines(&run.creator);
+        let theirs = round_lines(&run.joiner);
+        self.rounds += mine.len() as u64;
+        // Rounds the server dropped: `aborted {desync}` names the round, in session order.
+        let mut session = String::new();
+        let mut dropped: Vec<(String, u64)> = Vec::new();
+        for v in &run.creator {
+            if let Some(r) = v.get("round") {
+                session = r["session"].as_str().unwrap_or("").to_string();
+            }
+            if let Some(ab) = v.get("aborted") {
+                if ab["reason"] == "desync" {
+                    if let Some(r) = ab["round"].as_u64() {
+                        dropped.push((session.clone(), r));
                     }
                 }
             }
-            Err(_) => failures += 1,
+            if v.get("confirmed").is_some_and(|c| c["match"] == false) {
+                self.mismatches += 1;
+            }
+        }
+        for (s, r) in &dropped {
+            let why = |lines: &[(String, u64, &Value)]| -> Option<String> {
+                lines.iter().find(|(s2, r2, _)| s2 == s && r2 == r).and_then(|(_, _, v)| v["aborted"].as_str().map(str::to_string))
+            };
+            let causes = [why(&mine), why(&theirs)];
+            if causes.iter().any(|c| c.as_deref() == Some("late")) {
+                self.dropped_late += 1;
+            } else if causes.iter().any(|c| c.as_deref() == Some("desync")) {
+                self.dropped_desync += 1;
+            } else {
+                self.dropped_other += 1;
+            }
+        }
+        // The key's rounds: the last session's rounds that were kept and not dropped.
+        let last = mine.last().map(|m| m.0.clone()).unwrap_or_default();
+        let counted: Vec<u64> = mine
+            .iter()
+            .filter(|(s, r, v)| *s == last && !v["kept"].is_null() && !dropped.iter().any(|(s2, r2)| s2 == s && r2 == r))
+            .map(|(_, _, v)| v["kept"].as_u64().unwrap_or(0))
+            .collect();
+        self.counted += counted.len() as u64;
+        if counted.iter().sum::<u64>() != n {
+            self.ledger_mismatch += 1;
+        }
+        let spans = [mine.len() as f64 * duration_s, counted.len() as f64 * duration_s, counted.len() as f64 * (duration_s - 2.0 * guard_s)];
+        for (k, span) in spans.into_iter().enumerate() {
+            self.posting_s[k] += span;
+            self.expected[k] += span * limit_per_s(tol_ms);
+        }
+        if let [Some(ra), Some(rb)] = &run.records {
+            self.add_records(ra, rb, &params);
         }
     }
-    let ok = times.len() as f64;
-    // Only rounds of successful pairs are counted, so posting time is rounds × duration.
-    let posting_s = params["duration_ms"].as_f64().unwrap_or(0.0) * rounds as f64 / 1000.0;
-    times.sort_by(f64::total_cmp);
-    let tol_ms = params["tolerance_ms"].as_f64().unwrap_or(tol.unwrap_or(DEFAULT_TOLERANCE_MS));
-    let limit = 1000.0 / (4.0 * tol_ms * std::f64::consts::E);
-    let kept_per_s = if posting_s > 0.0 { kept as f64 / posting_s } else { f64::NAN };
+
+    /// Timing from both posters' records: arrival errors, the delay difference, what other
+    /// guards would have done.
+    fn add_records(&mut self, ra: &Value, rb: &Value, params: &Value) {
+        let tol_us = (params["tolerance_ms"].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+        let room_guard_us = (params["guard_ms"].as_f64().unwrap_or(0.0) * 1000.0).round() as i64;
+        if self.guard_kept.is_empty() {
+            self.guard_kept = vec![0; GUARDS_TRIED_MS.len()];
+            self.guard_refused_rounds = vec![0; GUARDS_TRIED_MS.len()];
+        }
+        let rounds = |r: &Value| r["rounds"].as_array().cloned().unwrap_or_default();
+        let theirs = rounds(rb);
+        for mine in rounds(ra) {
+            let Some(other) = theirs.iter().find(|o| o["session"] == mine["session"] && o["round"] == mine["round"]) else { continue };
+            let Ok(board) = serde_json::from_value::<Vec<Entry>>(mine["board"].clone()) else { continue };
+            self.records_rounds += 1;
+            let mut medians = Vec::new();
+            for r in [&mine, other] {
+                let Ok(posts) = serde_json::from_value::<Vec<OwnPost>>(r["posts"].clone()) else { continue };
+                let coalesced: Vec<u64> = r["coalesced"].as_array().map(|c| c.iter().filter_map(Value::as_u64).collect()).unwrap_or_default();
+                let timed: Vec<OwnPost> =
+                    posts.iter().enumerate().filter(|(k, _)| !coalesced.contains(&(*k as u64 + 1))).map(|(_, p)| *p).collect();
+                let sync = secret::Sync {
+                    offset_us: r["sync"]["offset_us"].as_i64().unwrap_or(0),
+                    delay_us: r["sync"]["delay_us"].as_i64().unwrap_or(0),
+                };
+                let mut errs: Vec<i64> = secret::arrival_errors(&board, &timed, sync).into_iter().flatten().collect();
+                // A post whose nearest same-label entry is far off is a lost post, not an error.
+                errs.retain(|e| e.abs() <= 20 * tol_us.max(50));
+                errs.sort_unstable();
+                if let Some(m) = errs.get(errs.len() / 2) {
+                    medians.push(*m as f64);
+                }
+                self.arrival_abs_us.extend(errs.iter().map(|e| e.unsigned_abs() as f64));
+            }
+            if let [ma, mb] = medians[..] {
+                self.delay_diff_us.push((ma - mb).abs());
+            }
+            let (ts, te) = (mine["t_start_us"].as_i64().unwrap_or(0), mine["t_end_us"].as_i64().unwrap_or(0));
+            let outside = |g_us: i64| board.iter().any(|e| e.t_us < ts - g_us || e.t_us > te + g_us);
+            for (k, g) in GUARDS_TRIED_MS.iter().enumerate() {
+                let g_us = (g * 1000.0).round() as i64;
+                self.guard_refused_rounds[k] += u64::from(outside(g_us));
+                self.guard_kept[k] += secret::sift(&board, ts, te, tol_us, g_us).len() as u64;
+            }
+            self.room_guard_refused_rounds += u64::from(outside(room_guard_us));
+        }
+    }
+}
+
+/// `n` pairs in turn with the same options: one row of figures.
+fn pairs_at(url: &str, po: PairOpts, n: usize) -> Value {
+    let mut t = Tally::default();
+    let mut params = Value::Null;
+    for _ in 0..n {
+        match one_pair(url, &po) {
+            Ok(run) => {
+                if let Some(p) = run.creator.iter().find_map(|v| v.get("room")).map(|r| r["params"].clone()) {
+                    params = p;
+                }
+                t.add(&run);
+            }
+            Err(_) => t.failures += 1,
+        }
+    }
+    let ok = t.times.len() as f64;
+    t.times.sort_by(f64::total_cmp);
+    t.tolerances_ms.sort_by(f64::total_cmp);
+    let tol_ms = quantile(&t.tolerances_ms, 0.5);
+    let tol_ms = if tol_ms.is_finite() { tol_ms } else { po.tolerance_ms.unwrap_or(DEFAULT_TOLERANCE_MS) };
+    // Kept entries per second of posting, three ways: over every round (dropped rounds and
+    // failed sessions count as posting time), over the rounds that counted, and over those
+    // rounds less their guard zones (the sift alone); each against `1/(4τe)` at its pair's τ.
+    let frac = |k: usize| if t.expected[k] > 0.0 { t.kept as f64 / t.expected[k] } else { f64::NAN };
+    let wall: f64 = t.times.iter().sum::<f64>() / 1000.0;
+    let dropped = t.dropped_late + t.dropped_desync + t.dropped_other;
+    let sorted = |v: &[f64]| {
+        let mut v = v.to_vec();
+        v.sort_by(f64::total_cmp);
+        v
+    };
+    let (diff, arr) = (sorted(&t.delay_diff_us), sorted(&t.arrival_abs_us));
+    let guards: Vec<Value> = GUARDS_TRIED_MS
+        .iter()
+        .zip(t.guard_kept.iter().zip(&t.guard_refused_rounds))
+        .map(|(g, (kept, refused))| {
+            json!({"guard_ms": g, "rounds_with_refusals": refused, "kept_vs_g0": r3(*kept as f64 / t.guard_kept[0].max(1) as f64)})
+        })
+        .collect();
     json!({
         "tolerance_ms": tol_ms,
+        "tolerance_ms_min": t.tolerances_ms.first(),
+        "tolerance_ms_max": t.tolerances_ms.last(),
+        "duration_ms": params["duration_ms"],
+        "guard_ms": params["guard_ms"],
         "pairs": n,
-        "failed": failures,
-        "time_to_key_ms_p50": quantile(&times, 0.5),
-        "time_to_key_ms_p90": quantile(&times, 0.9),
-        "time_to_key_ms_max": times.last().copied().unwrap_or(f64::NAN),
-        "rounds_per_key": if ok > 0.0 { r3(rounds as f64 / ok) } else { Value::Null },
-        "dropped_round_rate": r3(desyncs as f64 / rounds.max(1) as f64),
-        "confirm_failure_rate": r3(mismatches as f64 / (ok + mismatches as f64).max(1.0)),
-        "kept_per_s_of_posting": r3(kept_per_s),
-        "kept_limit_per_s": r3(limit),
-        "kept_fraction_of_limit": r3(kept_per_s / limit),
+        "failed": t.failures,
+        "time_to_key_ms_p50": quantile(&t.times, 0.5),
+        "time_to_key_ms_p90": quantile(&t.times, 0.9),
+        "time_to_key_ms_max": t.times.last().copied().unwrap_or(f64::NAN),
+        "rounds_per_key": if ok > 0.0 { r3(t.rounds as f64 / ok) } else { Value::Null },
+        "dropped_round_rate": r3(dropped as f64 / t.rounds.max(1) as f64),
+        "dropped_late": t.dropped_late,
+        "dropped_desync": t.dropped_desync,
+        "dropped_other": t.dropped_other,
+        "confirm_failure_rate": r3(t.mismatches as f64 / (ok + t.mismatches as f64).max(1.0)),
+        "kept_entries": t.kept,
+        "kept_per_s_of_posting": r3(t.kept as f64 / t.posting_s[0]),
+        "kept_limit_per_s": r3(limit_per_s(tol_ms)),
+        "kept_fraction_of_limit": r3(frac(0)),
+        "kept_fraction_counted_rounds": r3(frac(1)),
+        "kept_fraction_inside_guards": r3(frac(2)),
+        "kept_per_s_wall": r3(t.kept as f64 / wall),
+        "product_cost_bits_per_key": if ok > 0.0 { r3(t.product_cost_bits / ok) } else { Value::Null },
+        "surplus_bits_per_key": if ok > 0.0 { r3(t.surplus_bits / ok) } else { Value::Null },
+        "ledger_mismatches": t.ledger_mismatch,
+        "recorded_rounds": t.records_rounds,
+        "delay_diff_us_p50": r3(quantile(&diff, 0.5)),
+        "delay_diff_us_max": r3(diff.last().copied().unwrap_or(f64::NAN)),
+        "arrival_abs_us_p99": r3(quantile(&arr, 0.99)),
+        "arrival_abs_us_p999": r3(quantile(&arr, 0.999)),
+        "arrival_abs_us_max": r3(arr.last().copied().unwrap_or(f64::NAN)),
+        "room_guard_refused_rounds": t.room_guard_refused_rounds,
+        "guards": guards,
     })
 }
 
+fn pair_opts(opts: &Opts, tolerance_ms: Option<f64>) -> PairOpts {
+    PairOpts { tolerance_ms, target_bits: opts.target_bits, duration_ms: opts.duration_ms }
+}
+
 pub async fn bench_key(url: &str, opts: &Opts) -> Result<Value, String> {
-    let (url, tol, target, n) = (url.to_string(), opts.tolerance_ms, opts.target_bits, opts.pairs.unwrap_or(20).clamp(1, 1000));
+    let (url, po, n) = (url.to_string(), pair_opts(opts, opts.tolerance_ms), opts.pairs.unwrap_or(20).clamp(1, 1000));
     // Child processes do the work; this thread only waits.
-    let mut row = tokio::task::spawn_blocking(move || pairs_at(&url, tol, target, n)).await.map_err(|e| e.to_string())?;
-    row["target_bits"] = json!(target.unwrap_or(256));
+    let mut row = tokio::task::spawn_blocking(move || pairs_at(&url, po, n)).await.map_err(|e| e.to_string())?;
+    row["target_bits"] = json!(opts.target_bits.unwrap_or(256));
+    row["tolerance_chosen_by"] = json!(if opts.tolerance_ms.is_some() { "--tolerance-ms" } else { "sgp pair (measured)" });
     Ok(row)
 }
 
@@ -139,8 +414,9 @@ pub async fn bench_sweep(url: &str, opts: &Opts) -> Result<Value, String> {
     if tols.is_empty() || tols.len() > 32 {
         return Err("--tolerances takes 1 to 32 values".into());
     }
-    let (url, target, n) = (url.to_string(), opts.target_bits, opts.pairs.unwrap_or(3).clamp(1, 100));
-    let rows = tokio::task::spawn_blocking(move || tols.iter().map(|&t| pairs_at(&url, Some(t), target, n)).collect::<Vec<_>>())
+    let (url, n) = (url.to_string(), opts.pairs.unwrap_or(5).clamp(1, 100));
+    let pos: Vec<PairOpts> = tols.iter().map(|&t| pair_opts(opts, Some(t))).collect();
+    let rows = tokio::task::spawn_blocking(move || pos.into_iter().map(|po| pairs_at(&url, po, n)).collect::<Vec<_>>())
         .await
         .map_err(|e| e.to_string())?;
     // The tolerance with the fastest median key among those where no pair failed.
@@ -150,11 +426,35 @@ pub async fn bench_sweep(url: &str, opts: &Opts) -> Result<Value, String> {
         .filter_map(|r| Some((r["time_to_key_ms_p50"].as_f64()?, r["tolerance_ms"].as_f64()?)))
         .min_by(|a, b| a.0.total_cmp(&b.0))
         .map(|(_, t)| t);
+    // The rows' guard tables, as one table with the tolerance in front.
+    let mut rows = rows;
+    let mut guards = Vec::new();
+    for r in rows.iter_mut() {
+        let tol = r["tolerance_ms"].clone();
+        if let Some(Value::Array(gs)) = r.as_object_mut().and_then(|o| o.remove("guards")) {
+            for mut g in gs {
+                g["tolerance_ms"] = tol.clone();
+                guards.push(g);
+            }
+        }
+    }
     Ok(json!({
         "pairs_per_tolerance": n,
-        "target_bits": target.unwrap_or(256),
-        "default_tolerance_ms": DEFAULT_TOLERANCE_MS,
+        "target_bits": opts.target_bits.unwrap_or(256),
+        "server_default_tolerance_ms": DEFAULT_TOLERANCE_MS,
+        "terminal_floor_tolerance_ms": crate::clock::AUTO_TOLERANCE_MIN_US as f64 / 1000.0,
         "fastest_p50_tolerance_ms": fastest,
         "rows": rows,
+        "guards": guards,
     }))
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn log2_binom_matches_small_cases() {
+        assert_eq!(super::log2_binom(4, 2), 6f64.log2());
+        assert_eq!(super::log2_binom(10, 0), 0.0);
+        assert!((super::log2_binom(10, 3) - 120f64.log2()).abs() < 1e-9);
+    }
 }

@@ -2,8 +2,9 @@
 //! --legacy` or any server that speaks it (`--server URL`), measured the same way.
 //!
 //! - The flow, as the original page runs it: two clients say `client_pret`, get their ids,
-//!   post 16 values each (their id) at random gaps — the original's 100–4100 ms, divided by
-//!   100 — say they are done, get the confirmation, and fetch the table. Measured: the time
+//!   post 16 values each (their id), each after a gap of 100 ms + U(0, 4000 ms) as the page
+//!   does (about 34 s a run; `--time-scale 0.01` runs the same shape 100 times faster, for
+//!   tests), say they are done, get the confirmation, and fetch the table. Measured: the time
 //!   to the ids, to the confirmation and to the table, whether the table holds exactly the
 //!   32 rows, and each row's stamp minus its local send time (same machine, same wall clock:
 //!   this dialect has no clock sync).
@@ -25,8 +26,8 @@ type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
 const WAIT: Duration = Duration::from_secs(10);
 const POSTS_PER_CLIENT: usize = 16;
-/// The original page's gaps between posts, ÷ 100 (µs).
-const GAP_US: (i64, i64) = (1_000, 41_000);
+/// The original page's gap between posts: 100 ms + U(0, 4000 ms), in µs (before scaling).
+const GAP_US: (f64, f64) = (100_000.0, 4_100_000.0);
 /// sgp's legacy table holds at most this many rows; a flood sends no more.
 const FLOOD_ROWS: u64 = 100_000;
 
@@ -42,12 +43,17 @@ async fn send(ws: &mut Ws, v: Value) -> Result<(), String> {
     ws.send(Message::Text(v.to_string().into())).await.map_err(|e| format!("the server went away: {e}"))
 }
 
-/// The next JSON text message and its size (pings skipped).
+/// The next JSON text message and its size (pings skipped). An sgp `error` (a server that
+/// does not speak the dialect: `legacy_disabled` without `--legacy`) ends the run at once.
 async fn next_json(ws: &mut Ws) -> Result<(Value, usize), String> {
     loop {
         match tokio::time::timeout(WAIT, ws.next()).await {
             Ok(Some(Ok(Message::Text(t)))) => {
-                return serde_json::from_str(&t).map(|v| (v, t.len())).map_err(|e| format!("not JSON ({e}): {t}"))
+                let v: Value = serde_json::from_str(&t).map_err(|e| format!("not JSON ({e}): {t}"))?;
+                if v["type"] == "error" {
+                    return Err(format!("the server refused the dialect: {} ({})", v["code"].as_str().unwrap_or("?"), v["message"].as_str().unwrap_or("")));
+                }
+                return Ok((v, t.len()));
             }
             Ok(Some(Ok(Message::Close(f)))) => return Err(format!("the server closed the connection: {f:?}")),
             Ok(Some(Ok(_))) => {}
@@ -137,7 +143,7 @@ struct Run {
     stamp_err_us: Vec<f64>,
 }
 
-async fn one_run(ws: &str, rng: &mut fastrand::Rng) -> Result<Run, String> {
+async fn one_run(ws: &str, rng: &mut fastrand::Rng, scale: f64) -> Result<Run, String> {
     let clock = Clock::new();
     let mut c = [connect(ws).await?, connect(ws).await?];
     // The table is shared: start from an empty one.
@@ -156,7 +162,7 @@ async fn one_run(ws: &str, rng: &mut fastrand::Rng) -> Result<Run, String> {
     for k in 0..2 {
         let mut t = t0;
         for _ in 0..POSTS_PER_CLIENT {
-            t += rng.i64(GAP_US.0..=GAP_US.1);
+            t += ((GAP_US.0 + rng.f64() * (GAP_US.1 - GAP_US.0)) * scale).round() as i64;
             plan.push((t, k));
         }
     }
@@ -222,11 +228,15 @@ pub async fn bench_legacy(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Va
         return flood(&ws, pid, opts).await;
     }
     let n = opts.pairs.unwrap_or(5).clamp(1, 100);
+    let scale = opts.time_scale.unwrap_or(1.0);
+    if !(scale > 0.0 && scale <= 1.0) {
+        return Err("--time-scale must be in (0, 1]".into());
+    }
     let mut rng = fastrand::Rng::new();
     let (mut id, mut confirm, mut table, mut errs) = (Vec::new(), Vec::new(), Vec::new(), Vec::new());
     let (mut ok, mut rows, mut bytes) = (0usize, 0usize, 0usize);
     for _ in 0..n {
-        let r = one_run(&ws, &mut rng).await?;
+        let r = one_run(&ws, &mut rng, scale).await?;
         id.push(r.id_ms);
         confirm.push(r.confirm_ms);
         table.push(r.table_ms);
@@ -242,7 +252,8 @@ pub async fn bench_legacy(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Va
     Ok(json!({
         "runs": n,
         "posts_per_client": POSTS_PER_CLIENT,
-        "gap_ms": [GAP_US.0 as f64 / 1000.0, GAP_US.1 as f64 / 1000.0],
+        "gaps": if scale == 1.0 { "the original page's".to_string() } else { format!("the original page's × {scale} (scaled)") },
+        "gap_ms": [r3(GAP_US.0 * scale / 1000.0), r3(GAP_US.1 * scale / 1000.0)],
         "runs_with_exact_table": ok,
         "rows_per_run": r3(rows as f64 / n as f64),
         "table_bytes": bytes,

@@ -11,10 +11,10 @@
 //!   the window in which every loader room posts; the server's CPU time is read from
 //!   /proc/PID/stat at the two ends of that window.
 
-use super::{cpu_s, quantile, r3, require_loopback, thread_cpu_s, Opts};
+use super::{cpu_s, cpu_split_s, quantile, r3, require_loopback, thread_cpu_s, Opts};
 use crate::client::{ws_url, Client, ClientError};
 use crate::clock::{self, Clock, SYNC_SAMPLES};
-use crate::protocol::{ClientMsg, Label, Params, ParamsIn, ServerMsg, DEFAULT_TOLERANCE_MS};
+use crate::protocol::{ClientMsg, Label, Params, ParamsIn, ServerMsg};
 use crate::room::Limits;
 use crate::schedule;
 use crate::secret::{self, OwnPost};
@@ -51,10 +51,18 @@ struct Probe {
     sent: usize,
     on_board: usize,
     refused: usize,
-    /// `server_t − predicted_t` minus its round's median, µs.
+    /// Posts not sent because the prober fell behind its schedule by more than `sgp pair`'s
+    /// late limit (half a mean gap): `sgp pair` would have dropped such a round.
+    skipped: usize,
+    /// Posts the server said came in one piece with the next message (`coalesced`): their
+    /// entry carries that message's time, so they have no error of their own and `sgp pair`
+    /// leaves them out. Not in the errors below.
+    coalesced: usize,
+    /// `server_t − predicted_t` of every other post, µs (the raw error).
+    raw: Vec<f64>,
+    /// `|server_t − predicted_t − its round's median|`, µs (the bias removed, as `sgp pair`
+    /// does once it has refined its offset).
     dev: Vec<f64>,
-    /// `|server_t − predicted_t|`, µs.
-    abs_err: Vec<f64>,
     /// Each round's median error, µs (the clock sync's bias, which `sgp pair` learns away).
     bias: Vec<f64>,
 }
@@ -65,12 +73,12 @@ fn default_rate_hz() -> f64 {
 }
 
 /// One prober room posting for `seconds` in rounds of at most 5 s, each after a fresh sync.
-async fn probe(url: String, seconds: f64) -> Result<Probe, String> {
+async fn probe(url: String, seconds: f64, tolerance_ms: Option<f64>) -> Result<Probe, String> {
     let total_ms = (seconds * 1000.0).round().max(200.0);
     let round_ms = total_ms.min(5000.0) as u32;
     let rounds = (total_ms / round_ms as f64).ceil() as usize;
     let mut alice = Client::connect(&url).await.map_err(gone)?;
-    let params = ParamsIn { duration_ms: Some(round_ms), ..Default::default() };
+    let params = ParamsIn { duration_ms: Some(round_ms), tolerance_ms, ..Default::default() };
     alice.send(&ClientMsg::Create { params: Some(params) }).await.map_err(gone)?;
     let (room, params) = loop {
         match recv(&mut alice).await? {
@@ -105,36 +113,51 @@ async fn probe(url: String, seconds: f64) -> Result<Probe, String> {
         let shift = sync.offset_us + sync.delay_us.div_euclid(2);
         let clock = alice.clock;
         let planned = schedule::poisson(t_start, t_end, params.rate_hz, &mut rng);
+        // As `sgp pair`: a post more than half a mean gap behind its schedule is not sent.
+        let late_limit = crate::pair::late_limit_us(1e6 / params.rate_hz);
         let mut posts = Vec::with_capacity(planned.len());
         for p in planned {
             let target = p - shift;
-            if clock.now_us() > target + 2_000 {
-                continue; // as `sgp pair`: a post far behind its schedule is skipped
+            if clock.now_us() > target + late_limit {
+                out.skipped += 1;
+                continue;
             }
             schedule::wait_until(&clock, target).await;
+            if clock.now_us() > target + late_limit {
+                out.skipped += 1; // woken too late
+                continue;
+            }
             let label = if rng.bool() { Label::A } else { Label::B };
             let sent_us = alice.send_text(if label == Label::A { POST_A } else { POST_B }.to_string()).await.map_err(gone)?;
             posts.push(OwnPost { sent_us, label });
         }
         schedule::wait_until(&clock, t_end - shift + 2_000).await;
-        let board = finish_round(&mut alice, &mut bob, &mut out.refused).await?;
+        let mut coalesced = Vec::new();
+        let board = finish_round(&mut alice, &mut bob, &mut out.refused, &mut coalesced).await?;
         let s = secret::Sync { offset_us: sync.offset_us, delay_us: sync.delay_us };
         // Only the prober posts, and one connection's frames are read in order: entry k is
         // post k, unless a post was refused (then: the nearest entry with the label).
-        let mut errs: Vec<f64> = if board.len() == posts.len() {
-            board.iter().zip(&posts).map(|(e, p)| (e.t_us - secret::predicted_us(p, s)) as f64).collect()
+        let errs: Vec<Option<i64>> = if board.len() == posts.len() {
+            board.iter().zip(&posts).map(|(e, p)| Some(e.t_us - secret::predicted_us(p, s))).collect()
         } else {
-            secret::arrival_errors(&board, &posts, s).into_iter().flatten().map(|e| e as f64).collect()
+            secret::arrival_errors(&board, &posts, s)
         };
+        let mut errs: Vec<f64> = errs
+            .into_iter()
+            .enumerate()
+            .filter(|(k, _)| !coalesced.contains(&(*k as u32 + 1)))
+            .filter_map(|(_, e)| e.map(|e| e as f64))
+            .collect();
         out.sent += posts.len();
         out.on_board += board.len();
+        out.coalesced += coalesced.iter().filter(|&&k| (k as usize) <= posts.len()).count();
         errs.sort_by(f64::total_cmp);
         let median = quantile(&errs, 0.5);
         if median.is_finite() {
             out.bias.push(median);
         }
-        out.abs_err.extend(errs.iter().map(|e| e.abs()));
         out.dev.extend(errs.iter().map(|e| (e - median).abs()));
+        out.raw.extend(errs);
     }
     alice.close().await;
     bob.close().await;
@@ -142,7 +165,14 @@ async fn probe(url: String, seconds: f64) -> Result<Probe, String> {
 }
 
 /// Both posters send `done` (again, if the server found one early) until the board closes.
-async fn finish_round(alice: &mut Client, bob: &mut Client, refused: &mut usize) -> Result<Vec<crate::protocol::Entry>, String> {
+/// `coalesced` gets the prober's posts (from 1) that the server says were read in one piece
+/// with the next message.
+async fn finish_round(
+    alice: &mut Client,
+    bob: &mut Client,
+    refused: &mut usize,
+    coalesced: &mut Vec<u32>,
+) -> Result<Vec<crate::protocol::Entry>, String> {
     alice.send(&ClientMsg::Done {}).await.map_err(gone)?;
     bob.send(&ClientMsg::Done {}).await.map_err(gone)?;
     let (mut board, mut bob_closed) = (None, false);
@@ -155,6 +185,7 @@ async fn finish_round(alice: &mut Client, bob: &mut Client, refused: &mut usize)
                     alice.send(&ClientMsg::Done {}).await.map_err(gone)?;
                 }
                 ServerMsg::Error { .. } => *refused += 1,
+                ServerMsg::Coalesced { post, count } => coalesced.extend(post..post.saturating_add(count)),
                 ServerMsg::Aborted { reason } => return Err(format!("prober: round aborted ({reason})")),
                 _ => {}
             },
@@ -196,7 +227,10 @@ struct LoadOutcome {
     sent: u64,
     /// Posts a loader left out rather than send late in a burst (it fell behind).
     skipped: u64,
+    /// Posts the server refused: over the post bucket (`rate_limited`), or outside the round
+    /// window (a loader held up past `t_end + G`; outside the counted window anyway).
     refused: u64,
+    rate_limited: u64,
     /// Loader connections the server closed or lost.
     lost: u64,
     loader_cpu_s: f64,
@@ -349,6 +383,7 @@ async fn loaders(url: &str, plan: &LoadPlan, clock: Clock, win_tx: oneshot::Send
         out.sent += p.sent;
         out.skipped += p.skipped;
         out.refused += p.refused;
+        out.rate_limited += p.rate_limited;
         out.lost += u64::from(p.lost);
         out.boards.extend(p.board);
     }
@@ -360,6 +395,7 @@ struct Poster {
     sent: u64,
     skipped: u64,
     refused: u64,
+    rate_limited: u64,
     lost: bool,
     board: Option<Vec<i64>>,
 }
@@ -370,7 +406,7 @@ struct Poster {
 async fn poster(ws: Ws, keep_board: bool, start: i64, end: i64, hz: f64, tick_us: i64, phase: i64, clock: Clock) -> Poster {
     let (mut sink, mut stream) = ws.split();
     let reader = async move {
-        let (mut refused, mut board, mut lost) = (0u64, None, true);
+        let (mut refused, mut rate_limited, mut board, mut lost) = (0u64, 0u64, None, true);
         while let Some(Ok(m)) = stream.next().await {
             let Message::Text(t) = m else { continue };
             if t.starts_with(r#"{"type":"closed""#) {
@@ -384,9 +420,10 @@ async fn poster(ws: Ws, keep_board: bool, start: i64, end: i64, hz: f64, tick_us
             }
             if t.starts_with(r#"{"type":"error""#) {
                 refused += 1;
+                rate_limited += u64::from(t.contains(r#""code":"rate_limited""#));
             }
         }
-        (refused, board, lost)
+        (refused, rate_limited, board, lost)
     };
     let writer = async move {
         let (from, to) = (start + 1_000, end - 1_000);
@@ -427,12 +464,14 @@ async fn poster(ws: Ws, keep_board: bool, start: i64, end: i64, hz: f64, tick_us
         let _ = sink.send(Message::Text(Utf8Bytes::from_static(r#"{"type":"done"}"#))).await;
         (sent, skipped)
     };
-    let ((refused, board, lost), (sent, skipped)) = tokio::join!(reader, writer);
-    Poster { sent, skipped, refused, lost, board }
+    let ((refused, rate_limited, board, lost), (sent, skipped)) = tokio::join!(reader, writer);
+    Poster { sent, skipped, refused, rate_limited, lost, board }
 }
 
 struct StepSpec {
     rooms: usize,
+    /// The prober room's tolerance (its rate follows), if not the server's default.
+    probe_tolerance_ms: Option<f64>,
     post_hz: f64,
     room_rate_hz: Option<f64>,
     seconds: f64,
@@ -444,16 +483,28 @@ fn probe_fields(row: &mut Value, p: &Probe) {
         v.sort_by(f64::total_cmp);
         v
     };
-    let (dev, abs, bias) = (sorted(&p.dev), sorted(&p.abs_err), sorted(&p.bias));
+    let abs: Vec<f64> = p.raw.iter().map(|e| e.abs()).collect();
+    let (raw, abs, dev, bias) = (sorted(&p.raw), sorted(&abs), sorted(&p.dev), sorted(&p.bias));
     row["probe_posts"] = json!(p.sent);
     row["probe_on_board"] = json!(p.on_board);
     row["probe_refused"] = json!(p.refused);
+    row["probe_skipped"] = json!(p.skipped);
+    row["probe_coalesced"] = json!(p.coalesced);
+    row["probe_errors"] = json!(raw.len());
+    // The raw error `server_t − predicted_t`: signed extremes, and quantiles of its size.
+    row["raw_err_us_min"] = r3(raw.first().copied().unwrap_or(f64::NAN));
+    row["raw_err_us_median"] = r3(quantile(&raw, 0.5));
+    row["raw_err_us_max"] = r3(raw.last().copied().unwrap_or(f64::NAN));
+    row["raw_abs_us_p50"] = r3(quantile(&abs, 0.5));
+    row["raw_abs_us_p99"] = r3(quantile(&abs, 0.99));
+    row["raw_abs_us_p999"] = r3(quantile(&abs, 0.999));
+    row["raw_abs_us_max"] = r3(abs.last().copied().unwrap_or(f64::NAN));
+    // The same with each round's median (the sync's bias) taken off.
     row["bias_us"] = r3(quantile(&bias, 0.5));
-    row["err_us_p50"] = r3(quantile(&dev, 0.5));
-    row["err_us_p99"] = r3(quantile(&dev, 0.99));
-    row["err_us_p999"] = r3(quantile(&dev, 0.999));
-    row["err_us_max"] = r3(dev.last().copied().unwrap_or(f64::NAN));
-    row["raw_err_us_p99"] = r3(quantile(&abs, 0.99));
+    row["dev_us_p50"] = r3(quantile(&dev, 0.5));
+    row["dev_us_p99"] = r3(quantile(&dev, 0.99));
+    row["dev_us_p999"] = r3(quantile(&dev, 0.999));
+    row["dev_us_max"] = r3(dev.last().copied().unwrap_or(f64::NAN));
 }
 
 /// One measurement: `spec.rooms` loader rooms (none: at rest) and the prober among them.
@@ -462,7 +513,7 @@ async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, Str
     let mut row = json!({"rooms": spec.rooms});
     if spec.rooms == 0 {
         let (c0, t0) = (pid.and_then(cpu_s), clock.now_us());
-        let p = probe(url.to_string(), spec.seconds).await?;
+        let p = probe(url.to_string(), spec.seconds, spec.probe_tolerance_ms).await?;
         let (c1, t1) = (pid.and_then(cpu_s), clock.now_us());
         if let (Some(c0), Some(c1)) = (c0, c1) {
             row["server_cpu_pct"] = r3(100.0 * (c1 - c0) / ((t1 - t0) as f64 / 1e6));
@@ -482,10 +533,10 @@ async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, Str
         return Err(orx.await.map_err(|e| e.to_string())?.err().unwrap_or_else(|| "the loaders failed".into()));
     };
     sleep_until(clock, window.local_start).await;
-    let cpu0 = pid.and_then(cpu_s);
-    let prober = tokio::task::spawn_local(probe(url.to_string(), spec.seconds));
+    let cpu0 = pid.and_then(cpu_split_s);
+    let prober = tokio::task::spawn_local(probe(url.to_string(), spec.seconds, spec.probe_tolerance_ms));
     sleep_until(clock, window.local_end).await;
-    let cpu1 = pid.and_then(cpu_s);
+    let cpu1 = pid.and_then(cpu_split_s);
     let p = prober.await.map_err(|e| e.to_string())??;
     let o = orx.await.map_err(|e| e.to_string())??;
     let window_s = (window.srv_end - window.srv_start) as f64 / 1e6;
@@ -499,10 +550,14 @@ async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, Str
     row["on_boards"] = json!(on_boards);
     row["skipped"] = json!(o.skipped);
     row["refused"] = json!(o.refused);
+    row["rate_limited"] = json!(o.rate_limited);
     row["lost_connections"] = json!(o.lost);
-    if let (Some(c0), Some(c1)) = (cpu0, cpu1) {
-        row["server_cpu_pct"] = r3(100.0 * (c1 - c0) / window_s);
-        row["server_cpu_us_per_post"] = r3((c1 - c0) * 1e6 / accepted.max(1) as f64);
+    if let (Some((u0, s0)), Some((u1, s1))) = (cpu0, cpu1) {
+        let used = (u1 - u0) + (s1 - s0);
+        row["server_cpu_pct"] = r3(100.0 * used / window_s);
+        row["server_cpu_us_per_post"] = r3(used * 1e6 / accepted.max(1) as f64);
+        // Time in the kernel (socket reads and writes), against user space.
+        row["server_kernel_share"] = if used > 0.0 { r3((s1 - s0) / used) } else { Value::Null };
     }
     row["loader_cpu_pct"] = r3(100.0 * o.loader_cpu_s / window_s);
     probe_fields(&mut row, &p);
@@ -528,9 +583,12 @@ pub async fn bench_jitter(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Va
     if !(post_hz > 0.0 && post_hz <= 40_000.0) {
         return Err("--rate-hz must be in (0, 40000]".into());
     }
-    let mut phases = vec![step(url, pid, &StepSpec { rooms: 0, post_hz, room_rate_hz: None, seconds }).await?];
+    let tol = opts.tolerance_ms;
+    let probe_params = Params::resolve(&ParamsIn { tolerance_ms: tol, ..Default::default() })?;
+    let rest = StepSpec { rooms: 0, probe_tolerance_ms: tol, post_hz, room_rate_hz: None, seconds };
+    let mut phases = vec![step(url, pid, &rest).await?];
     if rooms > 0 {
-        let spec = StepSpec { rooms, post_hz, room_rate_hz: room_rate_for(post_hz), seconds };
+        let spec = StepSpec { rooms, probe_tolerance_ms: tol, post_hz, room_rate_hz: room_rate_for(post_hz), seconds };
         phases.push(step(url, pid, &spec).await?);
     }
     for (p, name) in phases.iter_mut().zip(["rest", "load"]) {
@@ -538,8 +596,11 @@ pub async fn bench_jitter(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Va
     }
     Ok(json!({
         "seconds": seconds,
-        "tolerance_ms": DEFAULT_TOLERANCE_MS,
-        "prober_rate_hz": default_rate_hz(),
+        "tolerance_ms": probe_params.tolerance_ms,
+        "prober_rate_hz": r3(probe_params.rate_hz),
+        "late_limit_us": crate::pair::late_limit_us(1e6 / probe_params.rate_hz),
+        "loader_post_hz": r3(post_hz),
+        "loader_offered_per_s": r3(2.0 * rooms as f64 * post_hz),
         "phases": phases,
     }))
 }
@@ -564,7 +625,7 @@ pub async fn bench_load(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     let mut rows: Vec<Value> = Vec::new();
     let (mut best, mut knee, mut flat) = (0.0f64, 0usize, 0);
     for m in ladder(max) {
-        let spec = StepSpec { rooms: m, post_hz, room_rate_hz: room_rate_for(post_hz), seconds };
+        let spec = StepSpec { rooms: m, probe_tolerance_ms: opts.tolerance_ms, post_hz, room_rate_hz: room_rate_for(post_hz), seconds };
         let row = step(url, pid, &spec).await?;
         let accepted = row["accepted_per_s"].as_f64().unwrap_or(0.0);
         rows.push(row);

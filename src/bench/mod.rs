@@ -36,8 +36,12 @@ pub struct Opts {
     pub seconds: Option<f64>,
     /// Per-connection posting rate of the load generators.
     pub rate_hz: Option<f64>,
+    /// `key`, `sweep`: each round's posting window (the creator's `--duration-ms`).
+    pub duration_ms: Option<u32>,
     /// `legacy`: flood instead of the two-client flow.
     pub flood: bool,
+    /// `legacy`: the original page's gaps multiplied by this (1: as the page; 0.01: fast).
+    pub time_scale: Option<f64>,
     pub json: bool,
 }
 
@@ -92,6 +96,11 @@ fn rss_kib(pid: u32) -> Option<u64> {
 
 /// CPU time (user + system) a process has used, in seconds, from /proc/PID/stat.
 fn cpu_s(pid: u32) -> Option<f64> {
+    cpu_split_s(pid).map(|(user, sys)| user + sys)
+}
+
+/// CPU time a process has used in user space and in the kernel, in seconds.
+fn cpu_split_s(pid: u32) -> Option<(f64, f64)> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name (field 2) may hold spaces: count fields after its closing parenthesis.
     let rest = &stat[stat.rfind(')')? + 2..];
@@ -99,7 +108,7 @@ fn cpu_s(pid: u32) -> Option<f64> {
     let (utime, stime): (u64, u64) = (f.get(11)?.parse().ok()?, f.get(12)?.parse().ok()?);
     // SAFETY: sysconf reads a constant of the C library.
     let hz = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
-    (hz > 0).then(|| (utime + stime) as f64 / hz as f64)
+    (hz > 0).then(|| (utime as f64 / hz as f64, stime as f64 / hz as f64))
 }
 
 /// CPU time the calling thread has used, in seconds.
@@ -140,6 +149,22 @@ fn local_pid(url: &str) -> Option<u32> {
         }
     }
     None
+}
+
+/// The server's `GET /healthz` (`{ok, version, rooms, connections}`), if it answers in 5 s.
+/// A blocking request (one, to this machine): the std socket is already in the binary.
+fn healthz(url: &str) -> Option<Value> {
+    use std::io::{Read, Write};
+    let ws = crate::client::ws_url(url).ok()?;
+    let host = ws.trim_start_matches("ws://").trim_end_matches("/ws");
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
+    let limit = std::time::Duration::from_secs(5);
+    let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
+    s.set_read_timeout(Some(limit)).ok()?;
+    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    let mut text = String::new();
+    s.read_to_string(&mut text).ok()?;
+    serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
 }
 
 /// Loads are only ever sent to this machine.
@@ -191,11 +216,14 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
 
 /// Columns in this order in tables (JSON objects keep their keys sorted); others after.
 const COLUMNS: &[&str] = &[
-    "phase", "tolerance_ms", "rooms", "pairs", "failed", "time_to_key_ms_p50", "time_to_key_ms_p90", "time_to_key_ms_max",
-    "rounds_per_key", "dropped_round_rate", "confirm_failure_rate", "kept_per_s_of_posting", "kept_limit_per_s",
-    "kept_fraction_of_limit", "post_hz", "offered_per_s", "sent_per_s", "accepted_per_s", "on_boards", "skipped", "refused",
-    "lost_connections", "server_cpu_pct", "server_cpu_us_per_post", "loader_cpu_pct", "probe_posts", "probe_on_board",
-    "probe_refused", "bias_us", "err_us_p50", "err_us_p99", "err_us_p999", "err_us_max", "raw_err_us_p99",
+    "phase", "tolerance_ms", "tolerance_ms_min", "tolerance_ms_max", "guard_ms", "duration_ms", "rooms", "pairs", "failed", "time_to_key_ms_p50", "time_to_key_ms_p90", "time_to_key_ms_max",
+    "rounds_per_key", "dropped_round_rate", "dropped_late", "dropped_desync", "dropped_other", "confirm_failure_rate",
+    "kept_entries", "kept_per_s_of_posting", "kept_limit_per_s", "kept_fraction_of_limit", "kept_fraction_counted_rounds",
+    "kept_fraction_inside_guards", "kept_per_s_wall", "product_cost_bits_per_key", "surplus_bits_per_key", "post_hz", "offered_per_s", "sent_per_s", "accepted_per_s", "on_boards", "skipped", "refused", "rate_limited",
+    "lost_connections", "server_cpu_pct", "server_cpu_us_per_post", "server_kernel_share", "loader_cpu_pct", "probe_posts", "probe_on_board",
+    "probe_refused", "probe_skipped", "probe_coalesced", "probe_errors", "raw_err_us_min", "raw_err_us_median", "raw_err_us_max",
+    "raw_abs_us_p50", "raw_abs_us_p99", "raw_abs_us_p999", "raw_abs_us_max", "bias_us", "dev_us_p50", "dev_us_p99", "dev_us_p999",
+    "dev_us_max",
 ];
 
 fn is_rows(v: &Value) -> bool {
@@ -240,19 +268,36 @@ fn print_table(v: &Value) {
         }
         cols.sort_by_key(|c| COLUMNS.iter().position(|k| k == c).unwrap_or(COLUMNS.len()));
         let cells: Vec<Vec<String>> = rows.iter().map(|r| cols.iter().map(|c| r.get(*c).map_or("-".into(), cell)).collect()).collect();
-        let widths: Vec<usize> =
-            cols.iter().enumerate().map(|(i, c)| cells.iter().map(|r| r[i].chars().count()).chain([c.len()]).max().unwrap_or(0)).collect();
         println!("\n{name}:");
-        let line = |items: Vec<String>| {
-            let s: Vec<String> = items.iter().zip(&widths).map(|(x, w)| format!("{x:>w$}")).collect();
+        // Too many columns for a terminal: one line per field, one column per row.
+        let (head, body): (Vec<String>, Vec<Vec<String>>) = if cols.len() > WIDE {
+            let head = std::iter::once(String::new()).chain((1..=rows.len()).map(|k| format!("#{k}"))).collect();
+            let body = cols.iter().enumerate().map(|(i, c)| std::iter::once(c.to_string()).chain(cells.iter().map(|r| r[i].clone())).collect()).collect();
+            (head, body)
+        } else {
+            (cols.iter().map(|c| c.to_string()).collect(), cells)
+        };
+        let widths: Vec<usize> =
+            (0..head.len()).map(|i| body.iter().map(|r| r[i].chars().count()).chain([head[i].chars().count()]).max().unwrap_or(0)).collect();
+        let transposed = cols.len() > WIDE;
+        let line = |items: &[String]| {
+            let s: Vec<String> = items
+                .iter()
+                .zip(&widths)
+                .enumerate()
+                .map(|(i, (x, w))| if transposed && i == 0 { format!("{x:<w$}") } else { format!("{x:>w$}") })
+                .collect();
             println!("  {}", s.join("  "));
         };
-        line(cols.iter().map(|c| c.to_string()).collect());
-        for r in cells {
+        line(&head);
+        for r in &body {
             line(r);
         }
     }
 }
+
+/// Tables with more columns than this are printed transposed.
+const WIDE: usize = 12;
 
 #[cfg(test)]
 mod tests {
