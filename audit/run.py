@@ -13,8 +13,9 @@ by `sgp eve --record`), then `sgp eve --attack --json` on all the records. Scena
   netns            the honest schedule, alice 0 ms away, bob 20 ms +- 5 ms away, each in its
                    own network namespace (veth); the delay is `tc netem` where the kernel has
                    it, else audit/delay_proxy.py with the same delay and jitter
-  chromium         two Chromium tabs, one in the background (audit/chromium.mjs); runs only
-                   once the web client can download its record
+  chromium         two Chromium tabs, one in the background (audit/chromium.mjs), rooms of
+                   1024 bits one after another for 150 minutes (x --time-scale): browsers
+                   keep ~20-25 entries a second, so this is the slowest scenario by far
 
 Each scenario stops at its goal (kept entries) or its time limit, whichever comes first; a
 scenario that stops short says so (the verdict then warns that N < 100 000).
@@ -375,7 +376,9 @@ def main():
         if "chromium" in only:
             d = os.path.join(out, "chromium")
             os.makedirs(d, exist_ok=True)
-            p = subprocess.run(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(max(1, round(10 * ts)))], capture_output=True, text=True, env=dict(os.environ, SGP_BIN=sgp))
+            # Two tabs keep ~20-25 entries a second on this machine (BENCHMARKS.md, "Web
+            # client"): 100 000 scored entries (half the rounds train) take about 2.5 hours.
+            p = subprocess.run(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(max(1, round(150 * ts)))], capture_output=True, text=True, env=dict(os.environ, SGP_BIN=sgp))
             sys.stderr.write(p.stderr[-4000:])
             files = [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".json")]
             if p.returncode == 77:
