@@ -19,7 +19,7 @@ test('the page creates the room, sgp pair joins it: the same confirmed key', { t
   const A = await fx.page('alice (page)');
   const { code } = await h.createRoom(A, fx.server);
   await h.waitRole(A, 'alice');
-  // sgp pair gives up after 20 failed rounds by default, a page after 30 s without progress:
+  // sgp pair gives up after 100 failed rounds by default, a page after 30 s without progress:
   // on a busy machine (the tests' shared 2 cores) the first ended this test, so the page's
   // rule is the one that applies here.
   const pair = h.runPair(['--server', fx.server.url, '--room', code, '--retries', '1000'], { timeout: 240_000 });
