@@ -60,16 +60,7 @@ fn recorded_pair(server: &Server, d: &Path, alice: &[&str], bob: &[&str], limit:
     let mut first = String::new();
     rest.read_line(&mut first).unwrap();
     let code = serde_json::from_str::<Value>(&first).ok().and_then(|v| v["room"]["code"].as_str().map(String::from)).unwrap_or_else(|| panic!("first line: {first:?}"));
-    let mut eve = Command::new(SGP)
-        .args(["eve", "--json", "--server", &server.url(), "--room", &code, "--record", &pe])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut eve_out = std::io::BufReader::new(eve.stdout.take().unwrap());
-    let mut line = String::new();
-    eve_out.read_line(&mut line).unwrap();
-    assert!(line.contains(&code), "eve joins first: {line}");
+    let (eve, eve_out) = spawn_eve(server, &code, &["--record", &pe]);
     let eve_rest = read_rest(eve_out);
     let mut args_b = vec!["--room", code.as_str(), "--record", pb.as_str(), "--retries", "200"];
     args_b.extend_from_slice(bob);

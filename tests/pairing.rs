@@ -8,28 +8,13 @@ use std::io::BufRead;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-fn spawn_eve(server: &Server, code: &str) -> (std::process::Child, std::io::BufReader<std::process::ChildStdout>) {
-    let mut eve = Command::new(SGP)
-        .args(["eve", "--json", "--server", &server.url(), "--room", code])
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .unwrap();
-    let mut out = std::io::BufReader::new(eve.stdout.take().unwrap());
-    let mut line = String::new();
-    out.read_line(&mut line).unwrap();
-    let v: Value = serde_json::from_str(&line).unwrap();
-    assert_eq!(v["room"]["code"], code, "eve joins first: {line}");
-    (eve, out)
-}
-
 #[test]
 fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
     let server = Server::start(&[]);
     // The creator records the boards it derived from, to hold eve's against.
     let record = std::env::temp_dir().join(format!("sgp-eve-boards-{}.json", std::process::id()));
     let (creator, code, rest) = spawn_creator(&server, &["--record", record.to_str().unwrap()]);
-    let (eve, eve_out) = spawn_eve(&server, &code);
+    let (eve, eve_out) = spawn_eve(&server, &code, &[]);
     let eve_reader = read_rest(eve_out);
     let joiner = spawn_pair(&server, &["--room", &code]);
     let rest = read_rest(rest);
@@ -134,7 +119,7 @@ fn a_poster_killed_mid_round_is_noticed_and_the_room_takes_a_new_one() {
     let server = Server::start(&[]);
     // Long rounds, so that the kill lands inside one.
     let (creator, code, creator_out) = spawn_creator(&server, &["--tolerance-ms", "2", "--target-bits", "64"]);
-    let (eve, mut eve_out) = spawn_eve(&server, &code);
+    let (eve, mut eve_out) = spawn_eve(&server, &code, &[]);
     let mut joiner = spawn_pair(&server, &["--room", &code]);
     // Wait for the round to start, as eve sees it.
     loop {

@@ -202,6 +202,24 @@ pub fn spawn_creator(server: &Server, args: &[&str]) -> (Child, String, BufReade
     (child, code, out)
 }
 
+/// `sgp eve --json` on a room (with `extra` arguments, e.g. `--record FILE`), running, its
+/// first line (the room it joined) read and checked.
+pub fn spawn_eve(server: &Server, code: &str, extra: &[&str]) -> (Child, BufReader<std::process::ChildStdout>) {
+    let mut eve = Command::new(SGP)
+        .args(["eve", "--json", "--server", &server.url(), "--room", code])
+        .args(extra)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("spawn sgp eve");
+    let mut out = BufReader::new(eve.stdout.take().unwrap());
+    let mut line = String::new();
+    out.read_line(&mut line).unwrap();
+    let v: Value = serde_json::from_str(&line).unwrap_or_else(|_| panic!("eve's first line not JSON: {line:?}"));
+    assert_eq!(v["room"]["code"], code, "eve joins first: {line}");
+    (eve, out)
+}
+
 /// Waits for a child with a time limit; kills it past the limit and fails.
 pub fn wait_output(mut child: Child, limit: Duration) -> Output {
     let start = Instant::now();
