@@ -52,10 +52,21 @@ async function download(page, path) {
   return doc;
 }
 
-/** `sgp eve --record` on a room, until the key is confirmed. */
+/**
+ * `sgp eve --record` on a room, until the key is confirmed: `{done, stop}`. A room without a
+ * key never ends Eve's watch by itself (the room outlives its posters), so `stop()` sends the
+ * Ctrl-C after which eve writes its record and exits.
+ */
 function eve(server, code, path) {
   const p = spawn(h.SGP_BIN, ['eve', '--server', server.url, '--room', code, '--record', path], { stdio: ['ignore', 'ignore', 'inherit'] });
-  return new Promise((resolve) => p.once('exit', resolve));
+  const done = new Promise((resolve) => p.once('exit', resolve));
+  const stop = async () => {
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGINT');
+    await Promise.race([done, h.sleep(10_000)]);
+    if (p.exitCode === null && p.signalCode === null) p.kill('SIGKILL');
+    await done;
+  };
+  return { done, stop };
 }
 
 const server = await h.startServer();
@@ -92,7 +103,7 @@ try {
       const ka = await h.waitKey(A, 600_000);
       const kb = await h.waitKey(B, 60_000);
       if (ka.key !== kb.key) throw new Error(`room ${code}: the tabs' keys differ`);
-      await watching;
+      await watching.done;
     } catch (e) {
       if (/keys differ/.test(e.message)) throw e;
       ok = false;
@@ -113,9 +124,9 @@ try {
       inARow = 0;
     } else {
       inARow++;
-      await B.goto('about:blank'); // leaves the room: eve's watch ends with it
+      await B.goto('about:blank'); // leaves the room
       await A.goto('about:blank');
-      await watching;
+      await watching.stop();
     }
     console.error(`chromium: ${keys} keys, ${failed} rooms without one (room ${code}), ${rounds} rounds so far, ${Math.round((Date.now() - began) / 1000)} s`);
   }
