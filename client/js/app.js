@@ -484,12 +484,26 @@ function onAborted(m) {
       // Our own `abort {gave_up}` comes back to us too: we said it already (onStopped).
       if (ui.gaveUp) return;
       setStatus(isPoster()
-        ? `The peer gave up after too many rounds in a row were dropped. Press Start to try again; if it keeps happening, this room's tolerance${sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : ''} is too tight for these browsers: create a room with the default tolerance.`
+        ? `The peer gave up after too many rounds in a row were dropped. Press Start to try again; if it keeps happening, ${tooTight()}`
         : 'A poster gave up after too many rounds in a row were dropped.');
       return;
     default:
       setStatus(`The session was aborted (${m.reason}).`);
   }
+}
+
+/**
+ * What to do about a room whose rounds keep falling out of sync: a tolerance below this page's
+ * measured default is simply too tight; at or above it, the machine is busier now than when
+ * the page measured, and only a wider tolerance (or a quieter moment) helps.
+ */
+function tooTight() {
+  const tol = sgp.params ? sgp.params.tolerance_ms : null;
+  const d = pageTolerance().ms;
+  if (tol == null || tol < d) {
+    return `this room's tolerance${tol == null ? '' : ` (${tol} ms)`} is too tight for these browsers: create a room with the default tolerance.`;
+  }
+  return `these browsers are busier now than when this page measured them, too busy for this room's tolerance (${tol} ms): create a room with a wider one, or try again when the machine is quieter.`;
 }
 
 function onStopped(m) {
@@ -504,8 +518,7 @@ function onStopped(m) {
       ui.gaveUp = true;
       const last = m.last === 'desync' ? 'a round out of sync' : m.last === 'confirmation mismatch' ? 'the two keys differed' : m.last;
       const count = m.in_a_row ? `${m.failures} rounds or sessions in a row failed, over ${m.stuck_s} s` : `${m.total_failures} rounds or sessions failed`;
-      setStatus(`Gave up after ${count} (the last: ${last}). Press Start to try again; if it keeps happening, ` +
-        `this room's tolerance${sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : ''} is too tight for these browsers: create a room with the default tolerance.`);
+      setStatus(`Gave up after ${count} (the last: ${last}). Press Start to try again; if it keeps happening, ${tooTight()}`);
       return;
     }
     case 'sync_failed':
@@ -965,11 +978,12 @@ function sgpRecord() {
 window.sgpRecord = sgpRecord;
 
 /** A fresh jitter measurement, as the one that sets the default tolerance (for people and
- *  benchmarks measuring this browser; it changes nothing on the page). */
-window.sgpCalibrate = () => new Promise((resolve) => {
+ *  benchmarks measuring this browser; it changes nothing on the page). `opts`: {rate_hz,
+ *  span_ms} instead of the page's own (at most 1000 Hz and 10 s). */
+window.sgpCalibrate = (opts = {}) => new Promise((resolve) => {
   const id = ++ui.recordId;
   ui.records.set(id, resolve);
-  command({ cmd: 'calibrate', id });
+  command({ cmd: 'calibrate', id, rate_hz: opts.rate_hz, span_ms: opts.span_ms });
 });
 
 async function downloadRecord() {
