@@ -2,9 +2,11 @@
 // confirmed key on loopback, and how much the page weighs. Run by `make bench-browser`.
 //
 //   SGP_BIN=target/release/sgp CHROMIUM=/usr/bin/chromium node client/test/bench-browser.mjs
-//   RUNS=10 (default)  TOLERANCE_MS=… (default: the page's own measured default)
+//   RUNS=10 (default)  TOLERANCE_MS=… (default: the page's own measured default; a typed one
+//   gets its round size from the page's measurement, as a person typing it would)
 //   LAN=1: the server listens on every address (--bind 0.0.0.0) and the tabs open it at this
 //   machine's LAN address, as a second machine would: not cross-origin isolated.
+//   DUMP=FILE: every run's figures as JSON, with the measurement the default came from.
 //   CALIBRATE=N: also take N fresh jitter measurements per run (window.sgpCalibrate()) once the
 //   key is made, to compare with the one the page took while loading.
 //
@@ -16,11 +18,12 @@
 // report (`sgpState.rounds[].timing`, when the page provides it), the rates from `sent_us`.
 
 import { execFileSync } from 'node:child_process';
+import { writeFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
 import { gzipSync } from 'node:zlib';
 import * as h from './e2e/harness.mjs';
-import { defaultTolerance } from '../js/timing.js';
+import { defaultTolerance, roundSize } from '../js/timing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
 if (!process.env.SGP_BIN) process.env.SGP_BIN = resolve(HERE, '../../target/release/sgp');
@@ -31,6 +34,8 @@ const CALIBRATE = Number(process.env.CALIBRATE || 0);
 const JSON_OUT = process.argv.includes('--json');
 let base; // the pages' origin
 
+const GRID = [1, 1.25, 1.5, 1.75, 2, 2.25, 2.5, 3];
+const share = (worst, tMs) => (worst.length ? Math.round((100 * worst.filter((w) => w <= tMs * 1000).length) / worst.length) / 100 : null);
 const quantile = (xs, q) => {
   const s = [...xs].sort((a, b) => a - b);
   if (!s.length) return null;
@@ -54,7 +59,9 @@ async function oneRun(fx, i) {
   const A = await fx.page(`A${i}`);
   const B = await fx.page(`B${i}`);
   await A.goto(`${base}/`);
-  const tol = TOL ?? (await settledTolerance(A));
+  // Settled either way: a typed tolerance gets its round size from the same measurement.
+  const settled = await settledTolerance(A);
+  const tol = TOL ?? settled;
   const atLoad = await A.evaluate(() => ({ calibration: window.sgpState.calibration, calibrations: window.sgpState.calibrations, timing: window.sgpState.timing, isolated: window.crossOriginIsolated }));
   await h.byTestid(A, 'tolerance').fill(String(tol));
   await h.click(A, 'create');
@@ -74,8 +81,15 @@ async function oneRun(fx, i) {
   const rounds = sa.rounds.length;
   const dropped = sa.rounds.filter((r) => r.dropped || r.desync).length;
   // What the page's model expected of its rounds (at its default), against what they did.
-  const model = TOL ? null : defaultTolerance(atLoad.isolated, atLoad.timing && atLoad.timing.precision_us, atLoad.calibration);
+  const model = TOL ? roundSize(atLoad.calibration, Number(TOL)) : defaultTolerance(atLoad.isolated, atLoad.timing && atLoad.timing.precision_us, atLoad.calibration);
   const win = sa.params.duration_ms / 1000;
+  // Each round's worst |arrival error| over both tabs (Infinity: a tab has no timing for it,
+  // or fell behind its own schedule): the round would have been in sync at any τ' above it.
+  const worst = sa.rounds.filter((r) => r.timing).map((r) => {
+    const o = sb.rounds.find((x) => x.round === r.round && x.session === r.session && x.timing);
+    const tabs = [r, o].map((x) => (x && x.timing && !x.timing.spoiled && x.timing.abs_error_us && x.timing.abs_error_us.max != null ? x.timing.abs_error_us.max : Infinity));
+    return Math.max(...tabs);
+  });
   const perTab = [sa, sb].map((s) => {
     const rs = s.rounds.filter((r) => Array.isArray(r.sent_us) && r.sent_us.length);
     const posts = rs.reduce((a, r) => a + r.sent_us.length, 0);
@@ -99,6 +113,7 @@ async function oneRun(fx, i) {
     ok,
     ms,
     tolerance_ms: sa.params.tolerance_ms,
+    default_ms: Number(settled),
     rate_hz: sa.params.rate_hz,
     duration_ms: sa.params.duration_ms,
     strength: Number(ka.strength),
@@ -108,11 +123,13 @@ async function oneRun(fx, i) {
     actual_success: Math.round((100 * (rounds - dropped)) / rounds) / 100,
     posts_per_round: model ? model.posts : null,
     tabs: perTab,
+    worst_error_us: worst,
     isolated: atLoad.isolated,
     precision_us: atLoad.timing && atLoad.timing.precision_us,
     calibration: pick(atLoad.calibration),
     calibrations: atLoad.calibrations,
     later_calibrations: later.map(pick),
+    calibration_series_us: atLoad.calibration && atLoad.calibration.ok ? atLoad.calibration.dev_series_us : null,
   };
 }
 
@@ -170,11 +187,12 @@ try {
     runs.push(r);
     if (!JSON_OUT) {
       console.log(r.ok
-        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped; in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms, ` +
+        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped; in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms${TOL ? ` (default ${r.default_ms})` : ''}, ` +
           `rate ${r.rate_hz} Hz, window ${r.duration_ms} ms; tabs' rates ${r.tabs.map((t) => t.rate_hz.toFixed(1)).join('/')} Hz, ` +
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
           `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
           `skipped ${r.tabs.map((t) => `${t.skipped}/${t.planned}`).join(', ')}; isolated ${r.isolated}, precision ${r.precision_us} µs; ` +
+          `in sync at τ' ${GRID.map((t) => `${t}:${share(r.worst_error_us, t)}`).join(' ')}; ` +
           `calibration used ${JSON.stringify(r.calibration)} of ${JSON.stringify((r.calibrations || []).map((c) => c.dev_p90_us))} (p90s)${r.later_calibrations.length ? `, later ${JSON.stringify(r.later_calibrations)}` : ''}`
         : `run ${i}: FAILED ${r.error || 'keys differ or mismatch'}`);
     }
@@ -201,6 +219,8 @@ try {
     skipped_share: tabs.reduce((a, t) => a + t.skipped, 0) / Math.max(1, tabs.reduce((a, t) => a + t.planned, 0)),
     calibration_at_load_p996_us_p50: median(good.map((r) => r.calibration && r.calibration.p996).filter((x) => x != null)),
     calibration_later_p996_us_p50: median(good.flatMap((r) => r.later_calibrations.map((c) => c && c.p996)).filter((x) => x != null)),
+    // The share of all rounds that would have been in sync at τ' (their worst error within it).
+    in_sync_at: Object.fromEntries(GRID.map((t) => [t.toFixed(2), share(good.flatMap((r) => r.worst_error_us), t)])),
     lan: LAN,
     page_url: base,
     load_average: (await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' '),
@@ -209,7 +229,8 @@ try {
     page_sent_gzip_bytes: weight.wire,
     sgp_bin: process.env.SGP_BIN,
   };
-  if (JSON_OUT) console.log(JSON.stringify({ summary, runs, weight }));
+  if (process.env.DUMP) writeFileSync(process.env.DUMP, JSON.stringify(runs.map((r) => ({ ...r, calibration_series_us: r.calibration_series_us }))));
+  if (JSON_OUT) console.log(JSON.stringify({ summary, runs: runs.map(({ calibration_series_us, ...r }) => r), weight }));
   else for (const [k, v] of Object.entries(summary)) console.log(`${k.padEnd(26)} ${JSON.stringify(v)}`);
 } finally {
   await fx.close();
