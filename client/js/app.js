@@ -734,6 +734,7 @@ function onCalibration(m) {
   ui.calibStarted = false;
   if (!m.ok && /stopped/.test(m.message || '')) return; // left the landing view meanwhile
   ui.calibs = [...(ui.calibs || []), m];
+  window.sgpDebug.calibrations = ui.calibs; // every measurement in full, for benchmarks
   // The quietest measurement so far: the least expected time per bit (failed and unsure
   // ones last, the latest of them first).
   const rank = (c) => {

@@ -62,7 +62,7 @@ async function oneRun(fx, i) {
   // Settled either way: a typed tolerance gets its round size from the same measurement.
   const settled = await settledTolerance(A);
   const tol = TOL ?? settled;
-  const atLoad = await A.evaluate(() => ({ calibration: window.sgpState.calibration, calibrations: window.sgpState.calibrations, timing: window.sgpState.timing, isolated: window.crossOriginIsolated }));
+  const atLoad = await A.evaluate(() => ({ all: (window.sgpDebug.calibrations || []).map((c) => (c.ok ? c.dev_series_us : null)), calibration: window.sgpState.calibration, calibrations: window.sgpState.calibrations, timing: window.sgpState.timing, isolated: window.crossOriginIsolated }));
   await h.byTestid(A, 'tolerance').fill(String(tol));
   await h.click(A, 'create');
   await h.waitRole(A, 'alice');
@@ -130,6 +130,7 @@ async function oneRun(fx, i) {
     calibrations: atLoad.calibrations,
     later_calibrations: later.map(pick),
     calibration_series_us: atLoad.calibration && atLoad.calibration.ok ? atLoad.calibration.dev_series_us : null,
+    all_series_us: atLoad.all,
   };
 }
 
@@ -229,8 +230,8 @@ try {
     page_sent_gzip_bytes: weight.wire,
     sgp_bin: process.env.SGP_BIN,
   };
-  if (process.env.DUMP) writeFileSync(process.env.DUMP, JSON.stringify(runs.map((r) => ({ ...r, calibration_series_us: r.calibration_series_us }))));
-  if (JSON_OUT) console.log(JSON.stringify({ summary, runs: runs.map(({ calibration_series_us, ...r }) => r), weight }));
+  if (process.env.DUMP) writeFileSync(process.env.DUMP, JSON.stringify(runs));
+  if (JSON_OUT) console.log(JSON.stringify({ summary, runs: runs.map(({ calibration_series_us, all_series_us, ...r }) => r), weight }));
   else for (const [k, v] of Object.entries(summary)) console.log(`${k.padEnd(26)} ${JSON.stringify(v)}`);
 } finally {
   await fx.close();
