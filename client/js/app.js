@@ -979,12 +979,11 @@ function sgpRecord() {
 window.sgpRecord = sgpRecord;
 
 /** A fresh jitter measurement, as the one that sets the default tolerance (for people and
- *  benchmarks measuring this browser; it changes nothing on the page). `opts`: {rate_hz,
- *  span_ms} instead of the page's own (at most 1000 Hz and 10 s). */
-window.sgpCalibrate = (opts = {}) => new Promise((resolve) => {
+ *  benchmarks measuring this browser; it changes nothing on the page). */
+window.sgpCalibrate = () => new Promise((resolve) => {
   const id = ++ui.recordId;
   ui.records.set(id, resolve);
-  command({ cmd: 'calibrate', id, rate_hz: opts.rate_hz, span_ms: opts.span_ms });
+  command({ cmd: 'calibrate', id });
 });
 
 async function downloadRecord() {

@@ -204,7 +204,7 @@ let calibProbe = null;
 const CALIB_WARMUP_MS = 400;
 const CALIB_MS = 1200;
 
-async function calibrate(rateHz = CALIB_RATE_HZ, spanMs = CALIB_MS) {
+async function calibrate() {
   const proto = self.location.protocol === 'https:' ? 'wss:' : 'ws:';
   const ws = new WebSocket(`${proto}//${self.location.host}/ws`);
   const fwd = [];
@@ -241,7 +241,7 @@ async function calibrate(rateHz = CALIB_RATE_HZ, spanMs = CALIB_MS) {
   const warm = nowUs() + 20_000;
   const start = warm + CALIB_WARMUP_MS * 1000;
   measuredFrom = start;
-  const times = poisson(warm, start + spanMs * 1000, rateHz, uniform);
+  const times = poisson(warm, start + CALIB_MS * 1000, CALIB_RATE_HZ, uniform);
   let sent = 0;
   for (const t of times) {
     if (!(await waitUntil(t, probe))) break;
@@ -260,7 +260,7 @@ async function calibrate(rateHz = CALIB_RATE_HZ, spanMs = CALIB_MS) {
   const dev = [...series].sort((a, b) => a - b);
   const q = (f) => dev[Math.min(dev.length - 1, Math.ceil(f * dev.length) - 1)];
   return {
-    ok: true, samples: fwd.length, rate_hz: rateHz, span_ms: spanMs, one_way_p50_us: med,
+    ok: true, samples: fwd.length, rate_hz: CALIB_RATE_HZ, span_ms: CALIB_MS, one_way_p50_us: med,
     dev_p90_us: q(0.9), dev_p99_us: q(0.99), dev_p996_us: q(0.996), dev_max_us: dev[dev.length - 1], dev_series_us: series,
   };
 }
@@ -907,7 +907,7 @@ self.onmessage = (ev) => {
       toPage({ type: 'record', id: c.id, record: recordDoc() });
       return;
     case 'calibrate':
-      calibrate(...(c.rate_hz > 0 && c.span_ms > 0 ? [Math.min(1000, c.rate_hz), Math.min(10_000, c.span_ms)] : []))
+      calibrate()
         .catch((e) => ({ ok: false, message: e.message }))
         .then((r) => toPage({ type: 'calibration', ...r, id: c.id ?? null }));
       return;
