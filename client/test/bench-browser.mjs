@@ -87,8 +87,7 @@ async function oneRun(fx, i) {
   // or fell behind its own schedule): the round would have been in sync at any τ' above it.
   const worst = sa.rounds.filter((r) => r.timing).map((r) => {
     const o = sb.rounds.find((x) => x.round === r.round && x.session === r.session && x.timing);
-    const tabs = [r, o].map((x) => (x && x.timing && !x.timing.spoiled && x.timing.abs_error_us && x.timing.abs_error_us.max != null ? x.timing.abs_error_us.max : Infinity));
-    return Math.max(...tabs);
+    return Math.max(...[r, o].map((x) => (x?.timing.spoiled ? Infinity : x?.timing.abs_error_us?.max ?? Infinity)));
   });
   const perTab = [sa, sb].map((s) => {
     const rs = s.rounds.filter((r) => Array.isArray(r.sent_us) && r.sent_us.length);
