@@ -75,6 +75,11 @@ async function oneRun(fx, i) {
   const [ka, kb] = await Promise.all([h.waitKey(A, 300_000), h.waitKey(B, 300_000)]);
   const ms = Date.now() - t0;
   const [sa, sb] = [await h.state(A), await h.state(B)];
+  // Where the time went, on the server's clock (the last 50 rounds the page keeps): the
+  // rounds' windows, and the gaps from one round's t_end to the next one's t_start.
+  const spans = await A.evaluate(() => window.sgpDebug.rounds.filter((m) => !m.observer && m.t_start_us != null).map((m) => [m.t_start_us, m.t_end_us]));
+  const windowsMs = spans.reduce((a, [s, e]) => a + (e - s), 0) / 1000;
+  const gapsMs = spans.slice(1).map(([s], k) => (s - spans[k][1]) / 1000);
   const later = [];
   for (let k = 0; k < CALIBRATE; k++) later.push(await A.evaluate(() => window.sgpCalibrate()));
   const ok = ka.state === 'match' && kb.state === 'match' && ka.key === kb.key;
@@ -123,6 +128,9 @@ async function oneRun(fx, i) {
     posts_per_round: model ? model.posts : null,
     tabs: perTab,
     worst_error_us: worst,
+    windows_ms: windowsMs,
+    gap_ms_p50: median(gapsMs),
+    gaps_ms: gapsMs,
     isolated: atLoad.isolated,
     precision_us: atLoad.timing && atLoad.timing.precision_us,
     calibration: pick(atLoad.calibration),
@@ -192,6 +200,7 @@ try {
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
           `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
           `skipped ${r.tabs.map((t) => `${t.skipped}/${t.planned}`).join(', ')}; isolated ${r.isolated}, precision ${r.precision_us} µs; ` +
+          `windows ${Math.round(r.windows_ms)} ms, gaps p50 ${r.gap_ms_p50} ms; ` +
           `in sync at τ' ${GRID.map((t) => `${t}:${share(r.worst_error_us, t)}`).join(' ')}; ` +
           `calibration used ${JSON.stringify(r.calibration)} of ${JSON.stringify((r.calibrations || []).map((c) => c.dev_p90_us))} (p90s)${r.later_calibrations.length ? `, later ${JSON.stringify(r.later_calibrations)}` : ''}`
         : `run ${i}: FAILED ${r.error || 'keys differ or mismatch'}`);
@@ -207,6 +216,8 @@ try {
     time_to_key_ms_min: good.length ? Math.min(...good.map((r) => r.ms)) : null,
     time_to_key_ms_max: good.length ? Math.max(...good.map((r) => r.ms)) : null,
     rounds_per_key_p50: median(good.map((r) => r.rounds)),
+    windows_share_p50: median(good.map((r) => Math.round((100 * r.windows_ms) / r.ms) / 100)),
+    gap_between_rounds_ms_p50: median(good.flatMap((r) => r.gaps_ms)),
     dropped_round_rate: good.reduce((a, r) => a + r.dropped, 0) / Math.max(1, good.reduce((a, r) => a + r.rounds, 0)),
     predicted_success_p50: median(good.map((r) => r.predicted_success).filter((x) => x != null)),
     actual_success_p50: median(good.map((r) => r.actual_success)),
