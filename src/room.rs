@@ -69,8 +69,14 @@ pub struct Out {
 pub struct Limits {
     /// A room with no message for this long is removed.
     pub idle_room_us: i64,
-    /// `start` announces a window beginning this far ahead, so the message arrives first.
+    /// `start` announces a window beginning this far ahead, so the message arrives first,
+    /// while the room has not yet measured its posters' turnaround (see [`Limits::lead_for`]).
     pub lead_us: i64,
+    /// The lead once both posters' turnarounds are known: `lead_turns` × the slower one's,
+    /// within [`lead_min_us`, `lead_max_us`].
+    pub lead_turns: i64,
+    pub lead_min_us: i64,
+    pub lead_max_us: i64,
     /// A round is closed this long after `t_end` even if a poster never sent `done`.
     pub grace_us: i64,
     /// Posts a poster may send at once above its steady allowance.
@@ -88,11 +94,29 @@ pub struct Limits {
     pub board_per_sec: f64,
 }
 
+impl Limits {
+    /// How far ahead `start` puts `t_start`, given each poster's last turnaround (`closed`
+    /// sent → its verdict received, µs). A turnaround is at least a round trip, so twice it
+    /// is at least four one-way delays: the `start` reaches the slower poster well before
+    /// the window opens, however far away it is. Never less than 50 ms: a poster's page is
+    /// still drawing the last round when it has said `ready` (with 20 ms, measured in two
+    /// Chromium tabs, 11 % of the posts of a round's first 25 ms missed τ, 0.5 % later on).
+    pub fn lead_for(&self, turns: [Option<i64>; 2]) -> i64 {
+        match turns {
+            [Some(a), Some(b)] => (self.lead_turns * a.max(b)).clamp(self.lead_min_us, self.lead_max_us),
+            _ => self.lead_us,
+        }
+    }
+}
+
 impl Default for Limits {
     fn default() -> Self {
         Limits {
             idle_room_us: 10 * 60 * 1_000_000,
             lead_us: 50_000,
+            lead_turns: 2,
+            lead_min_us: 50_000,
+            lead_max_us: 1_000_000,
             grace_us: 2_000_000,
             post_burst: 64.0,
             post_rate_factor: 4.0,
@@ -164,6 +188,12 @@ struct Room {
     buckets: [Bucket; 2],
     /// Posts each poster sent in the current round (refused ones included).
     posts_in_round: [u32; 2],
+    /// When the last `closed` went out, until each poster's verdict on it has come in.
+    closed_at: Option<i64>,
+    /// Each poster's last turnaround (`closed` → its `ready` or `confirm`), for the lead.
+    turn_us: [Option<i64>; 2],
+    /// Which posters' verdicts on the last `closed` have been timed.
+    turn_taken: [bool; 2],
 }
 
 impl Room {
@@ -191,9 +221,22 @@ impl Room {
         self.verdicts = [Verdict::None, Verdict::None];
         self.need_ready = [false, false];
         self.dropped = false;
+        self.closed_at = None;
     }
-    fn close_round(&mut self) -> Out {
+    /// Times poster `k`'s first verdict on the last `closed` (not one after a dropped
+    /// round: a re-sync sits in between, which says nothing about the way to the poster).
+    fn time_verdict(&mut self, k: usize, now: i64) {
+        if let Some(at) = self.closed_at {
+            if !self.turn_taken[k] && !self.dropped {
+                self.turn_us[k] = Some(now - at);
+            }
+            self.turn_taken[k] = true;
+        }
+    }
+    fn close_round(&mut self, now: i64) -> Out {
         self.phase = Phase::Between;
+        self.closed_at = Some(now);
+        self.turn_taken = [false, false];
         Out {
             to: self.members(),
             msg: ServerMsg::Closed {
@@ -366,6 +409,9 @@ impl Engine {
             board_version: 0,
             buckets: [bucket.clone(), bucket],
             posts_in_round: [0, 0],
+            closed_at: None,
+            turn_us: [None, None],
+            turn_taken: [false, false],
         };
         let peers = room.peers();
         self.rooms.insert(code.clone(), room);
@@ -391,6 +437,7 @@ impl Engine {
             Role::Observer
         } else if let Some(k) = r.posters.iter().position(Option::is_none) {
             r.posters[k] = Some(conn);
+            r.turn_us[k] = None; // a new poster: its way to the server is not yet known
             ROLES[k]
         } else {
             return err(conn, ErrorCode::RoomFull, format!("room {code} has both posters; join as an observer to watch"));
@@ -418,7 +465,10 @@ impl Engine {
         };
         let mut out = Vec::new();
         match seat_index(role) {
-            Some(k) => r.posters[k] = None,
+            Some(k) => {
+                r.posters[k] = None;
+                r.turn_us[k] = None;
+            }
             None => r.observers.retain(|&c| c != conn),
         }
         if r.is_empty() {
@@ -467,6 +517,7 @@ impl Engine {
                 if matches!(r.phase, Phase::Running { .. }) {
                     return err(conn, ErrorCode::NotAllowed, "a round is running; send done after t_end");
                 }
+                r.time_verdict(k, now);
                 r.verdicts[k] = Verdict::Ready;
                 r.need_ready[k] = false;
                 self.advance(conn, now)
@@ -488,6 +539,7 @@ impl Engine {
                         format!("confirm: `tag` must be {} hex digits", r.params.tag_bits / 4),
                     );
                 }
+                r.time_verdict(k, now);
                 r.verdicts[k] = Verdict::Confirm(tag.to_ascii_lowercase());
                 self.advance(conn, now)
             }
@@ -504,7 +556,7 @@ impl Engine {
                 }
                 done[k] = true;
                 if done[0] && done[1] {
-                    vec![r.close_round()]
+                    vec![r.close_round(now)]
                 } else {
                     Vec::new()
                 }
@@ -592,7 +644,7 @@ impl Engine {
                     r.round = 0;
                 }
                 r.round += 1;
-                let t_start = now + self.limits.lead_us;
+                let t_start = now + self.limits.lead_for(r.turn_us);
                 let t_end = t_start + r.params.duration_ms as i64 * 1000;
                 r.phase = Phase::Running { t_start, t_end, done: [false, false] };
                 r.verdicts = [Verdict::None, Verdict::None];
@@ -640,7 +692,7 @@ impl Engine {
         for (code, r) in self.rooms.iter_mut() {
             if let Phase::Running { t_end, .. } = r.phase {
                 if now >= t_end + self.limits.grace_us {
-                    out.push(r.close_round());
+                    out.push(r.close_round(now));
                 }
             }
             if now - r.last_activity_us >= self.limits.idle_room_us {
@@ -856,6 +908,59 @@ mod tests {
         assert_eq!((session, *round), (&s1, 2));
     }
 
+    /// The lead follows the posters' turnarounds once both are known, within its bounds, and
+    /// a dropped round, a new poster or a re-sync in between does not count as one.
+    #[test]
+    fn lead_follows_the_slower_posters_turnaround() {
+        let l = Limits::default();
+        let mut e = engine();
+        let code = room_with_three(&mut e);
+        let begin = |e: &mut Engine, a: i64, b: i64, closed: i64| -> i64 {
+            e.handle(1, ClientMsg::Ready {}, closed + a);
+            let out = e.handle(2, ClientMsg::Ready {}, closed + b);
+            let ServerMsg::Start { t_start_us, .. } = &out[0].msg else { panic!("{out:?}") };
+            *t_start_us - (closed + a.max(b))
+        };
+        let close = |e: &mut Engine, te: i64| {
+            e.handle(1, ClientMsg::Done {}, te);
+            let out = e.handle(2, ClientMsg::Done {}, te);
+            assert!(matches!(out[0].msg, ServerMsg::Closed { .. }), "{out:?}");
+        };
+        // First round: nothing measured yet.
+        let (ts, te) = start(&mut e, T0);
+        assert_eq!(ts - T0, l.lead_us);
+        close(&mut e, te);
+        // Turnarounds of 3 and 5 ms (one machine): twice 5 ms is below the floor of 50 ms.
+        assert_eq!(begin(&mut e, 3_000, 5_000, te), l.lead_min_us);
+        let te = te + l.lead_min_us + 5_000 + 1_000_000;
+        close(&mut e, te);
+        // 30 and 80 ms (a long way to bob): twice the slower one.
+        assert_eq!(begin(&mut e, 30_000, 80_000, te), 160_000);
+        let te = te + 160_000 + 80_000 + 1_000_000;
+        close(&mut e, te);
+        // Ten seconds (a stalled client): capped.
+        assert_eq!(begin(&mut e, 1_000, 10_000_000, te), l.lead_max_us);
+        let te = te + l.lead_max_us + 10_000_000 + 1_000_000;
+        close(&mut e, te);
+        // A dropped round: the verdicts after it come after a re-sync and are not timed.
+        e.handle(1, ClientMsg::Abort { reason: "desync".into() }, te + 1_000);
+        assert_eq!(begin(&mut e, 400_000, 400_000, te), l.lead_max_us, "the last turnarounds stand");
+        let te = te + l.lead_max_us + 400_000 + 1_000_000;
+        close(&mut e, te);
+        assert_eq!(begin(&mut e, 2_000, 4_000, te), l.lead_min_us);
+        let te = te + l.lead_min_us + 4_000 + 1_000_000;
+        close(&mut e, te);
+        // Bob leaves and someone else takes the seat: back to the default until measured.
+        e.handle(2, ClientMsg::Leave {}, te + 1_000);
+        let out = e.handle(4, ClientMsg::Join { room: code, as_: None }, te + 2_000);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }), "{out:?}");
+        e.handle(1, ClientMsg::Ready {}, te + 3_000);
+        let out = e.handle(4, ClientMsg::Ready {}, te + 3_000);
+        let ServerMsg::Start { t_start_us, .. } = &out[0].msg else { panic!("{out:?}") };
+        assert_eq!(*t_start_us - (te + 3_000), l.lead_us);
+        assert_eq!(l.lead_for([Some(1_000), None]), l.lead_us);
+    }
+
     #[test]
     fn observer_never_learns_a_sender() {
         let mut e = engine();
@@ -931,7 +1036,7 @@ mod tests {
         room_with_three(&mut e);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, T0)), ErrorCode::NotAllowed);
         let (ts, te) = start(&mut e, T0);
-        let g = 20_000; // the guard for τ = 1 ms: max(20τ, 2 ms)
+        let g = 8_000; // the guard for τ = 1 ms at 125 Hz: 4τ + half a mean gap (protocol::default_guard_ms)
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts - g - 1)), ErrorCode::NotAllowed);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + g + 1)), ErrorCode::NotAllowed);
         assert_eq!(error_code(&e.handle(3, ClientMsg::Post { label: Label::A }, ts + 5)), ErrorCode::NotAllowed);
