@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import {
   sample, best, poisson, uniformFrom, labelsFromBytes, refineBias, quantile, defaultTolerance,
   roundDurationMs, roundSuccess, roundSize, roundBits, POSTS_PER_ROUND, ROUND_POSTS, ROUND_SIZES, FLOOR_MS,
-  SYNC_ALLOWANCE_US, MAX_DEFAULT_TOLERANCE_MS,
+  CALIBRATION_EXCESS, missShare, MAX_DEFAULT_TOLERANCE_MS,
 } from '../js/timing.js';
 
 /** A seeded uniform generator (xorshift), so the statistics below are reproducible. */
@@ -91,24 +91,30 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   // A quiet machine: 150-400 µs of jitter. The floor covers it, in the longest rounds.
   const quiet = series(300, (i) => 150 + ((i * 37) % 250));
   const q = defaultTolerance(true, 5, { ok: true, dev_series_us: quiet });
-  assert.equal(q.ms, 1);
+  assert.equal(q.ms, FLOOR_MS.isolated);
   assert.equal(q.posts, ROUND_SIZES.at(-1));
   assert.equal(q.widened, false);
-  assert.ok(q.success > 0.7, `${q.success}`); // 2.5 rounds' worth of clean windows, squared
+  assert.ok(q.success > 0.85, `${q.success}`); // 120 posts, each missing about 1 in 900
   // One 50 ms stall (five messages in a row): no τ ≤ 5 ms covers it, so it is not widened for.
   const stall = quiet.map((x, i) => (i >= 40 && i < 45 ? 50_000 : x));
-  assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: stall }).ms, 1, 'a stall is not worth widening for');
+  assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: stall }).ms, FLOOR_MS.isolated, 'a stall is not worth widening for');
   // Jitter up to 1.6 ms all along (a busy machine): widened to cover it, ≤ 2 ms.
   const busy = series(300, (i) => ((i * 7919) % 1600));
   const b = defaultTolerance(true, 5, { ok: true, dev_series_us: busy });
   assert.ok(b.widened && b.ms >= 1.75 && b.ms <= 2, JSON.stringify(b));
-  // Scattered 2 ms outliers, one in 60: τ = 1 ms fails most rounds, widening pays.
+  // Scattered 2 ms outliers, one message in 60: at the floor a round of 60 posts a poster would
+  // meet two; 2 ms covers them, at 1.33× the floor's cost per bit, and pays.
   const scattered = quiet.map((x, i) => (i % 60 === 7 ? 2_000 : x));
   const sc = defaultTolerance(true, 5, { ok: true, dev_series_us: scattered });
-  assert.equal(sc.ms, 2.25, JSON.stringify(sc));
-  // At a τ the user typed (1 ms), the outliers call for short rounds that miss them.
-  const typed = roundSize({ ok: true, dev_series_us: scattered }, 1);
-  assert.ok(typed.posts <= 20 && typed.success > 0.3, JSON.stringify(typed));
+  assert.deepEqual([sc.ms, sc.posts, sc.widened], [2, ROUND_SIZES.at(-1), true], JSON.stringify(sc));
+  // The same at 4 ms: covering them would cost 2.7× per bit, so shorter rounds at the floor.
+  const far = quiet.map((x, i) => (i % 60 === 7 ? 4_000 : x));
+  const fa = defaultTolerance(true, 5, { ok: true, dev_series_us: far });
+  assert.deepEqual([fa.ms, fa.widened], [FLOOR_MS.isolated, false], JSON.stringify(fa));
+  assert.ok(fa.posts < ROUND_SIZES.at(-1) && fa.success < q.success, JSON.stringify(fa));
+  // At a τ the user typed, the outliers call for shorter rounds.
+  const typed = roundSize({ ok: true, dev_series_us: scattered }, 1.5);
+  assert.ok(typed.posts < ROUND_SIZES.at(-1) && typed.success > 0.3, JSON.stringify(typed));
   assert.deepEqual(roundSize(null, 1), { posts: POSTS_PER_ROUND, success: null, ms_per_bit: null });
   // Never beyond the maximum, however bad; and a measurement in which nothing works says nothing.
   const hopeless = defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, () => 40_000) });
@@ -117,18 +123,17 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   assert.ok(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, (i) => (i * 13) % 4_600) }).ms <= MAX_DEFAULT_TOLERANCE_MS);
 });
 
-test('round success: windows of one round\'s posts with every deviation within τ − the sync allowance', () => {
-  const w = ROUND_POSTS;
-  const n = 4 * w; // 4 rounds' worth of messages, 3w + 1 windows
-  const trials = 4;
-  const all = Array(n).fill(100);
-  assert.equal(roundSuccess(all, 1), (trials + 0.5) / (trials + 1));
-  const one = all.map((x, i) => (i === 0 ? 900 : x)); // 900 > 1000 − 250: spoils the one window holding it
-  const share = (3 * w) / (3 * w + 1);
-  assert.equal(roundSuccess(one, 1), (share * trials + 0.5) / (trials + 1));
-  assert.equal(roundSuccess(one, 1.25), (trials + 0.5) / (trials + 1), '900 ≤ 1250 − 250');
-  assert.equal(SYNC_ALLOWANCE_US, 250);
-  // Shorter windows: more trials in the same messages, so a clean measurement says more.
+test('round success: every one of the round\'s posts within τ, each missing it a third as often as calibration messages', () => {
+  const all = Array(298).fill(100);
+  // A clean measurement of 298 messages: about one in 300, over CALIBRATION_EXCESS.
+  assert.equal(CALIBRATION_EXCESS, 3);
+  assert.equal(missShare(all, 1), 1 / 300 / 3);
+  assert.equal(roundSuccess(all, 1, 120), (1 - 1 / 900) ** 120);
+  const two = all.map((x, i) => (i < 2 ? 1_500 : x)); // beyond 1 ms, within 1.5 ms
+  assert.equal(missShare(two, 1), 3 / 900);
+  assert.equal(missShare(two, 1.5), 1 / 900, 'a deviation equal to or below τ is within it');
+  assert.ok(roundSuccess(two, 1) < roundSuccess(two, 1.5));
+  // Longer rounds: more posts that may miss.
   assert.ok(roundSuccess(all, 1, 20) > roundSuccess(all, 1, 120));
 });
 
@@ -139,9 +144,9 @@ test('what a round is worth: log2 C(k, k/2) with k = 2m/e kept entries', () => {
 });
 
 test('round length: about POSTS_PER_ROUND posts per poster plus two guards', () => {
-  // τ = 1 ms: 125 Hz per poster, G = 20 ms.
-  assert.equal(roundDurationMs(1), Math.ceil((POSTS_PER_ROUND / 125) * 1000 + 40));
-  assert.equal(roundDurationMs(1, 10), 120);
+  // τ = 1 ms: 125 Hz per poster, G = 4 ms + half of the 8 ms mean gap = 8 ms.
+  assert.equal(roundDurationMs(1), Math.ceil((POSTS_PER_ROUND / 125) * 1000 + 16));
+  assert.equal(roundDurationMs(1, 10), 96);
   // τ = 0.05 ms: G = 2 ms (the floor): 40 posts at 2.5 kHz, 16 ms, plus 4 ms.
   assert.equal(roundDurationMs(0.05), 20);
   // Clamped to [10 ms, 120 s].
