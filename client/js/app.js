@@ -606,6 +606,9 @@ function emptyNote() {
 // ---------------------------------------------------------------------------------------
 // Timeline.
 
+/** Round pictures kept on the page (newest first). */
+const MAX_PICTURES = 40;
+
 function drawRound(m) {
   const observer = m.observer;
   const svg = roundSvg({
@@ -638,6 +641,10 @@ function drawRound(m) {
   const tl = $('timeline');
   $('timeline-empty')?.remove();
   tl.prepend(fig); // newest first
+  // Only the newest pictures stay on the page: each is a few hundred SVG elements, and a page
+  // that kept hundreds of them laid out would slow the next rounds' posts (the record, and
+  // sgpState.rounds, keep every round).
+  while (tl.children.length > MAX_PICTURES) tl.lastElementChild.remove();
 }
 
 /** Marks the newest picture of that round as dropped (newest first in the timeline). */
