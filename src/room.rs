@@ -100,7 +100,7 @@ impl Limits {
     /// is at least four one-way delays: the `start` reaches the slower poster well before
     /// the window opens, however far away it is. Never less than 50 ms: a poster's page is
     /// still drawing the last round when it has said `ready` (with 20 ms, measured in two
-    /// Chromium tabs, 11 % of the posts of a round's first 25 ms missed τ, 0.5 % later on).
+    /// Chromium tabs, 11-20 % of the posts of a round's first 25 ms missed τ, 0.4-2 % later).
     pub fn lead_for(&self, turns: [Option<i64>; 2]) -> i64 {
         match turns {
             [Some(a), Some(b)] => (self.lead_turns * a.max(b)).clamp(self.lead_min_us, self.lead_max_us),

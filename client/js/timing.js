@@ -167,10 +167,11 @@ const usable = (calib) => (calib && calib.ok && Array.isArray(calib.dev_series_u
 
 /**
  * The calibration's messages go beyond a given τ more often than the posts of a round do:
- * measured over 10 pairs of tabs (BENCHMARKS.md, "The model, measured"), the share of
- * calibration deviations above 1-1.75 ms was 3-4× the share of round posts whose arrival error
- * was (pings go four times as often as posts, at page load, and each is timed both ways). So
- * a post's chance of missing τ is taken as the calibration's share beyond τ over this.
+ * measured (BENCHMARKS.md, "Guard, lead and model"), the share of calibration deviations
+ * above τ = 1-1.75 ms (ten pages' measurements) was 3-4× the share of round posts whose
+ * arrival error was (four pairs of tabs, 5 643 posts); pings go four times as often as posts,
+ * and are sent while the page loads. So a post's chance of missing τ is taken as the
+ * calibration's share beyond τ over this.
  */
 export const CALIBRATION_EXCESS = 3;
 
