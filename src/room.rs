@@ -1036,7 +1036,7 @@ mod tests {
         room_with_three(&mut e);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, T0)), ErrorCode::NotAllowed);
         let (ts, te) = start(&mut e, T0);
-        let g = 8_000; // the guard for τ = 1 ms at 125 Hz: 4τ + half a mean gap (protocol::default_guard_ms)
+        let g = 20_000; // the guard for τ = 1 ms: max(20τ, 2 ms) (protocol::default_guard_ms)
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts - g - 1)), ErrorCode::NotAllowed);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + g + 1)), ErrorCode::NotAllowed);
         assert_eq!(error_code(&e.handle(3, ClientMsg::Post { label: Label::A }, ts + 5)), ErrorCode::NotAllowed);

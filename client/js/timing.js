@@ -222,12 +222,11 @@ export function roundSuccess(devs, tolMs, w = ROUND_POSTS) {
 /**
  * The round length (ms) this page asks for when it creates a room: long enough for about
  * `posts` posts from each poster at the default rate 1/(8τ), plus the two guard zones
- * (G = max(4τ + half a mean gap, 2 ms), the server's default: 8τ at this rate), within
- * [10 ms, 120 s].
+ * (G = max(20τ, 2 ms), the server's default), within [10 ms, 120 s].
  */
 export function roundDurationMs(toleranceMs, posts = POSTS_PER_ROUND) {
   const rateHz = 1000 / (8 * toleranceMs);
-  const guardMs = Math.max(4 * toleranceMs + 500 / rateHz, 2);
+  const guardMs = Math.max(20 * toleranceMs, 2);
   const ms = Math.ceil((posts / rateHz) * 1000 + 2 * guardMs);
   return Math.min(120_000, Math.max(10, ms));
 }

@@ -144,9 +144,9 @@ test('what a round is worth: log2 C(k, k/2) with k = 2m/e kept entries', () => {
 });
 
 test('round length: about POSTS_PER_ROUND posts per poster plus two guards', () => {
-  // τ = 1 ms: 125 Hz per poster, G = 4 ms + half of the 8 ms mean gap = 8 ms.
-  assert.equal(roundDurationMs(1), Math.ceil((POSTS_PER_ROUND / 125) * 1000 + 16));
-  assert.equal(roundDurationMs(1, 10), 96);
+  // τ = 1 ms: 125 Hz per poster, G = 20 ms.
+  assert.equal(roundDurationMs(1), Math.ceil((POSTS_PER_ROUND / 125) * 1000 + 40));
+  assert.equal(roundDurationMs(1, 10), 120);
   // τ = 0.05 ms: G = 2 ms (the floor): 40 posts at 2.5 kHz, 16 ms, plus 4 ms.
   assert.equal(roundDurationMs(0.05), 20);
   // Clamped to [10 ms, 120 s].
