@@ -188,12 +188,10 @@ struct Room {
     buckets: [Bucket; 2],
     /// Posts each poster sent in the current round (refused ones included).
     posts_in_round: [u32; 2],
-    /// When the last `closed` went out, until each poster's verdict on it has come in.
+    /// When the last `closed` of this session went out.
     closed_at: Option<i64>,
     /// Each poster's last turnaround (`closed` → its `ready` or `confirm`), for the lead.
     turn_us: [Option<i64>; 2],
-    /// Which posters' verdicts on the last `closed` have been timed.
-    turn_taken: [bool; 2],
 }
 
 impl Room {
@@ -223,20 +221,17 @@ impl Room {
         self.dropped = false;
         self.closed_at = None;
     }
-    /// Times poster `k`'s first verdict on the last `closed` (not one after a dropped
-    /// round: a re-sync sits in between, which says nothing about the way to the poster).
+    /// Times poster `k`'s first verdict on the last `closed` (not a repeated one, and not
+    /// one after a dropped round: a re-sync sits in between, which says nothing about the
+    /// way to the poster). Call it before the verdict is recorded.
     fn time_verdict(&mut self, k: usize, now: i64) {
-        if let Some(at) = self.closed_at {
-            if !self.turn_taken[k] && !self.dropped {
-                self.turn_us[k] = Some(now - at);
-            }
-            self.turn_taken[k] = true;
+        if let (Some(at), Verdict::None, false) = (self.closed_at, &self.verdicts[k], self.dropped) {
+            self.turn_us[k] = Some(now - at);
         }
     }
     fn close_round(&mut self, now: i64) -> Out {
         self.phase = Phase::Between;
         self.closed_at = Some(now);
-        self.turn_taken = [false, false];
         Out {
             to: self.members(),
             msg: ServerMsg::Closed {
@@ -411,7 +406,6 @@ impl Engine {
             posts_in_round: [0, 0],
             closed_at: None,
             turn_us: [None, None],
-            turn_taken: [false, false],
         };
         let peers = room.peers();
         self.rooms.insert(code.clone(), room);
