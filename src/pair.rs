@@ -416,7 +416,7 @@ fn creator_params(opts: &Opts, tol: f64) -> ParamsIn {
     let mut p = ParamsIn { tolerance_ms: Some(tol), target_bits: opts.target_bits, duration_ms: opts.duration_ms, ..Default::default() };
     // A fixed-gap schedule needs a window that holds its 16 posts.
     if p.duration_ms.is_none() {
-        p.duration_ms = opts.schedule.window_ms(crate::protocol::default_guard_ms(tol, 1000.0 / (8.0 * tol)));
+        p.duration_ms = opts.schedule.window_ms(crate::protocol::default_guard_ms(tol));
     }
     p
 }

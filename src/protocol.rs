@@ -125,7 +125,7 @@ impl Params {
         if !(rate > 0.0 && rate <= 10_000.0) {
             return Err(format!("params.rate_hz must be in (0, 10000], got {rate}"));
         }
-        let guard = p.guard_ms.unwrap_or_else(|| default_guard_ms(tol, rate));
+        let guard = p.guard_ms.unwrap_or_else(|| default_guard_ms(tol));
         if !(0.0..=10_000.0).contains(&guard) {
             return Err(format!("params.guard_ms must be in [0, 10000], got {guard}"));
         }
@@ -182,8 +182,7 @@ impl Params {
 /// `4τ + ½ gap` (8τ at the default rate) would cover it with τ to spare. The default stays
 /// 20τ, the guard the audit passed at N ≥ 100 000: a trial at 8τ was coin-like over 40 000
 /// entries only (SECURITY.md), and its gain did not show beside the key time's spread.
-/// `rate_hz` is for the narrower rule, should a longer audit support it.
-pub fn default_guard_ms(tol_ms: f64, _rate_hz: f64) -> f64 {
+pub fn default_guard_ms(tol_ms: f64) -> f64 {
     (20.0 * tol_ms).max(2.0)
 }
 
