@@ -75,10 +75,11 @@ async function oneRun(fx, i) {
   const [ka, kb] = await Promise.all([h.waitKey(A, 300_000), h.waitKey(B, 300_000)]);
   const ms = Date.now() - t0;
   const [sa, sb] = [await h.state(A), await h.state(B)];
-  // Where the time went, on the server's clock (the last 50 rounds the page keeps): the
-  // rounds' windows, and the gaps from one round's t_end to the next one's t_start.
+  // Where the time went: every closed round's window (a room's rounds all last duration_ms),
+  // and, on the server's clock, the gaps from one round's t_end to the next one's t_start
+  // (over the last 50 rounds, which the page keeps in full).
+  const windowsMs = sa.rounds.length * sa.params.duration_ms;
   const spans = await A.evaluate(() => window.sgpDebug.rounds.filter((m) => !m.observer && m.t_start_us != null).map((m) => [m.t_start_us, m.t_end_us]));
-  const windowsMs = spans.reduce((a, [s, e]) => a + (e - s), 0) / 1000;
   const gapsMs = spans.slice(1).map(([s], k) => (s - spans[k][1]) / 1000);
   const later = [];
   for (let k = 0; k < CALIBRATE; k++) later.push(await A.evaluate(() => window.sgpCalibrate()));
