@@ -121,7 +121,7 @@ export const MAX_DEFAULT_TOLERANCE_MS = 5;
 export const FLOOR_MS = { isolated: 1.5, notIsolated: 2 };
 /**
  * Per round, besides its window (ms): the server's lead (50 ms on one machine), `done`
- * (3 ms + 2τ after t_end), the board and `ready`. Measured: 65-68 ms from one round's t_end
+ * (3 ms + 2τ after t_end), the board and `ready`. Measured: 64-67 ms from one round's t_end
  * to the next one's t_start (`make bench-browser`, "gaps").
  */
 export const ROUND_OVERHEAD_MS = 70;
