@@ -606,8 +606,11 @@ function emptyNote() {
 // ---------------------------------------------------------------------------------------
 // Timeline.
 
-/** Round pictures kept on the page (newest first). */
+/** Round pictures kept on the page (newest first); shown in #timeline-keep and put on
+ * #timeline as data-keep (which the browser tests read). */
 const MAX_PICTURES = 40;
+$('timeline').dataset.keep = String(MAX_PICTURES);
+$('timeline-keep').textContent = String(MAX_PICTURES);
 
 function drawRound(m) {
   const observer = m.observer;

@@ -234,9 +234,16 @@ test('the observer sees every closed round, and nothing that tells the posters a
   assert.ok(posterRounds.length >= 1, 'at least one round');
   assert.equal(bobRounds.length, posterRounds.length, 'both posters saw the same number of closed rounds');
 
+  // The page keeps the pictures of the newest `keep` rounds only (every page alike): the
+  // observer must have exactly those, and the poster's page no more.
+  const keep = Number(await s.E.$eval('#timeline', (el) => el.dataset.keep));
+  assert.ok(Number.isInteger(keep) && keep >= 10, `the timeline says how many pictures it keeps (${keep})`);
+  const shown = posterRounds.slice(-keep);
+  assert.equal(await s.A.$$eval('svg[data-testid="round-svg"]', (els) => els.length), shown.length,
+    `the poster's page keeps the pictures of the newest ${keep} rounds, no more`);
   // The observer's SVGs arrive with the same `closed` messages: give them a moment.
   await s.E.waitForFunction((n) => document.querySelectorAll('svg[data-testid="round-svg"]').length >= n,
-    posterRounds.length, { timeout: 15_000, polling: 100 }).catch(() => {});
+    shown.length, { timeout: 15_000, polling: 100 }).catch(() => {});
   const svgs = await s.E.$$eval('svg[data-testid="round-svg"]', (els) => els.map((e) => ({
     session: e.getAttribute('data-session'),
     round: e.getAttribute('data-round'),
@@ -244,8 +251,8 @@ test('the observer sees every closed round, and nothing that tells the posters a
     kept: e.getAttribute('data-kept'),
   })));
   t.diagnostic(`observer SVGs: ${JSON.stringify(svgs)}`);
-  assert.equal(svgs.length, posterRounds.length, 'one SVG per closed round (kept and dropped rounds alike)');
-  for (const [i, r] of posterRounds.entries()) {
+  assert.equal(svgs.length, shown.length, `one SVG per closed round of the newest ${keep} (kept and dropped rounds alike; ${posterRounds.length} closed)`);
+  for (const [i, r] of shown.entries()) {
     const svg = svgs.find((x) => String(x.session) === String(r.session) && Number(x.round) === Number(r.round));
     assert.ok(svg, `the observer has an SVG for session ${r.session} round ${r.round}`);
     assert.ok(Number(svg.entries) > 0, `round ${i}: data-entries > 0`);
