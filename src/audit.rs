@@ -54,9 +54,13 @@ pub struct TruthRound {
     pub tolerance_us: i64,
     /// Each poster's Poisson rate as the room announced it (public).
     pub rate_hz: f64,
+    /// Positions in `board` of the entries that counted: the public sift less the posters'
+    /// spans.
     pub kept: Vec<usize>,
     pub by_alice: Vec<bool>,
     pub relayed: Relayed,
+    /// The spans both posters announced (`dropped`, public): Eve knows them.
+    pub spans: Vec<crate::secret::Span>,
 }
 
 /// The bound the full audit must meet on both targets.
@@ -365,6 +369,8 @@ struct Ctx {
     kept_run: Vec<usize>,
     /// Features of the whole round.
     round: Vec<f64>,
+    /// The round's spans, sorted by start.
+    spans: Vec<crate::secret::Span>,
 }
 
 /// Sizes of the runs that `linked(k)` (entry k joined to entry k+1) makes, per entry, and
@@ -422,7 +428,9 @@ impl Ctx {
             ((t[0] - r.t_start_us) as f64 / unit).clamp(-CAP, CAP),
             ((r.t_end_us - t[n - 1]) as f64 / unit).clamp(-CAP, CAP),
         ];
-        Some(Ctx { t, label, kept_rank, is_kept, unit, tau: r.tolerance_us.max(1) as f64, label_run, cluster, kept_run, round })
+        let mut spans = r.spans.clone();
+        spans.sort_unstable();
+        Some(Ctx { t, label, kept_rank, is_kept, unit, tau: r.tolerance_us.max(1) as f64, label_run, cluster, kept_run, round, spans })
     }
 
     /// Entries within `w` mean gaps of rank p, itself not counted.
@@ -482,6 +490,11 @@ impl Ctx {
             f64::from(u8::from(p + 1 == n)),
             f64::from(u8::from(j + 1 == nk)),
             closed.map_or(MISSING, |c| ((c - t) as f64 / self.unit).min(CAP * 5.0)),
+            // A span is cut around a poster's late post and its matched neighbours: how near
+            // the nearest span ends are, and how many spans the round has.
+            self.spans.iter().filter(|s| s[1] < t).map(|s| (t - s[1]) as f64 / self.unit).fold(CAP, f64::min),
+            self.spans.iter().filter(|s| s[0] > t).map(|s| (s[0] - t) as f64 / self.unit).fold(CAP, f64::min),
+            self.spans.len() as f64,
         ];
         f.extend_from_slice(&self.round);
         f
@@ -560,7 +573,7 @@ pub mod simulate {
                 let by_alice = kept.iter().map(|&k| posts[k].1).collect();
                 let key = RoundKey { room: format!("SIM-{seed}"), session: "0".repeat(32), round: k as u32 + 1 };
                 let relayed = Relayed { closed_us: Some(window_us + 1000), ..Default::default() };
-                TruthRound { key, board, t_start_us: 0, t_end_us: window_us, tolerance_us, rate_hz, kept, by_alice, relayed }
+                TruthRound { key, board, t_start_us: 0, t_end_us: window_us, tolerance_us, rate_hz, kept, by_alice, relayed, spans: Vec::new() }
             })
             .collect()
     }

@@ -166,6 +166,13 @@ async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
                     heard.note_sync(c.clock.now_us(), s);
                 }
             }
+            ServerMsg::Dropped { session, round, spans } => {
+                let n = spans.len();
+                say(opts.json, "dropped", json!({"session": session, "round": round, "spans": spans}), || {
+                    let list: Vec<String> = spans.iter().map(|s| format!("{}–{} µs", s[0], s[1])).collect();
+                    format!("round {round}: a poster leaves out the kept entries in {n} span(s) around posts that missed τ: {}", list.join(", "))
+                });
+            }
             ServerMsg::Confirm { role, tag } => {
                 say(opts.json, "confirm", json!({"role": role, "tag": tag}), || format!("{} confirms with tag {tag}", role.as_str()));
             }
@@ -288,6 +295,8 @@ pub struct Dropped {
     pub board_differs: usize,
     /// A round whose fields do not parse.
     pub unreadable: usize,
+    /// Not left out: rounds joined with spans dropped around late posts (counted here too).
+    pub spanned: usize,
     /// A poster's round given twice (the same file, or two files of the same poster).
     pub duplicate: usize,
 }
@@ -411,17 +420,29 @@ pub fn join_records(records: &[serde_json::Value]) -> Join {
             continue;
         }
         let (tol, guard) = (params.tolerance_us(), params.guard_us());
-        let va = derive_round(&board, ts, te, &posts_a, sync_a, Label::A, tol, guard);
-        let vb = derive_round(&board, ts, te, &posts_b, sync_b, Label::B, tol, guard);
-        let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (va, vb) else {
+        // Each poster's own spans first (what its `drop` said), then each view with the
+        // other's, as the posters derived them.
+        let d = |posts: &[OwnPost], sync, me, peer: &[crate::secret::Span]| derive_round(&board, ts, te, posts, sync, me, tol, guard, peer);
+        let (RoundOutcome::Ok(a0), RoundOutcome::Ok(b0)) = (d(&posts_a, sync_a, Label::A, &[]), d(&posts_b, sync_b, Label::B, &[])) else {
             dropped.desync += 1;
             continue;
         };
-        if va.mine.len() != vb.mine.len() || va.mine.iter().zip(&vb.mine).any(|(x, y)| x == y) {
+        let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (d(&posts_a, sync_a, Label::A, &b0.spans), d(&posts_b, sync_b, Label::B, &a0.spans)) else {
+            dropped.desync += 1;
+            continue;
+        };
+        if !a0.spans.is_empty() || !b0.spans.is_empty() {
+            dropped.spanned += 1;
+        }
+        if va.kept != vb.kept || va.mine.iter().zip(&vb.mine).any(|(x, y)| x == y) {
             dropped.disagree += 1;
             continue;
         }
-        let kept = crate::secret::sift(&board, ts, te, tol, guard);
+        let spans: Vec<crate::secret::Span> = a0.spans.iter().chain(&b0.spans).copied().collect();
+        let kept: Vec<usize> = crate::secret::sift(&board, ts, te, tol, guard)
+            .into_iter()
+            .filter(|&k| !spans.iter().any(|s| s[0] <= board[k].t_us && board[k].t_us <= s[1]))
+            .collect();
         let find = |lines: Option<&Vec<Timeline>>| -> Option<Relayed> {
             let at = |kind: &'static str, round: u32| lines.into_iter().flatten().find_map(|l| l.get(&(kind, key.session.clone(), round)).copied());
             let r = Relayed { start_us: at("start", key.round), closed_us: at("closed", key.round), prev_closed_us: key.round.checked_sub(1).and_then(|p| at("closed", p)) };
@@ -441,7 +462,7 @@ pub fn join_records(records: &[serde_json::Value]) -> Join {
                 Relayed::default()
             }
         };
-        rounds.push(TruthRound { key: key.clone(), board, t_start_us: ts, t_end_us: te, tolerance_us: tol, rate_hz: params.rate_hz, kept, by_alice: va.mine, relayed });
+        rounds.push(TruthRound { key: key.clone(), board, t_start_us: ts, t_end_us: te, tolerance_us: tol, rate_hz: params.rate_hz, kept, by_alice: va.mine, relayed, spans });
     }
     Join { rounds, dropped, relayed_from }
 }

@@ -98,6 +98,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
     let (mut room, mut tol, mut target, mut retries) = (None, None, None, 100u32);
     let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
     let (mut duration_ms, mut plan) = (None, None::<String>);
+    let mut hold_post = false;
     let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);
     let (mut rooms, mut seconds, mut tolerances, mut rate_hz, mut flood) = (None, None, None, None, false);
     let mut time_scale = None;
@@ -142,6 +143,8 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Long("duration-ms") => duration_ms = Some(p.value()?.parse::<u32>()?),
             // Not in the usage on purpose: the other schedules leak (testing the audit only).
             Long("schedule") => plan = Some(p.value()?.string()?),
+            // Not in the usage either: holds one post a round back, for the tests of `drop`.
+            Long("testing-hold-post") => hold_post = true,
             _ => return Err(arg.unexpected()),
         }
     }
@@ -175,7 +178,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
                     p
                 }
             };
-            Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record, duration_ms, schedule }))
+            Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record, duration_ms, schedule, hold_post }))
         }
         "eve" if attack.is_some() => {
             let files = attack.unwrap_or_default();

@@ -30,6 +30,12 @@ pub struct Opts {
     /// How to place posts: Poisson, or a leaky schedule for testing the audit (main.rs
     /// refuses those unless `schedule::LEAKY_ENV` is set).
     pub schedule: schedule::Plan,
+    /// Testing only (`--testing-hold-post`, not in the usage): each round, the middle post
+    /// leaves 3τ after the time this poster records for it, as if the network had held it. It
+    /// misses τ, so the round takes the `drop` path (unless another entry with its label
+    /// happens to be within τ of its prediction); 3τ is less than the late rule's 4τ, so the
+    /// posts after it keep their schedule. It costs bits and gives nothing away.
+    pub hold_post: bool,
 }
 
 /// The confirmed key and the ledger behind its strength.
@@ -110,6 +116,23 @@ impl Out {
 }
 
 /// A round as this poster saw it while posting.
+/// The last closed round that counts for us, until the next `start`: a peer's `drop` can still
+/// narrow it (docs/protocol.md §6.2b), and then it is derived again.
+struct Open {
+    session: String,
+    round: u32,
+    board: Vec<crate::protocol::Entry>,
+    t_start: i64,
+    t_end: i64,
+    timed: Vec<OwnPost>,
+    sync: secret::Sync,
+    peer_spans: Vec<secret::Span>,
+    /// Drops of this round applied: ours (if we sent one) and the peer's.
+    drops: u32,
+    /// Our verdict was `confirm` (a `ready` stands whatever the peer drops).
+    confirmed: bool,
+}
+
 struct Posted {
     t_start: i64,
     t_end: i64,
@@ -201,6 +224,9 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     };
     let me = role.label().ok_or_else(|| fail(EXIT_OTHER, "joined as an observer"))?;
     rec.joined = Some((room.clone(), role, params.clone()));
+    if opts.hold_post {
+        eprintln!("sgp pair: TESTING ONLY: one post a round is held back 3τ after its recorded send time");
+    }
     if opts.schedule.leaks() {
         eprintln!("sgp pair: TESTING ONLY: schedule {} gives the posters away; this key is not secret", opts.schedule.name());
     }
@@ -232,6 +258,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     let mut failures = 0u32;
     let mut rounds_used = 0u32;
     let mut pending: Option<(ServerMsg, i64)> = None;
+    let mut open: Option<Open> = None;
 
     loop {
         let (msg, heard_at) = match pending.take() {
@@ -251,8 +278,9 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                 }
                 my_tag = None;
                 peer_tag = None;
+                open = None;
                 let round_sync = SyncSample { offset_us: sync.offset_us + bias_us, delay_us: sync.delay_us };
-                let (sent, done_us, timing, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, opts.schedule, &mut rng, opts.record.is_some().then_some(&mut rec.heard)).await?;
+                let (sent, done_us, timing, interrupt) = post_round(&mut c, &p, t_start_us, t_end_us, round_sync, (opts.schedule, opts.hold_post), &mut rng, opts.record.is_some().then_some(&mut rec.heard)).await?;
                 rounds_used = round;
                 posted = Some(Posted {
                     t_start: t_start_us,
@@ -280,7 +308,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                 }
                 let timed = timed_posts(&p.posts, &p.coalesced);
                 let outcome = secret::derive_round(
-                    &board, p.t_start, p.t_end, &timed, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(),
+                    &board, p.t_start, p.t_end, &timed, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(), &[],
                 );
                 bias_us += refine(p.sync, &board, &timed, params.tolerance_us());
                 match outcome {
@@ -301,22 +329,66 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                         c.send(&ClientMsg::Abort { reason: "desync".into() }).await?;
                     }
                     RoundOutcome::Ok(v) => {
+                        let drops = u32::from(!v.spans.is_empty());
+                        if drops > 0 {
+                            if let Some(r) = rec.rounds.last_mut().filter(|_| opts.record.is_some()) {
+                                r["spans"] = json!(v.spans);
+                            }
+                            out.event(
+                                "drop",
+                                json!({"session": s, "round": round, "spans": v.spans, "left_out": v.dropped.len()}),
+                                || format!("round {round}: some of my posts missed τ; leaving out the {} kept entries around them", v.dropped.len()),
+                            );
+                            c.send(&ClientMsg::Drop { spans: v.spans.clone() }).await?;
+                        }
+                        let left_out = v.dropped.len();
                         kept_rounds.push((round, v.n, v.a, v.bits));
-                        let (counts, bits) = totals(&kept_rounds);
+                        let (counts, _) = totals(&kept_rounds);
                         let ledger = secret::ledger(&counts, params.tag_bits);
                         out.event(
                             "round",
-                            json!({"session": s, "round": round, "n": board.len(), "kept": v.n, "posts": p.posts.len(), "strength": ledger.strength}),
+                            json!({"session": s, "round": round, "n": board.len(), "kept": v.n, "left_out": left_out, "posts": p.posts.len(), "strength": ledger.strength}),
                             || format!("round {round}: {} entries, {} kept; strength so far {} of {} bits", board.len(), counts.last().map_or(0, |c| c.0), ledger.strength, params.target_bits),
                         );
-                        if ledger.strength >= params.target_bits {
-                            let key = secret::key(&room, &s, &bits).map_err(|e| fail(EXIT_OTHER, e))?;
-                            let tag = secret::tag(&key, params.tag_bits);
-                            my_tag = Some(tag.clone());
-                            c.send(&ClientMsg::Confirm { tag }).await?;
-                        } else {
-                            c.send(&ClientMsg::Ready {}).await?;
+                        my_tag = verdict(&mut c, &kept_rounds, &params, &room, &s, drops).await?;
+                        open = Some(Open {
+                            session: s,
+                            round,
+                            board,
+                            t_start: p.t_start,
+                            t_end: p.t_end,
+                            timed,
+                            sync: to_sync(p.sync),
+                            peer_spans: Vec::new(),
+                            drops,
+                            confirmed: my_tag.is_some(),
+                        });
+                    }
+                }
+            }
+            ServerMsg::Dropped { session: s, round, spans } => {
+                // The peer left out spans of the round we just derived: derive it again with
+                // them, and say our verdict again if it was a confirm (the server voided it).
+                let Some(o) = open.as_mut().filter(|o| o.session == s && o.round == round) else { continue };
+                o.peer_spans.extend_from_slice(&spans);
+                o.drops += 1;
+                match secret::derive_round(&o.board, o.t_start, o.t_end, &o.timed, o.sync, me, params.tolerance_us(), params.guard_us(), &o.peer_spans) {
+                    RoundOutcome::Ok(v) => {
+                        out.event("dropped", json!({"session": s, "round": round, "spans": spans, "kept": v.n, "left_out": v.dropped.len()}), || {
+                            format!("round {round}: the peer left out {} span(s) around its late posts; {} entries kept", spans.len(), v.n)
+                        });
+                        if let Some(k) = kept_rounds.iter_mut().find(|k| k.0 == round) {
+                            *k = (round, v.n, v.a, v.bits);
                         }
+                        if o.confirmed {
+                            my_tag = verdict(&mut c, &kept_rounds, &params, &room, &s, o.drops).await?;
+                            o.confirmed = my_tag.is_some();
+                        }
+                    }
+                    // Cannot happen (spans only leave entries out), but never confirm on it.
+                    RoundOutcome::Desync { .. } => {
+                        open = None;
+                        c.send(&ClientMsg::Abort { reason: "desync".into() }).await?;
                     }
                 }
             }
@@ -355,6 +427,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
             ServerMsg::Aborted { reason } if reason == "desync" && session.is_some() => {
                 // One of us found the last round out of sync: it is dropped, the session goes on.
                 posted = None;
+                open = None;
                 my_tag = None;
                 let dropped = last_closed.take();
                 if let Some(r) = dropped {
@@ -381,6 +454,8 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                 out.event("reset", json!({}), || "the room was reset; starting again".into());
                 failed = Some("reset".into());
             }
+            // Our confirm crossed the peer's drop: we confirm again when its `dropped` comes.
+            ServerMsg::Error { message, .. } if message.starts_with("confirm: made before a drop") => {}
             ServerMsg::Error { code, message } => {
                 out.event("error", json!({"code": code, "message": message}), || format!("server: {message}"));
             }
@@ -408,6 +483,29 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
             emit_sync(&out, sync);
             c.send(&ClientMsg::Ready {}).await?;
         }
+    }
+}
+
+/// Says our verdict on the session so far: `confirm` with the key's tag once the strength
+/// reaches the target (`drops` = the drops of this round applied), else `ready`. Returns the
+/// tag confirmed.
+async fn verdict(
+    c: &mut Client,
+    kept_rounds: &[(u32, u32, u32, Vec<bool>)],
+    params: &Params,
+    room: &str,
+    session: &str,
+    drops: u32,
+) -> Result<Option<String>, Failure> {
+    let (counts, bits) = totals(kept_rounds);
+    if secret::ledger(&counts, params.tag_bits).strength >= params.target_bits {
+        let key = secret::key(room, session, &bits).map_err(|e| fail(EXIT_OTHER, e))?;
+        let tag = secret::tag(&key, params.tag_bits);
+        c.send(&ClientMsg::Confirm { tag: tag.clone(), drops }).await?;
+        Ok(Some(tag))
+    } else {
+        c.send(&ClientMsg::Ready {}).await?;
+        Ok(None)
     }
 }
 
@@ -521,7 +619,7 @@ async fn post_round(
     t_start: i64,
     t_end: i64,
     sync: SyncSample,
-    plan: schedule::Plan,
+    (plan, hold_post): (schedule::Plan, bool),
     rng: &mut fastrand::Rng,
     mut heard: Option<&mut Vec<serde_json::Value>>,
 ) -> Result<(Sent, Option<i64>, Kept, Option<(ServerMsg, i64)>), Failure> {
@@ -572,7 +670,12 @@ async fn post_round(
             continue;
         } else {
             let label = labels[k];
+            let held = (hold_post && k == planned.len() / 2).then(|| clock.now_us());
+            if held.is_some() {
+                schedule::wait_until(&clock, clock.now_us() + 3 * params.tolerance_us()).await;
+            }
             let (sent_us, after) = c.send_text_timed(if label == Label::A { POST_A } else { POST_B }.to_string()).await?;
+            let sent_us = held.unwrap_or(sent_us);
             kept.late_us = kept.late_us.max(sent_us - target);
             sent.posts.push(OwnPost { sent_us, label });
             sent.call_us.push(after - sent_us);

@@ -244,11 +244,26 @@ pub enum ClientMsg {
     Reset {},
     Confirm {
         tag: String,
+        /// How many `drop`s of this round (its own and the peer's relayed one) the poster had
+        /// applied when it made the tag; a confirm made before one it had not heard of is
+        /// refused, and the poster confirms again once it has (docs/protocol.md §6.2b).
+        #[serde(default, skip_serializing_if = "is_zero")]
+        drops: u32,
+    },
+    /// After `closed`, before this poster's verdict: leave out the kept entries inside these
+    /// spans of the round's server time (`[from_us, to_us]`, inclusive, ascending, disjoint,
+    /// inside the window), each around a post of this poster's that missed τ.
+    Drop {
+        spans: Vec<[i64; 2]>,
     },
     Abort {
         reason: String,
     },
     Leave {},
+}
+
+fn is_zero(n: &u32) -> bool {
+    *n == 0
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
@@ -303,6 +318,13 @@ pub enum ServerMsg {
     },
     Aborted {
         reason: String,
+    },
+    /// A poster's `drop` for the last closed round, relayed to the rest of the room (not to
+    /// the poster that sent it; the server does not say which poster that was).
+    Dropped {
+        session: String,
+        round: u32,
+        spans: Vec<[i64; 2]>,
     },
     Reset {},
     /// To a poster only: its posts `post` … `post + count − 1` of this round (from 1,
@@ -379,7 +401,7 @@ pub const POST_A_TEXT: &str = r#"{"type":"post","label":"A"}"#;
 pub const POST_B_TEXT: &str = r#"{"type":"post","label":"B"}"#;
 
 const CLIENT_TYPES: &[&str] = &[
-    "create", "join", "ping", "ready", "post", "done", "board", "reset", "confirm", "abort",
+    "create", "join", "ping", "ready", "post", "done", "board", "reset", "confirm", "drop", "abort",
     "leave",
 ];
 

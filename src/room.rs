@@ -192,6 +192,14 @@ struct Room {
     closed_at: Option<i64>,
     /// Each poster's last turnaround (`closed` → its `ready` or `confirm`), for the lead.
     turn_us: [Option<i64>; 2],
+    /// The last closed round's window, while its verdicts are pending (what `drop` spans
+    /// must lie in).
+    closed_window: Option<(i64, i64)>,
+    /// `drop`s received for the last closed round, and from which poster.
+    drops: u32,
+    dropped_by: [bool; 2],
+    /// A verdict (ready or confirm) came from this poster since the last `closed`.
+    spoke: [bool; 2],
 }
 
 impl Room {
@@ -220,6 +228,7 @@ impl Room {
         self.need_ready = [false, false];
         self.dropped = false;
         self.closed_at = None;
+        self.closed_window = None;
     }
     /// Times poster `k`'s first verdict on the last `closed` (not a repeated one, and not
     /// one after a dropped round: a re-sync sits in between, which says nothing about the
@@ -230,6 +239,12 @@ impl Room {
         }
     }
     fn close_round(&mut self, now: i64) -> Out {
+        if let Phase::Running { t_start, t_end, .. } = self.phase {
+            self.closed_window = Some((t_start, t_end));
+        }
+        self.drops = 0;
+        self.dropped_by = [false, false];
+        self.spoke = [false, false];
         self.phase = Phase::Between;
         self.closed_at = Some(now);
         Out {
@@ -329,6 +344,29 @@ fn valid_tag(tag: &str, tag_bits: u32) -> bool {
 }
 
 /// Abort reasons are short snake_case words, relayed as they are.
+/// Most spans in one `drop` (a poster with more unmatched posts is out of sync anyway).
+pub const MAX_SPANS: usize = 64;
+
+/// `drop {spans}`: 1 to [`MAX_SPANS`] spans `[from, to]` with `from ≤ to`, inside
+/// `[t_start, t_end]`, ascending and disjoint.
+fn valid_spans(spans: &[[i64; 2]], t_start: i64, t_end: i64) -> Result<(), String> {
+    if spans.is_empty() || spans.len() > MAX_SPANS {
+        return Err(format!("`spans` must hold 1 to {MAX_SPANS} spans, not {}", spans.len()));
+    }
+    for (k, s) in spans.iter().enumerate() {
+        if s[0] > s[1] {
+            return Err(format!("span {k} ends before it starts"));
+        }
+        if s[0] < t_start || s[1] > t_end {
+            return Err(format!("span {k} is not inside the round's window [{t_start}, {t_end}]"));
+        }
+        if k > 0 && s[0] <= spans[k - 1][1] {
+            return Err(format!("span {k} starts before span {} ends: spans must be ascending and disjoint", k - 1));
+        }
+    }
+    Ok(())
+}
+
 fn valid_reason(r: &str) -> bool {
     (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
@@ -406,6 +444,10 @@ impl Engine {
             posts_in_round: [0, 0],
             closed_at: None,
             turn_us: [None, None],
+            closed_window: None,
+            drops: 0,
+            dropped_by: [false, false],
+            spoke: [false, false],
         };
         let peers = room.peers();
         self.rooms.insert(code.clone(), room);
@@ -514,9 +556,10 @@ impl Engine {
                 r.time_verdict(k, now);
                 r.verdicts[k] = Verdict::Ready;
                 r.need_ready[k] = false;
+                r.spoke[k] = true;
                 self.advance(conn, now)
             }
-            ClientMsg::Confirm { tag } => {
+            ClientMsg::Confirm { tag, drops } => {
                 if r.session.is_none() || r.round == 0 {
                     return err(conn, ErrorCode::NotAllowed, "no session to confirm");
                 }
@@ -532,6 +575,15 @@ impl Engine {
                         ErrorCode::BadField,
                         format!("confirm: `tag` must be {} hex digits", r.params.tag_bits / 4),
                     );
+                }
+                if drops > r.drops {
+                    return err(conn, ErrorCode::BadField, format!("confirm: `drops` is {drops}, but this round has {} drops", r.drops));
+                }
+                r.spoke[k] = true;
+                if drops < r.drops {
+                    // Made before a drop this poster had not heard of: its `dropped` is on the
+                    // way, and the poster confirms again (or says ready) once it has it.
+                    return err(conn, ErrorCode::NotAllowed, "confirm: made before a drop of this round reached you; confirm again");
                 }
                 r.time_verdict(k, now);
                 r.verdicts[k] = Verdict::Confirm(tag.to_ascii_lowercase());
@@ -554,6 +606,31 @@ impl Engine {
                 } else {
                     Vec::new()
                 }
+            }
+            ClientMsg::Drop { spans } => {
+                if r.dropped || r.need_ready[k] {
+                    return Vec::new(); // the round was dropped whole (desync): nothing to narrow
+                }
+                let Some((t_start, t_end)) = r.closed_window.filter(|_| matches!(r.phase, Phase::Between) && r.session.is_some()) else {
+                    return err(conn, ErrorCode::NotAllowed, "drop: no closed round to drop from");
+                };
+                if r.dropped_by[k] || r.spoke[k] {
+                    return err(conn, ErrorCode::NotAllowed, "drop: once per round, before your ready or confirm");
+                }
+                if let Err(why) = valid_spans(&spans, t_start, t_end) {
+                    return err(conn, ErrorCode::BadField, format!("drop: {why}"));
+                }
+                r.dropped_by[k] = true;
+                r.drops += 1;
+                // A confirm made without these spans no longer holds; a ready still does
+                // (fewer entries never make a key where there was none).
+                for v in &mut r.verdicts {
+                    if matches!(v, Verdict::Confirm(_)) {
+                        *v = Verdict::None;
+                    }
+                }
+                let msg = ServerMsg::Dropped { session: r.session.clone().unwrap_or_default(), round: r.round, spans };
+                vec![Out { to: r.others(conn), msg }]
             }
             ClientMsg::Abort { reason } => {
                 if !valid_reason(&reason) {
@@ -854,8 +931,8 @@ mod tests {
             board,
             &vec![Entry { i: 0, t_us: ts + 10, label: Label::A }, Entry { i: 1, t_us: ts + 500, label: Label::A }]
         );
-        assert!(e.handle(1, ClientMsg::Confirm { tag: "DEADBEEF".into() }, te + 3).is_empty());
-        let out = e.handle(2, ClientMsg::Confirm { tag: "deadbeef".into() }, te + 4);
+        assert!(e.handle(1, ClientMsg::Confirm { tag: "DEADBEEF".into(), drops: 0 }, te + 3).is_empty());
+        let out = e.handle(2, ClientMsg::Confirm { tag: "deadbeef".into(), drops: 0 }, te + 4);
         assert_eq!(out.len(), 3);
         assert_eq!(out[2].msg, ServerMsg::Confirmed { matched: true });
         assert_eq!(out[0].msg, ServerMsg::Confirm { role: Role::Alice, tag: "deadbeef".into() });
@@ -873,18 +950,18 @@ mod tests {
         let (_, te) = start(&mut e, T0);
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
-        e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te);
-        let out = e.handle(2, ClientMsg::Confirm { tag: "00000001".into() }, te);
+        e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te);
+        let out = e.handle(2, ClientMsg::Confirm { tag: "00000001".into(), drops: 0 }, te);
         assert_eq!(out[2].msg, ServerMsg::Confirmed { matched: false });
         // One wants another round, the other confirms: the session is aborted.
         let (_, te) = start(&mut e, te);
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
-        e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te);
+        e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te);
         let out = e.handle(2, ClientMsg::Ready {}, te);
         assert_eq!(out[0].msg, ServerMsg::Aborted { reason: "disagree".into() });
         // After an abort, a stale confirm is refused.
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te)), ErrorCode::NotAllowed);
     }
 
     #[test]
@@ -1225,8 +1302,87 @@ mod tests {
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
         for tag in ["", "xyzxyzxy", "0000000", "000000000", &"0".repeat(100_000)] {
-            assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: tag.into() }, te)), ErrorCode::BadField);
+            assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: tag.into(), drops: 0 }, te)), ErrorCode::BadField);
         }
+    }
+
+    #[test]
+    fn a_drop_is_relayed_and_voids_a_confirm_made_without_it() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        // Not before the round closes.
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts + 10]] }, ts)), ErrorCode::NotAllowed);
+        e.handle(1, ClientMsg::Done {}, te);
+        let out = e.handle(2, ClientMsg::Done {}, te);
+        let ServerMsg::Closed { session, round, .. } = out[0].msg.clone() else { panic!() };
+        // Bob confirms first (his view had no spans); alice's drop voids it and reaches bob and
+        // the observer, never alice herself.
+        assert!(e.handle(2, ClientMsg::Confirm { tag: "0000000b".into(), drops: 0 }, te).is_empty());
+        let spans = vec![[ts + 100, ts + 200], [ts + 300, ts + 300]];
+        let out = e.handle(1, ClientMsg::Drop { spans: spans.clone() }, te);
+        assert_eq!(out, vec![Out { to: vec![2, 3], msg: ServerMsg::Dropped { session, round, spans } }]);
+        // A second drop from alice, or one after her verdict, is refused.
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts]] }, te)), ErrorCode::NotAllowed);
+        // Alice confirms having applied her drop: bob's old confirm no longer counts.
+        assert!(e.handle(1, ClientMsg::Confirm { tag: "0000000a".into(), drops: 1 }, te).is_empty());
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts]] }, te)), ErrorCode::NotAllowed);
+        // A confirm claiming drops that never were is a bad field; one made before the drop
+        // reached bob is refused; once bob has it, his confirm counts.
+        assert_eq!(error_code(&e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 2 }, te)), ErrorCode::BadField);
+        assert_eq!(error_code(&e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 0 }, te)), ErrorCode::NotAllowed);
+        let out = e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 1 }, te);
+        assert_eq!(out.last().unwrap().msg, ServerMsg::Confirmed { matched: true });
+    }
+
+    #[test]
+    fn drops_from_both_posters_and_a_ready_that_stands() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        // Both drop; alice's ready (made before bob's drop) still stands: fewer entries never
+        // turn a ready into a key.
+        assert_eq!(e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts + 1]] }, te)[0].to, vec![2, 3]);
+        assert!(e.handle(1, ClientMsg::Ready {}, te).is_empty());
+        assert_eq!(e.handle(2, ClientMsg::Drop { spans: vec![[te - 1, te]] }, te)[0].to, vec![1, 3]);
+        let out = e.handle(2, ClientMsg::Ready {}, te + 1);
+        assert!(matches!(out[0].msg, ServerMsg::Start { round: 2, .. }), "{out:?}");
+        // After a desync drops the round whole, a drop says nothing more.
+        let (ts, te) = match &out[0].msg { ServerMsg::Start { t_start_us, t_end_us, .. } => (*t_start_us, *t_end_us), _ => unreachable!() };
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        assert_eq!(e.handle(2, ClientMsg::Abort { reason: "desync".into() }, te)[0].msg, ServerMsg::Aborted { reason: "desync".into() });
+        assert!(e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts]] }, te).is_empty());
+    }
+
+    #[test]
+    fn hostile_spans_are_refused() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let (ts, te) = start(&mut e, T0);
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        let many: Vec<[i64; 2]> = (0..=MAX_SPANS as i64).map(|k| [ts + 2 * k, ts + 2 * k]).collect();
+        for (spans, why) in [
+            (vec![], "must hold 1 to"),
+            (many, "must hold 1 to"),
+            (vec![[ts + 5, ts + 4]], "ends before it starts"),
+            (vec![[ts - 1, ts + 4]], "not inside the round's window"),
+            (vec![[ts, te + 1]], "not inside the round's window"),
+            (vec![[i64::MIN, i64::MAX]], "not inside the round's window"),
+            (vec![[ts + 10, ts + 20], [ts + 20, ts + 30]], "ascending and disjoint"),
+            (vec![[ts + 10, ts + 20], [ts, ts + 5]], "ascending and disjoint"),
+        ] {
+            let out = e.handle(1, ClientMsg::Drop { spans }, te);
+            let ServerMsg::Error { code, message } = &out[0].msg else { panic!("{out:?}") };
+            assert_eq!(*code, ErrorCode::BadField);
+            assert!(message.contains(why), "{message}");
+        }
+        // Observers post nothing; a refused drop did not use up the poster's one drop.
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Drop { spans: vec![[ts, ts]] }, te)), ErrorCode::NotAllowed);
+        assert_eq!(e.handle(1, ClientMsg::Drop { spans: vec![[ts, te]] }, te)[0].to, vec![2, 3]);
     }
 
     #[test]
@@ -1238,13 +1394,13 @@ mod tests {
         let out = e.handle(2, ClientMsg::Done {}, te);
         let ServerMsg::Closed { session: s1, .. } = out[0].msg.clone() else { panic!() };
         // Alice thinks the round completes the key; Bob found it out of sync.
-        e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te);
+        e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te);
         let out = e.handle(2, ClientMsg::Abort { reason: "desync".into() }, te);
         assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "desync".into() } });
         // Alice's second desync for the same round is not relayed again.
         assert!(e.handle(1, ClientMsg::Abort { reason: "desync".into() }, te).is_empty());
         // A confirm sent before hearing of the drop is refused; ready is what counts.
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into() }, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te)), ErrorCode::NotAllowed);
         e.handle(1, ClientMsg::Ready {}, te);
         let out = e.handle(2, ClientMsg::Ready {}, te);
         let ServerMsg::Start { session, round, .. } = &out[0].msg else { panic!("{out:?}") };

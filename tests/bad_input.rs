@@ -404,6 +404,8 @@ fn missing_fields_are_bad_field() {
             r#"{"type":"join","as":"observer"}"#,
             r#"{"type":"ping"}"#,
             r#"{"type":"confirm"}"#,
+            r#"{"type":"confirm","drops":1}"#,
+            r#"{"type":"drop"}"#,
             r#"{"type":"abort"}"#,
             r#"{"label":"A"}"#,
             r#"{}"#,
@@ -430,6 +432,8 @@ fn extra_fields_are_bad_field() {
             r#"{"type":"join","room":"ABCDE-FGHJK","as":"observer","x":1}"#,
             r#"{"type":"ping","t0_us":1,"t1_us":2}"#,
             r#"{"type":"board","entries":[]}"#,
+            r#"{"type":"drop","spans":[[1,2]],"who":"alice"}"#,
+            r#"{"type":"confirm","tag":"deadbeef","drops":0,"x":1}"#,
         ] {
             refused(&mut c, text, "bad_field").await;
             assert_usable(&mut c).await;
@@ -458,6 +462,17 @@ fn wrongly_typed_fields_are_bad_field() {
             r#"{"type":"create","params":{"duration_ms":4294967296}}"#,
             r#"{"type":"create","params":"fast"}"#,
             r#"{"type":"confirm","tag":12345678}"#,
+            r#"{"type":"confirm","tag":"deadbeef","drops":-1}"#,
+            r#"{"type":"confirm","tag":"deadbeef","drops":"one"}"#,
+            r#"{"type":"confirm","tag":"deadbeef","drops":4294967296}"#,
+            r#"{"type":"drop","spans":"all"}"#,
+            r#"{"type":"drop","spans":[1,2]}"#,
+            r#"{"type":"drop","spans":[[1]]}"#,
+            r#"{"type":"drop","spans":[[1,2,3]]}"#,
+            r#"{"type":"drop","spans":[[1.5,2]]}"#,
+            r#"{"type":"drop","spans":[["1","2"]]}"#,
+            r#"{"type":"drop","spans":[[1,9223372036854775808]]}"#,
+            r#"{"type":"drop","spans":{"from":1,"to":2}}"#,
             r#"{"type":"abort","reason":false}"#,
             r#"{"type":7}"#,
             r#"{"type":null}"#,
@@ -1279,6 +1294,60 @@ fn confirm_without_a_session_is_not_allowed() {
         assert_usable(&mut room.alice).await;
         assert_usable(&mut room.bob).await;
         // And nothing was relayed to the room.
+        assert_usable(&mut room.eve).await;
+    });
+    still_serves(&mut server);
+}
+
+#[test]
+fn drops_out_of_turn_or_out_of_the_window_are_refused_and_relay_nothing() {
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut c = ws(&server).await;
+        refused(&mut c, r#"{"type":"drop","spans":[[1,2]]}"#, "not_allowed").await; // in no room
+        let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 300})).await;
+        refused(&mut room.alice, r#"{"type":"drop","spans":[[1,2]]}"#, "not_allowed").await; // no round
+        let w = window(&start_round(&mut room).await);
+        let span = |a: i64, b: i64| json!({"type": "drop", "spans": [[a, b]]}).to_string();
+        refused(&mut room.alice, &span(w.t_start, w.t_start + 10), "not_allowed").await; // running
+        sleep_until_server_time(&server, w.t_end + 1_000).await;
+        send(&mut room.alice, json!({"type": "done"})).await;
+        send(&mut room.bob, json!({"type": "done"})).await;
+        for ws in [&mut room.alice, &mut room.bob, &mut room.eve] {
+            assert_eq!(recv(ws).await["type"], "closed");
+        }
+        // Observers post nothing; spans outside the window, reversed, overlapping, too many or
+        // none are bad fields, each with a message that says which.
+        refused(&mut room.eve, &span(w.t_start, w.t_start), "not_allowed").await;
+        for (text, says) in [
+            (span(w.t_start - 1, w.t_start + 10), "not inside the round's window"),
+            (span(w.t_start, w.t_end + 1), "not inside the round's window"),
+            (span(w.t_start + 10, w.t_start + 9), "ends before it starts"),
+            (json!({"type": "drop", "spans": [[w.t_start, w.t_start + 9], [w.t_start + 9, w.t_start + 20]]}).to_string(), "ascending and disjoint"),
+            (json!({"type": "drop", "spans": []}).to_string(), "1 to 64 spans"),
+            (json!({"type": "drop", "spans": (0..65).map(|k| [w.t_start + 2 * k, w.t_start + 2 * k]).collect::<Vec<_>>()}).to_string(), "1 to 64 spans"),
+        ] {
+            let e = refused(&mut room.alice, &text, "bad_field").await;
+            assert!(e["message"].as_str().unwrap().contains(says), "{e}");
+        }
+        // A confirm claiming a drop that never was.
+        refused(&mut room.bob, r#"{"type":"confirm","tag":"deadbeef","drops":1}"#, "bad_field").await;
+        assert_usable(&mut room.alice).await;
+        assert_usable(&mut room.bob).await;
+        // None of it reached the room; a good drop then reaches bob and eve, not alice.
+        assert_usable(&mut room.eve).await;
+        send(&mut room.alice, json!({"type": "drop", "spans": [[w.t_start + 5, w.t_start + 50]]})).await;
+        for ws in [&mut room.bob, &mut room.eve] {
+            let m = recv(ws).await;
+            assert_eq!((m["type"].as_str(), &m["spans"]), (Some("dropped"), &json!([[w.t_start + 5, w.t_start + 50]])), "{m}");
+        }
+        assert_usable(&mut room.alice).await;
+        // Once per round, and not after one's verdict.
+        refused(&mut room.alice, &span(w.t_start, w.t_start), "not_allowed").await;
+        send(&mut room.bob, json!({"type": "ready"})).await;
+        refused(&mut room.bob, &span(w.t_start, w.t_start), "not_allowed").await;
+        // A confirm that missed the drop is refused, one that counts it stands.
+        refused(&mut room.alice, r#"{"type":"confirm","tag":"deadbeef","drops":0}"#, "not_allowed").await;
         assert_usable(&mut room.eve).await;
     });
     still_serves(&mut server);

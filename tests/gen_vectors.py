@@ -57,25 +57,69 @@ def within(sorted_times, x, tol):
     return k < len(sorted_times) and sorted_times[k] <= x + tol
 
 
-def view(rnd, party, tol, guard):
+UNMATCHED_SHARE = 4
+
+
+def matched(rnd, party, tol):
+    """Per own post in send order: a board entry with its label within τ of its prediction."""
+    sync, posts = rnd[party]["sync"], sorted(rnd[party]["posts"], key=lambda p: p["sent_us"])
+    by_label = {l: sorted(e["t_us"] for e in rnd["board"] if e["label"] == l) for l in "AB"}
+    return posts, [within(by_label[p["label"]], predicted(p, sync), tol) for p in posts]
+
+
+def own_spans(rnd, party, tol):
+    """The poster's spans ([] if every post matched), or None if out of sync."""
+    posts, ok = matched(rnd, party, tol)
+    unmatched = ok.count(False)
+    if unmatched == 0:
+        return []
+    if unmatched * UNMATCHED_SHARE > len(posts):
+        return None
+    sync, spans, k = rnd[party]["sync"], [], 0
+    while k < len(posts):
+        if ok[k]:
+            k += 1
+            continue
+        first = k
+        while k < len(posts) and not ok[k]:
+            k += 1
+        lo = max(predicted(posts[first - 1], sync) - tol, rnd["t_start_us"]) if first > 0 else rnd["t_start_us"]
+        hi = min(predicted(posts[k], sync) + tol, rnd["t_end_us"]) if k < len(posts) else rnd["t_end_us"]
+        lo, hi = min(lo, hi), max(lo, hi)
+        if spans and lo <= spans[-1][1]:
+            spans[-1][1] = max(spans[-1][1], hi)
+        else:
+            spans.append([lo, hi])
+    return spans
+
+
+def view(rnd, party, tol, guard, peer_spans):
     """One poster's expectation for one round, as written in the vectors."""
     me = "A" if party == "alice" else "B"
     sync, posts = rnd[party]["sync"], rnd[party]["posts"]
-    by_label = {l: sorted(e["t_us"] for e in rnd["board"] if e["label"] == l) for l in "AB"}
-    unmatched = sum(not within(by_label[p["label"]], predicted(p, sync), tol) for p in posts)
-    if unmatched:
-        return {"desync": True, "unmatched": unmatched, "total": len(posts)}
+    spans = own_spans(rnd, party, tol)
+    if spans is None:
+        return {"desync": True, "unmatched": matched(rnd, party, tol)[1].count(False), "total": len(posts)}
+    inside = lambda t: any(a <= t <= b for a, b in spans + peer_spans)
     preds = sorted(predicted(p, sync) for p in posts)
     by_i = {e["i"]: e for e in rnd["board"]}
+    kept = [i for i in sift(rnd["board"], rnd["t_start_us"], rnd["t_end_us"], tol, guard) if not inside(by_i[i]["t_us"])]
+    kept_times = sorted(by_i[i]["t_us"] for i in kept)
+    ambiguous = sum(bisect.bisect_right(kept_times, x + tol) - bisect.bisect_left(kept_times, x - tol) > 1 for x in preds)
+    if ambiguous:
+        return {"desync": True, "unmatched": ambiguous, "total": len(posts)}
     mine, bits, a = [], "", 0
-    for i in sift(rnd["board"], rnd["t_start_us"], rnd["t_end_us"], tol, guard):
+    for i in kept:
         is_mine = within(preds, by_i[i]["t_us"], tol)
         poster = me if is_mine else ("B" if me == "A" else "A")
         if is_mine:
             mine.append(i)
         bits += "0" if by_i[i]["label"] == poster else "1"
         a += poster == "A"
-    return {"desync": False, "mine": mine, "bits": bits, "a": a}
+    out = {"desync": False, "mine": mine, "bits": bits, "a": a}
+    if spans:
+        out = {"desync": False, "spans": spans, **{k: v for k, v in out.items() if k != "desync"}}
+    return out
 
 
 def expectations(vec):
@@ -85,15 +129,21 @@ def expectations(vec):
     rounds, counts, bits, ok = [], [], "", True
     for rnd in vec["rounds"]:
         exp = {"kept": sift(rnd["board"], rnd["t_start_us"], rnd["t_end_us"], tol, guard)}
-        for party in ("alice", "bob"):
-            exp[party] = view(rnd, party, tol, guard)
+        spans = {party: own_spans(rnd, party, tol) or [] for party in ("alice", "bob")}
+        union = spans["alice"] + spans["bob"]
+        by_i = {e["i"]: e for e in rnd["board"]}
+        dropped = [i for i in exp["kept"] if any(a <= by_i[i]["t_us"] <= b for a, b in union)]
+        if dropped:
+            exp["dropped"] = dropped
+        for party, peer in (("alice", "bob"), ("bob", "alice")):
+            exp[party] = view(rnd, party, tol, guard, spans[peer])
         rounds.append(exp)
         alice, bob = exp["alice"], exp["bob"]
         if alice["desync"] or bob["desync"]:
             ok = False
             continue
         assert (alice["bits"], alice["a"]) == (bob["bits"], bob["a"]), f"{vec['name']}: the parties disagree"
-        counts.append((len(exp["kept"]), alice["a"]))
+        counts.append((len(exp["kept"]) - len(exp.get("dropped", [])), alice["a"]))
         bits += alice["bits"]
     if not ok:
         return rounds, None
@@ -118,8 +168,9 @@ def expectations(vec):
 # --- simulation -----------------------------------------------------------------------------
 
 
-def simulate(name, description, seed, tolerance_ms, guard_ms, tag_bits, durations_ms):
-    """Two Poisson posters at 1/(8τ) each, one round per duration."""
+def simulate(name, description, seed, tolerance_ms, guard_ms, tag_bits, durations_ms, late=0.0):
+    """Two Poisson posters at 1/(8τ) each, one round per duration; with `late`, each post
+    arrives 3τ to 10τ late with that chance (never before the poster's previous post)."""
     rng = random.Random(seed)
     tol = to_us(tolerance_ms)
     rate_per_us = 1 / (8 * tol)
@@ -133,11 +184,15 @@ def simulate(name, description, seed, tolerance_ms, guard_ms, tag_bits, duration
         for order, party in enumerate(("alice", "bob")):
             sync = {"offset_us": rng.randrange(-2_000_000, 2_000_000), "delay_us": rng.randrange(200, 3000)}
             shift = sync["offset_us"] + sync["delay_us"] // 2
-            posts, s = [], t_start + rng.expovariate(rate_per_us)
+            posts, s, last = [], t_start + rng.expovariate(rate_per_us), 0
             while s <= t_end:
                 sent = round(s) - shift
                 # the server's timestamp: predicted arrival + jitter well within τ
                 arrival = sent + shift + rng.randint(-tol // 2, tol // 2)
+                if late:
+                    if rng.random() < late:
+                        arrival += rng.randint(3 * tol, 10 * tol)
+                    arrival = last = max(arrival, last)
                 if t_start <= arrival <= t_end:  # the server refuses posts outside the window
                     label = rng.choice("AB")
                     posts.append({"sent_us": sent, "label": label})
@@ -166,6 +221,9 @@ GENERATED = [
      "concatenated and the binomial is the product over the rounds.", 3, 0.25, 5, 32, [400, 300, 500]),
     ("gen_poisson_large", "A long round with thousands of entries, to check the exact binomial at scale.",
      4, 0.25, 5, 128, [4000]),
+    ("gen_poisson_late_posts", "Two rounds where each post arrives 3τ to 10τ late with chance 1/30 (a seed where no late post passes for matched): posters "
+     "name spans around their unmatched posts and both leave out the kept entries inside either's.",
+     8, 0.5, 10, 32, [300, 300], 1 / 30),
 ]
 
 
@@ -221,8 +279,8 @@ def check():
 
 
 def generate():
-    for name, description, seed, tol, guard, tag_bits, durations in GENERATED:
-        vec = with_expectations(simulate(name, description, seed, tol, guard, tag_bits, durations))
+    for name, description, seed, tol, guard, tag_bits, durations, *late in GENERATED:
+        vec = with_expectations(simulate(name, description, seed, tol, guard, tag_bits, durations, *late))
         (DIR / f"{name}.json").write_text(dump(vec) + "\n", encoding="utf-8")
         e = vec["expect"]
         print(f"{name}: {sum(len(r['board']) for r in vec['rounds'])} entries, n = {e['n']}, "

@@ -78,7 +78,22 @@ fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
         .filter(|r| r["session"] == last["session"] && r["kept"].is_u64() && !dropped.contains(&&r["round"]))
         .map(|r| {
             let e = eve_rounds.iter().find(|e| e["session"] == r["session"] && e["round"] == r["round"]).unwrap();
-            e["kept"].as_array().unwrap().len()
+            // Less the entries inside the spans a poster dropped around its late posts (eve
+            // heard those `dropped` too).
+            let spans: Vec<(i64, i64)> = eve_lines
+                .iter()
+                .filter_map(|v| v.get("dropped"))
+                .filter(|d| d["session"] == r["session"] && d["round"] == r["round"])
+                .flat_map(|d| d["spans"].as_array().unwrap().iter().map(|s| (s[0].as_i64().unwrap(), s[1].as_i64().unwrap())))
+                .collect();
+            let board = e["board"].as_array().unwrap();
+            e["kept"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .map(|i| board.iter().find(|b| b["i"] == *i).unwrap()["t_us"].as_i64().unwrap())
+                .filter(|t| !spans.iter().any(|s| s.0 <= *t && *t <= s.1))
+                .count()
         })
         .sum();
     assert_eq!(eve_n as u64, ka["n"].as_u64().unwrap());
@@ -89,6 +104,51 @@ fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
             let keys: Vec<&String> = entry.as_object().unwrap().keys().collect();
             assert_eq!(keys.len(), 3, "{entry}");
         }
+    }
+}
+
+#[test]
+fn a_post_held_back_each_round_costs_a_span_not_the_round() {
+    let server = Server::start(&[]);
+    // Bob holds one post a round back by 3τ after the time he records for it: it misses τ,
+    // so he finds it unmatched, names a span around it, and both leave that out. (In about one
+    // round in four another entry with its label is within τ of its prediction and it passes
+    // for matched: a blind spot the protocol had before spans, which confirmation catches.)
+    let args = ["--tolerance-ms", "2", "--target-bits", "256"];
+    let (creator, code, rest) = spawn_creator(&server, &args);
+    let (eve, eve_out) = spawn_eve(&server, &code, &[]);
+    let eve_reader = read_rest(eve_out);
+    let joiner = spawn_pair(&server, &["--room", &code, "--testing-hold-post"]);
+    let rest = read_rest(rest);
+    let b = wait_output(joiner, Duration::from_secs(120));
+    let a = wait_output(creator, Duration::from_secs(120));
+    let a_text = rest.join().unwrap();
+    let (ka, kb) = (key_of(&a, &a_text), key_of(&b, ""));
+    for field in ["key", "bits", "n", "a", "strength", "tag"] {
+        assert_eq!(ka[field], kb[field], "{field} differs");
+    }
+    assert!(ka["strength"].as_u64().unwrap() >= 64);
+    let (a_lines, b_lines) = (json_lines(&a_text), json_lines(&String::from_utf8_lossy(&b.stdout)));
+    let drops: Vec<&Value> = b_lines.iter().filter_map(|v| v.get("drop")).collect();
+    let heard: Vec<&Value> = a_lines.iter().filter_map(|v| v.get("dropped")).collect();
+    let b_rounds = b_lines.iter().filter(|v| v.get("round").is_some_and(|r| r["kept"].is_u64())).count();
+    // Bob dropped spans (in 8 or so rounds, all but (1/4)^8 of runs have one), alice heard
+    // each drop and derived the round again with it.
+    assert!(!drops.is_empty(), "bob dropped nothing in {b_rounds} rounds");
+    assert_eq!(heard.len(), drops.len(), "alice heard every drop");
+    for (d, h) in drops.iter().zip(&heard) {
+        assert_eq!((&d["session"], &d["round"], &d["spans"]), (&h["session"], &h["round"], &h["spans"]));
+        let kept = |lines: &[Value]| lines.iter().filter_map(|v| v.get("round")).find(|r| r["round"] == d["round"] && r["session"] == d["session"]).map(|r| r["kept"].clone());
+        // Bob's round report comes after his drop; alice's "dropped" line has her count after it.
+        assert_eq!(kept(&b_lines), Some(h["kept"].clone()), "both count the same entries in round {}", d["round"]);
+    }
+    // Eve heard the same spans, with no word of who sent them.
+    let _ = wait_output(eve, Duration::from_secs(30));
+    let eve_drops: Vec<Value> = json_lines(&eve_reader.join().unwrap()).into_iter().filter_map(|v| v.get("dropped").cloned()).collect();
+    assert_eq!(eve_drops.len(), drops.len());
+    for d in &eve_drops {
+        let keys: Vec<&String> = d.as_object().unwrap().keys().collect();
+        assert_eq!(keys, ["round", "session", "spans"], "{d}");
     }
 }
 

@@ -49,6 +49,9 @@ struct Party {
 #[serde(deny_unknown_fields)]
 struct RoundExpect {
     kept: Vec<u32>,
+    /// Sifted entries the posters' spans leave out (absent: none).
+    #[serde(default)]
+    dropped: Vec<u32>,
     alice: PartyExpect,
     bob: PartyExpect,
 }
@@ -58,6 +61,9 @@ struct RoundExpect {
 #[serde(deny_unknown_fields)]
 struct PartyExpect {
     desync: bool,
+    /// The poster's own spans (absent: none).
+    #[serde(default)]
+    spans: Vec<secret::Span>,
     mine: Option<Vec<u32>>,
     bits: Option<String>,
     a: Option<u32>,
@@ -97,21 +103,22 @@ fn check(v: &Vector) -> Vec<String> {
         if kept != round.expect.kept {
             fail(format!("round {r}: sift kept {kept:?}, expected {:?}", round.expect.kept));
         }
+        let derive = |party: &Party, me: Label, peer: &[secret::Span]| {
+            secret::derive_round(&round.board, round.t_start_us, round.t_end_us, &party.posts, party.sync, me, tol, guard, peer)
+        };
+        // Each poster's own spans (its `drop`), then each view with the other's.
+        let own = |party: &Party, me: Label| match derive(party, me, &[]) {
+            RoundOutcome::Ok(v) => v.spans,
+            RoundOutcome::Desync { .. } => Vec::new(),
+        };
+        let spans = [own(&round.alice, Label::A), own(&round.bob, Label::B)];
+        let counted: Vec<u32> = round.expect.kept.iter().copied().filter(|i| !round.expect.dropped.contains(i)).collect();
         let mut views = Vec::new();
-        for (who, me, party, want) in [
-            ("alice", Label::A, &round.alice, &round.expect.alice),
-            ("bob", Label::B, &round.bob, &round.expect.bob),
+        for (who, me, party, want, peer) in [
+            ("alice", Label::A, &round.alice, &round.expect.alice, &spans[1]),
+            ("bob", Label::B, &round.bob, &round.expect.bob, &spans[0]),
         ] {
-            let got = secret::derive_round(
-                &round.board,
-                round.t_start_us,
-                round.t_end_us,
-                &party.posts,
-                party.sync,
-                me,
-                tol,
-                guard,
-            );
+            let got = derive(party, me, peer);
             match (got, want.desync) {
                 (RoundOutcome::Desync { unmatched, total }, true) => {
                     synced = false;
@@ -131,15 +138,23 @@ fn check(v: &Vector) -> Vec<String> {
                         .map(|(&i, _)| i)
                         .collect();
                     let got = (
+                        &view.spans,
+                        &view.dropped,
                         &view.kept,
                         Some(mine),
                         Some(secret::bits_string(&view.bits)),
                         Some(view.a),
                     );
-                    let expected =
-                        (&round.expect.kept, want.mine.clone(), want.bits.clone(), want.a);
+                    let expected = (
+                        &want.spans,
+                        &round.expect.dropped,
+                        &counted,
+                        want.mine.clone(),
+                        want.bits.clone(),
+                        want.a,
+                    );
                     if got != expected || view.n as usize != view.kept.len() {
-                        fail(format!("round {r}, {who}: (kept, mine, bits, a) = {got:?}, expected {expected:?}"));
+                        fail(format!("round {r}, {who}: (spans, dropped, kept, mine, bits, a) = {got:?}, expected {expected:?}"));
                     }
                     views.push(view);
                 }
