@@ -110,7 +110,7 @@ pub enum RoundOutcome {
 /// other poster announced for this round (none yet: `&[]`).
 ///
 /// 1. Self-check, stricter than §6.2: a post is *matched* if a board entry (kept or not)
-///    with the same label is within τ of its predicted arrival. If more than one post in
+///    with the same label is surely its own ([`matched`]). If more than one post in
 ///    [`UNMATCHED_SHARE`] is unmatched: [`RoundOutcome::Desync`]. Otherwise each run of
 ///    consecutive unmatched posts (in send order) gets a span from the previous matched post's
 ///    prediction − τ (or `t_start`) to the next one's + τ (or `t_end`); overlapping spans merge.
@@ -135,7 +135,9 @@ pub fn derive_round(
 ) -> RoundOutcome {
     let tol = tolerance_us.max(0).unsigned_abs();
     let Some(spans) = own_spans(board, t_start_us, t_end_us, own, sync, tolerance_us) else {
-        let unmatched = matched(board, own, sync, tol).iter().filter(|m| !**m).count();
+        let mut posts = own.to_vec();
+        posts.sort_by_key(|p| p.sent_us);
+        let unmatched = matched(board, &posts, sync, tol).iter().filter(|m| !**m).count();
         return RoundOutcome::Desync { unmatched: count(unmatched), total: count(own.len()) };
     };
     let inside = |t: i64| spans.iter().chain(peer_spans).any(|s| s[0] <= t && t <= s[1]);
@@ -173,17 +175,47 @@ pub fn derive_round(
     RoundOutcome::Ok(view)
 }
 
-/// Per own post (in the given order): a board entry with its label is within τ of its
-/// predicted arrival.
+/// A post's entry is *sure* within `τ × SURE.0 / SURE.1` of its prediction. Between that and
+/// τ it is *doubtful*: a post's own entry is rarely that far (τ is chosen to cover its
+/// poster's delay with room to spare), while another entry with its label that only happens
+/// to be near is as likely there as anywhere within τ. A doubtful post gets a span, as an
+/// unmatched one does (docs/protocol.md §5.3).
+pub const SURE: (i64, i64) = (3, 5);
+
+/// Per own post, in the given order (send order): *matched*, i.e. given an entry with its
+/// label whose time is sure (within [`SURE`] of τ of its prediction), not before the entry
+/// given to the poster's previous matched post, and not given to another of its posts (a
+/// poster's entries are on the board in its send order, one per post). Each post takes the
+/// nearest such entry within τ, and is matched if that one is sure.
 fn matched(board: &[Entry], own: &[OwnPost], sync: Sync, tol: u64) -> Vec<bool> {
-    let sorted_times = |label: Label| {
-        let mut t: Vec<i64> = board.iter().filter(|e| e.label == label).map(|e| e.t_us).collect();
+    let sure = tol * SURE.0.unsigned_abs() / SURE.1.unsigned_abs();
+    let by_label = |label: Label| {
+        let mut t: Vec<(i64, usize)> = board.iter().enumerate().filter(|(_, e)| e.label == label).map(|(k, e)| (e.t_us, k)).collect();
         t.sort_unstable();
         t
     };
-    let (times_a, times_b) = (sorted_times(Label::A), sorted_times(Label::B));
+    let (times_a, times_b) = (by_label(Label::A), by_label(Label::B));
+    let mut used = vec![false; board.len()];
+    let mut last = i64::MIN;
     own.iter()
-        .map(|p| any_within(if p.label == Label::A { &times_a } else { &times_b }, predicted_us(p, sync), tol))
+        .map(|p| {
+            let times = if p.label == Label::A { &times_a } else { &times_b };
+            let x = predicted_us(p, sync);
+            let from = times.partition_point(|&(t, _)| t < x && t.abs_diff(x) > tol);
+            let best = times[from..]
+                .iter()
+                .take_while(|&&(t, _)| t <= x || t.abs_diff(x) <= tol)
+                .filter(|&&(t, k)| t >= last && !used[k])
+                .min_by_key(|&&(t, k)| (t.abs_diff(x), k));
+            match best {
+                Some(&(t, k)) if t.abs_diff(x) <= sure => {
+                    used[k] = true;
+                    last = t;
+                    true
+                }
+                _ => false,
+            }
+        })
         .collect()
 }
 
@@ -445,17 +477,45 @@ mod tests {
     }
 
     #[test]
-    fn a_prediction_between_two_kept_entries_exactly_g_apart_is_a_desync() {
-        // τ = 100: entries at 10_000 and 10_200 are exactly g apart, both kept; my post is
-        // predicted at 10_100, within τ of both.
-        let board = entries(&[(10_000, A), (10_200, B)]);
-        let own = [OwnPost { sent_us: T0 + 10_100, label: B }];
-        let out = derive_round(&board, T0, T0 + 20_000, &own, Sync::default(), B, 100, 0, &[]);
-        assert_eq!(out, RoundOutcome::Desync { unmatched: 1, total: 1 });
-        // One µs off the middle, only one entry is within τ: no ambiguity.
-        let own = [OwnPost { sent_us: T0 + 10_101, label: B }];
-        let out = derive_round(&board, T0, T0 + 20_000, &own, Sync::default(), B, 100, 0, &[]);
-        assert!(matches!(out, RoundOutcome::Ok(RoundView { n: 2, .. })), "{out:?}");
+    fn a_prediction_halfway_between_two_entries_is_doubtful_and_its_span_holds_both() {
+        // τ = 100 (sure within 60): entries at 10_000 and 10_200 are exactly g apart, both
+        // kept; my post predicted at 10_100 is τ from both: doubtful, so it gets a span from my
+        // previous post's prediction − τ to my next one's + τ: neither entry counts, nor the
+        // neighbours' own entries at the span's ends.
+        let board = entries(&[(2_000, B), (5_000, B), (10_000, A), (10_200, B), (15_000, B)]);
+        let own = |t: i64| [2_000, 5_000, t, 15_000].map(|x| OwnPost { sent_us: T0 + x, label: B });
+        let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 20_000, &own(10_100), Sync::default(), B, 100, 0, &[]) else {
+            panic!("desync")
+        };
+        assert_eq!((v.spans, v.dropped, v.n), (vec![[T0 + 4_900, T0 + 15_100]], vec![1, 2, 3, 4], 1));
+        // Predicted 40 µs from 10_200: sure, and 160 µs from 10_000: no ambiguity either.
+        let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 20_000, &own(10_160), Sync::default(), B, 100, 0, &[]) else {
+            panic!("desync")
+        };
+        assert_eq!((v.spans.len(), v.n, v.mine.iter().filter(|m| **m).count()), (0, 5, 4));
+        // Alone, a doubtful post is one in one: out of sync.
+        let alone = [OwnPost { sent_us: T0 + 10_100, label: B }];
+        assert_eq!(derive_round(&board, T0, T0 + 20_000, &alone, Sync::default(), B, 100, 0, &[]), RoundOutcome::Desync { unmatched: 1, total: 1 });
+    }
+
+    #[test]
+    fn each_post_takes_its_own_entry_in_send_order() {
+        // τ = 100. Posts at 3_000 and 3_050 (A) with one A entry between them: the first takes
+        // it, the second finds none of its own and is unmatched. A post whose only entry lies
+        // before the entry its previous post took is unmatched too (the board keeps a
+        // poster's order).
+        let posts = |ts: &[i64]| ts.iter().map(|&t| OwnPost { sent_us: T0 + t, label: A }).collect::<Vec<_>>();
+        let board = entries(&[(1_000, A), (3_020, A), (6_000, A), (9_000, A)]);
+        let spans = |ts: &[i64]| own_spans(&board, T0, T0 + 10_000, &posts(ts), Sync::default(), 100);
+        assert_eq!(spans(&[1_000, 3_000, 3_050, 6_000, 9_000]), Some(vec![[T0 + 2_900, T0 + 6_100]]));
+        assert_eq!(spans(&[1_000, 3_000, 6_000, 9_000]), Some(vec![]));
+        let board = entries(&[(1_000, A), (2_990, A), (3_040, A), (6_000, A), (9_000, A)]);
+        // Sent at 3_000 then 3_030: 3_000 takes 2_990 (nearest), 3_030 takes 3_040.
+        let own = posts(&[1_000, 3_000, 3_030, 6_000, 9_000]);
+        assert_eq!(own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100), Some(vec![]));
+        // Doubtful: 70 µs off with τ = 100 (sure within 60).
+        let board = entries(&[(1_000, A), (3_070, A), (6_000, A), (9_000, A)]);
+        assert_eq!(own_spans(&board, T0, T0 + 10_000, &posts(&[1_000, 3_000, 6_000, 9_000]), Sync::default(), 100), Some(vec![[T0 + 900, T0 + 6_100]]));
     }
 
     /// τ = 100, no sync error: posts at 1 000, 2 000, … 8 000 µs (A), one of them late.
@@ -629,7 +689,7 @@ mod tests {
     fn rounds_recognise_and_check_labels() {
         let board = entries(&[(2000, A), (3000, B), (4000, B)]);
         let own =
-            [OwnPost { sent_us: T0 + 2100, label: A }, OwnPost { sent_us: T0 + 3900, label: B }];
+            [OwnPost { sent_us: T0 + 2100, label: A }, OwnPost { sent_us: T0 + 3950, label: B }];
         let sync = Sync { offset_us: -200, delay_us: 201 };
         let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 10_000, &own, sync, A, 250, 1000, &[])
         else {

@@ -60,11 +60,29 @@ def within(sorted_times, x, tol):
 UNMATCHED_SHARE = 4
 
 
+SURE = (3, 5)
+
+
 def matched(rnd, party, tol):
-    """Per own post in send order: a board entry with its label within τ of its prediction."""
+    """Per own post in send order: given an entry with its label, nearest within τ, not
+    before the entry of the poster's previous matched post, not given to another of its
+    posts; matched if that entry is sure (within τ·3/5)."""
     sync, posts = rnd[party]["sync"], sorted(rnd[party]["posts"], key=lambda p: p["sent_us"])
-    by_label = {l: sorted(e["t_us"] for e in rnd["board"] if e["label"] == l) for l in "AB"}
-    return posts, [within(by_label[p["label"]], predicted(p, sync), tol) for p in posts]
+    sure = tol * SURE[0] // SURE[1]
+    used, last, ok = set(), None, []
+    for p in posts:
+        x = predicted(p, sync)
+        cands = [(abs(e["t_us"] - x), k, e["t_us"]) for k, e in enumerate(rnd["board"])
+                 if e["label"] == p["label"] and abs(e["t_us"] - x) <= tol and k not in used
+                 and (last is None or e["t_us"] >= last)]
+        best = min(cands, default=None)
+        if best is not None and best[0] <= sure:
+            used.add(best[1])
+            last = best[2]
+            ok.append(True)
+        else:
+            ok.append(False)
+    return posts, ok
 
 
 def own_spans(rnd, party, tol):
@@ -189,10 +207,10 @@ def simulate(name, description, seed, tolerance_ms, guard_ms, tag_bits, duration
                 sent = round(s) - shift
                 # the server's timestamp: predicted arrival + jitter well within τ
                 arrival = sent + shift + rng.randint(-tol // 2, tol // 2)
-                if late:
-                    if rng.random() < late:
-                        arrival += rng.randint(3 * tol, 10 * tol)
-                    arrival = last = max(arrival, last)
+                if late and rng.random() < late:
+                    arrival += rng.randint(3 * tol, 10 * tol)
+                # a poster's entries are on the board in its send order
+                arrival = last = max(arrival, last)
                 if t_start <= arrival <= t_end:  # the server refuses posts outside the window
                     label = rng.choice("AB")
                     posts.append({"sent_us": sent, "label": label})
