@@ -53,6 +53,9 @@ const ui = {
   createdHere: false, // this page created the room it is in // this page gave up the last session (too many failures)
   focusTo: null, // an element id to focus after the next render (view changes)
   recordRounds: 0, // rounds in this page's record (closed rounds it posted in)
+  // Per closed round ("session/round"): its `round` message and the spans known to be left
+  // out of it (see roundState), so that its picture can be drawn again when they change.
+  pictures: new Map(),
   records: new Map(), // id → resolve, for sgpRecord()
   recordId: 0,
 };
@@ -159,6 +162,10 @@ function onWorker(m) {
       return onRound(m);
     case 'key':
       return onKey(m);
+    case 'key_void':
+      return onKeyVoid(m);
+    case 'dropped':
+      return onDroppedSpans(m);
     case 'confirm':
       sgp.confirm[m.role] = m.tag;
       if (sgp.key && m.role !== sgp.role) sgp.key.peer_tag = m.tag;
@@ -351,17 +358,66 @@ function onStart(m) {
   }
 }
 
+const roundKey = (session, round) => `${session}/${round}`;
+
+/** Spans as one ascending list of disjoint [from, to] (both ends inclusive): overlapping or
+ *  touching ones merged, so that nothing in it says which poster announced which. */
+function unionSpans(spans) {
+  const sorted = spans.map((x) => [x[0], x[1]]).sort((x, y) => x[0] - y[0] || x[1] - y[1]);
+  const out = [];
+  for (const x of sorted) {
+    const last = out[out.length - 1];
+    if (last && x[0] <= last[1]) last[1] = Math.max(last[1], x[1]);
+    else out.push(x);
+  }
+  return out;
+}
+
+/** Positions (in board order) of the entries the sift keeps that `spans` leave out. */
+function leftOutPos(m, spans) {
+  if (!spans.length) return [];
+  return m.kept_pos.filter((k) => spans.some((x) => x[0] <= m.board[k].t_us && m.board[k].t_us <= x[1]));
+}
+
+/**
+ * What a round's picture and its sgpState entry show: the spans left out around late posts
+ * (a poster's own and its peer's, or, for an observer, those the room relayed) — none once
+ * the round is dropped whole, since nothing of it counts — and the kept entries that count.
+ */
+function roundState(pic) {
+  const spans = pic.whole ? [] : pic.spans;
+  const out = leftOutPos(pic.m, spans);
+  return { spans, leftOut: out.length, kept: pic.m.kept_pos.length - out.length };
+}
+
+/** The newest sgpState.rounds entry of a round. */
+const roundEntry = (session, round) => [...sgp.rounds].reverse().find((x) => x.round === round && (!session || x.session === session));
+
+function applyRoundState(entry, pic) {
+  const st = roundState(pic);
+  entry.kept = st.kept;
+  entry.spans = st.spans;
+  entry.left_out = st.leftOut;
+  return st;
+}
+
 function onRound(m) {
+  if (m.update) return onRoundUpdate(m);
   stopTicker();
   ui.roundPct = 100;
+  const pic = { m, spans: m.observer ? [] : unionSpans([...(m.spans || []), ...(m.peer_spans || [])]), whole: false };
+  ui.pictures.set(roundKey(m.session, m.round), pic);
+  // The record and sgpState keep every round; the pictures' data only as long as a picture may be.
+  while (ui.pictures.size > MAX_PICTURES + 10) ui.pictures.delete(ui.pictures.keys().next().value);
   const entry = {
     session: m.session,
     round: m.round,
     n: m.board.length,
-    kept: m.kept_pos.length,
+    kept: 0,
     dropped: false,
     sent_us: m.observer ? [] : m.sent_us,
   };
+  const st = applyRoundState(entry, pic);
   if (!m.observer) {
     entry.mine = m.desync ? null : m.mine.length;
     entry.a = m.desync ? null : m.a;
@@ -374,9 +430,9 @@ function onRound(m) {
   sgp.rounds.push(entry);
   window.sgpDebug.rounds.push(m);
   if (window.sgpDebug.rounds.length > 50) window.sgpDebug.rounds.shift();
-  drawRound(m);
+  drawRound(pic);
   if (m.observer) {
-    ui.keptTotal += m.kept_pos.length;
+    ui.keptTotal += st.kept;
     setStatus(`Round ${m.round} closed: ${m.board.length} entries on the board, ${m.kept_pos.length} kept by the public sift.`);
     return;
   }
@@ -394,6 +450,50 @@ function onRound(m) {
   }
   ui.strength = m.ledger.strength;
   ui.keptTotal = m.ledger.n;
+}
+
+/** A poster's round derived again with the spans its peer left out (worker.js onDropped). */
+function onRoundUpdate(m) {
+  // (The round's picture data may be gone from the page already; the counts are not.)
+  const pic = ui.pictures.get(roundKey(m.session, m.round)) || { m, spans: [], whole: false };
+  const entry = roundEntry(m.session, m.round);
+  pic.m = m;
+  pic.spans = unionSpans([...(m.spans || []), ...(m.peer_spans || [])]);
+  if (entry) {
+    applyRoundState(entry, pic);
+    entry.mine = m.mine.length;
+    entry.a = m.a;
+  }
+  const k = window.sgpDebug.rounds.findLastIndex((x) => x.session === m.session && x.round === m.round);
+  if (k >= 0) window.sgpDebug.rounds[k] = m;
+  redrawRound(pic);
+  ui.strength = m.ledger.strength;
+  ui.keptTotal = m.ledger.n;
+  const out = m.left_out.length;
+  setStatus(`Round ${m.round}: a post of ${peerOf(sgp.role)}'s missed the tolerance, so both of us leave out the kept entries around it ` +
+    `(${out} of this round in all): ${m.ledger.strength} of ${sgp.params.target_bits} bits so far.`);
+}
+
+/** An observer hears that spans of a round were left out (never whose they were). */
+function onDroppedSpans(m) {
+  const pic = ui.pictures.get(roundKey(m.session, m.round));
+  const entry = roundEntry(m.session, m.round);
+  if (!pic || !entry || pic.whole) return;
+  const before = entry.kept;
+  pic.spans = unionSpans([...pic.spans, ...m.spans]);
+  const st = applyRoundState(entry, pic);
+  ui.keptTotal += st.kept - before;
+  redrawRound(pic);
+  setStatus(`Round ${m.round}: a poster left out ${st.leftOut} entr${st.leftOut === 1 ? 'y' : 'ies'} around a late post; ${st.kept} kept entries count.`);
+}
+
+/** The worker's key no longer holds: the peer's spans took the session below the target. */
+function onKeyVoid(m) {
+  if (sgp.key && !sgp.key.confirmed && sgp.key.session === m.session && sgp.key.round === m.round) {
+    sgp.key = null;
+    sgp.confirm = { state: 'pending', alice: null, bob: null };
+  }
+  ui.strength = m.strength;
 }
 
 function onKey(m) {
@@ -442,8 +542,17 @@ function onConfirmed(m) {
 function onAborted(m) {
   switch (m.reason) {
     case 'desync': {
-      const r = [...sgp.rounds].reverse().find((x) => x.round === m.round && (!m.session || x.session === m.session));
+      const r = roundEntry(m.session, m.round);
+      const before = r ? r.kept : 0;
       if (r) r.dropped = true;
+      // Dropped whole: the spans left out of it no longer matter (and which of them reached the
+      // room depended on which message the server read first), so everyone shows its sift.
+      const pic = ui.pictures.get(roundKey(m.session ?? (r && r.session), m.round));
+      if (pic && r && !pic.whole) {
+        pic.whole = true;
+        applyRoundState(r, pic);
+        redrawRound(pic);
+      }
       markDropped(m.session, m.round);
       if (isPoster()) {
         // A key derived from the dropped round is void (its confirm was refused or never matched).
@@ -454,7 +563,7 @@ function onAborted(m) {
         if (typeof m.strength === 'number') ui.strength = m.strength;
         if (typeof m.kept_total === 'number') ui.keptTotal = m.kept_total;
       } else if (r) {
-        ui.keptTotal -= r.kept;
+        ui.keptTotal -= before;
       }
       const which = m.round == null ? 'The last round' : `Round ${m.round}`;
       const tol = sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : '';
@@ -582,6 +691,7 @@ function onError(m) {
 
 function clearRoom() {
   sgp.rounds = [];
+  ui.pictures.clear();
   sgp.key = null;
   sgp.confirm = { state: 'pending', alice: null, bob: null };
   ui.session = null;
@@ -612,8 +722,11 @@ const MAX_PICTURES = 40;
 $('timeline').dataset.keep = String(MAX_PICTURES);
 $('timeline-keep').textContent = String(MAX_PICTURES);
 
-function drawRound(m) {
+/** One round's figure: its picture (timeline.js) and caption. */
+function roundFigure(pic) {
+  const m = pic.m;
   const observer = m.observer;
+  const st = roundState(pic);
   const svg = roundSvg({
     session: m.session,
     round: m.round,
@@ -622,6 +735,7 @@ function drawRound(m) {
     t_end_us: m.t_end_us,
     guard_us: m.guard_us,
     kept_pos: m.kept_pos,
+    spans: st.spans,
     // A round out of sync for me: who posted what is unknown, drawn like the public view.
     mine: observer || m.desync ? null : m.mine,
     view: observer ? 'observer' : 'poster',
@@ -631,16 +745,23 @@ function drawRound(m) {
   fig.dataset.session = m.session;
   fig.dataset.round = m.round;
   const cap = document.createElement('figcaption');
-  let text = `Session ${m.session.slice(0, 4)}… round ${m.round} · ${m.board.length} entries · ${m.kept_pos.length} kept`;
+  let text = `Session ${m.session.slice(0, 4)}… round ${m.round} · ${m.board.length} entries · ${st.kept} kept`;
+  if (st.leftOut > 0) text += ` · ${st.leftOut} entr${st.leftOut === 1 ? 'y' : 'ies'} left out around ${st.spans.length === 1 ? 'a late post' : 'late posts'}`;
   if (!observer && m.desync) text += ' · out of sync for me: dropped';
-  else if (!observer) text += ` · ${m.mine.length} mine · ${m.kept_pos.length - m.mine.length} ${peerOf(sgp.role)}'s`;
+  else if (!observer) text += ` · ${m.mine.length} mine · ${st.kept - m.mine.length} ${peerOf(sgp.role)}'s`;
   if (observer && !m.window_known) text += ' · window unknown (joined mid-round)';
   cap.textContent = text;
   fig.append(svg, cap);
-  if (!observer && m.desync) {
+  if ((!observer && m.desync) || pic.whole) {
     fig.dataset.dropped = 'true';
     svg.dataset.dropped = 'true';
+    if (!m.desync) cap.textContent += ' · dropped (out of sync)';
   }
+  return fig;
+}
+
+function drawRound(pic) {
+  const fig = roundFigure(pic);
   const tl = $('timeline');
   $('timeline-empty')?.remove();
   tl.prepend(fig); // newest first
@@ -648,6 +769,17 @@ function drawRound(m) {
   // that kept hundreds of them laid out would slow the next rounds' posts (the record, and
   // sgpState.rounds, keep every round).
   while (tl.children.length > MAX_PICTURES) tl.lastElementChild.remove();
+}
+
+/** Draws a round's picture again in its place (its spans changed), if it is still shown. */
+function redrawRound(pic) {
+  const { session, round } = pic.m;
+  for (const fig of $('timeline').querySelectorAll('figure')) {
+    if (fig.dataset.session === String(session) && fig.dataset.round === String(round)) {
+      fig.replaceWith(roundFigure(pic));
+      return;
+    }
+  }
 }
 
 /** Marks the newest picture of that round as dropped (newest first in the timeline). */

@@ -1,9 +1,10 @@
 // secret.js — the derivation from board to key (PROTOCOL §6), mirroring src/secret.rs:
-// sift, recognise (with the self-check), bits, exact strength, key and confirmation tag,
-// arrival errors, and the SHA-256 they need. Pure: no DOM, no network, no clock, no
-// randomness. Every time is an integer number of µs (epoch µs ~1.7e15 are exact in a double);
-// every count is an exact integer (BigInt for the binomials). Held to the same answers as the
-// Rust code by tests/vectors/*.json (client/test/secret.test.mjs).
+// sift, recognise (with the self-check and the spans a poster leaves out around its late
+// posts), bits, exact strength, key and confirmation tag, arrival errors, and the SHA-256
+// they need. Pure: no DOM, no network, no clock, no randomness. Every time is an integer
+// number of µs (epoch µs ~1.7e15 are exact in a double); every count is an exact integer
+// (BigInt for the binomials). Held to the same answers as the Rust code by
+// tests/vectors/*.json (client/test/secret.test.mjs).
 
 /** Bits paid for privacy amplification: 2·log2(1/ε) with ε = 2⁻³². */
 export const MARGIN_BITS = 64;
@@ -212,36 +213,146 @@ export function sift(board, tStartUs, tEndUs, toleranceUs, guardUs) {
 }
 
 /**
- * One poster's view of one closed round (§6.1–3), as `derive_round` in src/secret.rs.
- * `own` = [{sent_us, label}], `sync` = {offset_us, delay_us}, `me` = 'A' | 'B'.
- * Returns `{desync: false, kept: [i…], mine: [bool…], bits: [0|1…], n, a}` (per kept entry, in
- * board order) or `{desync: true, unmatched, total}`:
- * - each own post needs a board entry *with its label* within τ of its predicted arrival;
+ * At most this many of a poster's posts, as a share of them (1 in UNMATCHED_SHARE), may be
+ * unmatched and covered by spans; more, and the round is out of sync (a clock problem, not a
+ * late post or two): desync, re-sync, retry.
+ */
+export const UNMATCHED_SHARE = 4;
+
+/**
+ * A post's entry is *sure* within `τ × SURE[0] / SURE[1]` (floored) of its prediction, as `SURE`
+ * in src/secret.rs. Between that and τ it is *doubtful*: a post's own entry is rarely that far
+ * (τ covers its poster's delay with room to spare), while another entry with its label that
+ * only happens to be near is as likely there as anywhere within τ. A doubtful post gets a
+ * span, as an unmatched one does (docs/protocol.md §5.3).
+ */
+export const SURE = Object.freeze([3, 5]);
+
+/**
+ * Per own post, in the given order (send order), as `matched` in src/secret.rs: *matched*, i.e.
+ * given an entry with its label whose time is sure (within SURE of τ of its prediction), not
+ * before the entry given to the poster's previous matched post, and not given to another of
+ * its posts (a poster's entries are on the board in its send order, one per post). Each post
+ * takes the nearest such entry within τ (ties: the lowest board position), and is matched if
+ * that one is sure; only then is the entry used up.
+ */
+function matched(board, own, sync, tol) {
+  const sure = Math.floor((tol * SURE[0]) / SURE[1]);
+  const times = { A: [], B: [] }; // [t_us, board position], ascending
+  board.forEach((e, k) => times[e.label].push([e.t_us, k]));
+  const byTimeThenPosition = (x, y) => x[0] - y[0] || x[1] - y[1];
+  times.A.sort(byTimeThenPosition);
+  times.B.sort(byTimeThenPosition);
+  const used = new Array(board.length).fill(false);
+  let last = -Infinity;
+  return own.map((p) => {
+    const t = times[p.label];
+    const x = predictedUs(p, sync);
+    let lo = 0;
+    let hi = t.length;
+    while (lo < hi) {
+      const mid = (lo + hi) >>> 1;
+      if (t[mid][0] < x - tol) lo = mid + 1;
+      else hi = mid;
+    }
+    let best = null;
+    for (let j = lo; j < t.length && t[j][0] <= x + tol; j++) {
+      const [at, k] = t[j];
+      if (at < last || used[k]) continue;
+      const d = Math.abs(at - x);
+      // The nearest; at equal distances (the same time, or either side of x), the lowest position.
+      if (best === null || d < best.d || (d === best.d && k < best.k)) best = { d, k, at };
+    }
+    if (best === null || best.d > sure) return false;
+    used[best.k] = true;
+    last = best.at;
+    return true;
+  });
+}
+
+/**
+ * The self-check on its own: own posts in send order (`posts`, sorted by sent_us, stably) and
+ * whether each is matched (`ok`, as `matched`). ownSpans and deriveRound use it; so does a test
+ * poster that must know whether a post it held back still passes for matched.
+ */
+export function matchedInSendOrder(board, own, sync, toleranceUs) {
+  // Array.prototype.sort is stable, as Rust's sort_by_key: equal send times keep their order.
+  const posts = [...own].sort((x, y) => x.sent_us - y.sent_us);
+  return { posts, ok: matched(board, posts, sync, Math.max(0, toleranceUs)) };
+}
+
+/**
+ * My spans for a round (step 1 of deriveRound), as `own_spans` in src/secret.rs: `[[from_us,
+ * to_us], …]` ascending and disjoint, [] if every post matched, null if more than one in
+ * UNMATCHED_SHARE did not. Posts in send order; each run of unmatched posts gets a span from
+ * the previous matched post's prediction − τ (or t_start) to the next one's + τ (or t_end),
+ * kept inside the window; overlapping spans merge. Why the late entry lies inside: the server
+ * reads each connection's frames in order and stamps them as read, so my entries are in my
+ * send order on the board, and a matched post's entry is within τ of its prediction.
+ */
+export function ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs) {
+  const tol = Math.max(0, toleranceUs);
+  const { posts, ok } = matchedInSendOrder(board, own, sync, toleranceUs);
+  const unmatched = ok.filter((m) => !m).length;
+  if (unmatched === 0) return [];
+  if (unmatched * UNMATCHED_SHARE > posts.length) return null;
+  const spans = [];
+  let k = 0;
+  while (k < posts.length) {
+    if (ok[k]) {
+      k++;
+      continue;
+    }
+    const first = k;
+    while (k < posts.length && !ok[k]) k++;
+    let from = first > 0 ? Math.max(predictedUs(posts[first - 1], sync) - tol, tStartUs) : tStartUs;
+    let to = k < posts.length ? Math.min(predictedUs(posts[k], sync) + tol, tEndUs) : tEndUs;
+    if (from > to) [from, to] = [to, from];
+    const last = spans[spans.length - 1];
+    if (last && from <= last[1]) last[1] = Math.max(last[1], to);
+    else spans.push([from, to]);
+  }
+  return spans;
+}
+
+/**
+ * One poster's view of one closed round (§6.1–3, and the spans of docs/protocol.md §6.2b), as
+ * `derive_round` in src/secret.rs. `own` = [{sent_us, label}], `sync` = {offset_us, delay_us},
+ * `me` = 'A' | 'B', `peerSpans` = the spans the other poster announced (`dropped`), [] if none.
+ * Returns `{desync: false, spans, dropped: [i…], kept: [i…], mine: [bool…], bits: [0|1…], n, a}`
+ * (per kept entry, in board order) or `{desync: true, unmatched, total}`:
+ * - a post is matched if it is given a board entry *with its label* that is sure (within
+ *   SURE of τ of its predicted arrival; see `matched`); more than one in UNMATCHED_SHARE
+ *   unmatched (or doubtful) is a desync, fewer give my `spans` (ownSpans);
+ * - kept = the sift less the entries inside my spans or peerSpans (both ends inclusive);
+ *   `dropped` = the sifted entries left out, in board order;
  * - no prediction may be within τ of two kept entries (possible only exactly g apart);
  * - a kept entry is mine if some prediction is within τ of it; bit = 0 if the label names the
  *   true poster, else 1; a = kept entries whose true poster is alice.
  */
-export function deriveRound(board, tStartUs, tEndUs, own, sync, me, toleranceUs, guardUs) {
+export function deriveRound(board, tStartUs, tEndUs, own, sync, me, toleranceUs, guardUs, peerSpans = []) {
   const tol = Math.max(0, toleranceUs);
-  const times = { A: [], B: [] };
-  for (const e of board) times[e.label].push(e.t_us);
-  times.A.sort(byNumber);
-  times.B.sort(byNumber);
-  let unmatched = 0;
-  for (const p of own) {
-    if (!anyWithin(times[p.label], predictedUs(p, sync), tol)) unmatched++;
+  const spans = ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs);
+  if (spans === null) {
+    const unmatched = matchedInSendOrder(board, own, sync, toleranceUs).ok.filter((m) => !m).length;
+    return { desync: true, unmatched, total: own.length };
   }
-  if (unmatched > 0) return { desync: true, unmatched, total: own.length };
+  const all = spans.concat(peerSpans);
+  const inside = (t) => all.some((s) => s[0] <= t && t <= s[1]);
+  const kept = [];
+  const droppedPos = [];
+  for (const k of sift(board, tStartUs, tEndUs, toleranceUs, guardUs)) {
+    (inside(board[k].t_us) ? droppedPos : kept).push(k);
+  }
 
   const predicted = own.map((p) => predictedUs(p, sync)).sort(byNumber);
-  const kept = sift(board, tStartUs, tEndUs, toleranceUs, guardUs);
   const keptTimes = kept.map((k) => board[k].t_us).sort(byNumber);
   let ambiguous = 0;
   for (const p of predicted) if (countWithin(keptTimes, p, tol) > 1) ambiguous++;
   if (ambiguous > 0) return { desync: true, unmatched: ambiguous, total: own.length };
 
   const other = me === 'A' ? 'B' : 'A';
-  const view = { desync: false, kept: [], mine: [], bits: [], n: 0, a: 0 };
+  const view = { desync: false, spans, dropped: droppedPos.map((k) => board[k].i), kept: [], mine: [], bits: [], n: 0, a: 0 };
   for (const k of kept) {
     const e = board[k];
     const mine = anyWithin(predicted, e.t_us, tol);

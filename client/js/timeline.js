@@ -1,7 +1,9 @@
 // timeline.js — draws one closed round as an SVG: every board entry at its server time
-// (A labels above the axis, B below), the guard zones shaded, entries the public sift drops
-// greyed. For a poster, its own kept entries and its peer's in two colours; for an observer,
-// times and labels only — one colour for all kept entries, nothing that tells posters apart.
+// (A labels above the axis, B below), the guard zones shaded, the spans left out around late
+// posts as a light band, entries the public sift drops or the spans leave out greyed. For a
+// poster, its own kept entries and its peer's in two colours; for an observer, times and
+// labels only — one colour for all kept entries, nothing that tells posters apart (the spans
+// are drawn alike whoever announced them).
 // DOM only (no network, no clock); the data comes from the worker's `round` message.
 
 const NS = 'http://www.w3.org/2000/svg';
@@ -20,10 +22,13 @@ function el(name, attrs = {}, text) {
 /**
  * One round's picture.
  * r: {session, round, board: [{i, t_us, label}], t_start_us?, t_end_us?, guard_us,
- *     kept_pos: [positions in board], view: 'observer' | 'poster',
+ *     kept_pos: [positions in board], spans?: [[from_us, to_us], …] (left out, ends inclusive),
+ *     view: 'observer' | 'poster',
  *     mine: [i…] | null (null: nobody's entries known — the observer's view, or a poster's
  *     round that was out of sync), peer: the peer's name}
- * Returns an <svg data-testid="round-svg"> with data-session, data-round, data-entries, data-kept.
+ * Returns an <svg data-testid="round-svg"> with data-session, data-round, data-entries,
+ * data-kept (the kept entries that count: the sift's less those inside the spans), data-spans
+ * and data-left-out (how many spans, and how many kept entries they leave out).
  */
 export function roundSvg(r) {
   const board = r.board;
@@ -43,7 +48,11 @@ export function roundSvg(r) {
   }
   const span = t1 - t0;
   const x = (t) => (((t - t0) / span) * W).toFixed(2);
-  const kept = new Set(r.kept_pos);
+  const spans = r.spans || [];
+  const inSpan = (t) => spans.some((x) => x[0] <= t && t <= x[1]);
+  const sifted = new Set(r.kept_pos);
+  const kept = new Set(r.kept_pos.filter((k) => !inSpan(board[k].t_us)));
+  const leftOut = sifted.size - kept.size;
   const observer = r.view === 'observer';
   const unknown = r.mine == null; // observer, or a poster's round that was out of sync
   const mine = new Set(unknown ? [] : r.mine);
@@ -61,11 +70,12 @@ export function roundSvg(r) {
   });
 
   const peerName = r.peer || 'peer';
+  const out = leftOut > 0 ? ` ${leftOut} more left out around late posts (shaded).` : '';
   const summary = observer
-    ? `Round ${r.round}: ${board.length} entries, ${kept.size} kept by the public sift, ${board.length - kept.size} dropped. Times and labels only: nothing tells the posters apart.`
+    ? `Round ${r.round}: ${board.length} entries, ${kept.size} kept, ${board.length - sifted.size} dropped by the public sift.${out} Times and labels only: nothing tells the posters apart.`
     : unknown
       ? `Round ${r.round}: ${board.length} entries, ${kept.size} kept; out of sync, so whose they are is unknown and the round is dropped.`
-      : `Round ${r.round}: ${board.length} entries, ${kept.size} kept (${nMine} mine, ${nPeer} ${peerName}'s), ${board.length - kept.size} dropped by the sift.`;
+      : `Round ${r.round}: ${board.length} entries, ${kept.size} kept (${nMine} mine, ${nPeer} ${peerName}'s), ${board.length - sifted.size} dropped by the sift.${out}`;
 
   const svg = el('svg', {
     viewBox: `0 0 ${W} ${H}`,
@@ -78,6 +88,8 @@ export function roundSvg(r) {
     'data-round': r.round,
     'data-entries': board.length,
     'data-kept': kept.size,
+    'data-spans': spans.length,
+    'data-left-out': leftOut,
     'data-view': observer ? 'observer' : 'poster',
     ...(unknown ? {} : { 'data-mine': nMine }),
   });
@@ -88,6 +100,13 @@ export function roundSvg(r) {
     const gw = ((g / span) * W).toFixed(2);
     svg.appendChild(el('rect', { class: 'guard', x: x(r.t_start_us), y: 0, width: gw, height: H }));
     svg.appendChild(el('rect', { class: 'guard', x: x(r.t_end_us - g), y: 0, width: gw, height: H }));
+  }
+  for (const [from, to] of spans) {
+    // At least 2 units wide (of 1000): a span of a few τ in a long round is still seen.
+    const a = Math.max(0, Math.min(W, Number(x(from))));
+    const b = Math.max(0, Math.min(W, Number(x(to))));
+    const w = Math.max(2, b - a);
+    svg.appendChild(el('rect', { class: 'span', x: Math.min(a, W - w).toFixed(2), y: 0, width: w.toFixed(2), height: H }));
   }
   svg.appendChild(el('line', { class: 'axis', x1: 0, y1: AXIS, x2: W, y2: AXIS }));
   for (const cls of ['dropped', 'kept', 'peer', 'mine']) {
@@ -101,6 +120,6 @@ export function roundSvg(r) {
 /** The legend under the timeline's title, as HTML-free text pieces: [[class, text], …]. */
 export function legend(observer, peerName) {
   return observer
-    ? [['kept', 'kept entry'], ['dropped', 'sifted out'], ['guard', 'guard zone']]
-    : [['mine', 'mine'], ['peer', `${peerName}'s`], ['dropped', 'sifted out'], ['guard', 'guard zone']];
+    ? [['kept', 'kept entry'], ['dropped', 'sifted or left out'], ['guard', 'guard zone'], ['span', 'left out around a late post']]
+    : [['mine', 'mine'], ['peer', `${peerName}'s`], ['dropped', 'sifted or left out'], ['guard', 'guard zone'], ['span', 'left out around a late post']];
 }

@@ -4,8 +4,10 @@
 // send time recorded just before ws.send; pair's late rule: a post more than half a mean gap
 // overdue is skipped and spoils its round), `done` 3 ms + 2τ after our estimate of t_end with
 // no post in the 500 µs before it, coalesced posts left out, one verdict per closed round
-// (ready / confirm{tag} / abort{desync}), bias refinement from our own posts' arrival errors,
-// bounded retries. Where a browser differs, so does this file: after a failed round it
+// (ready / confirm{tag, drops} / abort{desync}), a late post or a few costing only `drop
+// {spans}` of the round and not the round (re-derived, and the verdict said again, when the
+// peer's `dropped` comes), bias refinement from our own posts' arrival errors, bounded
+// retries. Where a browser differs, so does this file: after a failed round it
 // re-syncs only if the round showed the sync off (a fresh sync is often worse than the bias
 // just learnt), it gives up after 30 s without a round that counts, and it repeats a `done`
 // the server found early instead of waiting for the round's grace. It also measures the timers and the message jitter for the page, and keeps
@@ -282,6 +284,9 @@ const S = {
   lastClosed: null, // round number of the last closed round we derived (or saw, as observer)
   lastClosedSession: null,
   current: null, // the round being posted: {session, round, t_start, t_end, sync, posts, …}
+  // The last closed round that counts for us, until the next `start`: what the peer's
+  // `dropped` needs to derive it again (onDropped).
+  open: null,
   myTag: null,
   peerTag: null,
   failures: 0, // in a row: reset once a round has counted for both posters
@@ -419,6 +424,7 @@ function stopSession() {
   S.epoch++;
   if (S.current) S.current.stopped = true;
   S.current = null;
+  S.open = null;
   S.myTag = null;
   S.peerTag = null;
 }
@@ -608,6 +614,8 @@ function onServer(m, t3) {
       return;
     case 'confirmed':
       return onConfirmed(m);
+    case 'dropped':
+      return onDropped(m);
     case 'aborted':
       return onAborted(m);
     case 'reset':
@@ -622,11 +630,14 @@ function onServer(m, t3) {
         redoDone(S.current);
         return;
       }
-      if (/^post\b/.test(text) || /^a round is running/.test(text) || /^the last round was dropped/.test(text)) {
+      if (/^post\b/.test(text) || /^a round is running/.test(text) || /^the last round was dropped/.test(text) ||
+        /^confirm: made before a drop/.test(text)) {
         // A refused post: after the round was stopped (posts already on their way), nothing
         // to say; during a round, the self-check will drop the round anyway. A refused ready:
         // our first ready already started the next round (it crossed the peer's desync). A
-        // refused confirm: the peer dropped the round; its `aborted` follows. Noted, not shown.
+        // refused confirm: the peer dropped the round (its `aborted` follows), or left out
+        // spans of it that our tag did not know of (its `dropped` is on the way, and we
+        // confirm again then: onDropped). Noted, not shown.
         toPage({ type: 'error', code: m.code, message: text, quiet: true });
         return;
       }
@@ -678,6 +689,7 @@ function onStart(m) {
   S.lastOk = false;
   S.myTag = null;
   S.peerTag = null;
+  S.open = null; // the last round's verdicts are in: no `dropped` can come for it now
   if (S.current) S.current.stopped = true;
   const p = {
     session: m.session,
@@ -716,6 +728,7 @@ function onClosed(m) {
     const t0 = w ? w.t_start : (times.length ? Math.min(...times) : 0) - guard;
     const t1 = w ? w.t_end : (times.length ? Math.max(...times) : 0) + guard;
     const kept = secret.sift(m.board, t0, t1, tol, guard);
+    S.open = null;
     S.lastClosed = m.round;
     S.lastClosedSession = m.session;
     toPage({ ...base, observer: true, window_known: !!w, t_start_us: w ? w.t_start : null, t_end_us: w ? w.t_end : null, kept_pos: kept });
@@ -723,11 +736,12 @@ function onClosed(m) {
   }
   p.stopped = true;
   S.current = null;
+  S.open = null;
   S.lastClosed = m.round;
   S.lastClosedSession = m.session;
   const lateUs = p.late.length ? Math.max(...p.late) : 0;
   const spoiled = p.skipped > 0 || lateUs > p.lateLimit || p.cutShort;
-  S.record.rounds.push({
+  const recorded = {
     session: m.session,
     round: m.round,
     t_start_us: p.t_start,
@@ -741,10 +755,15 @@ function onClosed(m) {
     late_us: lateUs,
     skipped: p.skipped,
     spoiled,
-  });
+    // The spans this poster sent as `drop`, and those the peer's `dropped` said (onDropped).
+    spans: [],
+    peer_spans: [],
+  };
+  S.record.rounds.push(recorded);
   // Posts the server said were coalesced carry a later message's time: not theirs.
   const timed = p.posts.filter((_, k) => !p.coalesced.includes(k + 1));
-  const view = secret.deriveRound(m.board, p.t_start, p.t_end, timed, p.sync, me(), tol, guard);
+  // No peer spans yet: the peer's `dropped`, if any, comes after `closed` (onDropped).
+  const view = secret.deriveRound(m.board, p.t_start, p.t_end, timed, p.sync, me(), tol, guard, []);
   const errors = secret.arrivalErrors(m.board, timed, p.sync);
   const bias = refineBias(errors, tol);
   S.bias += bias;
@@ -787,23 +806,121 @@ function onClosed(m) {
     trySend({ type: 'abort', reason: 'desync' });
     return;
   }
+  // In sync, with at most one post in secret.UNMATCHED_SHARE unmatched: the spans around
+  // those go out first, so that the peer (and the room) leave out the same entries, and our
+  // verdict, made without the peer's spans, counts those we left out ourselves.
+  const drops = view.spans.length > 0 && trySend({ type: 'drop', spans: view.spans }) ? 1 : 0;
+  if (drops) recorded.spans = view.spans.map((x) => [x[0], x[1]]);
   S.keptRounds.push({ round: m.round, n: view.n, a: view.a, bits: view.bits });
   S.lastOk = true;
+  const o = {
+    session: m.session,
+    round: m.round,
+    board: m.board,
+    t_start: p.t_start,
+    t_end: p.t_end,
+    timed,
+    sync: p.sync,
+    tol,
+    guard,
+    spans: view.spans,
+    peerSpans: [],
+    drops,
+    verdict: null, // 'confirm' | 'ready'
+    report,
+  };
+  S.open = o;
+  roundToPage(o, view, false);
+  o.verdict = verdict(o);
+}
+
+/** The page's `round` message for an open round, first (update false) or after `dropped`. */
+function roundToPage(o, view, update) {
+  const l = secret.ledger(S.keptRounds.map((r) => [r.n, r.a]), S.params.tag_bits);
+  toPage({
+    ...o.report, update, desync: null, spans: view.spans, peer_spans: o.peerSpans.map((x) => [x[0], x[1]]), left_out: view.dropped,
+    mine: view.kept.filter((_, j) => view.mine[j]), n: view.n, a: view.a, ledger: l,
+  });
+}
+
+/**
+ * Says this poster's verdict on the open round `o`, from the session's rounds as they now
+ * stand: `confirm {tag, drops}` once the strength reaches the target (the key goes to the
+ * page), else `ready`. Returns which. A verdict said again after the peer's `dropped` may
+ * turn a confirm into a ready (the page is told its key is void); never the other way.
+ */
+function verdict(o) {
+  const params = S.params;
   const l = secret.ledger(S.keptRounds.map((r) => [r.n, r.a]), params.tag_bits);
-  toPage({ ...report, desync: null, mine: view.kept.filter((_, j) => view.mine[j]), n: view.n, a: view.a, ledger: l });
   if (l.strength >= params.target_bits) {
     const bits = S.keptRounds.flatMap((r) => r.bits);
-    const k = secret.key(S.room, m.session, bits);
+    const k = secret.key(S.room, o.session, bits);
     const t = secret.tag(k, params.tag_bits);
     S.myTag = t;
     toPage({
-      type: 'key', session: m.session, key: secret.hex(k), bits: secret.bitsString(bits), ledger: l, tag: t,
-      rounds: S.keptRounds.length, per_round: S.keptRounds.map((r) => ({ round: r.round, n: r.n, a: r.a })), round: m.round,
+      type: 'key', session: o.session, key: secret.hex(k), bits: secret.bitsString(bits), ledger: l, tag: t,
+      rounds: S.keptRounds.length, per_round: S.keptRounds.map((r) => ({ round: r.round, n: r.n, a: r.a })), round: o.round, drops: o.drops,
     });
-    if (trySend({ type: 'confirm', tag: t })) phase('confirming', { session: m.session, round: m.round });
-  } else if (trySend({ type: 'ready' })) {
-    phase('waiting', { session: m.session, round: m.round, next: true, strength: l.strength });
+    if (trySend({ type: 'confirm', tag: t, drops: o.drops })) phase('confirming', { session: o.session, round: o.round });
+    return 'confirm';
   }
+  if (S.myTag !== null) {
+    S.myTag = null;
+    toPage({ type: 'key_void', session: o.session, round: o.round, strength: l.strength });
+  }
+  if (trySend({ type: 'ready' })) {
+    phase('waiting', { session: o.session, round: o.round, next: true, strength: l.strength });
+  }
+  return 'ready';
+}
+
+/** Spans as the server relays them (it checked them): `[[from_us, to_us], …]`, kept only if whole. */
+function cleanSpans(spans) {
+  if (!Array.isArray(spans)) return [];
+  return spans
+    .filter((x) => Array.isArray(x) && x.length === 2 && Number.isSafeInteger(x[0]) && Number.isSafeInteger(x[1]) && x[0] <= x[1])
+    .slice(0, 64)
+    .map((x) => [x[0], x[1]]);
+}
+
+/**
+ * The peer left out spans of the last closed round around its late posts (the server relays
+ * `drop` to the rest of the room, never to its sender, and never says whose it was). A poster
+ * derives that round again with them, replaces its counts, and — if its verdict was a
+ * confirm, which the server voided — says its verdict again with the new key and drops count
+ * (a ready stands: fewer entries never make a key where there was none). A round that is not
+ * open (we dropped it: out of sync, or late) ignores it. Observers only show it.
+ */
+function onDropped(m) {
+  const spans = cleanSpans(m.spans);
+  const last = S.record.rounds[S.record.rounds.length - 1];
+  if (isPoster() && last && last.session === m.session && last.round === m.round) last.peer_spans.push(...spans);
+  if (!isPoster()) {
+    toPage({ type: 'dropped', session: m.session, round: m.round, spans });
+    return;
+  }
+  const o = S.open;
+  if (!o || o.session !== m.session || o.round !== m.round || spans.length === 0) return;
+  o.peerSpans.push(...spans);
+  o.drops += 1;
+  const view = secret.deriveRound(o.board, o.t_start, o.t_end, o.timed, o.sync, me(), o.tol, o.guard, o.peerSpans);
+  if (view.desync) {
+    // Cannot happen (spans only leave entries out, and the ambiguity check only looks at
+    // kept ones), but never confirm on it: drop the round as out of sync.
+    S.open = null;
+    S.keptRounds = S.keptRounds.filter((r) => r.round !== o.round);
+    S.lastOk = false;
+    if (S.myTag !== null) {
+      S.myTag = null;
+      toPage({ type: 'key_void', session: o.session, round: o.round, strength: 0 });
+    }
+    trySend({ type: 'abort', reason: 'desync' });
+    return;
+  }
+  const k = S.keptRounds.findIndex((r) => r.round === o.round);
+  if (k >= 0) S.keptRounds[k] = { round: o.round, n: view.n, a: view.a, bits: view.bits };
+  roundToPage(o, view, true);
+  if (o.verdict === 'confirm') o.verdict = verdict(o);
 }
 
 function onConfirmed(m) {
@@ -828,6 +945,7 @@ function onAborted(m) {
     // One of us found the last round out of sync: it is dropped, the session goes on.
     if (S.current) S.current.stopped = true;
     S.current = null;
+    S.open = null;
     S.myTag = null;
     const dropped = S.lastClosed;
     const droppedSession = S.lastClosedSession;
@@ -841,6 +959,7 @@ function onAborted(m) {
   const wasRunning = S.running;
   S.session = null;
   S.keptRounds = [];
+  S.open = null;
   toPage({ type: 'aborted', reason });
   if (!isPoster()) return;
   if (reason === 'peer_left' || reason === 'idle' || reason === 'gave_up' || reason === 'user' || !wasRunning) {

@@ -171,7 +171,9 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
     assert.equal(r.rounds.length, stA.rounds.length, `${role}: one recorded round per closed round`);
     for (const x of r.rounds) {
       assert.deepEqual(Object.keys(x), ['session', 'round', 't_start_us', 't_end_us', 'sync', 'posts', 'board', 'coalesced', 'send_call_us',
-        'done_us', 'late_us', 'skipped', 'spoiled'], `${role}: a round's fields`);
+        'done_us', 'late_us', 'skipped', 'spoiled', 'spans', 'peer_spans'], `${role}: a round's fields`);
+      assert.ok([...x.spans, ...x.peer_spans].every((q) => q.length === 2 && Number.isSafeInteger(q[0]) && q[0] <= q[1] && x.t_start_us <= q[0] && q[1] <= x.t_end_us),
+        `${role}: spans are [from_us, to_us] inside the window`);
       assert.equal(x.send_call_us.length, x.posts.length, `${role}: one send-call time per post`);
       assert.equal(x.spoiled, x.skipped > 0 || x.done_us === null || x.late_us > Math.round(0.5 * (1e6 / r.params.rate_hz)), `${role}: spoiled by the late rule exactly when it should be`);
       assert.ok(x.coalesced.every((k) => Number.isInteger(k) && k >= 1 && k <= x.posts.length), `${role}: coalesced are post numbers`);
@@ -189,7 +191,7 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
   const guard = secret.msToUs(stA.params.guard_ms);
   // The posts whose time the board has (as the worker and sgp pair derive): not the coalesced.
   const timed = (x) => x.posts.filter((_, k) => !x.coalesced.includes(k + 1));
-  const derive = (x, me) => secret.deriveRound(x.board, x.t_start_us, x.t_end_us, timed(x), x.sync, me, tol, guard);
+  const derive = (x, me, peerSpans = []) => secret.deriveRound(x.board, x.t_start_us, x.t_end_us, timed(x), x.sync, me, tol, guard, peerSpans);
   const session = stA.key.session;
   const counted = [];
   let bits = [];
@@ -197,10 +199,15 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
     const rb = recs.bob.rounds.find((x) => x.session === ra.session && x.round === ra.round);
     assert.ok(rb, `bob recorded round ${ra.round} too`);
     assert.deepEqual(rb.board, ra.board, 'the same board for both');
-    const va = derive(ra, 'A');
-    const vb = derive(rb, 'B');
-    if (va.desync || vb.desync || ra.spoiled || rb.spoiled) continue; // dropped by whoever was out of sync or late
-    assert.deepEqual([va.n, va.a, va.bits], [vb.n, vb.a, vb.bits], `round ${ra.round}: both derive the same`);
+    // Each alone first (its own spans: what its `drop` said), then with the other's.
+    const a0 = derive(ra, 'A');
+    const b0 = derive(rb, 'B');
+    if (a0.desync || b0.desync || ra.spoiled || rb.spoiled) continue; // dropped by whoever was out of sync or late
+    assert.deepEqual([ra.spans, rb.spans], [a0.spans, b0.spans], `round ${ra.round}: each recorded the spans it derives`);
+    assert.deepEqual([ra.peer_spans, rb.peer_spans], [rb.spans, ra.spans], `round ${ra.round}: each heard the other's spans`);
+    const va = derive(ra, 'A', b0.spans);
+    const vb = derive(rb, 'B', a0.spans);
+    assert.deepEqual([va.n, va.a, va.bits, va.dropped], [vb.n, vb.a, vb.bits, vb.dropped], `round ${ra.round}: both derive the same`);
     assert.ok(va.mine.every((m, j) => m !== vb.mine[j]), `round ${ra.round}: each kept entry is exactly one poster's`);
     counted.push({ round: ra.round, n: va.n, a: va.a });
     bits = bits.concat(va.bits);
