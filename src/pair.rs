@@ -30,11 +30,14 @@ pub struct Opts {
     /// How to place posts: Poisson, or a leaky schedule for testing the audit (main.rs
     /// refuses those unless `schedule::LEAKY_ENV` is set).
     pub schedule: schedule::Plan,
-    /// Testing only (`--testing-hold-post`, not in the usage): each round, the middle post
-    /// leaves 3τ after the time this poster records for it, as if the network had held it. It
-    /// misses τ, so the round takes the `drop` path (unless another entry with its label
-    /// happens to be within τ of its prediction); 3τ is less than the late rule's 4τ, so the
-    /// posts after it keep their schedule. It costs bits and gives nothing away.
+    /// Testing only (`--testing-hold-post`, not in the usage): every 16th post of a round (the
+    /// 9th, 25th, …) leaves 3τ after the time this poster records for it, as if the network
+    /// had held it. It misses τ, so the round takes the `drop` path; 3τ is less than the late
+    /// rule's 4τ, so the posts after it keep their schedule. When another entry with its label
+    /// happens to be within 3τ/5 of a held post's prediction, the post passes for matched (the
+    /// blind spot of docs/protocol.md §5.3) and the session's tags would differ: knowing which
+    /// posts it held, this poster drops such a round (`abort {desync}`) instead. It costs bits,
+    /// and the audit's `loopback-held` scenario checks that the spans give nothing away.
     pub hold_post: bool,
 }
 
@@ -148,6 +151,8 @@ struct Posted {
     done_us: Option<i64>,
     /// How this poster kept its schedule.
     timing: Kept,
+    /// `--testing-hold-post`: the recorded send times of the posts held back.
+    held: Vec<i64>,
 }
 
 /// How well a poster kept its schedule in one round.
@@ -225,7 +230,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     let me = role.label().ok_or_else(|| fail(EXIT_OTHER, "joined as an observer"))?;
     rec.joined = Some((room.clone(), role, params.clone()));
     if opts.hold_post {
-        eprintln!("sgp pair: TESTING ONLY: one post a round is held back 3τ after its recorded send time");
+        eprintln!("sgp pair: TESTING ONLY: every 16th post is held back 3τ after its recorded send time");
     }
     if opts.schedule.leaks() {
         eprintln!("sgp pair: TESTING ONLY: schedule {} gives the posters away; this key is not secret", opts.schedule.name());
@@ -288,6 +293,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                     posts: sent.posts,
                     coalesced: sent.coalesced,
                     call_us: sent.call_us,
+                    held: sent.held,
                     sync: round_sync,
                     done_us,
                     timing,
@@ -311,7 +317,19 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                     &board, p.t_start, p.t_end, &timed, to_sync(p.sync), me, params.tolerance_us(), params.guard_us(), &[],
                 );
                 bias_us += refine(p.sync, &board, &timed, params.tolerance_us());
+                let blind = || {
+                    let mut sorted = timed.clone();
+                    sorted.sort_by_key(|q| q.sent_us);
+                    let ok = secret::matched_in_send_order(&board, &sorted, to_sync(p.sync), params.tolerance_us());
+                    sorted.iter().zip(ok).any(|(q, m)| m && p.held.contains(&q.sent_us))
+                };
                 match outcome {
+                    RoundOutcome::Ok(_) if opts.hold_post && blind() => {
+                        out.event("round", json!({"session": s, "round": round, "n": board.len(), "kept": null, "aborted": "held_post_matched"}), || {
+                            format!("round {round}: a held post passes for matched (testing only); dropping it")
+                        });
+                        c.send(&ClientMsg::Abort { reason: "desync".into() }).await?;
+                    }
                     RoundOutcome::Ok(_) if p.timing.spoiled => {
                         out.event(
                             "round",
@@ -607,6 +625,8 @@ struct Sent {
     coalesced: Vec<u32>,
     /// How long each post's send call took.
     call_us: Vec<i64>,
+    /// `--testing-hold-post`: the recorded send times of the posts held back.
+    held: Vec<i64>,
 }
 
 /// Posts one round on its schedule (Poisson unless testing), then sends `done` at a time
@@ -670,7 +690,7 @@ async fn post_round(
             continue;
         } else {
             let label = labels[k];
-            let held = (hold_post && k == planned.len() / 2).then(|| clock.now_us());
+            let held = (hold_post && k % 16 == 8).then(|| clock.now_us());
             if held.is_some() {
                 schedule::wait_until(&clock, clock.now_us() + 3 * params.tolerance_us()).await;
             }
@@ -678,6 +698,9 @@ async fn post_round(
             let sent_us = held.unwrap_or(sent_us);
             kept.late_us = kept.late_us.max(sent_us - target);
             sent.posts.push(OwnPost { sent_us, label });
+            if held.is_some() {
+                sent.held.push(sent_us);
+            }
             sent.call_us.push(after - sent_us);
         }
     }

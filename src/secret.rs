@@ -188,6 +188,13 @@ pub const SURE: (i64, i64) = (3, 5);
 /// poster's entries are on the board in its send order, one per post). Each post takes the
 /// nearest such entry within τ, and is matched if that one is sure.
 fn matched(board: &[Entry], own: &[OwnPost], sync: Sync, tol: u64) -> Vec<bool> {
+    matched_in_send_order(board, own, sync, tol.min(i64::MAX as u64) as i64)
+}
+
+/// [`matched`] for posts already in send order, at tolerance `tolerance_us`: which of them
+/// the self-check finds matched (`sgp pair --testing-hold-post` asks it of its held posts).
+pub fn matched_in_send_order(board: &[Entry], own: &[OwnPost], sync: Sync, tolerance_us: i64) -> Vec<bool> {
+    let tol = tolerance_us.max(0).unsigned_abs();
     let sure = tol * SURE.0.unsigned_abs() / SURE.1.unsigned_abs();
     let by_label = |label: Label| {
         let mut t: Vec<(i64, usize)> = board.iter().enumerate().filter(|(_, e)| e.label == label).map(|(k, e)| (e.t_us, k)).collect();
