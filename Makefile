@@ -40,7 +40,8 @@ test-browser: client/node_modules/.stamp chromium build
 
 ## The full eavesdropper's audit (SECURITY.md): real pairs on loopback, across network
 ## namespaces with 20 ± 5 ms of delay (needs root), two Chromium tabs, and the leaky testing
-## schedules, each to ≥ 100 000 scored entries or its time limit; about 30 minutes. The
+## schedules, and loopback with spans in every round (`--testing-hold-post`), each to ≥ 100 000
+## scored entries or its time limit; about 45 minutes. The
 ## records (key material) stay in AUDIT_OUT, a 0700 folder. The posters, server and delay
 ## proxy are light but timing-sensitive, so they run at normal priority; the attacker, which
 ## is CPU-heavy, runs under nice.
