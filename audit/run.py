@@ -10,7 +10,7 @@ by `sgp eve --record`), then `sgp eve --attack --json` on all the records. Scena
                    catch it
   loopback         the honest schedule, two `sgp pair` on 127.0.0.1, default parameters:
                    p_u <= 0.51 on both targets over >= 100 000 scored entries each
-  loopback-held    the same with bob holding every 16th post back by 3τ (testing only):
+  loopback-held    the same with each poster holding one post in 16 back by 3τ (testing only):
                    every round has spans, which the attacker knows; same bar
   netns            the honest schedule, alice 0 ms away, bob 20 ms +- 5 ms away, each in its
                    own network namespace (veth); the delay is `tc netem` where the kernel has
@@ -353,11 +353,11 @@ def main():
             ("leaky-rate", dict(rooms=2, goal=30_000, minutes=2, alice=["--target-bits", "2500", "--duration-ms", window], bob=["--schedule", "unequal-rate:1.5"], env=leaky)),
             # Default parameters: τ 0.25 ms, 256-bit keys (3 rounds each), many short pairs.
             ("loopback", dict(rooms=3, goal=GOAL, minutes=12, alice=[], bob=[])),
-            # Spans (docs/protocol.md §5.3): bob holds every 16th post back by 3τ, so every round
-            # has spans around his posts (about 12 % of its time), and the attacker knows them.
-            # 100 ms rounds hold ~50 posts each, 3 held: rounds where a held post passes for
-            # matched are dropped by bob (it knows which it held), the rest count.
-            ("loopback-held", dict(rooms=3, goal=GOAL, minutes=12, alice=["--duration-ms", "100"], bob=["--testing-hold-post"])),
+            # Spans (docs/protocol.md §5.3): both posters hold one post in 16, at random, back
+            # by 3τ, so nearly every round has spans (about a quarter of its time), and the
+            # attacker knows them. 100 ms rounds hold ~50 posts each: rounds where a held post
+            # passes for matched are dropped by its poster (it knows which it held).
+            ("loopback-held", dict(rooms=3, goal=GOAL, minutes=12, alice=["--duration-ms", "100", "--testing-hold-post"], bob=["--testing-hold-post"])),
         ]
         for name, p in plan:
             if name not in only:

@@ -30,9 +30,9 @@ pub struct Opts {
     /// How to place posts: Poisson, or a leaky schedule for testing the audit (main.rs
     /// refuses those unless `schedule::LEAKY_ENV` is set).
     pub schedule: schedule::Plan,
-    /// Testing only (`--testing-hold-post`, not in the usage): every 16th post of a round (the
-    /// 9th, 25th, …) leaves 3τ after the time this poster records for it, as if the network
-    /// had held it. It misses τ, so the round takes the `drop` path; 3τ is less than the late
+    /// Testing only (`--testing-hold-post`, not in the usage): each post, with chance 1/16
+    /// (fastrand: lateness is not secret, and a network's does not follow post numbers),
+    /// leaves 3τ after the time this poster records for it, as if the network had held it. It misses τ, so the round takes the `drop` path; 3τ is less than the late
     /// rule's 4τ, so the posts after it keep their schedule. When another entry with its label
     /// happens to be within 3τ/5 of a held post's prediction, the post passes for matched (the
     /// blind spot of docs/protocol.md §5.3) and the session's tags would differ: knowing which
@@ -230,7 +230,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     let me = role.label().ok_or_else(|| fail(EXIT_OTHER, "joined as an observer"))?;
     rec.joined = Some((room.clone(), role, params.clone()));
     if opts.hold_post {
-        eprintln!("sgp pair: TESTING ONLY: every 16th post is held back 3τ after its recorded send time");
+        eprintln!("sgp pair: TESTING ONLY: one post in 16, at random, is held back 3τ after its recorded send time");
     }
     if opts.schedule.leaks() {
         eprintln!("sgp pair: TESTING ONLY: schedule {} gives the posters away; this key is not secret", opts.schedule.name());
@@ -690,7 +690,7 @@ async fn post_round(
             continue;
         } else {
             let label = labels[k];
-            let held = (hold_post && k % 16 == 8).then(|| clock.now_us());
+            let held = (hold_post && rng.u32(..16) == 0).then(|| clock.now_us());
             if held.is_some() {
                 schedule::wait_until(&clock, clock.now_us() + 3 * params.tolerance_us()).await;
             }

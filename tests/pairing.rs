@@ -110,7 +110,7 @@ fn two_terminals_agree_on_a_confirmed_256_bit_key_and_eve_sees_the_boards() {
 #[test]
 fn a_post_held_back_each_round_costs_a_span_not_the_round() {
     let server = Server::start(&[]);
-    // Bob holds every 16th post back by 3τ after the time he records for it: it misses τ,
+    // Bob holds one post in 16 back by 3τ after the time he records for it: it misses τ,
     // so he finds it unmatched, names a span around it, and both leave that out. (About one
     // held post in seven has another entry with its label within 3τ/5 of its prediction and
     // passes for matched, the blind spot of docs/protocol.md §5.3: bob, who knows which posts
