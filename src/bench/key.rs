@@ -251,10 +251,14 @@ impl Tally {
         }
         // The key's rounds: the last session's rounds that were kept and not dropped.
         let last = mine.last().map(|m| m.0.clone()).unwrap_or_default();
+        // A round the peer narrowed with its spans counts what the `dropped` line says after.
+        let narrowed = |s: &str, r: u64| {
+            run.creator.iter().filter_map(|v| v.get("dropped")).filter(|d| d["session"] == s && d["round"] == r).filter_map(|d| d["kept"].as_u64()).last()
+        };
         let counted: Vec<u64> = mine
             .iter()
             .filter(|(s, r, v)| *s == last && !v["kept"].is_null() && !dropped.iter().any(|(s2, r2)| s2 == s && r2 == r))
-            .map(|(_, _, v)| v["kept"].as_u64().unwrap_or(0))
+            .map(|(s, r, v)| narrowed(s, *r).unwrap_or_else(|| v["kept"].as_u64().unwrap_or(0)))
             .collect();
         self.counted += counted.len() as u64;
         if counted.iter().sum::<u64>() != n {
