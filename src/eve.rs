@@ -439,10 +439,9 @@ pub fn join_records(records: &[serde_json::Value]) -> Join {
             continue;
         }
         let spans: Vec<crate::secret::Span> = a0.spans.iter().chain(&b0.spans).copied().collect();
-        let kept: Vec<usize> = crate::secret::sift(&board, ts, te, tol, guard)
-            .into_iter()
-            .filter(|&k| !spans.iter().any(|s| s[0] <= board[k].t_us && board[k].t_us <= s[1]))
-            .collect();
+        // The counted entries as positions in the board (the views name them by `i`).
+        let at: HashMap<u32, usize> = board.iter().enumerate().map(|(k, e)| (e.i, k)).collect();
+        let kept: Vec<usize> = va.kept.iter().filter_map(|i| at.get(i).copied()).collect();
         let find = |lines: Option<&Vec<Timeline>>| -> Option<Relayed> {
             let at = |kind: &'static str, round: u32| lines.into_iter().flatten().find_map(|l| l.get(&(kind, key.session.clone(), round)).copied());
             let r = Relayed { start_us: at("start", key.round), closed_us: at("closed", key.round), prev_closed_us: key.round.checked_sub(1).and_then(|p| at("closed", p)) };

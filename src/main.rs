@@ -143,7 +143,7 @@ fn parse() -> Result<Cmd, lexopt::Error> {
             Long("duration-ms") => duration_ms = Some(p.value()?.parse::<u32>()?),
             // Not in the usage on purpose: the other schedules leak (testing the audit only).
             Long("schedule") => plan = Some(p.value()?.string()?),
-            // Not in the usage either: holds one post a round back, for the tests of `drop`.
+            // Not in the usage either: holds one post in 16 back, for the tests of `drop`.
             Long("testing-hold-post") => hold_post = true,
             _ => return Err(arg.unexpected()),
         }

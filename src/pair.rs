@@ -32,8 +32,9 @@ pub struct Opts {
     pub schedule: schedule::Plan,
     /// Testing only (`--testing-hold-post`, not in the usage): each post, with chance 1/16
     /// (fastrand: lateness is not secret, and a network's does not follow post numbers),
-    /// leaves 3τ after the time this poster records for it, as if the network had held it. It misses τ, so the round takes the `drop` path; 3τ is less than the late
-    /// rule's 4τ, so the posts after it keep their schedule. When another entry with its label
+    /// leaves 3τ after the time this poster records for it, as if the network had held it.
+    /// It misses τ, so the round takes the `drop` path; 3τ is less than the late rule's 4τ,
+    /// so the posts after it keep their schedule. When another entry with its label
     /// happens to be within 3τ/5 of a held post's prediction, the post passes for matched (the
     /// blind spot of docs/protocol.md §5.3) and the session's tags would differ: knowing which
     /// posts it held, this poster drops such a round (`abort {desync}`) instead. It costs bits,
@@ -120,7 +121,7 @@ impl Out {
 
 /// A round as this poster saw it while posting.
 /// The last closed round that counts for us, until the next `start`: a peer's `drop` can still
-/// narrow it (docs/protocol.md §6.2b), and then it is derived again.
+/// narrow it (docs/protocol.md §5.3), and then it is derived again.
 struct Open {
     session: String,
     round: u32,
@@ -132,8 +133,6 @@ struct Open {
     peer_spans: Vec<secret::Span>,
     /// Drops of this round applied: ours (if we sent one) and the peer's.
     drops: u32,
-    /// Our verdict was `confirm` (a `ready` stands whatever the peer drops).
-    confirmed: bool,
 }
 
 struct Posted {
@@ -379,7 +378,6 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                             sync: to_sync(p.sync),
                             peer_spans: Vec::new(),
                             drops,
-                            confirmed: my_tag.is_some(),
                         });
                     }
                 }
@@ -398,9 +396,9 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                         if let Some(k) = kept_rounds.iter_mut().find(|k| k.0 == round) {
                             *k = (round, v.n, v.a, v.bits);
                         }
-                        if o.confirmed {
+                        // A `ready` stands whatever the peer drops; a `confirm` (we hold a tag) does not.
+                        if my_tag.is_some() {
                             my_tag = verdict(&mut c, &kept_rounds, &params, &room, &s, o.drops).await?;
-                            o.confirmed = my_tag.is_some();
                         }
                     }
                     // Cannot happen (spans only leave entries out), but never confirm on it.

@@ -246,7 +246,7 @@ pub enum ClientMsg {
         tag: String,
         /// How many `drop`s of this round (its own and the peer's relayed one) the poster had
         /// applied when it made the tag; a confirm made before one it had not heard of is
-        /// refused, and the poster confirms again once it has (docs/protocol.md §6.2b).
+        /// refused, and the poster confirms again once it has (docs/protocol.md §5.3).
         #[serde(default, skip_serializing_if = "is_zero")]
         drops: u32,
     },

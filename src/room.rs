@@ -195,8 +195,7 @@ struct Room {
     /// The last closed round's window, while its verdicts are pending (what `drop` spans
     /// must lie in).
     closed_window: Option<(i64, i64)>,
-    /// `drop`s received for the last closed round, and from which poster.
-    drops: u32,
+    /// Which posters sent a `drop` for the last closed round.
     dropped_by: [bool; 2],
     /// A verdict (ready or confirm) came from this poster since the last `closed`.
     spoke: [bool; 2],
@@ -238,11 +237,14 @@ impl Room {
             self.turn_us[k] = Some(now - at);
         }
     }
+    /// `drop`s received for the last closed round.
+    fn drops(&self) -> u32 {
+        self.dropped_by.iter().map(|&d| u32::from(d)).sum()
+    }
     fn close_round(&mut self, now: i64) -> Out {
         if let Phase::Running { t_start, t_end, .. } = self.phase {
             self.closed_window = Some((t_start, t_end));
         }
-        self.drops = 0;
         self.dropped_by = [false, false];
         self.spoke = [false, false];
         self.phase = Phase::Between;
@@ -343,7 +345,6 @@ fn valid_tag(tag: &str, tag_bits: u32) -> bool {
     tag.len() == (tag_bits / 4) as usize && tag.bytes().all(|b| b.is_ascii_hexdigit())
 }
 
-/// Abort reasons are short snake_case words, relayed as they are.
 /// Most spans in one `drop` (a poster with more unmatched posts is out of sync anyway).
 pub const MAX_SPANS: usize = 64;
 
@@ -367,6 +368,7 @@ fn valid_spans(spans: &[[i64; 2]], t_start: i64, t_end: i64) -> Result<(), Strin
     Ok(())
 }
 
+/// Abort reasons are short snake_case words, relayed as they are.
 fn valid_reason(r: &str) -> bool {
     (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
@@ -445,7 +447,6 @@ impl Engine {
             closed_at: None,
             turn_us: [None, None],
             closed_window: None,
-            drops: 0,
             dropped_by: [false, false],
             spoke: [false, false],
         };
@@ -576,11 +577,11 @@ impl Engine {
                         format!("confirm: `tag` must be {} hex digits", r.params.tag_bits / 4),
                     );
                 }
-                if drops > r.drops {
-                    return err(conn, ErrorCode::BadField, format!("confirm: `drops` is {drops}, but this round has {} drops", r.drops));
+                if drops > r.drops() {
+                    return err(conn, ErrorCode::BadField, format!("confirm: `drops` is {drops}, but this round has {} drops", r.drops()));
                 }
                 r.spoke[k] = true;
-                if drops < r.drops {
+                if drops < r.drops() {
                     // Made before a drop this poster had not heard of: its `dropped` is on the
                     // way, and the poster confirms again (or says ready) once it has it.
                     return err(conn, ErrorCode::NotAllowed, "confirm: made before a drop of this round reached you; confirm again");
@@ -621,7 +622,6 @@ impl Engine {
                     return err(conn, ErrorCode::BadField, format!("drop: {why}"));
                 }
                 r.dropped_by[k] = true;
-                r.drops += 1;
                 // A confirm made without these spans no longer holds; a ready still does
                 // (fewer entries never make a key where there was none).
                 for v in &mut r.verdicts {
@@ -1306,6 +1306,14 @@ mod tests {
         }
     }
 
+    /// [`start`], then both posters' `done` at `t_end`: the round is closed.
+    fn start_and_close(e: &mut Engine, now: i64) -> (i64, i64) {
+        let (ts, te) = start(e, now);
+        e.handle(1, ClientMsg::Done {}, te);
+        e.handle(2, ClientMsg::Done {}, te);
+        (ts, te)
+    }
+
     #[test]
     fn a_drop_is_relayed_and_voids_a_confirm_made_without_it() {
         let mut e = engine();
@@ -1339,9 +1347,7 @@ mod tests {
     fn drops_from_both_posters_and_a_ready_that_stands() {
         let mut e = engine();
         room_with_three(&mut e);
-        let (ts, te) = start(&mut e, T0);
-        e.handle(1, ClientMsg::Done {}, te);
-        e.handle(2, ClientMsg::Done {}, te);
+        let (ts, te) = start_and_close(&mut e, T0);
         // Both drop; alice's ready (made before bob's drop) still stands: fewer entries never
         // turn a ready into a key.
         assert_eq!(e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts + 1]] }, te)[0].to, vec![2, 3]);
@@ -1350,7 +1356,7 @@ mod tests {
         let out = e.handle(2, ClientMsg::Ready {}, te + 1);
         assert!(matches!(out[0].msg, ServerMsg::Start { round: 2, .. }), "{out:?}");
         // After a desync drops the round whole, a drop says nothing more.
-        let (ts, te) = match &out[0].msg { ServerMsg::Start { t_start_us, t_end_us, .. } => (*t_start_us, *t_end_us), _ => unreachable!() };
+        let ServerMsg::Start { t_start_us: ts, t_end_us: te, .. } = out[0].msg else { unreachable!() };
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
         assert_eq!(e.handle(2, ClientMsg::Abort { reason: "desync".into() }, te)[0].msg, ServerMsg::Aborted { reason: "desync".into() });
@@ -1361,9 +1367,7 @@ mod tests {
     fn hostile_spans_are_refused() {
         let mut e = engine();
         room_with_three(&mut e);
-        let (ts, te) = start(&mut e, T0);
-        e.handle(1, ClientMsg::Done {}, te);
-        e.handle(2, ClientMsg::Done {}, te);
+        let (ts, te) = start_and_close(&mut e, T0);
         let many: Vec<[i64; 2]> = (0..=MAX_SPANS as i64).map(|k| [ts + 2 * k, ts + 2 * k]).collect();
         for (spans, why) in [
             (vec![], "must hold 1 to"),

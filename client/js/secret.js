@@ -316,7 +316,7 @@ export function ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs) {
 }
 
 /**
- * One poster's view of one closed round (§6.1–3, and the spans of docs/protocol.md §6.2b), as
+ * One poster's view of one closed round (§6.1–3, and the spans of docs/protocol.md §5.3), as
  * `derive_round` in src/secret.rs. `own` = [{sent_us, label}], `sync` = {offset_us, delay_us},
  * `me` = 'A' | 'B', `peerSpans` = the spans the other poster announced (`dropped`), [] if none.
  * Returns `{desync: false, spans, dropped: [i…], kept: [i…], mine: [bool…], bits: [0|1…], n, a}`
