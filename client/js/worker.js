@@ -87,6 +87,19 @@ const waitCell =
  */
 const WAKE_EARLY_US = waitCell ? 4_000 : 0;
 
+/**
+ * After every post the thread is held (blocked) this long, or until the next post if sooner.
+ * What the worker does in the moments after a send changes how fast that post reaches the
+ * server: measured over 350 000 posts in the Chromium audit, a post arrived ~190 µs earlier
+ * (median) when the worker blocked after it — its next post due within WAKE_EARLY_US +
+ * TIMER_MIN_US — than when it went back to its event loop. That made a poster's own gaps on
+ * the board bunch just above 5 ms, which Eve could see: kept pairs 5-5.5 ms apart were 57 %
+ * same-poster, and 'same as previous' beat the coin. Holding after every post makes the
+ * aftermath of a send the same whatever the next gap is. Only where Atomics.wait exists (a
+ * spin would starve the browser; without it the step is at TIMER_MIN_US, inside the sift).
+ */
+const POST_HOLD_US = waitCell ? 2_000 : 0;
+
 /** Returns once the local clock reads `target` (blocking the thread: messages wait). */
 function blockUntil(target) {
   for (;;) {
@@ -557,6 +570,7 @@ async function postRound(p) {
     p.posts.push({ sent_us: t, label });
     p.late.push(t - target);
     p.sendDur.push(nowUs() - t);
+    if (POST_HOLD_US > 0) blockUntil(Math.min(t + POST_HOLD_US, k + 1 < planned.length ? planned[k + 1] - shift : t + POST_HOLD_US));
   }
   if (!(await waitUntil(doneAt, p))) return;
   if (trySend({ type: 'done' })) {
