@@ -920,10 +920,10 @@ function applyToleranceDefault() {
   else {
     const spread = `Measured: of ${c.samples} test messages sent like posts, half reached the server within ${(c.dev_series_us ? median(c.dev_series_us) / 1000 : 0).toFixed(2)} ms ` +
       `of the usual delay, 99.6% within ${(c.dev_p996_us / 1000).toFixed(2)} ms.`;
-    const share = d.success == null || d.unsure ? '' : ` At ${d.ms} ms, in rounds of ${d.posts} posts each, about ${Math.round(100 * d.success)}% of rounds would keep every post within the tolerance:`;
+    const share = d.success == null || d.unsure ? '' : ` At ${d.ms} ms, in rounds of ${d.posts} posts each, about ${Math.round(100 * d.success)}% of each round's entries would count:`;
     const why = d.widened
-      ? ' the fastest choice on this machine now (a wider tolerance makes each round longer, a narrower one makes more of them fail; one late post spoils a round).'
-      : ' nothing wider would be faster (one late post spoils a round, and a wider tolerance makes every round longer).';
+      ? ' the fastest choice on this machine now (a wider tolerance makes each round longer; at a narrower one more posts land too far from where they were expected, and each costs the stretch of its round around it).'
+      : ' nothing wider would be faster (a post that lands too far from where it was expected costs only the stretch of its round around it, a stall the round, and a wider tolerance makes every round longer).';
     const unsure = d.unsure
       ? ` This machine was too busy while measuring to judge (no tolerance up to 5 ms would keep most rounds in sync), so the default is the floor, in short rounds of ${d.posts} posts, which a stall spoils the least of.`
       : '';

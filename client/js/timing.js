@@ -3,6 +3,8 @@
 // labels, the private bias refinement of pair.rs, and small statistics. No DOM, no network,
 // no clock of its own: randomness and times come in as arguments. Integer µs throughout.
 
+import { SURE, UNMATCHED_SHARE } from './secret.js';
+
 /** Samples a client takes per sync (PROTOCOL §3 asks for at least 8). */
 export const SYNC_SAMPLES = 16;
 
@@ -92,21 +94,21 @@ export function summary(values) {
  * that makes a key fastest, judged from a live measurement of how this browser's messages
  * wander on their way to the server.
  *
- * Why a model and not a quantile: one post outside τ spoils its whole round (PROTOCOL §6.2),
- * a round's length grows with τ and with its number of posts, and a browser's delays come in
- * two kinds — a body of sub-millisecond jitter that a wider τ does cover, and stalls of 5-70 ms
- * (a busy machine, a page still loading) that no τ ≤ 5 ms covers and that only cost the round
- * they hit. Widening for a stall (as a p99.6 rule did: 5 ms from one 50 ms stall at page load)
- * makes every round 5× longer to save one. So, for each τ on a 0.25 ms grid from the floor to
+ * Why a model and not a quantile: a post further than 3τ/5 from its prediction costs a span of
+ * its round (PROTOCOL §5.3: about 18τ of board, both posters' entries), more than a quarter of
+ * a poster's posts doing so costs the round, a round's length grows with τ and with its number
+ * of posts, and a browser's delays come in two kinds — a body of sub-millisecond jitter that a
+ * wider τ does cover, and stalls of 5-70 ms (a busy machine, a page still loading) that no
+ * τ ≤ 5 ms covers. So, for each τ on a 0.25 ms grid from the floor to
  * MAX_DEFAULT_TOLERANCE_MS and each round size m in ROUND_SIZES (posts per poster), estimate
- * the share of rounds that stay within τ — each of the round's 2m posts misses τ with the
- * chance missShare gives (from the calibration's share beyond τ), roundSuccess — and pick
- * the pair with the least expected time per bit of strength:
+ * the share of a round's worth that survives (roundSuccess: stalls spoil the round, jitter
+ * beyond 3τ/5 costs spans, too much of it costs the round) and pick the pair with the least
+ * expected time per bit of strength:
  *
  *   (roundDurationMs(τ, m) + ROUND_OVERHEAD_MS) / (share × log2 C(k, ⌊k/2⌋)),  k = 2m/e
  *
  * (a round keeps about 2m/e entries at the rate 1/(8τ) each, and is worth about log2 C(k, k/2)
- * bits). Quiet machines get long rounds, busy ones short rounds that a stall spoils less of.
+ * bits).
  *
  * The floor: timers must resolve τ (ten ticks of performance.now() within it), and
  * FLOOR_MS[isolated]: 1.5 ms where the page is cross-origin isolated; on pages that are not
@@ -114,8 +116,8 @@ export function summary(values) {
  * BENCHMARKS.md ("Web client"). Without a usable measurement: the floor and POSTS_PER_ROUND.
  *
  * `calib`: the worker's calibration, {ok, dev_series_us: [|one-way − median| per message, in
- * sending order], …}. Returns {ms, posts, widened, floor, success (estimated share of rounds
- * within τ, or null), ms_per_bit (expected, or null)}.
+ * sending order], …}. Returns {ms, posts, widened, floor, success (estimated share of a
+ * round's worth that survives, or null), ms_per_bit (expected, or null)}.
  */
 export const MAX_DEFAULT_TOLERANCE_MS = 5;
 export const FLOOR_MS = { isolated: 1.5, notIsolated: 2 };
@@ -197,8 +199,8 @@ export function roundBits(m) {
 export const ROUND_POSTS = 2 * POSTS_PER_ROUND;
 
 /**
- * A post's chance of landing more than τ = `tolMs` from where its poster predicts it, from a
- * calibration's deviations (µs): the share of them beyond τ, with one message's worth of doubt
+ * A message's chance of landing more than `tolMs` from where its poster predicts it, from a
+ * calibration's deviations (µs): the share of them beyond, with one message's worth of doubt
  * (a clean measurement of N messages says "about 1 in N + 2", not "never"), over
  * CALIBRATION_EXCESS.
  */
@@ -210,13 +212,42 @@ export function missShare(devs, tolMs) {
 }
 
 /**
- * The estimated share of rounds of `w` posts (default ROUND_POSTS, both posters' together)
- * that all land within τ: (1 − missShare)^w. A stall of several messages counts as several
- * misses, so it makes rounds shorter rather than τ wider (it raises the miss share at every
- * τ ≤ 5 ms alike).
+ * Deviations beyond this are stalls, not jitter: the model takes a stall as spoiling its round
+ * (a poster held up past the late rule), not as a span.
+ */
+export const STALL_MS = 5;
+/** Board a span costs, in τ: from the previous own post − τ to the next + τ, gaps of 8τ. */
+export const SPAN_TAUS = 18;
+const SURE_SHARE = SURE[0] / SURE[1];
+
+/** P(X ≤ k) for X ~ Binomial(n, p). */
+function binomCdf(n, p, k) {
+  let term = (1 - p) ** n;
+  let sum = term;
+  for (let i = 1; i <= k && i <= n; i++) {
+    term *= ((n - i + 1) / i) * (p / (1 - p));
+    sum += term;
+  }
+  return Math.min(1, sum);
+}
+
+/**
+ * The estimated share of a round's worth that survives, for rounds of `w` posts (default
+ * ROUND_POSTS, both posters' together):
+ *   - no stall among the w posts (a deviation beyond STALL_MS): (1 − s)^w;
+ *   - each poster's posts further than 3τ/5 (but not stalls, share q each) at most a quarter
+ *     of its w/2, else the round is out of sync: P(Binomial(w/2, q) ≤ ⌊w/8⌋)²;
+ *   - of what is left, the spans take about w·q·SPAN_TAUS·τ of the w/2·8τ posting window:
+ *     a share 1 − (SPAN_TAUS/4)·q survives.
+ * A stall of several messages counts as several, so it makes rounds shorter rather than τ
+ * wider (it raises the stall share at every τ alike).
  */
 export function roundSuccess(devs, tolMs, w = ROUND_POSTS) {
-  return (1 - missShare(devs, tolMs)) ** w;
+  const stall = missShare(devs, STALL_MS);
+  const q = Math.max(0, missShare(devs, SURE_SHARE * tolMs) - stall);
+  const perPoster = Math.floor(w / 2);
+  const inSync = binomCdf(perPoster, q, Math.floor(perPoster / UNMATCHED_SHARE)) ** 2;
+  return (1 - stall) ** w * inSync * Math.max(0, 1 - (SPAN_TAUS / 4) * q);
 }
 
 /**

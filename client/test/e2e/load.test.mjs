@@ -56,7 +56,7 @@ test('the page loads with no request leaving 127.0.0.1, cross-origin isolated', 
   assert.ok(calibration.samples >= 50, `${calibration.samples} calibration samples`);
   assert.ok(why.includes(`of ${calibration.samples} test messages`), 'tolerance-why names the measurement (its sample count)');
   assert.ok(why.includes(`${(calibration.dev_p996_us / 1000).toFixed(2)} ms`), 'tolerance-why names the measured spread');
-  assert.ok(why.includes(`At ${tol} ms, in rounds of ${expect.posts} posts each, about ${Math.round(100 * expect.success)}% of rounds`),
+  assert.ok(why.includes(`At ${tol} ms, in rounds of ${expect.posts} posts each, about ${Math.round(100 * expect.success)}% of each round's entries would count`),
     'tolerance-why names the model\'s estimate for the default');
   assert.equal(bits, 256, 'target 256 bits by default');
   assert.equal(await p.evaluate(() => typeof window.sgpState === 'object' && window.sgpState !== null), true, 'window.sgpState exists');
