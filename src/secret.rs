@@ -134,7 +134,7 @@ pub fn derive_round(
     peer_spans: &[Span],
 ) -> RoundOutcome {
     let tol = tolerance_us.max(0).unsigned_abs();
-    let spans = match spans_or_unmatched(board, t_start_us, t_end_us, own, sync, tolerance_us) {
+    let spans = match own_spans(board, t_start_us, t_end_us, own, sync, tolerance_us) {
         Ok(spans) => spans,
         Err(unmatched) => return RoundOutcome::Desync { unmatched: count(unmatched), total: count(own.len()) },
     };
@@ -219,26 +219,14 @@ pub fn matched_in_send_order(board: &[Entry], own: &[OwnPost], sync: Sync, toler
         .collect()
 }
 
-/// My spans for a round (step 1 of [`derive_round`]): empty if every post matched, `None` if
-/// more than one in [`UNMATCHED_SHARE`] did not.
+/// My spans for a round (step 1 of [`derive_round`]): empty if every post matched, or
+/// `Err(unmatched)` if more than one in [`UNMATCHED_SHARE`] did not.
 ///
 /// Why a span holds the late entry: the server reads each connection's frames in order and
 /// stamps them as read, so my posts' entries are in my send order on the board. The entry of
 /// an unmatched post lies after the entry of my previous post and before that of my next, and
 /// a matched post's entry is within τ of its prediction.
 pub fn own_spans(
-    board: &[Entry],
-    t_start_us: i64,
-    t_end_us: i64,
-    own: &[OwnPost],
-    sync: Sync,
-    tolerance_us: i64,
-) -> Option<Vec<Span>> {
-    spans_or_unmatched(board, t_start_us, t_end_us, own, sync, tolerance_us).ok()
-}
-
-/// [`own_spans`], or how many posts were unmatched when that is too many.
-fn spans_or_unmatched(
     board: &[Entry],
     t_start_us: i64,
     t_end_us: i64,
@@ -518,16 +506,16 @@ mod tests {
         // poster's order).
         let posts = |ts: &[i64]| ts.iter().map(|&t| OwnPost { sent_us: T0 + t, label: A }).collect::<Vec<_>>();
         let board = entries(&[(1_000, A), (3_020, A), (6_000, A), (9_000, A)]);
-        let spans = |ts: &[i64]| own_spans(&board, T0, T0 + 10_000, &posts(ts), Sync::default(), 100);
+        let spans = |ts: &[i64]| own_spans(&board, T0, T0 + 10_000, &posts(ts), Sync::default(), 100).ok();
         assert_eq!(spans(&[1_000, 3_000, 3_050, 6_000, 9_000]), Some(vec![[T0 + 2_900, T0 + 6_100]]));
         assert_eq!(spans(&[1_000, 3_000, 6_000, 9_000]), Some(vec![]));
         let board = entries(&[(1_000, A), (2_990, A), (3_040, A), (6_000, A), (9_000, A)]);
         // Sent at 3_000 then 3_030: 3_000 takes 2_990 (nearest), 3_030 takes 3_040.
         let own = posts(&[1_000, 3_000, 3_030, 6_000, 9_000]);
-        assert_eq!(own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100), Some(vec![]));
+        assert_eq!(own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100).ok(), Some(vec![]));
         // Doubtful: 70 µs off with τ = 100 (sure within 60).
         let board = entries(&[(1_000, A), (3_070, A), (6_000, A), (9_000, A)]);
-        assert_eq!(own_spans(&board, T0, T0 + 10_000, &posts(&[1_000, 3_000, 6_000, 9_000]), Sync::default(), 100), Some(vec![[T0 + 900, T0 + 6_100]]));
+        assert_eq!(own_spans(&board, T0, T0 + 10_000, &posts(&[1_000, 3_000, 6_000, 9_000]), Sync::default(), 100).ok(), Some(vec![[T0 + 900, T0 + 6_100]]));
     }
 
     /// τ = 100, no sync error: posts at 1 000, 2 000, … 8 000 µs (A), one of them late.
@@ -576,7 +564,7 @@ mod tests {
     fn spans_reach_the_window_edges_and_merge() {
         let window = |late: &[usize]| {
             let (board, own) = late_board(late, 700);
-            own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100)
+            own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100).ok()
         };
         // The first post late: from t_start. The last: to t_end.
         assert_eq!(window(&[1]), Some(vec![[T0, T0 + 2_100]]));
