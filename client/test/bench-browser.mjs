@@ -4,8 +4,10 @@
 //   SGP_BIN=target/release/sgp CHROMIUM=/usr/bin/chromium node client/test/bench-browser.mjs
 //   RUNS=10 (default)  TOLERANCE_MS=… (default: the page's own measured default; a typed one
 //   gets its round size from the page's measurement, as a person typing it would)
-//   LAN=1: the server listens on every address (--bind 0.0.0.0) and the tabs open it at this
-//   machine's LAN address, as a second machine would: not cross-origin isolated.
+//   LAN=1: the tabs open the server (still on 127.0.0.1) at http://sgp.test:PORT/, a name
+//   Chromium maps to loopback (harness.mjs LAN_NAME), as a second machine on a LAN would see
+//   it: plain http to a host that is not localhost, so not cross-origin isolated. No traffic
+//   leaves loopback.
 //   DUMP=FILE: every run's figures as JSON, with the measurement the default came from.
 //   CALIBRATE=N: also take N fresh jitter measurements per run (window.sgpCalibrate()) once the
 //   key is made, to compare with the one the page took while loading.
@@ -171,13 +173,11 @@ async function pageWeight(fx) {
   };
 }
 
-const fx = await h.fixture(LAN ? { serverArgs: ['--bind', '0.0.0.0'] } : {});
+const fx = await h.fixture(LAN ? { args: h.LAN_ARGS } : {});
 base = fx.server.url;
 if (LAN) {
-  const ip = h.lanAddress();
-  if (!ip) throw new Error('LAN=1: this machine has no non-loopback IPv4 address');
-  h.allowHost(ip);
-  base = `http://${ip}:${fx.server.port}`;
+  h.allowHost(h.LAN_NAME);
+  base = `http://${h.LAN_NAME}:${fx.server.port}`;
 }
 try {
   const weight = await pageWeight(fx);

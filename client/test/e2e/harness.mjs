@@ -18,7 +18,6 @@ import { spawn } from 'node:child_process';
 import { once } from 'node:events';
 import { createInterface } from 'node:readline';
 import { mkdirSync } from 'node:fs';
-import { networkInterfaces } from 'node:os';
 import { afterEach } from 'node:test';
 import { dirname, resolve } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -242,20 +241,24 @@ const isLocal = (url) => {
   return !!m && ALLOWED_HOSTS.has(m[1]);
 };
 
-/** Lets pages talk to `host` too: this machine's own LAN address, for the LAN test. */
+/** Lets pages talk to `host` too (a name the test maps to loopback, such as LAN_NAME). */
 export function allowHost(host) {
   ALLOWED_HOSTS.add(host);
 }
 
-/** This machine's first non-loopback IPv4 address (what `ip -4 addr` lists), or null. */
-export function lanAddress() {
-  for (const list of Object.values(networkInterfaces())) {
-    for (const a of list || []) {
-      if ((a.family === 'IPv4' || a.family === 4) && !a.internal) return a.address;
-    }
-  }
-  return null;
-}
+/**
+ * The rule for every test and benchmark here: traffic goes only to the loopback range
+ * (127.0.0.0/8, ::1) or to addresses inside network namespaces that the test itself creates,
+ * never to this machine's own network address (no service of ours lives there, and such
+ * traffic is watched for and flagged).
+ *
+ * So a page that sees the server as a second machine on a LAN would (plain http to a host that
+ * is not potentially trustworthy: not a secure context, not cross-origin isolated) opens it at
+ * LAN_NAME, a name that is not `localhost`, which Chromium resolves to 127.0.0.1 through
+ * LAN_ARGS. The server stays on 127.0.0.1; only the page's idea of where it is changes.
+ */
+export const LAN_NAME = 'sgp.test';
+export const LAN_ARGS = [`--host-resolver-rules=MAP ${LAN_NAME} 127.0.0.1`];
 
 /** Every page watched, for the afterEach check. */
 const watched = new Set();

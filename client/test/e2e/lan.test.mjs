@@ -1,11 +1,11 @@
 // lan.test.mjs — the page as a second machine on a LAN sees it (issue 4: "when
 // crossOriginIsolated is false … it says so and widens the default tolerance; it never refuses
-// to work. Two machines on a LAN must work"). The server listens on every address
-// (`sgp serve --bind 0.0.0.0`) and the pages open it at this machine's own non-loopback IPv4
-// address: plain http to an address that is not loopback is not a secure context, so the page
-// is not cross-origin isolated (coarse timers, no SharedArrayBuffer, no Clipboard API) — the
-// real path, not a simulation. The "no request leaves this machine" rule is widened to that
-// one address for this file.
+// to work. Two machines on a LAN must work"). The server listens on 127.0.0.1 as usual and the
+// pages open it at http://sgp.test:PORT/, a name that is not `localhost`, which this file's
+// Chromium maps to 127.0.0.1 (`--host-resolver-rules`, harness.mjs LAN_NAME): plain http to a
+// host that is not potentially trustworthy is not a secure context, so the page is not
+// cross-origin isolated (coarse timers, no SharedArrayBuffer, no Clipboard API) — the path a
+// second machine on a LAN takes, without any traffic leaving loopback (harness.mjs says why).
 //
 // Also: a creator on 127.0.0.1 is told its link works on this machine only; a joiner whose
 // page would pick a wider tolerance than the room's is told so, plainly.
@@ -15,15 +15,14 @@ import assert from 'node:assert/strict';
 import * as h from './harness.mjs';
 import { defaultTolerance, FLOOR_MS } from '../../js/timing.js';
 
-const ip = h.lanAddress();
 let fx;
-let lan; // http://IP:PORT
+let lan; // http://sgp.test:PORT, which this Chromium resolves to 127.0.0.1
 
 before(async () => {
-  assert.ok(ip, 'this machine has a non-loopback IPv4 address (ip -4 addr)');
-  h.allowHost(ip);
-  fx = await h.fixture({ serverArgs: ['--bind', '0.0.0.0'] });
-  lan = `http://${ip}:${fx.server.port}`;
+  h.allowHost(h.LAN_NAME);
+  fx = await h.fixture({ args: h.LAN_ARGS });
+  assert.equal(fx.server.host, '127.0.0.1', 'the server listens on loopback only');
+  lan = `http://${h.LAN_NAME}:${fx.server.port}`;
 });
 
 after(async () => {
@@ -34,7 +33,7 @@ after(async () => {
  * Chromium logs as a console error that it ignored the server's Cross-Origin-Opener-Policy
  * header on an origin that is not potentially trustworthy (plain http, not loopback): the
  * server sends it to every page (it is what makes the loopback page isolated). Excused here,
- * for pages on the LAN address only.
+ * for pages on the LAN name only.
  */
 const COOP_IGNORED = /The Cross-Origin-Opener-Policy header has been ignored, because the URL's origin was untrustworthy/;
 async function lanPage(name) {
@@ -43,8 +42,8 @@ async function lanPage(name) {
   return p;
 }
 
-test('a page opened at the LAN address is not isolated, says so, widens its default, and two such pages make a key', { timeout: 240_000 }, async (t) => {
-  t.diagnostic(`server: sgp serve --bind 0.0.0.0 (listening line host ${fx.server.host}); pages at ${lan}`);
+test('a page opened at a LAN name (not loopback, not a secure context) is not isolated, says so, widens its default, and two such pages make a key', { timeout: 240_000 }, async (t) => {
+  t.diagnostic(`server: sgp serve on ${fx.server.host}; pages at ${lan}`);
   const A = await lanPage('alice (LAN)');
   const B = await lanPage('bob (LAN)');
   await A.goto(`${lan}/`);
@@ -75,8 +74,8 @@ test('a page opened at the LAN address is not isolated, says so, widens its defa
   const iso = await h.text(A, 'isolation');
   assert.match(iso, /^Cross-origin isolated: no\. This page is not a secure, isolated context/, `the clock panel says so: "${iso}"`);
   const link = await h.roomLink(A);
-  assert.equal(new URL(link).origin, lan, 'the link is on the LAN address');
-  assert.equal(await h.byTestid(A, 'link-note').isVisible(), false, 'no loopback warning on a LAN address');
+  assert.equal(new URL(link).origin, lan, 'the link is on the LAN name');
+  assert.equal(await h.byTestid(A, 'link-note').isVisible(), false, 'no loopback warning on a LAN name');
   await B.goto(link);
   await h.waitRole(B, 'bob');
   assert.equal(await B.evaluate(() => crossOriginIsolated), false);
@@ -107,7 +106,7 @@ test('a creator on 127.0.0.1 is told the link is for this machine only; a LAN jo
   assert.match(note, /sgp serve --bind 0\.0\.0\.0.*LAN address/, 'and says how to get a LAN link');
   assert.equal(await h.byTestid(C, 'tolerance-note').isVisible(), false, 'the creator\'s page is content with its own room');
 
-  // The joiner opens the room at the LAN address: its page is not isolated and would pick more.
+  // The joiner opens the room at the LAN name: its page is not isolated and would pick more.
   await J.goto(`${lan}/?room=${encodeURIComponent(code)}`);
   await h.waitRole(J, 'bob');
   const mine = await J.waitForFunction(() => window.sgpState.timing, null, { timeout: 10_000 }).then((x) => x.jsonValue());
