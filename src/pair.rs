@@ -471,7 +471,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
                 failed = Some("reset".into());
             }
             // Our confirm crossed the peer's drop: we confirm again when its `dropped` comes.
-            ServerMsg::Error { message, .. } if message.starts_with("confirm: made before a drop") => {}
+            ServerMsg::Error { code: ErrorCode::StaleConfirm, .. } => {}
             ServerMsg::Error { code, message } => {
                 out.event("error", json!({"code": code, "message": message}), || format!("server: {message}"));
             }

@@ -343,7 +343,8 @@ pub enum ServerMsg {
     },
 }
 
-/// Stable error codes (PROTOCOL §9). Clients may match on them.
+/// Stable error codes (docs/protocol.md §8). Clients match on them, never on the text: every
+/// refusal a client reacts to has a code of its own.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum ErrorCode {
@@ -356,6 +357,22 @@ pub enum ErrorCode {
     RateLimited,
     TooLarge,
     LegacyDisabled,
+    /// `ready` or `confirm` while a round is running.
+    RoundRunning,
+    /// `confirm` after the last round was dropped (desync): `ready` is due.
+    RoundDropped,
+    /// `confirm` made before a drop of this round reached the poster: confirm again.
+    StaleConfirm,
+    /// `done` before `t_end`: send it again once `t_end` has passed.
+    TooEarly,
+    /// `post` or `done` with no round running.
+    NoRound,
+    /// `post` after the poster's own `done`, or outside [t_start − G, t_end + G].
+    OutsideWindow,
+    /// `post` above the poster's token bucket.
+    TooManyPosts,
+    /// `post` onto a round's board that is full.
+    BoardFull,
 }
 
 impl ErrorCode {
@@ -370,6 +387,14 @@ impl ErrorCode {
             ErrorCode::RateLimited => "rate_limited",
             ErrorCode::TooLarge => "too_large",
             ErrorCode::LegacyDisabled => "legacy_disabled",
+            ErrorCode::RoundRunning => "round_running",
+            ErrorCode::RoundDropped => "round_dropped",
+            ErrorCode::StaleConfirm => "stale_confirm",
+            ErrorCode::TooEarly => "too_early",
+            ErrorCode::NoRound => "no_round",
+            ErrorCode::OutsideWindow => "outside_window",
+            ErrorCode::TooManyPosts => "too_many_posts",
+            ErrorCode::BoardFull => "board_full",
         }
     }
 }

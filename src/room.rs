@@ -552,7 +552,7 @@ impl Engine {
             ClientMsg::Post { label } => post(r, k, conn, label, now, &self.limits, versions),
             ClientMsg::Ready {} => {
                 if matches!(r.phase, Phase::Running { .. }) {
-                    return err(conn, ErrorCode::NotAllowed, "a round is running; send done after t_end");
+                    return err(conn, ErrorCode::RoundRunning, "a round is running; send done after t_end");
                 }
                 r.time_verdict(k, now);
                 r.verdicts[k] = Verdict::Ready;
@@ -565,10 +565,10 @@ impl Engine {
                     return err(conn, ErrorCode::NotAllowed, "no session to confirm");
                 }
                 if matches!(r.phase, Phase::Running { .. }) {
-                    return err(conn, ErrorCode::NotAllowed, "a round is running; confirm after it closes");
+                    return err(conn, ErrorCode::RoundRunning, "a round is running; confirm after it closes");
                 }
                 if r.need_ready[k] {
-                    return err(conn, ErrorCode::NotAllowed, "the last round was dropped (desync); send ready");
+                    return err(conn, ErrorCode::RoundDropped, "the last round was dropped (desync); send ready");
                 }
                 if !valid_tag(&tag, r.params.tag_bits) {
                     return err(
@@ -584,7 +584,7 @@ impl Engine {
                 if drops < r.drops() {
                     // Made before a drop this poster had not heard of: its `dropped` is on the
                     // way, and the poster confirms again (or says ready) once it has it.
-                    return err(conn, ErrorCode::NotAllowed, "confirm: made before a drop of this round reached you; confirm again");
+                    return err(conn, ErrorCode::StaleConfirm, "confirm: made before a drop of this round reached you; confirm again");
                 }
                 r.time_verdict(k, now);
                 r.verdicts[k] = Verdict::Confirm(tag.to_ascii_lowercase());
@@ -592,12 +592,12 @@ impl Engine {
             }
             ClientMsg::Done {} => {
                 let Phase::Running { t_end, ref mut done, .. } = r.phase else {
-                    return err(conn, ErrorCode::NotAllowed, "no round is running");
+                    return err(conn, ErrorCode::NoRound, "no round is running");
                 };
                 if now < t_end {
                     return err(
                         conn,
-                        ErrorCode::NotAllowed,
+                        ErrorCode::TooEarly,
                         "done before t_end would date your last post; send it once t_end has passed",
                     );
                 }
@@ -800,22 +800,22 @@ impl Engine {
 
 fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &Limits, versions: &mut u64) -> Vec<Out> {
     let Phase::Running { t_start, t_end, done } = r.phase else {
-        return err(conn, ErrorCode::NotAllowed, "post: no round is running");
+        return err(conn, ErrorCode::NoRound, "post: no round is running");
     };
     let guard = r.params.guard_us();
     r.posts_in_round[k] = r.posts_in_round[k].saturating_add(1);
     if done[k] {
-        return err(conn, ErrorCode::NotAllowed, "post: you already sent done for this round");
+        return err(conn, ErrorCode::OutsideWindow, "post: you already sent done for this round");
     }
     if now < t_start - guard || now > t_end + guard {
-        return err(conn, ErrorCode::NotAllowed, "post: outside the round window");
+        return err(conn, ErrorCode::OutsideWindow, "post: outside the round window");
     }
     let per_sec = r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz;
     if !r.buckets[k].take(now, limits.post_burst, per_sec) {
-        return err(conn, ErrorCode::RateLimited, "post: too many posts; this one is not on the board");
+        return err(conn, ErrorCode::TooManyPosts, "post: too many posts; this one is not on the board");
     }
     if r.board.len() >= limits.max_board {
-        return err(conn, ErrorCode::RateLimited, format!("post: this round's board is full ({} entries)", limits.max_board));
+        return err(conn, ErrorCode::BoardFull, format!("post: this round's board is full ({} entries)", limits.max_board));
     }
     *versions += 1;
     r.board_version = *versions;
@@ -1079,7 +1079,7 @@ mod tests {
         assert_eq!(out[0], Out { to: vec![1, 3], msg: ServerMsg::Peer { event: PeerEvent::Left, role: Role::Bob } });
         assert_eq!(out[1], Out { to: vec![1, 3], msg: ServerMsg::Aborted { reason: "peer_left".into() } });
         // No round runs any more: a post is refused, a new bob can join and a new session start.
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts + 10)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts + 10)), ErrorCode::NoRound);
         let out = e.handle(9, ClientMsg::Join { room: code, as_: None }, ts + 20);
         assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }));
         e.handle(1, ClientMsg::Ready {}, ts + 30);
@@ -1105,21 +1105,21 @@ mod tests {
     fn posts_outside_the_window_or_from_observers_are_refused() {
         let mut e = engine();
         room_with_three(&mut e);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, T0)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, T0)), ErrorCode::NoRound);
         let (ts, te) = start(&mut e, T0);
         let g = 20_000; // the guard for τ = 1 ms: max(20τ, 2 ms) (protocol::default_guard_ms)
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts - g - 1)), ErrorCode::NotAllowed);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + g + 1)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts - g - 1)), ErrorCode::OutsideWindow);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + g + 1)), ErrorCode::OutsideWindow);
         assert_eq!(error_code(&e.handle(3, ClientMsg::Post { label: Label::A }, ts + 5)), ErrorCode::NotAllowed);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Done {}, te - 1)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Done {}, te - 1)), ErrorCode::TooEarly);
         assert!(e.handle(1, ClientMsg::Post { label: Label::A }, ts - g).is_empty());
         e.handle(1, ClientMsg::Done {}, te);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + 1)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, te + 1)), ErrorCode::OutsideWindow);
         let board = e.handle(3, ClientMsg::Board {}, te + 2);
         let ServerMsg::Board { entries, .. } = &board[0].msg else { panic!() };
         assert_eq!(entries.len(), 1);
         assert_eq!(error_code(&e.handle(3, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Ready {}, te)), ErrorCode::RoundRunning);
         assert_eq!(error_code(&e.handle(7, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
     }
 
@@ -1132,7 +1132,7 @@ mod tests {
         for k in 0..1000 {
             let out = e.handle(1, ClientMsg::Post { label: Label::A }, ts + k);
             if !out.is_empty() {
-                assert_eq!(error_code(&out), ErrorCode::RateLimited);
+                assert_eq!(error_code(&out), ErrorCode::TooManyPosts);
                 limited += 1;
             }
         }
@@ -1217,7 +1217,7 @@ mod tests {
             assert!(e.handle(1 + k % 2, ClientMsg::Post { label: Label::A }, ts + k as i64).is_empty());
         }
         let out = e.handle(2, ClientMsg::Post { label: Label::B }, ts + 9);
-        assert_eq!(error_code(&out), ErrorCode::RateLimited);
+        assert_eq!(error_code(&out), ErrorCode::BoardFull);
         e.handle(1, ClientMsg::Done {}, te);
         let out = e.handle(2, ClientMsg::Done {}, te);
         let ServerMsg::Closed { board, .. } = &out[0].msg else { panic!() };
@@ -1245,7 +1245,7 @@ mod tests {
         assert!(e.tell_coalesced(1, 9, 1).is_empty());
         assert!(e.tell_coalesced(3, 0, 1).is_empty(), "observers post nothing");
         // Refused posts count too: the poster numbers every post it sent.
-        assert_eq!(error_code(&e.handle(2, ClientMsg::Post { label: Label::B }, te + 1_000_000)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(2, ClientMsg::Post { label: Label::B }, te + 1_000_000)), ErrorCode::OutsideWindow);
         assert_eq!(e.tell_coalesced(2, 0, 1)[0].msg, told(1, 1));
         // A closed round says nothing; a new one counts from 1 again.
         e.handle(1, ClientMsg::Done {}, te);
@@ -1338,7 +1338,7 @@ mod tests {
         // A confirm claiming drops that never were is a bad field; one made before the drop
         // reached bob is refused; once bob has it, his confirm counts.
         assert_eq!(error_code(&e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 2 }, te)), ErrorCode::BadField);
-        assert_eq!(error_code(&e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 0 }, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 0 }, te)), ErrorCode::StaleConfirm);
         let out = e.handle(2, ClientMsg::Confirm { tag: "0000000a".into(), drops: 1 }, te);
         assert_eq!(out.last().unwrap().msg, ServerMsg::Confirmed { matched: true });
     }
@@ -1404,7 +1404,7 @@ mod tests {
         // Alice's second desync for the same round is not relayed again.
         assert!(e.handle(1, ClientMsg::Abort { reason: "desync".into() }, te).is_empty());
         // A confirm sent before hearing of the drop is refused; ready is what counts.
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te)), ErrorCode::RoundDropped);
         e.handle(1, ClientMsg::Ready {}, te);
         let out = e.handle(2, ClientMsg::Ready {}, te);
         let ServerMsg::Start { session, round, .. } = &out[0].msg else { panic!("{out:?}") };
@@ -1419,7 +1419,7 @@ mod tests {
         e.handle(1, ClientMsg::Post { label: Label::A }, ts);
         let out = e.handle(2, ClientMsg::Abort { reason: "user".into() }, ts + 1);
         assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Aborted { reason: "user".into() } });
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Done {}, ts + 2_000_000)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Done {}, ts + 2_000_000)), ErrorCode::NoRound);
         let out = e.handle(1, ClientMsg::Reset {}, ts + 2);
         assert_eq!(out[0], Out { to: vec![1, 2, 3], msg: ServerMsg::Reset {} });
         let out = e.handle(3, ClientMsg::Board {}, ts + 3);

@@ -622,8 +622,8 @@ fn posts_before_the_round_or_after_its_window_are_not_allowed_and_not_on_the_boa
     block_on(async {
         let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 300})).await;
         // No round yet.
-        refused(&mut room.alice, r#"{"type":"post","label":"A"}"#, "not_allowed").await;
-        refused(&mut room.bob, r#"{"type":"post","label":"B"}"#, "not_allowed").await;
+        refused(&mut room.alice, r#"{"type":"post","label":"A"}"#, "no_round").await;
+        refused(&mut room.bob, r#"{"type":"post","label":"B"}"#, "no_round").await;
         assert_usable(&mut room.alice).await;
         assert!(board_entries(&mut room.eve).await.is_empty());
 
@@ -635,9 +635,9 @@ fn posts_before_the_round_or_after_its_window_are_not_allowed_and_not_on_the_boa
         assert_usable(&mut room.alice).await;
         // Past t_end + guard: refused, whoever posts, whatever the label.
         sleep_until_server_time(&server, w.t_end + w.guard + 10_000).await;
-        refused(&mut room.alice, r#"{"type":"post","label":"A"}"#, "not_allowed").await;
-        refused(&mut room.bob, r#"{"type":"post","label":"A"}"#, "not_allowed").await;
-        refused(&mut room.bob, r#"{"type":"post","label":"B"}"#, "not_allowed").await;
+        refused(&mut room.alice, r#"{"type":"post","label":"A"}"#, "outside_window").await;
+        refused(&mut room.bob, r#"{"type":"post","label":"A"}"#, "outside_window").await;
+        refused(&mut room.bob, r#"{"type":"post","label":"B"}"#, "outside_window").await;
         let entries = board_entries(&mut room.eve).await;
         assert_eq!(entries.len(), 1, "only the post inside the window is on the board: {entries:?}");
         assert_eq!(entries[0]["label"], "A");
@@ -652,7 +652,7 @@ fn posts_before_the_round_or_after_its_window_are_not_allowed_and_not_on_the_boa
             assert_eq!(closed["board"].as_array().unwrap().len(), 1);
         }
         // And once closed (done sent), posts are refused too.
-        refused(&mut room.alice, r#"{"type":"post","label":"A"}"#, "not_allowed").await;
+        refused(&mut room.alice, r#"{"type":"post","label":"A"}"#, "no_round").await;
     });
     still_serves(&mut server);
 }
@@ -742,18 +742,18 @@ fn a_post_flood_is_rate_limited_or_closed_and_kept_off_the_board() {
                 Err(_) => panic!("after the flood the server neither answered nor closed within 20 s"),
             }
         }
-        let limited = codes.iter().filter(|c| *c == "rate_limited").count();
+        let limited = codes.iter().filter(|c| *c == "too_many_posts").count();
         eprintln!(
-            "flood: {FLOOD} posts written in {flood_took:?} (send failed: {send_failed}); read {} errors ({limited} rate_limited, others {:?}), {other} other messages, close {close:?}",
+            "flood: {FLOOD} posts written in {flood_took:?} (send failed: {send_failed}); read {} errors ({limited} too_many_posts, others {:?}), {other} other messages, close {close:?}",
             codes.len(),
-            codes.iter().filter(|c| *c != "rate_limited").collect::<std::collections::BTreeSet<_>>()
+            codes.iter().filter(|c| *c != "too_many_posts").collect::<std::collections::BTreeSet<_>>()
         );
         assert!(limited > 0 || close == Some(1008), "a flood must be rate limited or closed with 1008 (policy): close {close:?}");
         if let Some(code) = close {
             assert_eq!(code, 1008, "a flood closes with 1008 (policy)");
         }
-        // Refusals are rate_limited, or not_allowed once the window has passed; never anything else.
-        assert!(codes.iter().all(|c| c == "rate_limited" || c == "not_allowed"), "{codes:?}");
+        // Refusals are too_many_posts, or outside_window / no_round once the window has passed; never anything else.
+        assert!(codes.iter().all(|c| c == "too_many_posts" || c == "outside_window" || c == "no_round"), "{codes:?}");
 
         // The board holds at most the bucket's burst plus its steady allowance over the
         // time posts were taken (Limits::default: burst 64, 4 × rate_hz + 100 per second).
@@ -793,7 +793,7 @@ fn a_client_that_reads_its_replies_is_not_closed_as_too_slow() {
                 match frame {
                     Ok(Message::Text(t)) => {
                         let v: Value = serde_json::from_str(&t).unwrap();
-                        assert_eq!((&v["type"], &v["code"]), (&json!("error"), &json!("not_allowed")), "{v}");
+                        assert_eq!((&v["type"], &v["code"]), (&json!("error"), &json!("no_round")), "{v}");
                         pongs += 1;
                         if pongs == N {
                             return (pongs, None);
@@ -1347,7 +1347,7 @@ fn drops_out_of_turn_or_out_of_the_window_are_refused_and_relay_nothing() {
         send(&mut room.bob, json!({"type": "ready"})).await;
         refused(&mut room.bob, &span(w.t_start, w.t_start), "not_allowed").await;
         // A confirm that missed the drop is refused, one that counts it stands.
-        refused(&mut room.alice, r#"{"type":"confirm","tag":"deadbeef","drops":0}"#, "not_allowed").await;
+        refused(&mut room.alice, r#"{"type":"confirm","tag":"deadbeef","drops":0}"#, "stale_confirm").await;
         assert_usable(&mut room.eve).await;
     });
     still_serves(&mut server);
@@ -1358,14 +1358,14 @@ fn done_before_t_end_is_not_allowed() {
     let mut server = Server::start(&[]);
     block_on(async {
         let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 5000})).await;
-        refused(&mut room.alice, r#"{"type":"done"}"#, "not_allowed").await; // no round yet
+        refused(&mut room.alice, r#"{"type":"done"}"#, "no_round").await; // no round yet
         let w = window(&start_round(&mut room).await);
-        refused(&mut room.alice, r#"{"type":"done"}"#, "not_allowed").await; // before t_start
+        refused(&mut room.alice, r#"{"type":"done"}"#, "too_early").await; // before t_start
         sleep_until_server_time(&server, w.t_start).await;
-        refused(&mut room.alice, r#"{"type":"done"}"#, "not_allowed").await; // mid-round
-        refused(&mut room.bob, r#"{"type":"done"}"#, "not_allowed").await;
-        refused(&mut room.bob, r#"{"type":"ready"}"#, "not_allowed").await; // a round is running
-        refused(&mut room.alice, r#"{"type":"confirm","tag":"deadbeef"}"#, "not_allowed").await;
+        refused(&mut room.alice, r#"{"type":"done"}"#, "too_early").await; // mid-round
+        refused(&mut room.bob, r#"{"type":"done"}"#, "too_early").await;
+        refused(&mut room.bob, r#"{"type":"ready"}"#, "round_running").await; // a round is running
+        refused(&mut room.alice, r#"{"type":"confirm","tag":"deadbeef"}"#, "round_running").await;
         assert_usable(&mut room.alice).await;
         assert_usable(&mut room.bob).await;
         // The round was not closed by the early dones: nobody got `closed`, and posts still land.

@@ -599,6 +599,12 @@ function redoDone(p) {
 // ---------------------------------------------------------------------------------------
 // Server messages.
 
+/** Refusals (by their stable code, docs/protocol.md §8) that are expected in the normal
+ *  course of a round and need no word to the person. */
+const QUIET_REFUSALS = new Set([
+  'no_round', 'outside_window', 'too_many_posts', 'board_full', 'round_running', 'round_dropped', 'stale_confirm',
+]);
+
 function onServer(m, t3) {
   switch (m.type) {
     case 'pong': {
@@ -641,12 +647,11 @@ function onServer(m, t3) {
       return;
     case 'error': {
       const text = String(m.message);
-      if (m.code === 'not_allowed' && S.current && S.current.done && /^done\b/.test(text)) {
+      if (m.code === 'too_early' && S.current && S.current.done) {
         redoDone(S.current);
         return;
       }
-      if (/^post\b/.test(text) || /^a round is running/.test(text) || /^the last round was dropped/.test(text) ||
-        /^confirm: made before a drop/.test(text)) {
+      if (QUIET_REFUSALS.has(m.code)) {
         // A refused post: after the round was stopped (posts already on their way), nothing
         // to say; during a round, the self-check will drop the round anyway. A refused ready:
         // our first ready already started the next round (it crossed the peer's desync). A

@@ -14,7 +14,7 @@
 use super::{cpu_s, cpu_split_s, quantile, r3, require_loopback, thread_cpu_s, Opts};
 use crate::client::{ws_url, Client, ClientError};
 use crate::clock::{self, Clock, SYNC_SAMPLES};
-use crate::protocol::{ClientMsg, Label, Params, ParamsIn, ServerMsg};
+use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, ServerMsg};
 use crate::room::Limits;
 use crate::schedule;
 use crate::secret::{self, OwnPost};
@@ -180,7 +180,7 @@ async fn finish_round(
         tokio::select! {
             m = recv(alice), if board.is_none() => match m? {
                 ServerMsg::Closed { board: b, .. } => board = Some(b),
-                ServerMsg::Error { message, .. } if message.starts_with("done before") => {
+                ServerMsg::Error { code: ErrorCode::TooEarly, .. } => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     alice.send(&ClientMsg::Done {}).await.map_err(gone)?;
                 }
@@ -191,7 +191,7 @@ async fn finish_round(
             },
             m = recv(bob), if !bob_closed => match m? {
                 ServerMsg::Closed { .. } => bob_closed = true,
-                ServerMsg::Error { message, .. } if message.starts_with("done before") => {
+                ServerMsg::Error { code: ErrorCode::TooEarly, .. } => {
                     tokio::time::sleep(Duration::from_millis(5)).await;
                     bob.send(&ClientMsg::Done {}).await.map_err(gone)?;
                 }
@@ -227,7 +227,7 @@ struct LoadOutcome {
     sent: u64,
     /// Posts a loader left out rather than send late in a burst (it fell behind).
     skipped: u64,
-    /// Posts the server refused: over the post bucket (`rate_limited`), or outside the round
+    /// Posts the server refused: over the post bucket or onto a full board (`too_many_posts`, `board_full`; counted as `rate_limited`), or outside the round
     /// window (a loader held up past `t_end + G`; outside the counted window anyway).
     refused: u64,
     rate_limited: u64,
@@ -420,7 +420,7 @@ async fn poster(ws: Ws, keep_board: bool, start: i64, end: i64, hz: f64, tick_us
             }
             if t.starts_with(r#"{"type":"error""#) {
                 refused += 1;
-                rate_limited += u64::from(t.contains(r#""code":"rate_limited""#));
+                rate_limited += u64::from(t.contains(r#""code":"too_many_posts""#) || t.contains(r#""code":"board_full""#));
             }
         }
         (refused, rate_limited, board, lost)
