@@ -43,7 +43,7 @@ impl Default for Clock {
 }
 
 /// One ping/pong exchange: client send t0, server receive t1, server send t2, client receive t3.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
 pub struct SyncSample {
     /// server clock − client clock
     pub offset_us: i64,

@@ -12,7 +12,9 @@
 //! - [`server`]: `sgp serve`: the accept loop, shared state, timers and shutdown.
 //! - [`client`]: a small WebSocket client used by the terminal commands.
 //! - [`schedule`]: the Poisson posting schedule and precise waiting.
-//! - [`pair`]: `sgp pair`, the protocol from a terminal.
+//! - [`poster`]: one poster's protocol logic as a state machine (no I/O, time passed in);
+//!   `client/js/poster.js` is its twin (docs/poster.md).
+//! - [`pair`]: `sgp pair`: drives the poster engine from a terminal (socket, timers, output).
 //! - [`eve`]: `sgp eve`, the eavesdropper's seat.
 //! - [`bench`]: `sgp bench`, measurements against a server of its own.
 //! - [`audit`]: the eavesdropper's audit (a model that tries to tell posters apart), pure.
@@ -26,6 +28,7 @@ pub mod eve;
 pub mod http;
 pub mod legacy;
 pub mod pair;
+pub mod poster;
 pub mod protocol;
 pub mod room;
 pub mod schedule;

@@ -114,7 +114,7 @@ async fn probe(url: String, seconds: f64, tolerance_ms: Option<f64>) -> Result<P
         let clock = alice.clock;
         let planned = schedule::poisson(t_start, t_end, params.rate_hz, &mut rng);
         // As `sgp pair`: a post more than half a mean gap behind its schedule is not sent.
-        let late_limit = crate::pair::late_limit_us(1e6 / params.rate_hz);
+        let late_limit = crate::poster::late_limit_us(1e6 / params.rate_hz);
         let mut posts = Vec::with_capacity(planned.len());
         for p in planned {
             let target = p - shift;
@@ -598,7 +598,7 @@ pub async fn bench_jitter(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Va
         "seconds": seconds,
         "tolerance_ms": probe_params.tolerance_ms,
         "prober_rate_hz": r3(probe_params.rate_hz),
-        "late_limit_us": crate::pair::late_limit_us(1e6 / probe_params.rate_hz),
+        "late_limit_us": crate::poster::late_limit_us(1e6 / probe_params.rate_hz),
         "loader_post_hz": r3(post_hz),
         "loader_offered_per_s": r3(2.0 * rooms as f64 * post_hz),
         "phases": phases,

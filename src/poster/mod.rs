@@ -1,0 +1,670 @@
+//! The poster engine: one poster's protocol logic as a state machine (docs/poster.md). Server
+//! messages and local facts (the clock sync it asked for, the schedule drawn, posts sent) in,
+//! actions out (send this, post now, derive and report, give up); time passed in as `now`
+//! (local µs), `next_deadline()` says when it next wants `on_timeout`. No sockets, no tokio, no
+//! clock, no randomness: `sgp pair` drives it, and `client/js/poster.js` is its twin, held to
+//! the same transcript vectors (`tests/vectors/poster/`).
+
+mod report;
+
+pub use report::{Action, FailReason, KeyMade, Outcome, RoundFacts, RoundReport};
+
+use crate::clock::SyncSample;
+use crate::protocol::{ClientMsg, Entry, ErrorCode, Label, Params, PeerEvent, Role, ServerMsg};
+use crate::secret::{self, Ledger, OwnPost, RoundOutcome, RoundView, Span};
+
+/// How late a post may leave, as a share of the mean gap between this poster's posts. A
+/// poster held up for longer (a busy machine, a stall) posts nothing for a while, and the
+/// other poster's posts fill that stretch: runs of one poster, which the audit measured
+/// (SECURITY.md). So a later post is skipped, and the round is *spoiled*: this poster drops
+/// it (`abort {desync}`) once it closes, and it gives no bits. A hold-up of at most half a
+/// mean gap changes the posters' order only if it holds a post of each, and then only
+/// moves one past a neighbour or two.
+pub const LATE_SHARE: f64 = 0.5;
+/// `done` leaves `DONE_MARGIN_US + 2τ` after our estimate of the server's `t_end`: late
+/// enough that no post can still be on its way, and that a delay jitter of up to τ cannot
+/// bring it to the server before `t_end` (which it would refuse).
+pub const DONE_MARGIN_US: i64 = 3_000;
+/// No post leaves later than this before `done`: so `done`, which the room sees as the
+/// time of `closed`, never waits on a post (docs/protocol.md §4: what others see must not
+/// depend on one's own posts).
+pub const DONE_QUIET_US: i64 = 500;
+/// A `done` refused as `too_early` is said again after 2 ms, 4 ms, … at most this often.
+pub const DONE_REDOS: u32 = 5;
+/// Browser policy: a round re-syncs the clock when fewer of its timed posts than this share
+/// landed within τ of their prediction (or more than a quarter were skipped).
+pub const ALIGNED_SHARE: f64 = 0.8;
+/// Browser policy: give up after more than this many failures in a row …
+pub const RETRIES_IN_A_ROW: u32 = 20;
+/// … that span more than this long without a round that counted for both posters …
+pub const GIVE_UP_US: i64 = 30_000_000;
+/// … or after this many in all.
+pub const TOTAL_RETRIES: u32 = 3_000;
+
+/// A post may leave at most this long after its planned time: `LATE_SHARE` of the mean gap
+/// between this poster's posts (1 ms at the default 500 Hz).
+pub fn late_limit_us(mean_gap_us: f64) -> i64 {
+    if mean_gap_us.is_finite() && mean_gap_us > 0.0 {
+        (LATE_SHARE * mean_gap_us).round() as i64
+    } else {
+        i64::MAX / 4
+    }
+}
+
+/// Where the two drivers differ (docs/poster.md, "the policy").
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Policy {
+    /// `sgp pair`: re-sync after every failure, keep the bias, give up after `retries`
+    /// failures in all, and a peer that leaves ends the run.
+    Terminal { retries: u32 },
+    /// The page: re-sync only when a round showed the sync off, start the bias again with
+    /// each sync, give up after a long run of failures without progress.
+    Browser,
+}
+
+/// The round being posted.
+struct Posting {
+    session: String,
+    round: u32,
+    facts: RoundFacts,
+    /// Local targets and labels, once scheduled.
+    plan: Vec<(i64, Label)>,
+    scheduled: bool,
+    next: usize,
+    /// The target of the post handed out, until `sent`.
+    awaiting: Option<i64>,
+    done_at: i64,
+    redos: u32,
+    redo_at: Option<i64>,
+}
+
+/// The last closed round that counts for us, until the next `start`: a peer's `drop` can still
+/// narrow it (docs/protocol.md §5.3), and then it is derived again.
+struct Open {
+    session: String,
+    round: u32,
+    board: Vec<Entry>,
+    facts: RoundFacts,
+    timed: Vec<OwnPost>,
+    peer_spans: Vec<Span>,
+    /// Drops of this round applied: ours (if we sent one) and the peer's.
+    drops: u32,
+}
+
+enum Stage {
+    /// Not posting: waiting for a sync, a `start` or a verdict.
+    Between,
+    Posting(Box<Posting>),
+    Open(Box<Open>),
+    /// A key confirmed, or given up.
+    Finished,
+}
+
+/// A round of this session that counts: (round, n, a, bits).
+type Counted = (u32, u32, u32, Vec<bool>);
+
+/// One poster (docs/poster.md).
+pub struct Poster {
+    policy: Policy,
+    room: String,
+    role: Role,
+    me: Label,
+    params: Params,
+    sync: Option<SyncSample>,
+    /// Learnt from our own posts (`refine`).
+    bias_us: i64,
+    session: Option<String>,
+    counted: Vec<Counted>,
+    last_closed: Option<u32>,
+    stage: Stage,
+    my_tag: Option<String>,
+    peer_tag: Option<String>,
+    key: Option<KeyMade>,
+    failures_in_a_row: u32,
+    failures: u32,
+    progress_at: i64,
+    last_ok: bool,
+    need_sync: bool,
+    rounds_used: u32,
+}
+
+impl Poster {
+    /// A poster of `room` as `role` (alice or bob) under the room's `params`.
+    pub fn new(policy: Policy, room: &str, role: Role, params: Params) -> Result<Poster, String> {
+        let me = role.label().ok_or("an observer does not post")?;
+        Ok(Poster {
+            policy,
+            room: room.to_string(),
+            role,
+            me,
+            params,
+            sync: None,
+            bias_us: 0,
+            session: None,
+            counted: Vec::new(),
+            last_closed: None,
+            stage: Stage::Between,
+            my_tag: None,
+            peer_tag: None,
+            key: None,
+            failures_in_a_row: 0,
+            failures: 0,
+            progress_at: 0,
+            last_ok: false,
+            need_sync: true,
+            rounds_used: 0,
+        })
+    }
+
+    /// The last round number started (for reports).
+    pub fn rounds_used(&self) -> u32 {
+        self.rounds_used
+    }
+
+    /// The room's parameters.
+    pub fn params(&self) -> &Params {
+        &self.params
+    }
+
+    /// The bias learnt so far, µs.
+    pub fn bias_us(&self) -> i64 {
+        self.bias_us
+    }
+
+    /// To make a key: measure the clock first.
+    pub fn start(&mut self, now: i64) -> Vec<Action> {
+        self.stage = Stage::Between;
+        self.session = None;
+        self.counted.clear();
+        self.failures_in_a_row = 0;
+        self.failures = 0;
+        self.progress_at = now;
+        self.last_ok = false;
+        vec![Action::Sync]
+    }
+
+    /// The clock sync asked for by `Action::Sync`: say `ready`.
+    pub fn synced(&mut self, sample: SyncSample, _now: i64) -> Vec<Action> {
+        if matches!(self.stage, Stage::Finished) {
+            return Vec::new();
+        }
+        if self.policy == Policy::Browser {
+            // The bias was learnt against the old sync; a new one starts from the pings alone.
+            self.bias_us = 0;
+        }
+        self.sync = Some(sample);
+        self.need_sync = false;
+        vec![Action::Send(ClientMsg::Ready {})]
+    }
+
+    /// When the engine next wants `on_timeout`: the next post's target, then `done`'s time,
+    /// then a `done` to say again.
+    pub fn next_deadline(&self) -> Option<i64> {
+        let Stage::Posting(p) = &self.stage else { return None };
+        if !p.scheduled || p.awaiting.is_some() {
+            return None;
+        }
+        if p.facts.done_us.is_some() {
+            return p.redo_at;
+        }
+        Some(p.plan.get(p.next).map_or(p.done_at, |x| x.0))
+    }
+
+    /// Time has come (`now ≥ next_deadline()`): the late rule skips the posts it is too late
+    /// for, then the next post or `done` is due.
+    pub fn on_timeout(&mut self, now: i64) -> Vec<Action> {
+        let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
+        if !p.scheduled || p.awaiting.is_some() {
+            return Vec::new();
+        }
+        if p.facts.done_us.is_some() {
+            return match p.redo_at {
+                Some(t) if now >= t => {
+                    p.redo_at = None;
+                    vec![Action::Done]
+                }
+                _ => Vec::new(),
+            };
+        }
+        while let Some(&(target, label)) = p.plan.get(p.next) {
+            let latest = (target + p.facts.late_limit_us).min(p.done_at - DONE_QUIET_US);
+            if now > latest {
+                p.facts.skipped += 1;
+                p.next += 1;
+            } else if now >= target {
+                p.next += 1;
+                p.awaiting = Some(target);
+                return vec![Action::Post { label, target_us: target }];
+            } else {
+                return Vec::new();
+            }
+        }
+        if now >= p.done_at {
+            return vec![Action::Done];
+        }
+        Vec::new()
+    }
+
+    /// The schedule asked for by `Action::Schedule`: planned server times and labels, and the
+    /// schedule's mean gap between posts (for the late rule).
+    pub fn scheduled(&mut self, times_us: &[i64], labels: &[Label], mean_gap_us: f64, _now: i64) -> Vec<Action> {
+        let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
+        let s = p.facts.sync;
+        let shift = s.offset_us + s.delay_us.div_euclid(2);
+        p.plan = times_us.iter().zip(labels).map(|(t, l)| (t - shift, *l)).collect();
+        p.facts.planned = p.plan.len();
+        p.facts.late_limit_us = late_limit_us(mean_gap_us);
+        p.scheduled = true;
+        Vec::new()
+    }
+
+    /// A post handed out by `Action::Post` left at `post.sent_us` (for a post held back on
+    /// purpose, `held`, the time recorded for it).
+    pub fn sent(&mut self, post: OwnPost, held: bool, _now: i64) -> Vec<Action> {
+        let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
+        let Some(target) = p.awaiting.take() else { return Vec::new() };
+        p.facts.late.push(post.sent_us - target);
+        p.facts.posts.push(post);
+        if held {
+            p.facts.held.push(post.sent_us);
+        }
+        Vec::new()
+    }
+
+    /// `done` left.
+    pub fn done_sent(&mut self, now: i64) -> Vec<Action> {
+        if let Stage::Posting(p) = &mut self.stage {
+            p.facts.done_us.get_or_insert(now);
+        }
+        Vec::new()
+    }
+
+    /// A message from the server, received at `now`.
+    pub fn handle(&mut self, msg: ServerMsg, now: i64) -> Vec<Action> {
+        if matches!(self.stage, Stage::Finished) {
+            return Vec::new();
+        }
+        match msg {
+            ServerMsg::Start { session, round, t_start_us, t_end_us, params } => self.on_start(session, round, (t_start_us, t_end_us), params, now),
+            ServerMsg::Closed { session, round, board } => self.on_closed(&session, round, board),
+            ServerMsg::Dropped { session, round, spans } => self.on_dropped(&session, round, spans),
+            ServerMsg::Confirm { role, tag } => {
+                if role != self.role {
+                    self.peer_tag = Some(tag);
+                }
+                Vec::new()
+            }
+            ServerMsg::Confirmed { matched } => self.on_confirmed(matched, now),
+            ServerMsg::Aborted { reason } => self.on_aborted(reason, now),
+            ServerMsg::Reset {} => self.on_reset(now),
+            ServerMsg::Error { code, message } => self.on_error(code, message, now),
+            ServerMsg::Peer { event, role } => self.on_peer(event, role),
+            ServerMsg::Coalesced { post, count } => {
+                if let Stage::Posting(p) = &mut self.stage {
+                    let sent = p.facts.posts.len();
+                    p.facts.coalesced.extend(coalesced_range(post, count, sent));
+                }
+                Vec::new()
+            }
+            ServerMsg::Joined { .. } | ServerMsg::Pong { .. } | ServerMsg::Board { .. } => Vec::new(),
+        }
+    }
+}
+
+/// The posts a `coalesced {post, count}` names, within the `sent` we made.
+fn coalesced_range(post: u32, count: u32, sent: usize) -> std::ops::Range<u32> {
+    let end = post.saturating_add(count).min(u32::try_from(sent).unwrap_or(u32::MAX).saturating_add(1));
+    post.min(end)..end
+}
+
+/// The transitions, one per message (docs/poster.md).
+impl Poster {
+    fn on_start(&mut self, session: String, round: u32, (t_start, t_end): (i64, i64), params: Params, now: i64) -> Vec<Action> {
+        let Some(sync) = self.sync else {
+            // Cannot happen (`ready` follows a sync): post nothing rather than post blind.
+            return Vec::new();
+        };
+        if self.session.as_deref() != Some(session.as_str()) {
+            self.session = Some(session.clone());
+            self.counted.clear();
+        }
+        if self.last_ok {
+            self.failures_in_a_row = 0; // both posters counted the last round: progress
+            self.progress_at = now;
+        }
+        self.last_ok = false;
+        self.my_tag = None;
+        self.peer_tag = None;
+        self.rounds_used = round;
+        let sync = SyncSample { offset_us: sync.offset_us + self.bias_us, delay_us: sync.delay_us };
+        let shift = sync.offset_us + sync.delay_us.div_euclid(2);
+        let done_at = t_end - shift + DONE_MARGIN_US + 2 * params.tolerance_us();
+        let rate_hz = params.rate_hz;
+        let facts = RoundFacts { t_start, t_end, sync, late_limit_us: late_limit_us(1e6 / rate_hz), ..RoundFacts::default() };
+        let p = Posting { session, round, facts, plan: Vec::new(), scheduled: false, next: 0, awaiting: None, done_at, redos: 0, redo_at: None };
+        self.stage = Stage::Posting(Box::new(p));
+        vec![Action::Schedule { t_start_us: t_start, t_end_us: t_end, rate_hz }]
+    }
+
+    fn on_closed(&mut self, session: &str, round: u32, board: Vec<Entry>) -> Vec<Action> {
+        let p = match std::mem::replace(&mut self.stage, Stage::Between) {
+            Stage::Posting(p) if p.session == session && p.round == round => p,
+            other => {
+                self.stage = other;
+                return Vec::new();
+            }
+        };
+        self.last_closed = Some(round);
+        let (tol, guard) = (self.params.tolerance_us(), self.params.guard_us());
+        let facts = p.facts;
+        let timed = facts.timed();
+        let outcome = secret::derive_round(&board, facts.t_start, facts.t_end, &timed, to_sync(facts.sync), self.me, tol, guard, &[]);
+        let errors = secret::arrival_errors(&board, &timed, to_sync(facts.sync));
+        let bias_step_us = refine(&errors, tol);
+        self.bias_us += bias_step_us;
+        let within = errors.iter().flatten().filter(|e| e.abs() <= tol).count();
+        self.need_sync = (!timed.is_empty() && (within as f64) < ALIGNED_SHARE * timed.len() as f64) || facts.skipped as usize * 4 > facts.planned;
+        let mut report = RoundReport {
+            session: session.to_string(),
+            round,
+            outcome: Outcome::Kept,
+            board,
+            facts,
+            view: None,
+            ledger: None,
+            unmatched: None,
+            bias_step_us,
+            arrival_errors: errors,
+            target_bits: self.params.target_bits,
+        };
+        let view = match outcome {
+            RoundOutcome::Desync { unmatched, total } => {
+                report.outcome = Outcome::Desync;
+                report.unmatched = Some((unmatched, total));
+                return vec![Action::Round(Box::new(report)), abort_desync()];
+            }
+            RoundOutcome::Ok(_) if held_passed(&report, &timed, tol) => {
+                report.outcome = Outcome::Held;
+                return vec![Action::Round(Box::new(report)), abort_desync()];
+            }
+            RoundOutcome::Ok(_) if report.facts.spoiled() => {
+                report.outcome = Outcome::Late;
+                return vec![Action::Round(Box::new(report)), abort_desync()];
+            }
+            RoundOutcome::Ok(v) => v,
+        };
+        self.keep_round(report, view, timed)
+    }
+
+    /// A round in sync: our spans go out first (so that the peer and the room leave out the
+    /// same entries), then our verdict, made without the peer's spans.
+    fn keep_round(&mut self, mut report: RoundReport, view: RoundView, timed: Vec<OwnPost>) -> Vec<Action> {
+        let drops = u32::from(!view.spans.is_empty());
+        self.counted.push((report.round, view.n, view.a, view.bits.clone()));
+        self.last_ok = true;
+        report.ledger = Some(self.ledger());
+        let spans = view.spans.clone();
+        report.view = Some(view);
+        let open = Open {
+            session: report.session.clone(),
+            round: report.round,
+            board: report.board.clone(),
+            facts: report.facts.clone(),
+            timed,
+            peer_spans: Vec::new(),
+            drops,
+        };
+        let mut out = vec![Action::Round(Box::new(report))];
+        if drops > 0 {
+            out.push(Action::Send(ClientMsg::Drop { spans }));
+        }
+        out.extend(self.verdict(&open.session, open.round, drops));
+        self.stage = Stage::Open(Box::new(open));
+        out
+    }
+
+    /// The peer left out spans of the round we just derived: derive it again with them, and
+    /// say our verdict again if it was a confirm (the server voided it; a `ready` stands:
+    /// fewer entries never make a key where there was none).
+    fn on_dropped(&mut self, session: &str, round: u32, spans: Vec<Span>) -> Vec<Action> {
+        let Stage::Open(o) = &mut self.stage else { return Vec::new() };
+        if o.session != session || o.round != round || spans.is_empty() {
+            return Vec::new();
+        }
+        o.peer_spans.extend_from_slice(&spans);
+        o.drops += 1;
+        let (tol, guard) = (self.params.tolerance_us(), self.params.guard_us());
+        let f = &o.facts;
+        let outcome = secret::derive_round(&o.board, f.t_start, f.t_end, &o.timed, to_sync(f.sync), self.me, tol, guard, &o.peer_spans);
+        let (session, drops) = (o.session.clone(), o.drops);
+        let RoundOutcome::Ok(view) = outcome else {
+            // Cannot happen (spans only leave entries out), but never confirm on it.
+            self.stage = Stage::Between;
+            self.counted.retain(|k| k.0 != round);
+            self.last_ok = false;
+            let mut out = self.void_key(0);
+            out.push(abort_desync());
+            return out;
+        };
+        if let Some(k) = self.counted.iter_mut().find(|k| k.0 == round) {
+            *k = (round, view.n, view.a, view.bits.clone());
+        }
+        let mut out = vec![Action::Dropped { session: session.clone(), round, spans, view, ledger: self.ledger() }];
+        if self.my_tag.is_some() {
+            out.extend(self.verdict(&session, round, drops));
+        }
+        out
+    }
+
+    /// Our verdict on the session so far: `confirm` with the key's tag once the strength
+    /// reaches the target (`drops` = the drops of this round applied), else `ready`.
+    fn verdict(&mut self, session: &str, round: u32, drops: u32) -> Vec<Action> {
+        let ledger = self.ledger();
+        if ledger.strength < self.params.target_bits {
+            let mut out = self.void_key(ledger.strength);
+            out.push(Action::Send(ClientMsg::Ready {}));
+            return out;
+        }
+        let bits: Vec<bool> = self.counted.iter().flat_map(|r| r.3.iter().copied()).collect();
+        let Ok(key) = secret::key(&self.room, session, &bits) else {
+            return vec![Action::Send(ClientMsg::Ready {})];
+        };
+        let tag = secret::tag(&key, self.params.tag_bits);
+        self.my_tag = Some(tag.clone());
+        let made = KeyMade { session: session.to_string(), key, bits, tag: tag.clone(), ledger, round, rounds: self.counted.len() as u32, drops };
+        self.key = Some(made.clone());
+        vec![Action::Key(Box::new(made)), Action::Send(ClientMsg::Confirm { tag, drops })]
+    }
+
+    /// The key our last confirm stood for no longer holds.
+    fn void_key(&mut self, strength: u32) -> Vec<Action> {
+        self.key = None;
+        match self.my_tag.take() {
+            Some(_) => vec![Action::KeyVoid { strength }],
+            None => Vec::new(),
+        }
+    }
+
+    fn on_confirmed(&mut self, matched: bool, now: i64) -> Vec<Action> {
+        if self.my_tag.is_none() {
+            return vec![Action::Confirmed { matched, key: None }];
+        }
+        if matched && self.my_tag == self.peer_tag {
+            let key = self.key.take().map(Box::new);
+            self.stage = Stage::Finished;
+            return vec![Action::Confirmed { matched: true, key }];
+        }
+        self.session = None;
+        self.counted.clear();
+        self.my_tag = None;
+        self.key = None;
+        let mut out = vec![Action::Confirmed { matched: false, key: None }];
+        out.extend(self.failed("confirmation mismatch", now));
+        out
+    }
+
+    fn on_aborted(&mut self, reason: String, now: i64) -> Vec<Action> {
+        if reason == "desync" && self.session.is_some() {
+            // One of us found the last round out of sync: it is dropped, the session goes on.
+            self.stage = Stage::Between;
+            self.my_tag = None;
+            self.key = None;
+            let dropped = self.last_closed.take();
+            if let Some(r) = dropped {
+                self.counted.retain(|k| k.0 != r);
+            }
+            let mut out = vec![Action::Aborted { reason, round: dropped, session_goes_on: true }];
+            out.extend(self.failed("desync", now));
+            return out;
+        }
+        self.session = None;
+        self.counted.clear();
+        self.stage = Stage::Between;
+        self.my_tag = None;
+        self.key = None;
+        let mut out = vec![Action::Aborted { reason: reason.clone(), round: None, session_goes_on: false }];
+        let browser_stops = self.policy == Policy::Browser && (reason == "gave_up" || reason == "user");
+        if reason == "peer_left" {
+            out.push(self.finish(FailReason::PeerLeft, "peer left the room".into()));
+        } else if reason == "idle" {
+            out.push(self.finish(FailReason::Idle, "the room was closed for inactivity".into()));
+        } else if browser_stops {
+            out.push(self.finish(FailReason::Stopped, format!("the session was ended ({reason})")));
+        } else {
+            out.extend(self.failed(&reason, now));
+        }
+        out
+    }
+
+    fn on_reset(&mut self, now: i64) -> Vec<Action> {
+        self.session = None;
+        self.counted.clear();
+        self.stage = Stage::Between;
+        self.my_tag = None;
+        self.key = None;
+        let mut out = vec![Action::Reset];
+        match self.policy {
+            Policy::Terminal { .. } => out.extend(self.failed("reset", now)),
+            Policy::Browser => out.push(self.finish(FailReason::Stopped, "the room was reset".into())),
+        }
+        out
+    }
+
+    fn on_error(&mut self, code: ErrorCode, message: String, now: i64) -> Vec<Action> {
+        match code {
+            // Our confirm crossed the peer's drop: we confirm again when its `dropped` comes.
+            ErrorCode::StaleConfirm => Vec::new(),
+            // Our `done` came before t_end (our estimate was early): say it again shortly,
+            // rather than wait for the round's grace. Its timing depends on the sync only.
+            ErrorCode::TooEarly => {
+                if let Stage::Posting(p) = &mut self.stage {
+                    if p.facts.done_us.is_some() && p.redos < DONE_REDOS {
+                        p.redos += 1;
+                        p.redo_at = Some(now + 2_000 * i64::from(p.redos));
+                    }
+                }
+                Vec::new()
+            }
+            // Expected in the normal course of a round: a post refused once the round was
+            // stopped or over (the self-check judges the round anyway), a `ready` that crossed
+            // the peer's desync, a confirm during or after a dropped round.
+            ErrorCode::NoRound
+            | ErrorCode::OutsideWindow
+            | ErrorCode::TooManyPosts
+            | ErrorCode::BoardFull
+            | ErrorCode::RoundRunning
+            | ErrorCode::RoundDropped => Vec::new(),
+            _ => vec![Action::Error { code, message }],
+        }
+    }
+
+    /// A peer we already made rounds with is gone (between sessions the server says no more
+    /// than this): for `sgp pair`, waiting for a stranger is not what was asked. The page
+    /// waits: the room's `aborted {peer_left}` ends a running session.
+    fn on_peer(&mut self, event: PeerEvent, role: Role) -> Vec<Action> {
+        let other_poster = role != self.role && role != Role::Observer;
+        let made_rounds = self.session.is_some() || self.rounds_used > 0;
+        if matches!(self.policy, Policy::Terminal { .. }) && event == PeerEvent::Left && other_poster && made_rounds {
+            return vec![self.finish(FailReason::PeerLeft, "peer left the room".into())];
+        }
+        Vec::new()
+    }
+
+    /// A round or a session failed: count it, then re-sync (or not) and say `ready` again,
+    /// or give up.
+    fn failed(&mut self, why: &str, now: i64) -> Vec<Action> {
+        self.failures += 1;
+        self.failures_in_a_row += 1;
+        self.last_ok = false;
+        match self.policy {
+            Policy::Terminal { retries } => {
+                if self.failures > retries {
+                    let msg = format!("gave up after {} failed rounds or sessions (last: {why})", self.failures);
+                    return vec![self.finish(FailReason::Retries, msg)];
+                }
+                vec![Action::Sync]
+            }
+            Policy::Browser => {
+                let stuck_us = now - self.progress_at;
+                let in_a_row = self.failures_in_a_row > RETRIES_IN_A_ROW && stuck_us > GIVE_UP_US;
+                if in_a_row || self.failures > TOTAL_RETRIES {
+                    let n = if in_a_row {
+                        format!("{} failed rounds or sessions in a row, over {} s", self.failures_in_a_row, (stuck_us as f64 / 1e6).round())
+                    } else {
+                        format!("{} failed rounds or sessions", self.failures)
+                    };
+                    let abort = Action::Send(ClientMsg::Abort { reason: "gave_up".into() });
+                    return vec![abort, self.finish(FailReason::Retries, format!("gave up after {n} (last: {why})"))];
+                }
+                if self.need_sync || self.sync.is_none() {
+                    vec![Action::Sync]
+                } else {
+                    vec![Action::Send(ClientMsg::Ready {})]
+                }
+            }
+        }
+    }
+
+    fn finish(&mut self, reason: FailReason, message: String) -> Action {
+        self.stage = Stage::Finished;
+        Action::Fail { reason, message }
+    }
+
+    fn ledger(&self) -> Ledger {
+        let counts: Vec<(u32, u32)> = self.counted.iter().map(|r| (r.1, r.2)).collect();
+        secret::ledger(&counts, self.params.tag_bits)
+    }
+}
+
+fn abort_desync() -> Action {
+    Action::Send(ClientMsg::Abort { reason: "desync".into() })
+}
+
+fn to_sync(s: SyncSample) -> secret::Sync {
+    secret::Sync { offset_us: s.offset_us, delay_us: s.delay_us }
+}
+
+/// Testing only: a post held back on purpose passed for matched (the blind spot of
+/// docs/protocol.md §5.3), so the tags would differ: the poster, knowing it, drops the round.
+fn held_passed(r: &RoundReport, timed: &[OwnPost], tol: i64) -> bool {
+    if r.facts.held.is_empty() {
+        return false;
+    }
+    let mut sorted = timed.to_vec();
+    sorted.sort_by_key(|q| q.sent_us);
+    let ok = secret::matched_in_send_order(&r.board, &sorted, to_sync(r.facts.sync), tol);
+    sorted.iter().zip(ok).any(|(q, m)| m && r.facts.held.contains(&q.sent_us))
+}
+
+/// The median error of this round's recognisable posts (within 2τ, at least 20 of them):
+/// added to the offset, it centres the next round's predictions (ping and post paths differ
+/// by tens of µs). Private: it uses only this poster's own posts and changes nothing anyone
+/// else sees.
+pub fn refine(errors: &[Option<i64>], tol_us: i64) -> i64 {
+    let mut errs: Vec<i64> = errors.iter().flatten().copied().filter(|e| e.abs() <= 2 * tol_us).collect();
+    if errs.len() < 20 {
+        return 0;
+    }
+    errs.sort_unstable();
+    errs[errs.len() / 2]
+}

@@ -1,0 +1,387 @@
+//! The poster engine's transitions, and its transcript vectors (docs/poster.md).
+//!
+//! Each scenario below drives `sgp::poster::Poster` through a story (a round kept and the key
+//! confirmed, short of the target, late posts, the late rule, out of sync, the peer's drop, a
+//! peer that leaves, retries, mismatched tags, an early `done`) and checks what it did. With
+//! `SGP_WRITE_POSTER_VECTORS=1` each story is also written to `tests/vectors/poster/NAME.json`,
+//! and every file there (these, and any written by hand) is replayed against the engine:
+//! `client/test/poster.test.mjs` replays the same files against `client/js/poster.js`.
+
+use serde_json::{json, Value};
+use sgp::clock::SyncSample;
+use sgp::poster::{Action, Policy, Poster};
+use sgp::protocol::{Entry, Label, Params, ParamsIn, Role, ServerMsg};
+use sgp::secret::OwnPost;
+use std::path::Path;
+
+const DIR: &str = "tests/vectors/poster";
+const T0: i64 = 1_764_000_000_000_000;
+const ROOM: &str = "ABCDE-FGHJK";
+const SESSION: &str = "0123456789abcdef0123456789abcdef";
+/// Posts per poster per round in the stories: 50 each, 5 ms apart, all kept.
+const POSTS: usize = 50;
+const GAP_US: i64 = 10_000;
+
+fn params(target_bits: u32) -> Params {
+    let p = ParamsIn { tolerance_ms: Some(1.0), rate_hz: Some(100.0), guard_ms: Some(2.0), target_bits: Some(target_bits), tag_bits: Some(8), duration_ms: Some(550) };
+    Params::resolve(&p).unwrap()
+}
+
+/// Calls the engine's input named by the vector step's `in`.
+fn apply(p: &mut Poster, input: &Value, t: i64) -> Vec<Action> {
+    let (name, v) = input.as_object().and_then(|o| o.iter().next()).expect("one input per step");
+    match name.as_str() {
+        "start" => p.start(t),
+        "synced" => p.synced(SyncSample { offset_us: v["offset_us"].as_i64().unwrap(), delay_us: v["delay_us"].as_i64().unwrap() }, t),
+        "server" => p.handle(serde_json::from_value::<ServerMsg>(v.clone()).expect("a server message"), t),
+        "scheduled" => {
+            let times: Vec<i64> = v["times_us"].as_array().unwrap().iter().map(|x| x.as_i64().unwrap()).collect();
+            let labels: Vec<Label> = v["labels"].as_str().unwrap().chars().map(|c| if c == 'A' { Label::A } else { Label::B }).collect();
+            let gap = v.get("mean_gap_us").and_then(Value::as_f64).unwrap_or(1e6 / p.params().rate_hz);
+            p.scheduled(&times, &labels, gap, t)
+        }
+        "timeout" => p.on_timeout(t),
+        "sent" => {
+            let label = if v["label"] == "A" { Label::A } else { Label::B };
+            p.sent(OwnPost { sent_us: v["sent_us"].as_i64().unwrap(), label }, v["held"].as_bool().unwrap_or(false), t)
+        }
+        "done_sent" => p.done_sent(t),
+        other => panic!("unknown input {other}"),
+    }
+}
+
+/// A story being told: the engine, and the vector it makes.
+struct Story {
+    p: Poster,
+    head: Value,
+    steps: Vec<Value>,
+}
+
+impl Story {
+    fn new(name: &str, description: &str, policy: Policy, role: Role, params: Params) -> Story {
+        let (pol, retries) = match policy {
+            Policy::Terminal { retries } => ("terminal", Some(retries)),
+            Policy::Browser => ("browser", None),
+        };
+        let head = json!({"name": name, "description": description, "policy": pol, "retries": retries, "room": ROOM, "role": role, "params": params});
+        Story { p: Poster::new(policy, ROOM, role, params).unwrap(), head, steps: Vec::new() }
+    }
+
+    /// One input at `t`: the actions, in the vectors' form.
+    fn step(&mut self, t: i64, input: Value) -> Vec<Value> {
+        let out: Vec<Value> = apply(&mut self.p, &input, t).iter().map(Action::to_json).collect();
+        self.steps.push(json!({"t_us": t, "in": input, "out": out, "next_deadline_us": self.p.next_deadline()}));
+        out
+    }
+
+    fn server(&mut self, t: i64, m: ServerMsg) -> Vec<Value> {
+        self.step(t, json!({ "server": serde_json::to_value(m).unwrap() }))
+    }
+
+    /// Start, sync (offset and delay 0: local time is server time), ready.
+    fn begin(&mut self) {
+        assert_eq!(self.step(T0, json!({"start": {}})), vec![json!({"sync": {}})]);
+        assert_eq!(self.step(T0 + 10, json!({"synced": {"offset_us": 0, "delay_us": 0}})), vec![json!({"send": {"type": "ready"}})]);
+    }
+
+    /// Round `round` starts at `ts`; we post on schedule (`late`: the post at that index is
+    /// woken this late) and send `done`. Returns our posts (server time = local time).
+    fn post_round(&mut self, round: u32, ts: i64, labels: &str, late: Option<(usize, i64)>) -> Vec<(i64, Label)> {
+        let params = self.p.params().clone();
+        let te = ts + i64::from(params.duration_ms) * 1000;
+        let out = self.server(ts - 50_000, ServerMsg::Start { session: SESSION.into(), round, t_start_us: ts, t_end_us: te, params });
+        assert!(out[0]["schedule"].is_object(), "{out:?}");
+        let me = if self.head["role"] == "alice" { 0 } else { 5_000 };
+        let times: Vec<i64> = (0..POSTS as i64).map(|k| ts + 5_000 + me + k * GAP_US).collect();
+        assert!(self.step(ts - 40_000, json!({"scheduled": {"times_us": times, "labels": labels}})).is_empty());
+        let mut sent = Vec::new();
+        let mut late = late;
+        while let Some(d) = self.p.next_deadline() {
+            let at = match late {
+                Some((j, by)) if times.get(j) == Some(&d) => {
+                    late = None;
+                    d + by
+                }
+                _ => d,
+            };
+            let out = self.step(at, json!({"timeout": {}}));
+            match out.first() {
+                Some(a) if a["post"].is_object() => {
+                    let label = a["post"]["label"].as_str().unwrap().to_string();
+                    self.step(at, json!({"sent": {"sent_us": at, "label": label, "held": false}}));
+                    sent.push((at, if label == "A" { Label::A } else { Label::B }));
+                }
+                Some(a) if a["done"].is_object() => {
+                    self.step(at, json!({"done_sent": {}}));
+                    break;
+                }
+                _ => {}
+            }
+        }
+        sent
+    }
+
+    /// The closed board: our posts where they landed (`moved`: (index, by µs); `missing`: left
+    /// out) and the peer's, 5 ms after each of ours, with the other label pattern.
+    fn close(&mut self, round: u32, ts: i64, mine: &[(i64, Label)], moved: &[(usize, i64)], missing: &[usize]) -> Vec<Value> {
+        let te = ts + i64::from(self.p.params().duration_ms) * 1000;
+        let peer_first = self.head["role"] == "bob";
+        let mut times: Vec<(i64, Label)> = Vec::new();
+        for k in 0..POSTS {
+            let slot = ts + 5_000 + k as i64 * GAP_US;
+            let peer = (if peer_first { slot } else { slot + 5_000 }, if k % 3 == 0 { Label::A } else { Label::B });
+            times.push(peer);
+        }
+        for (k, &(t, l)) in mine.iter().enumerate() {
+            if !missing.contains(&k) {
+                times.push((t + moved.iter().find(|m| m.0 == k).map_or(0, |m| m.1), l));
+            }
+        }
+        times.sort_by_key(|x| x.0);
+        let board: Vec<Entry> = times.iter().enumerate().map(|(i, &(t_us, label))| Entry { i: i as u32, t_us, label }).collect();
+        self.server(te + 10_000, ServerMsg::Closed { session: SESSION.into(), round, board })
+    }
+
+    /// The vector, written when asked, and replayed here whether written or not.
+    fn finish(self) {
+        let mut v = self.head;
+        v["steps"] = json!(self.steps);
+        if std::env::var_os("SGP_WRITE_POSTER_VECTORS").is_some() {
+            std::fs::create_dir_all(DIR).unwrap();
+            let path = format!("{DIR}/{}.json", v["name"].as_str().unwrap());
+            std::fs::write(&path, serde_json::to_string_pretty(&v).unwrap() + "\n").unwrap();
+        }
+        replay(&v).unwrap();
+    }
+}
+
+fn labels(pattern: &str) -> String {
+    pattern.chars().cycle().take(POSTS).collect()
+}
+
+fn keys(out: &[Value]) -> Vec<String> {
+    out.iter().map(|a| a.as_object().unwrap().keys().next().unwrap().clone()).collect()
+}
+
+/// Whether `actual` has every field `expected` gives, deep-equal (docs/poster.md).
+fn covers(actual: &Value, expected: &Value) -> bool {
+    match (actual, expected) {
+        (Value::Object(a), Value::Object(e)) => e.iter().all(|(k, ev)| a.get(k).is_some_and(|av| covers(av, ev))),
+        _ => actual == expected,
+    }
+}
+
+/// Replays one vector against the engine; the first difference, if any.
+fn replay(v: &Value) -> Result<(), String> {
+    let policy = match v["policy"].as_str() {
+        Some("terminal") => Policy::Terminal { retries: v["retries"].as_u64().unwrap_or(3) as u32 },
+        Some("browser") => Policy::Browser,
+        other => return Err(format!("unknown policy {other:?}")),
+    };
+    let role: Role = serde_json::from_value(v["role"].clone()).map_err(|e| e.to_string())?;
+    let params: Params = serde_json::from_value(v["params"].clone()).map_err(|e| e.to_string())?;
+    let mut p = Poster::new(policy, v["room"].as_str().unwrap_or(ROOM), role, params)?;
+    for (k, s) in v["steps"].as_array().ok_or("no steps")?.iter().enumerate() {
+        let got: Vec<Value> = apply(&mut p, &s["in"], s["t_us"].as_i64().ok_or("no t_us")?).iter().map(Action::to_json).collect();
+        let want = s["out"].as_array().ok_or("no out")?;
+        if got.len() != want.len() || !got.iter().zip(want).all(|(g, w)| covers(g, w)) {
+            return Err(format!("step {k} ({}): got {got:?}, want {want:?}", s["in"]));
+        }
+        if let Some(d) = s.get("next_deadline_us") {
+            if json!(p.next_deadline()) != *d {
+                return Err(format!("step {k}: next_deadline {:?}, want {d}", p.next_deadline()));
+            }
+        }
+    }
+    Ok(())
+}
+
+#[test]
+fn every_vector_file_replays() {
+    let mut n = 0;
+    for e in std::fs::read_dir(DIR).expect("tests/vectors/poster").flatten() {
+        let path = e.path();
+        if path.extension().and_then(|x| x.to_str()) != Some("json") {
+            continue;
+        }
+        let v: Value = serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+        replay(&v).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
+        n += 1;
+    }
+    assert!(n >= 8, "only {n} vectors in {DIR}");
+    assert!(Path::new(DIR).join("kept_and_confirmed.json").exists());
+}
+
+const TS: i64 = T0 + 100_000;
+
+#[test]
+fn a_round_kept_with_the_strength_reached_confirms_and_the_key_is_confirmed() {
+    let mut s = Story::new("kept_and_confirmed", "one round in sync reaches the target: key, confirm, confirmed", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AABAB"), None);
+    assert_eq!(mine.len(), POSTS);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "key", "send"]);
+    assert_eq!(out[0]["round"]["outcome"], "kept");
+    assert_eq!(out[0]["round"]["n"], 2 * POSTS);
+    let tag = out[1]["key"]["tag"].as_str().unwrap().to_string();
+    assert_eq!(out[2], json!({"send": {"type": "confirm", "tag": tag}}), "drops 0 is left out on the wire");
+    let t = TS + 600_000;
+    assert!(s.server(t, ServerMsg::Confirm { role: Role::Alice, tag: tag.clone() }).is_empty());
+    assert!(s.server(t, ServerMsg::Confirm { role: Role::Bob, tag }).is_empty());
+    assert_eq!(s.server(t + 1, ServerMsg::Confirmed { matched: true }), vec![json!({"confirmed": {"matched": true}})]);
+    s.finish();
+}
+
+#[test]
+fn a_round_short_of_the_target_says_ready() {
+    let mut s = Story::new("short_of_target", "a round in sync but short of the target: ready, and the next round adds to it", Policy::Terminal { retries: 3 }, Role::Bob, params(60));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("BAB"), None);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "send"]);
+    assert_eq!(out[1], json!({"send": {"type": "ready"}}));
+    let ts2 = TS + 1_000_000;
+    let mine = s.post_round(2, ts2, &labels("ABBA"), None);
+    let out = s.close(2, ts2, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "key", "send"], "two rounds reach 40 bits");
+    s.finish();
+}
+
+#[test]
+fn own_posts_that_missed_tau_are_dropped_as_spans_before_the_verdict() {
+    let mut s = Story::new("own_late_posts_drop", "two own posts land 0.8τ late: a drop with their spans, then the verdict", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), None);
+    let out = s.close(1, TS, &mine, &[(7, 800), (20, 800)], &[]);
+    assert_eq!(keys(&out), ["round", "send", "key", "send"]);
+    let spans = out[0]["round"]["spans"].as_array().unwrap().clone();
+    assert_eq!(spans.len(), 2);
+    assert_eq!(out[1], json!({"send": {"type": "drop", "spans": spans}}));
+    assert_eq!(out[3]["send"]["drops"], 1);
+    s.finish();
+}
+
+#[test]
+fn the_peers_drop_derives_the_round_again_and_confirms_again_or_voids_the_key() {
+    let mut s = Story::new("peer_dropped", "the peer's dropped narrows the round: derived again, confirmed again; a second narrows it below the target: key void, ready", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AAB"), None);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "key", "send"]);
+    let t = TS + 600_000;
+    let out = s.server(t, ServerMsg::Dropped { session: SESSION.into(), round: 1, spans: vec![[TS + 4_000, TS + 31_000]] });
+    assert_eq!(keys(&out), ["dropped", "key", "send"]);
+    assert_eq!(out[0]["dropped"]["n"], 2 * POSTS - 6);
+    assert_eq!(out[2]["send"]["drops"], 1);
+    let out = s.server(t + 1, ServerMsg::Dropped { session: SESSION.into(), round: 1, spans: vec![[TS + 100_000, TS + 300_000]] });
+    assert_eq!(keys(&out), ["dropped", "key_void", "send"]);
+    assert_eq!(out[2], json!({"send": {"type": "ready"}}));
+    s.finish();
+}
+
+#[test]
+fn a_round_out_of_sync_is_aborted_and_retried_after_a_new_sync() {
+    let mut s = Story::new("desync_then_retry", "most own posts are missing from the board: abort desync; the room's aborted drops the round; sync again", Policy::Terminal { retries: 3 }, Role::Bob, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), None);
+    let out = s.close(1, TS, &mine, &[], &(0..15).collect::<Vec<_>>());
+    assert_eq!(keys(&out), ["round", "send"]);
+    assert_eq!(out[0]["round"]["outcome"], "desync");
+    assert_eq!(out[0]["round"]["unmatched"], 15);
+    assert_eq!(out[1], json!({"send": {"type": "abort", "reason": "desync"}}));
+    let out = s.server(TS + 600_000, ServerMsg::Aborted { reason: "desync".into() });
+    assert_eq!(out, vec![json!({"aborted": {"reason": "desync", "round": 1, "session_goes_on": true}}), json!({"sync": {}})]);
+    s.finish();
+}
+
+#[test]
+fn the_late_rule_skips_a_post_too_late_and_drops_the_round() {
+    let mut s = Story::new("late_rule", "the poster wakes 6 ms after post 3's target (the limit is half the 10 ms mean gap): it is skipped, and the round is dropped", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
+    assert_eq!(mine.len(), POSTS - 1);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "send"]);
+    assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["skipped"].as_u64()), (Some("late"), Some(1)));
+    assert_eq!(out[1], json!({"send": {"type": "abort", "reason": "desync"}}));
+    s.finish();
+}
+
+#[test]
+fn a_peer_that_leaves_ends_the_terminal_but_not_the_page() {
+    let mut s = Story::new("peer_left_terminal", "the other poster leaves after a round: sgp pair stops (exit 3)", Policy::Terminal { retries: 3 }, Role::Alice, params(60));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), None);
+    s.close(1, TS, &mine, &[], &[]);
+    let out = s.server(TS + 600_000, ServerMsg::Peer { event: sgp::protocol::PeerEvent::Left, role: Role::Bob });
+    assert_eq!(keys(&out), ["fail"]);
+    assert_eq!(out[0]["fail"]["reason"], "peer_left");
+    s.finish();
+
+    let mut s = Story::new("peer_left_browser", "the page waits on peer left; the room's aborted {peer_left} stops it", Policy::Browser, Role::Alice, params(60));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), None);
+    s.close(1, TS, &mine, &[], &[]);
+    assert!(s.server(TS + 600_000, ServerMsg::Peer { event: sgp::protocol::PeerEvent::Left, role: Role::Bob }).is_empty());
+    let out = s.server(TS + 600_001, ServerMsg::Aborted { reason: "peer_left".into() });
+    assert_eq!(keys(&out), ["aborted", "fail"]);
+    assert_eq!(out[1]["fail"]["reason"], "peer_left");
+    s.finish();
+}
+
+#[test]
+fn retries_are_counted_per_policy() {
+    let mut s = Story::new("retries_terminal", "sgp pair --retries 1: the second failed round gives up", Policy::Terminal { retries: 1 }, Role::Alice, params(1));
+    s.begin();
+    for (round, ts) in [(1, TS), (2, TS + 1_000_000)] {
+        let mine = s.post_round(round, ts, &labels("AB"), None);
+        s.close(round, ts, &mine, &[], &(0..20).collect::<Vec<_>>());
+        let out = s.server(ts + 600_000, ServerMsg::Aborted { reason: "desync".into() });
+        if round == 1 {
+            assert_eq!(keys(&out), ["aborted", "sync"]);
+            s.step(ts + 600_010, json!({"synced": {"offset_us": 0, "delay_us": 0}}));
+        } else {
+            assert_eq!(keys(&out), ["aborted", "fail"]);
+            assert_eq!(out[1]["fail"]["reason"], "retries");
+        }
+    }
+    s.finish();
+
+    let mut s = Story::new("retry_browser_keeps_sync", "the page drops a late round whose posts were on time otherwise: ready again without a new sync", Policy::Browser, Role::Bob, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), Some((5, 6_000)));
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(out[0]["round"]["outcome"], "late");
+    let out = s.server(TS + 600_000, ServerMsg::Aborted { reason: "desync".into() });
+    assert_eq!(keys(&out), ["aborted", "send"]);
+    assert_eq!(out[1], json!({"send": {"type": "ready"}}));
+    s.finish();
+}
+
+#[test]
+fn mismatched_tags_discard_the_key_and_start_again() {
+    let mut s = Story::new("mismatched_tags", "the peer's tag differs: confirmed without a match, the session is discarded, sync again", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), None);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "key", "send"]);
+    let t = TS + 600_000;
+    assert!(s.server(t, ServerMsg::Confirm { role: Role::Bob, tag: "00".into() }).is_empty());
+    let out = s.server(t + 1, ServerMsg::Confirmed { matched: false });
+    assert_eq!(out, vec![json!({"confirmed": {"matched": false}}), json!({"sync": {}})]);
+    s.finish();
+}
+
+#[test]
+fn an_early_done_is_said_again() {
+    let mut s = Story::new("done_too_early", "the server refuses our done as too_early: it is said again 2 ms later", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    s.post_round(1, TS, &labels("AB"), None);
+    let t = TS + 555_000;
+    let out = s.server(t, ServerMsg::Error { code: sgp::protocol::ErrorCode::TooEarly, message: "done before t_end".into() });
+    assert!(out.is_empty());
+    assert_eq!(s.p.next_deadline(), Some(t + 2_000));
+    assert_eq!(s.step(t + 2_000, json!({"timeout": {}})), vec![json!({"done": {}})]);
+    s.finish();
+}
