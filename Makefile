@@ -7,7 +7,7 @@ NPM ?= npm
 PORT ?= 8080
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: all build release run test test-rust test-js test-browser chromium clean audit
+.PHONY: all build release run test test-rust test-vectors test-js test-browser chromium clean audit
 
 all: release
 
@@ -26,11 +26,17 @@ release: client/node_modules/.stamp
 run: release
 	./target/release/sgp serve --port $(PORT)
 
-## Every test: Rust (unit, vectors, integration), JavaScript (unit), browser (end to end).
-test: test-rust test-js test-browser
+## Every test: Rust (unit, vectors, integration), the vectors' independent Python check,
+## JavaScript (unit), browser (end to end).
+test: test-rust test-vectors test-js test-browser
 
 test-rust: client/node_modules/.stamp
 	$(CARGO) test --all-targets
+
+## The derivation's vectors recomputed by a second implementation (python3, standard
+## library only; a few seconds).
+test-vectors:
+	python3 tests/gen_vectors.py --check
 
 test-js: client/node_modules/.stamp
 	node --test client/test/*.test.mjs
