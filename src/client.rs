@@ -117,7 +117,7 @@ impl Client {
         }
     }
 
-    /// Clock sync (PROTOCOL §3): `samples` ping/pong exchanges, the least delayed one wins.
+    /// Clock sync (docs/protocol.md §2): `samples` ping/pong exchanges, the least delayed one wins.
     pub async fn sync(&mut self, samples: usize) -> Result<SyncSample, ClientError> {
         let got = self.sync_samples(samples).await?;
         clock::best(&got).ok_or_else(|| ClientError::Protocol("no clock sample".into()))

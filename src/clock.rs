@@ -1,5 +1,5 @@
 //! Time: the process clock (µs since the Unix epoch that never jumps) and clock sync
-//! (NTP/Cristian over `ping`/`pong`, PROTOCOL §3). The sync arithmetic is pure.
+//! (NTP/Cristian over `ping`/`pong`, docs/protocol.md §2). The sync arithmetic is pure.
 
 use std::time::{Instant, SystemTime, UNIX_EPOCH};
 
@@ -63,7 +63,7 @@ pub fn best(samples: &[SyncSample]) -> Option<SyncSample> {
     samples.iter().copied().min_by_key(|s| s.delay_us)
 }
 
-/// Samples a client takes per sync (PROTOCOL §3 asks for at least 8).
+/// Samples a client takes per sync (docs/protocol.md §2).
 pub const SYNC_SAMPLES: usize = 16;
 
 /// The tolerance (ms) a terminal creator picks when not told: six times how far the median

@@ -1,4 +1,4 @@
-//! The original student client's dialect (PROTOCOL §10), served with `sgp serve --legacy`:
+//! The original student client's dialect (docs/protocol.md §11), served with `sgp serve --legacy`:
 //! one shared table of `{Value, Timestamp}` rows, ids (in connection order) sent out on
 //! every second `client_pret`, and a confirmation once two connections say they are done. A state
 //! machine with no I/O: time comes in, replies go out as `(connections, JSON text)`.

@@ -28,7 +28,7 @@ pub struct Opts {
     /// Write what this poster knows (own posts, sync, boards, messages heard) to this JSON
     /// file when it ends, however it ends.
     pub record: Option<String>,
-    /// The round window, for a creator (default: PROTOCOL §7).
+    /// The round window, for a creator (default: docs/protocol.md §6).
     pub duration_ms: Option<u32>,
     /// How to place posts: Poisson, or a leaky schedule for testing the audit (main.rs
     /// refuses those unless `schedule::LEAKY_ENV` is set).

@@ -72,7 +72,7 @@ pub struct Entry {
     pub label: Label,
 }
 
-/// The parameters of a room, fixed by its creator (see PROTOCOL §7 and `Params::resolve`).
+/// The parameters of a room, fixed by its creator (see docs/protocol.md §6 and `Params::resolve`).
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Params {
@@ -115,7 +115,7 @@ pub const MARGIN_BITS: u32 = 64;
 pub const MAX_EXPECTED_POSTS: f64 = 20_000.0;
 
 impl Params {
-    /// Fills in the defaults of PROTOCOL §7 and checks every field's range.
+    /// Fills in the defaults of docs/protocol.md §6 and checks every field's range.
     pub fn resolve(p: &ParamsIn) -> Result<Params, String> {
         let tol = p.tolerance_ms.unwrap_or(DEFAULT_TOLERANCE_MS);
         if !(0.01..=1000.0).contains(&tol) {
@@ -186,7 +186,7 @@ pub fn default_guard_ms(tol_ms: f64) -> f64 {
     (20.0 * tol_ms).max(2.0)
 }
 
-/// Rounds a key normally takes. One late post spoils a whole round (PROTOCOL §6.2), and
+/// Rounds a key normally takes. One late post spoils a whole round (docs/protocol.md §5.3), and
 /// hiccups come at a rate per second, so several short rounds beat one long one.
 pub const ROUNDS_PER_KEY: f64 = 3.0;
 

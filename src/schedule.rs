@@ -1,4 +1,4 @@
-//! The posting schedule (PROTOCOL §5): a Poisson process over the round window, and a
+//! The posting schedule (docs/protocol.md §4): a Poisson process over the round window, and a
 //! precise wait. A tokio timer wakes about a millisecond late, which would put a floor
 //! under the gaps and tell an eavesdropper that close posts come from different posters;
 //! so the wait sleeps on the runtime until shortly before, then on the thread, then spins
@@ -18,7 +18,7 @@ pub const LEAKY_ENV: &str = "SGP_TESTING_LEAKY_SCHEDULES";
 /// How a poster places its posts in a round.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub enum Plan {
-    /// sgp's schedule (PROTOCOL §5): a Poisson process at the room's rate. The default.
+    /// sgp's schedule (docs/protocol.md §4): a Poisson process at the room's rate. The default.
     Poisson,
     /// LEAKS (testing only): the original student client's schedule, 16 posts each after a
     /// uniform 0–4000 ms wait plus 100 ms, from `t_start`, all times multiplied by `scale`

@@ -1,14 +1,14 @@
-//! The derivation from board to key (PROTOCOL §6): sift, recognise, bits, strength, key and
+//! The derivation from board to key (docs/protocol.md §5): sift, recognise, bits, strength, key and
 //! confirmation tag. Pure: no I/O, no clock, no randomness; every time is an integer µs and
 //! every size an exact integer. `client/secret.js` mirrors this file, and both are held to the
 //! same answers by the shared vectors in `tests/vectors/` (format: `tests/vectors/README.md`).
 //!
-//! One rule is stricter than PROTOCOL §6.2: a poster's self-check asks, for each of its posts,
+//! One rule is stricter than the recognition of docs/protocol.md §5.2: a poster's self-check asks, for each of its posts,
 //! for a board entry within τ of the predicted arrival *that carries the post's label*. An entry
 //! with the other label cannot be that post, so accepting it would let a lost post go unnoticed
 //! and cost a failed confirmation instead of a cheap `desync`.
 //!
-//! One rule goes beyond §6.2 (docs/protocol.md §5.3): a poster with a few unmatched posts does
+//! One rule goes beyond a plain self-check (docs/protocol.md §5.3): a poster with a few unmatched posts does
 //! not drop the whole round but names *spans* of it, each from its previous matched post's
 //! predicted arrival − τ to its next one's + τ. The board keeps each connection's posts in send
 //! order, so a late post's entry lies inside; both posters leave out every kept entry in either
@@ -26,7 +26,7 @@ pub struct OwnPost {
 }
 
 /// The clock sync kept for a round: the offset (server − local) and the round-trip delay of
-/// the sample with the smallest delay (PROTOCOL §3).
+/// the sample with the smallest delay (docs/protocol.md §2).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Sync {
     pub offset_us: i64,
@@ -38,7 +38,7 @@ pub fn predicted_us(post: &OwnPost, sync: Sync) -> i64 {
     post.sent_us.saturating_add(sync.offset_us).saturating_add(sync.delay_us.div_euclid(2))
 }
 
-/// The public sift (§6.1): positions in `board` (board order) of the entries kept. An entry is
+/// The public sift (docs/protocol.md §5.1): positions in `board` (board order) of the entries kept. An entry is
 /// kept if `t_start + G ≤ t_us ≤ t_end − G` and no *other* entry of the whole board (kept or
 /// not, inside the window or not) is closer than `g = 2τ` to it; exactly `g` apart is kept.
 /// The board need not be sorted by time (an honest server's is).
@@ -105,11 +105,11 @@ pub enum RoundOutcome {
     },
 }
 
-/// One poster's view of one closed round (§6.1–3, and the spans of docs/protocol.md §5.3).
+/// One poster's view of one closed round (docs/protocol.md §5.1–5.3, with the spans).
 /// `me` is the poster's own label (`A` for alice, `B` for bob); `peer_spans` are the spans the
 /// other poster announced for this round (none yet: `&[]`).
 ///
-/// 1. Self-check, stricter than §6.2: a post is *matched* if a board entry (kept or not)
+/// 1. Self-check, stricter than a plain recognition (docs/protocol.md §5.3): a post is *matched* if a board entry (kept or not)
 ///    with the same label is surely its own ([`matched_in_send_order`]). If more than one post in
 ///    [`UNMATCHED_SHARE`] is unmatched: [`RoundOutcome::Desync`]. Otherwise each run of
 ///    consecutive unmatched posts (in send order) gets a span from the previous matched post's
@@ -368,7 +368,7 @@ impl Nat {
     }
 }
 
-/// The strength ledger of §6.4: what the key is worth and why.
+/// The strength ledger of docs/protocol.md §5.5: what the key is worth and why.
 #[derive(Clone, Debug, PartialEq, Eq, Serialize)]
 pub struct Ledger {
     /// Kept entries over all rounds.
@@ -630,7 +630,7 @@ mod tests {
             };
             assert_eq!((&a.spans, &b.spans), (&a0.spans, &b0.spans));
             // A late post with another same-label entry within τ of its prediction "matches"
-            // it: neither poster can see that (PROTOCOL §6.2 has the same blind spot), and the
+            // it: neither poster can see that (docs/protocol.md §5.3 has the same blind spot), and the
             // confirmation catches the split. Counted, not checked.
             if falsely_matched {
                 blind += 1;
@@ -736,7 +736,7 @@ mod tests {
         let l = ledger(&[(1000, 500)], 32);
         assert_eq!(l.strength, 994 - 32 - 64);
         assert_eq!(ledger(&[], 32).strength, 0);
-        // PROTOCOL §6.4: "a 256-bit key needs at least 357 kept entries".
+        // docs/protocol.md §5.5: "a 256-bit key needs at least 357 kept entries".
         assert_eq!(ledger(&[(357, 178)], 32).strength, 256);
         assert_eq!(ledger(&[(356, 178)], 32).strength, 255);
     }

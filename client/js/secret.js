@@ -1,4 +1,4 @@
-// secret.js — the derivation from board to key (PROTOCOL §6), mirroring src/secret.rs:
+// secret.js — the derivation from board to key (docs/protocol.md §5), mirroring src/secret.rs:
 // sift, recognise (with the self-check and the spans a poster leaves out around its late
 // posts), bits, exact strength, key and confirmation tag, arrival errors, and the SHA-256
 // they need. Pure: no DOM, no network, no clock, no randomness. Every time is an integer
@@ -186,7 +186,7 @@ function countWithin(sorted, x, tol) {
 const byNumber = (a, b) => a - b;
 
 /**
- * The public sift (§6.1): positions in `board` (board order) of the entries kept. An entry is
+ * The public sift (docs/protocol.md §5.1): positions in `board` (board order) of the entries kept. An entry is
  * kept if `t_start + G ≤ t_us ≤ t_end − G` and no *other* entry of the whole board (kept or
  * not, in the window or not) is closer than g = 2τ; exactly g apart is kept.
  */
@@ -432,7 +432,7 @@ export function log2BinomialFloor(rounds) {
 }
 
 /**
- * The strength ledger of §6.4 from a session's rounds `[[n, a], …]`:
+ * The strength ledger of docs/protocol.md §5.5 from a session's rounds `[[n, a], …]`:
  * `{n, a, log2_binom, tag_bits, margin_bits, strength}`, strength never below 0.
  */
 export function ledger(rounds, tagBits) {

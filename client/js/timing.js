@@ -1,11 +1,11 @@
 // timing.js — the pure arithmetic of time, mirroring src/clock.rs and src/schedule.rs:
-// clock-sync samples (NTP/Cristian, PROTOCOL §3), the Poisson posting schedule (§5), random
+// clock-sync samples (NTP/Cristian, docs/protocol.md §2), the Poisson posting schedule (§5), random
 // labels, the private bias refinement of pair.rs, and small statistics. No DOM, no network,
 // no clock of its own: randomness and times come in as arguments. Integer µs throughout.
 
 import { SURE, UNMATCHED_SHARE } from './secret.js';
 
-/** Samples a client takes per sync (PROTOCOL §3 asks for at least 8). */
+/** Samples a client takes per sync (docs/protocol.md §2). */
 export const SYNC_SAMPLES = 16;
 
 /**
@@ -95,7 +95,7 @@ export function summary(values) {
  * wander on their way to the server.
  *
  * Why a model and not a quantile: a post further than 3τ/5 from its prediction costs a span of
- * its round (PROTOCOL §5.3: about 18τ of board, both posters' entries), more than a quarter of
+ * its round (docs/protocol.md §5.3: about 18τ of board, both posters' entries), more than a quarter of
  * a poster's posts doing so costs the round, a round's length grows with τ and with its number
  * of posts, and a browser's delays come in two kinds — a body of sub-millisecond jitter that a
  * wider τ does cover, and stalls of 5-70 ms (a busy machine, a page still loading) that no

@@ -1,4 +1,4 @@
-//! `legacy`: the original student client's dialect (PROTOCOL §10), against `sgp serve
+//! `legacy`: the original student client's dialect (docs/protocol.md §11), against `sgp serve
 //! --legacy` or any server that speaks it (`--server URL`), measured the same way.
 //!
 //! - The flow, as the original page runs it: two clients say `client_pret`, get their ids,
