@@ -136,30 +136,8 @@ async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
                 });
             }
             ServerMsg::Closed { session, round, board } => {
-                let (Some(p), Some((ts, te))) = (&params, window.take()) else { continue };
-                let kept: Vec<u32> = secret::sift(&board, ts, te, p.tolerance_us(), p.guard_us())
-                    .into_iter()
-                    .map(|k| board[k].i)
-                    .collect();
-                let labels: String = kept
-                    .iter()
-                    .filter_map(|&i| board.get(i as usize))
-                    .map(|e| if e.label == Label::A { 'A' } else { 'B' })
-                    .collect();
-                say(
-                    opts.json,
-                    "round",
-                    json!({"session": session, "round": round, "t_start_us": ts, "t_end_us": te, "n": board.len(), "kept": kept, "board": board}),
-                    || {
-                        format!(
-                            "round {round}: {} entries on the board, {} kept by the public sift (*)\n{}\n  kept labels: {labels}\n  \
-                             (each kept bit is 0 if its label names its true poster; without the posters' send times that is a coin toss)",
-                            board.len(),
-                            kept.len(),
-                            board_lines(&board, &kept, ts)
-                        )
-                    },
-                );
+                let (Some(p), Some(window)) = (&params, window.take()) else { continue };
+                say_round(opts.json, &session, round, &board, window, p);
                 if opts.record.is_some() {
                     // Between rounds: keep the clock sync fresh for the next round's times.
                     let s = c.sync(SYNC_SAMPLES).await?;
@@ -203,6 +181,33 @@ async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
             ServerMsg::Pong { .. } | ServerMsg::Board { .. } | ServerMsg::Coalesced { .. } => {}
         }
     }
+}
+
+/// A closed round as Eve sees it: the board, the public sift, the kept entries' labels.
+fn say_round(json: bool, session: &str, round: u32, board: &[crate::protocol::Entry], (ts, te): (i64, i64), p: &crate::protocol::Params) {
+    let kept: Vec<u32> = secret::sift(board, ts, te, p.tolerance_us(), p.guard_us())
+        .into_iter()
+        .map(|k| board[k].i)
+        .collect();
+    let labels: String = kept
+        .iter()
+        .filter_map(|&i| board.get(i as usize))
+        .map(|e| if e.label == Label::A { 'A' } else { 'B' })
+        .collect();
+    say(
+        json,
+        "round",
+        json!({"session": session, "round": round, "t_start_us": ts, "t_end_us": te, "n": board.len(), "kept": kept, "board": board}),
+        || {
+            format!(
+                "round {round}: {} entries on the board, {} kept by the public sift (*)\n{}\n  kept labels: {labels}\n  \
+                 (each kept bit is 0 if its label names its true poster; without the posters' send times that is a coin toss)",
+                board.len(),
+                kept.len(),
+                board_lines(board, &kept, ts)
+            )
+        },
+    );
 }
 
 fn yes(b: bool) -> &'static str {
