@@ -136,30 +136,8 @@ async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
                 });
             }
             ServerMsg::Closed { session, round, board } => {
-                let (Some(p), Some((ts, te))) = (&params, window.take()) else { continue };
-                let kept: Vec<u32> = secret::sift(&board, ts, te, p.tolerance_us(), p.guard_us())
-                    .into_iter()
-                    .map(|k| board[k].i)
-                    .collect();
-                let labels: String = kept
-                    .iter()
-                    .filter_map(|&i| board.get(i as usize))
-                    .map(|e| if e.label == Label::A { 'A' } else { 'B' })
-                    .collect();
-                say(
-                    opts.json,
-                    "round",
-                    json!({"session": session, "round": round, "t_start_us": ts, "t_end_us": te, "n": board.len(), "kept": kept, "board": board}),
-                    || {
-                        format!(
-                            "round {round}: {} entries on the board, {} kept by the public sift (*)\n{}\n  kept labels: {labels}\n  \
-                             (each kept bit is 0 if its label names its true poster; without the posters' send times that is a coin toss)",
-                            board.len(),
-                            kept.len(),
-                            board_lines(&board, &kept, ts)
-                        )
-                    },
-                );
+                let (Some(p), Some(window)) = (&params, window.take()) else { continue };
+                say_round(opts.json, &session, round, &board, window, p);
                 if opts.record.is_some() {
                     // Between rounds: keep the clock sync fresh for the next round's times.
                     let s = c.sync(SYNC_SAMPLES).await?;
@@ -203,6 +181,33 @@ async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
             ServerMsg::Pong { .. } | ServerMsg::Board { .. } | ServerMsg::Coalesced { .. } => {}
         }
     }
+}
+
+/// A closed round as Eve sees it: the board, the public sift, the kept entries' labels.
+fn say_round(json: bool, session: &str, round: u32, board: &[crate::protocol::Entry], (ts, te): (i64, i64), p: &crate::protocol::Params) {
+    let kept: Vec<u32> = secret::sift(board, ts, te, p.tolerance_us(), p.guard_us())
+        .into_iter()
+        .map(|k| board[k].i)
+        .collect();
+    let labels: String = kept
+        .iter()
+        .filter_map(|&i| board.get(i as usize))
+        .map(|e| if e.label == Label::A { 'A' } else { 'B' })
+        .collect();
+    say(
+        json,
+        "round",
+        json!({"session": session, "round": round, "t_start_us": ts, "t_end_us": te, "n": board.len(), "kept": kept, "board": board}),
+        || {
+            format!(
+                "round {round}: {} entries on the board, {} kept by the public sift (*)\n{}\n  kept labels: {labels}\n  \
+                 (each kept bit is 0 if its label names its true poster; without the posters' send times that is a coin toss)",
+                board.len(),
+                kept.len(),
+                board_lines(board, &kept, ts)
+            )
+        },
+    );
 }
 
 fn yes(b: bool) -> &'static str {
@@ -350,120 +355,161 @@ fn timeline(rec: &serde_json::Value) -> Timeline {
 
 /// Rounds with their truth, from the records of both posters (and any observers) of rooms.
 pub fn join_records(records: &[serde_json::Value]) -> Join {
-    use crate::audit::{Relayed, RoundKey, TruthRound};
-    use crate::secret::{derive_round, OwnPost, RoundOutcome, Sync};
-    use std::collections::{BTreeMap, HashMap};
     let mut dropped = Dropped::default();
     let mut relayed_from = RelayedFrom::default();
-    // Each poster's rounds by key, with the params of the record they came from.
-    let mut views: [BTreeMap<RoundKey, (&serde_json::Value, &serde_json::Value)>; 2] = [BTreeMap::new(), BTreeMap::new()];
-    let mut observers: HashMap<String, Vec<Timeline>> = HashMap::new();
-    let mut posters: HashMap<String, Vec<Timeline>> = HashMap::new();
+    let gathered = gather(records, &mut dropped);
+    let [alice, bob] = &gathered.views;
+    dropped.one_poster_only += bob.keys().filter(|k| !alice.contains_key(k)).count();
+    let mut rounds = Vec::new();
+    for (key, (ra, params)) in alice {
+        let Some((rb, _)) = bob.get(key) else {
+            dropped.one_poster_only += 1;
+            continue;
+        };
+        let Some(mut truth) = join_round(key, ra, rb, params, &mut dropped) else { continue };
+        truth.relayed = relayed(key, &gathered, &mut relayed_from);
+        rounds.push(truth);
+    }
+    Join { rounds, dropped, relayed_from }
+}
+
+/// A round as one poster's record has it, with the params of that record.
+type Recorded<'a> = (&'a serde_json::Value, &'a serde_json::Value);
+
+/// The records sorted out: each poster's rounds by key, and the timelines of the room's
+/// messages in observers' and in posters' records, by room.
+struct Gathered<'a> {
+    views: [std::collections::BTreeMap<crate::audit::RoundKey, Recorded<'a>>; 2],
+    observers: std::collections::HashMap<String, Vec<Timeline>>,
+    posters: std::collections::HashMap<String, Vec<Timeline>>,
+}
+
+/// Sorts the records out, counting the rounds that do not parse or come twice.
+fn gather<'a>(records: &'a [serde_json::Value], dropped: &mut Dropped) -> Gathered<'a> {
+    let mut g = Gathered { views: Default::default(), observers: Default::default(), posters: Default::default() };
     for rec in records {
         let room = rec["room"].as_str().unwrap_or_default().to_string();
         let side = match rec["role"].as_str() {
             Some("alice") => 0,
             Some("bob") => 1,
             Some("observer") => {
-                observers.entry(room).or_default().push(timeline(rec));
+                g.observers.entry(room).or_default().push(timeline(rec));
                 continue;
             }
             _ => continue,
         };
-        posters.entry(room.clone()).or_default().push(timeline(rec));
+        g.posters.entry(room.clone()).or_default().push(timeline(rec));
         for r in rec["rounds"].as_array().into_iter().flatten() {
             let (Some(session), Some(round)) = (r["session"].as_str(), r["round"].as_u64().and_then(|n| u32::try_from(n).ok())) else {
                 dropped.unreadable += 1;
                 continue;
             };
-            let key = RoundKey { room: room.clone(), session: session.to_string(), round };
-            if views[side].insert(key, (r, &rec["params"])).is_some() {
+            let key = crate::audit::RoundKey { room: room.clone(), session: session.to_string(), round };
+            if g.views[side].insert(key, (r, &rec["params"])).is_some() {
                 dropped.duplicate += 1;
             }
         }
     }
-    let [alice, bob] = views;
-    dropped.one_poster_only += bob.keys().filter(|k| !alice.contains_key(k)).count();
-    type View = (Vec<crate::protocol::Entry>, Vec<OwnPost>, Sync, i64, i64);
-    let parse = |v: &serde_json::Value| -> Option<View> {
-        // Posts the server said were coalesced carry a later message's time (and are never
-        // kept): the poster left them out of its derivation, and so does the join.
-        let posts: Vec<OwnPost> = serde_json::from_value(v["posts"].clone()).ok()?;
-        let coalesced: Vec<u64> = v["coalesced"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
-        let posts = posts.into_iter().enumerate().filter(|(k, _)| !coalesced.contains(&(*k as u64 + 1))).map(|(_, p)| p).collect();
-        Some((
-            serde_json::from_value(v["board"].clone()).ok()?,
-            posts,
-            serde_json::from_value(v["sync"].clone()).ok()?,
-            v["t_start_us"].as_i64()?,
-            v["t_end_us"].as_i64()?,
-        ))
+    g
+}
+
+/// A poster's view of a round: the board, its own posts, its sync, the window's start and end.
+type View = (Vec<crate::protocol::Entry>, Vec<secret::OwnPost>, secret::Sync, i64, i64);
+
+fn round_view(v: &serde_json::Value) -> Option<View> {
+    // Posts the server said were coalesced carry a later message's time (and are never
+    // kept): the poster left them out of its derivation, and so does the join.
+    let posts: Vec<secret::OwnPost> = serde_json::from_value(v["posts"].clone()).ok()?;
+    let coalesced: Vec<u64> = v["coalesced"].as_array().map(|a| a.iter().filter_map(|x| x.as_u64()).collect()).unwrap_or_default();
+    let posts = posts.into_iter().enumerate().filter(|(k, _)| !coalesced.contains(&(*k as u64 + 1))).map(|(_, p)| p).collect();
+    Some((
+        serde_json::from_value(v["board"].clone()).ok()?,
+        posts,
+        serde_json::from_value(v["sync"].clone()).ok()?,
+        v["t_start_us"].as_i64()?,
+        v["t_end_us"].as_i64()?,
+    ))
+}
+
+/// A round both posters recorded, derived again from each side as the posters did, with
+/// who posted each counted entry; `None` (and the reason counted in `dropped`) if the two
+/// records do not make one round the audit can use. Its `relayed` is left for the caller.
+fn join_round(key: &crate::audit::RoundKey, ra: &serde_json::Value, rb: &serde_json::Value, params: &serde_json::Value, dropped: &mut Dropped) -> Option<crate::audit::TruthRound> {
+    use secret::{derive_round, OwnPost, RoundOutcome};
+    let (Some((board, posts_a, sync_a, ts, te)), Some((board_b, posts_b, sync_b, _, _)), Ok(params)) =
+        (round_view(ra), round_view(rb), serde_json::from_value::<crate::protocol::Params>(params.clone()))
+    else {
+        dropped.unreadable += 1;
+        return None;
     };
-    let mut rounds = Vec::new();
-    for (key, (ra, params)) in &alice {
-        let Some((rb, _)) = bob.get(key) else {
-            dropped.one_poster_only += 1;
-            continue;
-        };
-        let (Some((board, posts_a, sync_a, ts, te)), Some((board_b, posts_b, sync_b, _, _)), Ok(params)) =
-            (parse(ra), parse(rb), serde_json::from_value::<crate::protocol::Params>((*params).clone()))
-        else {
-            dropped.unreadable += 1;
-            continue;
-        };
-        if board != board_b {
-            dropped.board_differs += 1;
-            continue;
-        }
-        if ra["spoiled"] == true || rb["spoiled"] == true {
-            dropped.late += 1;
-            continue;
-        }
-        let (tol, guard) = (params.tolerance_us(), params.guard_us());
-        // Each poster's own spans first (what its `drop` said), then each view with the
-        // other's, as the posters derived them.
-        let d = |posts: &[OwnPost], sync, me, peer: &[crate::secret::Span]| derive_round(&board, ts, te, posts, sync, me, tol, guard, peer);
-        let (RoundOutcome::Ok(a0), RoundOutcome::Ok(b0)) = (d(&posts_a, sync_a, Label::A, &[]), d(&posts_b, sync_b, Label::B, &[])) else {
-            dropped.desync += 1;
-            continue;
-        };
-        let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (d(&posts_a, sync_a, Label::A, &b0.spans), d(&posts_b, sync_b, Label::B, &a0.spans)) else {
-            dropped.desync += 1;
-            continue;
-        };
-        if !a0.spans.is_empty() || !b0.spans.is_empty() {
-            dropped.spanned += 1;
-        }
-        if va.kept != vb.kept || va.mine.iter().zip(&vb.mine).any(|(x, y)| x == y) {
-            dropped.disagree += 1;
-            continue;
-        }
-        let spans: Vec<crate::secret::Span> = a0.spans.iter().chain(&b0.spans).copied().collect();
-        // The counted entries as positions in the board (the views name them by `i`).
-        let at: HashMap<u32, usize> = board.iter().enumerate().map(|(k, e)| (e.i, k)).collect();
-        let kept: Vec<usize> = va.kept.iter().filter_map(|i| at.get(i).copied()).collect();
-        let find = |lines: Option<&Vec<Timeline>>| -> Option<Relayed> {
-            let at = |kind: &'static str, round: u32| lines.into_iter().flatten().find_map(|l| l.get(&(kind, key.session.clone(), round)).copied());
-            let r = Relayed { start_us: at("start", key.round), closed_us: at("closed", key.round), prev_closed_us: key.round.checked_sub(1).and_then(|p| at("closed", p)) };
-            r.closed_us.is_some().then_some(r)
-        };
-        let relayed = match (find(observers.get(&key.room)), find(posters.get(&key.room))) {
-            (Some(r), _) => {
-                relayed_from.observer += 1;
-                r
-            }
-            (None, Some(r)) => {
-                relayed_from.poster += 1;
-                r
-            }
-            (None, None) => {
-                relayed_from.none += 1;
-                Relayed::default()
-            }
-        };
-        rounds.push(TruthRound { key: key.clone(), board, t_start_us: ts, t_end_us: te, tolerance_us: tol, rate_hz: params.rate_hz, kept, by_alice: va.mine, relayed, spans });
+    if board != board_b {
+        dropped.board_differs += 1;
+        return None;
     }
-    Join { rounds, dropped, relayed_from }
+    if ra["spoiled"] == true || rb["spoiled"] == true {
+        dropped.late += 1;
+        return None;
+    }
+    let (tol, guard) = (params.tolerance_us(), params.guard_us());
+    // Each poster's own spans first (what its `drop` said), then each view with the
+    // other's, as the posters derived them.
+    let d = |posts: &[OwnPost], sync, me, peer: &[secret::Span]| derive_round(&board, ts, te, posts, sync, me, tol, guard, peer);
+    let (RoundOutcome::Ok(a0), RoundOutcome::Ok(b0)) = (d(&posts_a, sync_a, Label::A, &[]), d(&posts_b, sync_b, Label::B, &[])) else {
+        dropped.desync += 1;
+        return None;
+    };
+    let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (d(&posts_a, sync_a, Label::A, &b0.spans), d(&posts_b, sync_b, Label::B, &a0.spans)) else {
+        dropped.desync += 1;
+        return None;
+    };
+    if !a0.spans.is_empty() || !b0.spans.is_empty() {
+        dropped.spanned += 1;
+    }
+    if va.kept != vb.kept || va.mine.iter().zip(&vb.mine).any(|(x, y)| x == y) {
+        dropped.disagree += 1;
+        return None;
+    }
+    let spans: Vec<secret::Span> = a0.spans.iter().chain(&b0.spans).copied().collect();
+    // The counted entries as positions in the board (the views name them by `i`).
+    let at: std::collections::HashMap<u32, usize> = board.iter().enumerate().map(|(k, e)| (e.i, k)).collect();
+    let kept: Vec<usize> = va.kept.iter().filter_map(|i| at.get(i).copied()).collect();
+    Some(crate::audit::TruthRound {
+        key: key.clone(),
+        board,
+        t_start_us: ts,
+        t_end_us: te,
+        tolerance_us: tol,
+        rate_hz: params.rate_hz,
+        kept,
+        by_alice: va.mine,
+        relayed: crate::audit::Relayed::default(),
+        spans,
+    })
+}
+
+/// The server times of the room's messages around a round: from an observer's record if
+/// one has them, else from a poster's (counted in `from`).
+fn relayed(key: &crate::audit::RoundKey, g: &Gathered, from: &mut RelayedFrom) -> crate::audit::Relayed {
+    use crate::audit::Relayed;
+    let find = |lines: Option<&Vec<Timeline>>| -> Option<Relayed> {
+        let at = |kind: &'static str, round: u32| lines.into_iter().flatten().find_map(|l| l.get(&(kind, key.session.clone(), round)).copied());
+        let r = Relayed { start_us: at("start", key.round), closed_us: at("closed", key.round), prev_closed_us: key.round.checked_sub(1).and_then(|p| at("closed", p)) };
+        r.closed_us.is_some().then_some(r)
+    };
+    match (find(g.observers.get(&key.room)), find(g.posters.get(&key.room))) {
+        (Some(r), _) => {
+            from.observer += 1;
+            r
+        }
+        (None, Some(r)) => {
+            from.poster += 1;
+            r
+        }
+        (None, None) => {
+            from.none += 1;
+            Relayed::default()
+        }
+    }
 }
 
 #[cfg(test)]

@@ -92,130 +92,265 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 fn parse() -> Result<Cmd, lexopt::Error> {
     let mut p = lexopt::Parser::from_env();
-    let mut sub: Option<String> = None;
-    let (mut bind, mut port, mut origins, mut legacy) = ("127.0.0.1".to_string(), 8080u16, Vec::new(), false);
-    let mut server = DEFAULT_SERVER.to_string();
-    let (mut room, mut tol, mut target, mut retries) = (None, None, None, 100u32);
-    let (mut json, mut follow, mut record, mut attack) = (false, false, None, None::<Vec<String>>);
-    let (mut duration_ms, mut plan) = (None, None::<String>);
-    let mut hold_post = false;
-    let (mut what, mut pairs, mut connections, mut server_set) = (None, None, None, false);
-    let (mut rooms, mut seconds, mut tolerances, mut rate_hz, mut flood) = (None, None, None, None, false);
-    let mut time_scale = None;
-    let (mut ping_secs, mut silence_secs) = (20u32, 60u32);
+    let mut args = Args::default();
     while let Some(arg) = p.next()? {
         match arg {
             Short('h') | Long("help") => return Ok(Cmd::Help),
             Short('V') | Long("version") => return Ok(Cmd::Version),
-            Value(v) if sub.is_none() => sub = Some(v.string()?),
-            Value(v) if sub.as_deref() == Some("bench") && what.is_none() => what = Some(v.string()?),
-            Value(v) if attack.is_some() => attack.get_or_insert_with(Vec::new).push(v.string()?),
-            Long("attack") => attack = Some(attack.unwrap_or_default()),
-            Long("pairs") => pairs = Some(p.value()?.parse()?),
-            Long("connections") => connections = Some(p.value()?.parse()?),
-            Long("rooms") => rooms = Some(p.value()?.parse()?),
-            Long("seconds") => seconds = Some(p.value()?.parse::<f64>()?),
-            Long("rate-hz") => rate_hz = Some(p.value()?.parse::<f64>()?),
-            Long("flood") => flood = true,
-            Long("time-scale") => time_scale = Some(p.value()?.parse::<f64>()?),
-            Long("tolerances") => {
-                let v = p.value()?.string()?;
-                let list: Result<Vec<f64>, _> = v.split(',').map(|t| t.trim().parse::<f64>()).collect();
-                tolerances = Some(list.map_err(|e| format!("--tolerances {v:?}: {e}"))?);
+            Value(v) => args.value(v)?,
+            Long(name) => {
+                let name = name.to_string();
+                let known = args.serve_option(&name, &mut p)? || args.client_option(&name, &mut p)? || args.bench_option(&name, &mut p)?;
+                if !known {
+                    return Err(Long(&name).unexpected());
+                }
             }
-            Long("bind") => bind = p.value()?.string()?,
-            Long("port") => port = p.value()?.parse()?,
-            Long("allow-origin") => origins.push(p.value()?.string()?),
-            Long("legacy") => legacy = true,
-            Long("ping-secs") => ping_secs = p.value()?.parse()?,
-            Long("silence-secs") => silence_secs = p.value()?.parse()?,
-            Long("server") => {
-                server = p.value()?.string()?;
-                server_set = true;
-            }
-            Long("room") => room = Some(p.value()?.string()?),
-            Long("tolerance-ms") => tol = Some(p.value()?.parse::<f64>()?),
-            Long("target-bits") => target = Some(p.value()?.parse::<u32>()?),
-            Long("retries") => retries = p.value()?.parse()?,
-            Long("json") => json = true,
-            Long("follow") => follow = true,
-            Long("record") => record = Some(p.value()?.string()?),
-            Long("duration-ms") => duration_ms = Some(p.value()?.parse::<u32>()?),
-            // Not in the usage on purpose: the other schedules leak (testing the audit only).
-            Long("schedule") => plan = Some(p.value()?.string()?),
-            // Not in the usage either: holds one post in 16 back, for the tests of `drop`.
-            Long("testing-hold-post") => hold_post = true,
             _ => return Err(arg.unexpected()),
         }
     }
-    let sub = sub.unwrap_or_else(|| "serve".into());
-    let not_for = |flag: &str, what: &str| -> lexopt::Error { format!("{flag} does not go with `sgp {what}`").into() };
-    match sub.as_str() {
-        "serve" => {
-            if room.is_some() || json {
-                return Err(not_for("--room/--json", "serve"));
-            }
-            if !(1..=3600).contains(&ping_secs) || !(1..=86_400).contains(&silence_secs) {
-                return Err("--ping-secs takes 1 to 3600 seconds, --silence-secs 1 to 86400".into());
-            }
-            let mut config = server::Config::new(Origins::new(&origins), legacy);
-            config.ping_every = std::time::Duration::from_secs(ping_secs.into());
-            config.silence = std::time::Duration::from_secs(silence_secs.into());
-            Ok(Cmd::Serve { bind, port, config })
+    args.command()
+}
+
+/// Everything on the command line, whatever subcommand it is for: the subcommand may come
+/// after its options (and an option another subcommand takes is ignored, not refused), so
+/// they are gathered first and checked against the subcommand once all are read.
+struct Args {
+    sub: Option<String>,
+    // serve
+    bind: String,
+    port: u16,
+    origins: Vec<String>,
+    legacy: bool,
+    ping_secs: u32,
+    silence_secs: u32,
+    // pair, eve (and bench, which runs pairs)
+    server: String,
+    server_set: bool,
+    room: Option<String>,
+    tol: Option<f64>,
+    target: Option<u32>,
+    retries: u32,
+    duration_ms: Option<u32>,
+    json: bool,
+    follow: bool,
+    record: Option<String>,
+    attack: Option<Vec<String>>,
+    plan: Option<String>,
+    hold_post: bool,
+    // bench
+    what: Option<String>,
+    pairs: Option<usize>,
+    connections: Option<usize>,
+    rooms: Option<usize>,
+    seconds: Option<f64>,
+    tolerances: Option<Vec<f64>>,
+    rate_hz: Option<f64>,
+    flood: bool,
+    time_scale: Option<f64>,
+}
+
+impl Default for Args {
+    fn default() -> Self {
+        Args {
+            sub: None,
+            bind: "127.0.0.1".to_string(),
+            port: 8080,
+            origins: Vec::new(),
+            legacy: false,
+            ping_secs: 20,
+            silence_secs: 60,
+            server: DEFAULT_SERVER.to_string(),
+            server_set: false,
+            room: None,
+            tol: None,
+            target: None,
+            retries: 100,
+            duration_ms: None,
+            json: false,
+            follow: false,
+            record: None,
+            attack: None,
+            plan: None,
+            hold_post: false,
+            what: None,
+            pairs: None,
+            connections: None,
+            rooms: None,
+            seconds: None,
+            tolerances: None,
+            rate_hz: None,
+            flood: false,
+            time_scale: None,
         }
-        "pair" => {
-            let schedule = match plan {
-                None => sgp::schedule::Plan::Poisson,
-                Some(name) => {
-                    let p = sgp::schedule::Plan::parse(&name)?;
-                    if p.leaks() && std::env::var(sgp::schedule::LEAKY_ENV).as_deref() != Ok("1") {
-                        return Err(format!(
-                            "--schedule {name} gives the posters away to an eavesdropper: it exists only to test the audit (set {}=1 to use it)",
-                            sgp::schedule::LEAKY_ENV
-                        )
-                        .into());
-                    }
-                    p
+    }
+}
+
+impl Args {
+    /// A word that is not an option: the subcommand, then bench's measurement, or a file
+    /// to audit after `--attack`.
+    fn value(&mut self, v: std::ffi::OsString) -> Result<(), lexopt::Error> {
+        if self.sub.is_none() {
+            self.sub = Some(v.string()?);
+        } else if self.sub.as_deref() == Some("bench") && self.what.is_none() {
+            self.what = Some(v.string()?);
+        } else if let Some(files) = &mut self.attack {
+            files.push(v.string()?);
+        } else {
+            return Err(Value(v).unexpected());
+        }
+        Ok(())
+    }
+
+    /// `sgp serve`'s options; false if `name` is not one of them.
+    fn serve_option(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
+        match name {
+            "bind" => self.bind = p.value()?.string()?,
+            "port" => self.port = p.value()?.parse()?,
+            "allow-origin" => self.origins.push(p.value()?.string()?),
+            "legacy" => self.legacy = true,
+            "ping-secs" => self.ping_secs = p.value()?.parse()?,
+            "silence-secs" => self.silence_secs = p.value()?.parse()?,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The options of the clients (`sgp pair`, `sgp eve`, and `sgp bench` for the rooms it
+    /// makes); false if `name` is not one of them.
+    fn client_option(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
+        match name {
+            "server" => {
+                self.server = p.value()?.string()?;
+                self.server_set = true;
+            }
+            "room" => self.room = Some(p.value()?.string()?),
+            "tolerance-ms" => self.tol = Some(p.value()?.parse::<f64>()?),
+            "target-bits" => self.target = Some(p.value()?.parse::<u32>()?),
+            "retries" => self.retries = p.value()?.parse()?,
+            "json" => self.json = true,
+            "follow" => self.follow = true,
+            "record" => self.record = Some(p.value()?.string()?),
+            "attack" => self.attack = Some(self.attack.take().unwrap_or_default()),
+            "duration-ms" => self.duration_ms = Some(p.value()?.parse::<u32>()?),
+            // Not in the usage on purpose: the other schedules leak (testing the audit only).
+            "schedule" => self.plan = Some(p.value()?.string()?),
+            // Not in the usage either: holds one post in 16 back, for the tests of `drop`.
+            "testing-hold-post" => self.hold_post = true,
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// `sgp bench`'s own options; false if `name` is not one of them.
+    fn bench_option(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
+        match name {
+            "pairs" => self.pairs = Some(p.value()?.parse()?),
+            "connections" => self.connections = Some(p.value()?.parse()?),
+            "rooms" => self.rooms = Some(p.value()?.parse()?),
+            "seconds" => self.seconds = Some(p.value()?.parse::<f64>()?),
+            "rate-hz" => self.rate_hz = Some(p.value()?.parse::<f64>()?),
+            "flood" => self.flood = true,
+            "time-scale" => self.time_scale = Some(p.value()?.parse::<f64>()?),
+            "tolerances" => {
+                let v = p.value()?.string()?;
+                let list: Result<Vec<f64>, _> = v.split(',').map(|t| t.trim().parse::<f64>()).collect();
+                self.tolerances = Some(list.map_err(|e| format!("--tolerances {v:?}: {e}"))?);
+            }
+            _ => return Ok(false),
+        }
+        Ok(true)
+    }
+
+    /// The subcommand (`serve` if none was given) with its options checked.
+    fn command(mut self) -> Result<Cmd, lexopt::Error> {
+        let sub = self.sub.take().unwrap_or_else(|| "serve".into());
+        match sub.as_str() {
+            "serve" => self.serve(),
+            "pair" => self.pair(),
+            "eve" if self.attack.is_some() => self.eve_attack(),
+            "eve" => self.eve(),
+            "bench" => self.bench(),
+            "help" => Ok(Cmd::Help),
+            other => Err(format!("unknown command {other:?}").into()),
+        }
+    }
+
+    fn serve(self) -> Result<Cmd, lexopt::Error> {
+        if self.room.is_some() || self.json {
+            return Err("--room/--json does not go with `sgp serve`".into());
+        }
+        if !(1..=3600).contains(&self.ping_secs) || !(1..=86_400).contains(&self.silence_secs) {
+            return Err("--ping-secs takes 1 to 3600 seconds, --silence-secs 1 to 86400".into());
+        }
+        let mut config = server::Config::new(Origins::new(&self.origins), self.legacy);
+        config.ping_every = std::time::Duration::from_secs(self.ping_secs.into());
+        config.silence = std::time::Duration::from_secs(self.silence_secs.into());
+        Ok(Cmd::Serve { bind: self.bind, port: self.port, config })
+    }
+
+    fn pair(self) -> Result<Cmd, lexopt::Error> {
+        let schedule = match self.plan {
+            None => sgp::schedule::Plan::Poisson,
+            Some(name) => {
+                let p = sgp::schedule::Plan::parse(&name)?;
+                if p.leaks() && std::env::var(sgp::schedule::LEAKY_ENV).as_deref() != Ok("1") {
+                    return Err(format!(
+                        "--schedule {name} gives the posters away to an eavesdropper: it exists only to test the audit (set {}=1 to use it)",
+                        sgp::schedule::LEAKY_ENV
+                    )
+                    .into());
                 }
-            };
-            Ok(Cmd::Pair(pair::Opts { server, room, tolerance_ms: tol, target_bits: target, json, retries, record, duration_ms, schedule, hold_post }))
-        }
-        "eve" if attack.is_some() => {
-            let files = attack.unwrap_or_default();
-            if files.is_empty() {
-                return Err("sgp eve --attack needs the RECORD files to audit".into());
+                p
             }
-            Ok(Cmd::Attack { files, json })
+        };
+        Ok(Cmd::Pair(pair::Opts {
+            server: self.server,
+            room: self.room,
+            tolerance_ms: self.tol,
+            target_bits: self.target,
+            json: self.json,
+            retries: self.retries,
+            record: self.record,
+            duration_ms: self.duration_ms,
+            schedule,
+            hold_post: self.hold_post,
+        }))
+    }
+
+    fn eve_attack(self) -> Result<Cmd, lexopt::Error> {
+        let files = self.attack.unwrap_or_default();
+        if files.is_empty() {
+            return Err("sgp eve --attack needs the RECORD files to audit".into());
         }
-        "eve" => {
-            let room = room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
-            Ok(Cmd::Eve(eve::Opts { server, room, json, follow, record }))
+        Ok(Cmd::Attack { files, json: self.json })
+    }
+
+    fn eve(self) -> Result<Cmd, lexopt::Error> {
+        let room = self.room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
+        Ok(Cmd::Eve(eve::Opts { server: self.server, room, json: self.json, follow: self.follow, record: self.record }))
+    }
+
+    fn bench(self) -> Result<Cmd, lexopt::Error> {
+        let what = self.what.ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;
+        if !bench::WHAT.split(", ").any(|w| w == what) {
+            return Err(format!("unknown benchmark {what:?} (one of {})", bench::WHAT).into());
         }
-        "bench" => {
-            let what = what.ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;
-            if !bench::WHAT.split(", ").any(|w| w == what) {
-                return Err(format!("unknown benchmark {what:?} (one of {})", bench::WHAT).into());
-            }
-            let server = server_set.then_some(server);
-            Ok(Cmd::Bench(bench::Opts {
-                what,
-                server,
-                pairs,
-                connections,
-                tolerance_ms: tol,
-                tolerances,
-                target_bits: target,
-                rooms,
-                seconds,
-                rate_hz,
-                duration_ms,
-                flood,
-                time_scale,
-                json,
-            }))
-        }
-        "help" => Ok(Cmd::Help),
-        other => Err(format!("unknown command {other:?}").into()),
+        Ok(Cmd::Bench(bench::Opts {
+            what,
+            server: self.server_set.then_some(self.server),
+            pairs: self.pairs,
+            connections: self.connections,
+            tolerance_ms: self.tol,
+            tolerances: self.tolerances,
+            target_bits: self.target,
+            rooms: self.rooms,
+            seconds: self.seconds,
+            rate_hz: self.rate_hz,
+            duration_ms: self.duration_ms,
+            flood: self.flood,
+            time_scale: self.time_scale,
+            json: self.json,
+        }))
     }
 }
 

@@ -432,7 +432,7 @@ test('reset clears the key on both pages; leave takes a page out and the other r
   await h.assertClean(s.B);
 });
 
-/** The ledger's words → numbers (see renderLedger in client/js/app.js). */
+/** The ledger's words → numbers (see renderLedger in client/js/view.js). */
 function parseLedger(text) {
   const c = /n = (\d+) kept entries over (\d+) rounds?, a = (\d+) of them alice's\./.exec(text);
   const sum = /floor\(log2 ∏ C\(n_r, a_r\)\) = (\d+) − (\d+) tag bits − (\d+) margin = (\d+) bits/.exec(text);

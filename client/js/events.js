@@ -1,0 +1,251 @@
+// events.js — the worker's events → state: the dispatcher (client/js/README.md lists the
+// messages), the connection, joining and leaving a room, its members, the server's refusals.
+// A session's own events are session.js's.
+
+import { $, sgp, ui, peerOf, cap, setStatus, addError, PAGE_FAULTS, command, workerUp } from './state.js';
+import { clearTimeline, renderLegend } from './rounds.js';
+import { stopTicker } from './view.js';
+import { maybeCalibrate, onCalibration } from './calibrate.js';
+import { applyToleranceDefault } from './tolerance.js';
+import { peerLeft, onPhase, onStart, onRound, onDroppedSpans, onKeyVoid, onKey, onConfirmed, onAborted, onStopped } from './session.js';
+
+export function onWorker(m) {
+  switch (m.type) {
+    case 'hello':
+      workerUp();
+      command({ cmd: 'measure' });
+      return;
+    case 'timing':
+      sgp.timing = m;
+      applyToleranceDefault();
+      maybeCalibrate();
+      return;
+    case 'calibration':
+      if (m.id != null) {
+        // Asked for by sgpCalibrate(): reported, not applied.
+        const resolve = ui.records.get(m.id);
+        ui.records.delete(m.id);
+        if (resolve) resolve(m);
+        return;
+      }
+      return onCalibration(m);
+    case 'conn':
+      return onConn(m);
+    case 'joined':
+      return onJoined(m);
+    case 'peer':
+      return onPeer(m);
+    case 'sync':
+      sgp.sync = { offset_us: m.offset_us, delay_us: m.delay_us };
+      return;
+    case 'phase':
+      return onPhase(m);
+    case 'start':
+      return onStart(m);
+    case 'round':
+      return onRound(m);
+    case 'key':
+      return onKey(m);
+    case 'key_void':
+      return onKeyVoid(m);
+    case 'dropped':
+      return onDroppedSpans(m);
+    case 'confirm':
+      sgp.confirm[m.role] = m.tag;
+      if (sgp.key && m.role !== sgp.role) sgp.key.peer_tag = m.tag;
+      return;
+    case 'confirmed':
+      return onConfirmed(m);
+    case 'aborted':
+      return onAborted(m);
+    case 'stopped':
+      return onStopped(m);
+    case 'reset':
+      clearRoom();
+      sgp.running = false;
+      setStatus('The room was reset: the board and any key are gone. Press Start for a new session.');
+      return;
+    case 'error':
+      return onError(m);
+    case 'left':
+      return;
+    case 'record': {
+      const resolve = ui.records.get(m.id);
+      ui.records.delete(m.id);
+      if (resolve) resolve(m.record);
+      return;
+    }
+    default:
+      addError('page', `unknown worker message ${m.type}`);
+  }
+}
+
+function onConn(m) {
+  if (m.state === 'connecting') {
+    sgp.connected = false;
+    if (ui.view === 'landing') setStatus('Connecting to the server…');
+    return;
+  }
+  if (m.state === 'open') {
+    sgp.connected = true;
+    return;
+  }
+  // closed
+  const was = sgp.connected;
+  sgp.connected = false;
+  sgp.running = false;
+  stopTicker();
+  if (m.leaving) return;
+  const why = m.reason ? `: ${m.reason}` : '';
+  const code = m.code ? ` (WebSocket close code ${m.code}${why})` : '';
+  if (ui.view === 'room') {
+    const room = ui.lastJoin ? ` room ${ui.lastJoin.room}` : '';
+    const text = ui.joining
+      ? `Could not reach the server at ${location.host}: is sgp serve still running there? Press Reconnect to try again${code}.`
+      : `Lost the connection to the server at ${location.host}: it stopped or restarted, or the network dropped. ` +
+        `Any session in progress stopped. Press Reconnect to join${room} again${code}.`;
+    ui.joining = null;
+    setStatus(text);
+    ui.alert = { text, rejoin: true };
+  } else {
+    const text = was || ui.joining === null
+      ? `The server closed the connection${code}.`
+      : `Could not reach the server at ${location.host}${code}. Is sgp serve running?`;
+    setStatus(text);
+    ui.alert = { text, rejoin: false };
+    ui.joining = null;
+    maybeCalibrate();
+  }
+  addError('connection', `closed${code}`);
+}
+
+function onJoined(m) {
+  const sameRoom = sgp.room === m.room;
+  sgp.role = m.role;
+  sgp.room = m.room;
+  sgp.params = m.params;
+  sgp.peers = { ...m.peers };
+  sgp.running = false;
+  if (!sameRoomAsLast(m.room)) ui.createdHere = !!(ui.joining && ui.joining.create);
+  ui.lastJoin = { room: m.room, observer: m.role === 'observer' };
+  ui.joining = null;
+  ui.alert = null;
+  ui.view = 'room';
+  ui.focusTo = 'room-title';
+  ui.recordRounds = 0; // the worker starts a new record at every `joined`
+  if (!sameRoom) clearRoom();
+  const url = `/?room=${encodeURIComponent(m.room)}${m.role === 'observer' ? '&watch' : ''}`;
+  history.replaceState(null, '', url);
+  if (m.role === 'observer') {
+    setStatus(`Watching room ${m.room} as the eavesdropper: you see the board and the tags, never who posted what. Waiting for a round.`);
+  } else {
+    setStatus(idleSentence());
+  }
+  renderLegend();
+}
+
+const sameRoomAsLast = (room) => !!ui.lastJoin && ui.lastJoin.room === room;
+
+/** What a poster with no session running should read. */
+function idleSentence() {
+  const peer = peerOf(sgp.role);
+  if (!sgp.peers[peer]) return `Waiting for a peer: send them the link (or the code ${sgp.room}).`;
+  return `${cap(peer)} is here. Press Start when you are both ready.`;
+}
+
+function onPeer(m) {
+  if (m.role === 'observer') {
+    sgp.peers.observers = Math.max(0, sgp.peers.observers + (m.event === 'joined' ? 1 : -1));
+    return;
+  }
+  sgp.peers[m.role] = m.event === 'joined';
+  if (sgp.role === 'observer') {
+    setStatus(`${cap(m.role)} ${m.event === 'joined' ? 'joined' : 'left'} the room.`);
+    return;
+  }
+  if (m.event === 'joined') {
+    if (!sgp.running) setStatus(`${cap(m.role)} joined. Press Start when you are both ready.`);
+  } else {
+    peerLeft(m.role);
+  }
+}
+
+/** A refusal of `join`/`create` in words a person understands. */
+function joinRefusal(code, message, room) {
+  const r = room ? ` ${room}` : '';
+  switch (code) {
+    case 'no_such_room':
+      return `There is no room${r} on this server. Check the code (it looks like ABCDE-FGHJK), or ask for a new link: ` +
+        'a room ends when everyone has left it, after 10 minutes without activity, or when the server restarts.';
+    case 'room_full':
+      return `Room${r} already has both of its posters. You can still watch it as the eavesdropper (Watch).`;
+    case 'bad_field':
+      return `The server did not accept these settings: ${message}.`;
+    default: {
+      const msg = String(message);
+      return /[.!?]$/.test(msg) ? msg : `${msg}.`;
+    }
+  }
+}
+
+function onError(m) {
+  addError(m.code, m.message, !!m.quiet);
+  if (m.quiet) return;
+  if (m.code === 'connection' && !sgp.connected) return; // the lost connection is already said
+  if (PAGE_FAULTS.has(m.code) || m.code === 'connection') {
+    setStatus(`Something went wrong on this page: ${m.message}. Reload the page if it stops moving.`);
+    return;
+  }
+  if (ui.joining) {
+    // The server turned our create/join away: back to the landing form, saying why.
+    const room = ui.joining.room;
+    const text = joinRefusal(m.code, m.message, room);
+    command({ cmd: 'leave' });
+    backToLanding();
+    ui.alert = { text, rejoin: false };
+    setStatus(text);
+    if (room) $('join-code').value = room;
+    ui.focusTo = room ? 'join-code' : 'landing-title';
+    maybeCalibrate();
+    return;
+  }
+  if (ui.view === 'landing') {
+    const text = joinRefusal(m.code, m.message, null);
+    ui.alert = { text, rejoin: false };
+    setStatus(text);
+    return;
+  }
+  setStatus(`The server refused a message (${m.code}): ${m.message}.`);
+}
+
+function clearRoom() {
+  sgp.rounds = [];
+  ui.pictures.clear();
+  sgp.key = null;
+  sgp.confirm = { state: 'pending', alice: null, bob: null };
+  ui.session = null;
+  ui.strength = 0;
+  ui.keptTotal = 0;
+  ui.roundPct = 0;
+  ui.roundText = '';
+  ui.window = null;
+  stopTicker();
+  clearTimeline();
+}
+
+/** The landing view, with no room: what leaving (or being turned away) leaves. */
+export function backToLanding() {
+  sgp.role = null;
+  sgp.room = null;
+  sgp.params = null;
+  sgp.running = false;
+  sgp.connected = false;
+  sgp.peers = { alice: false, bob: false, observers: 0 };
+  sgp.sync = { offset_us: null, delay_us: null };
+  clearRoom();
+  ui.view = 'landing';
+  ui.joining = null;
+  ui.lastJoin = null;
+  ui.recordRounds = 0;
+  history.replaceState(null, '', '/');
+}
