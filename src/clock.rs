@@ -66,23 +66,16 @@ pub fn best(samples: &[SyncSample]) -> Option<SyncSample> {
 /// Samples a client takes per sync (docs/protocol.md §2).
 pub const SYNC_SAMPLES: usize = 16;
 
-/// The tolerance (ms) a terminal creator picks when not told: six times how far the median
-/// round trip lies above the quickest (a measure of this path's jitter), at least 0.1 ms
-/// (what loopback and a quiet wired LAN sustain, BENCHMARKS.md) and at most 5 ms, in steps
-/// of 10 µs. A busy machine or a wireless hop thus gets a wider tolerance by itself.
+/// The tolerance (ms) a terminal creator picks when not told: the default-tolerance rule
+/// (`tolerance::tolerance_rule`, one definition with the page's) from its round trips alone,
+/// at the terminal's floor: six times how far the median round trip lies above the quickest
+/// (a measure of this path's jitter), at least 0.1 ms (what loopback and a quiet wired LAN
+/// sustain, BENCHMARKS.md) and at most 5 ms, in steps of 10 µs. A busy machine or a wireless
+/// hop thus gets a wider tolerance by itself.
 pub fn auto_tolerance_ms(samples: &[SyncSample]) -> f64 {
-    let mut d: Vec<i64> = samples.iter().map(|s| s.delay_us).collect();
-    if d.is_empty() {
-        return AUTO_TOLERANCE_MIN_US as f64 / 1000.0;
-    }
-    d.sort_unstable();
-    let spread = d[d.len() / 2] - d[0];
-    let us = (6 * spread).clamp(AUTO_TOLERANCE_MIN_US, 5_000);
-    ((us + 9) / 10 * 10) as f64 / 1000.0
+    let d: Vec<i64> = samples.iter().map(|s| s.delay_us).collect();
+    crate::tolerance::tolerance_rule(crate::tolerance::TERMINAL_FLOOR_MS, None, &d).ms
 }
-
-/// The smallest tolerance `auto_tolerance_ms` picks, µs.
-pub const AUTO_TOLERANCE_MIN_US: i64 = 100;
 
 #[cfg(test)]
 mod tests {

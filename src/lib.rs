@@ -5,6 +5,7 @@
 //! - [`protocol`]: the messages, parameters and error codes on the wire (no I/O).
 //! - [`clock`]: the server clock (wall clock at start + monotonic time) and clock sync.
 //! - [`secret`]: the derivation from board to key (pure; shared test vectors with the web client).
+//! - [`tolerance`]: the default-tolerance rule, one definition with the page's (pure).
 //! - [`room`]: rooms, roles and rounds as a state machine (no I/O, no clock: time is passed in).
 //! - [`http`]: HTTP routes, the embedded web client and the WebSocket upgrade check.
 //! - [`conn`]: one WebSocket connection: frames ⇄ messages, receive timestamps, the only writer.
@@ -34,3 +35,4 @@ pub mod room;
 pub mod schedule;
 pub mod secret;
 pub mod server;
+pub mod tolerance;

@@ -132,11 +132,45 @@ export const ROUND_SIZES = [10, 15, 20, 30, 40, 60];
 /** Posts per poster per round without a measurement (and in rooms made before one). */
 export const POSTS_PER_ROUND = 40;
 
-export function defaultTolerance(isolated, precisionUs, calib) {
+export function defaultTolerance(isolated, precisionUs, calib, pingDelaysUs = []) {
+  return toleranceRule(browserFloor(isolated, precisionUs), usable(calib), pingDelaysUs);
+}
+
+/** The narrowest tolerance a terminal poster picks (`sgp pair`: what loopback sustains). */
+export const TERMINAL_FLOOR_MS = 0.1;
+
+/** A page's floor: FLOOR_MS[isolated], and ten ticks of its timer within τ (0.25 ms steps). */
+export function browserFloor(isolated, precisionUs) {
   const fromTicks = Math.ceil((10 * (precisionUs || 0)) / 250) * 0.25;
-  const floor = Math.max(isolated ? FLOOR_MS.isolated : FLOOR_MS.notIsolated, fromTicks);
-  const devs = usable(calib);
-  if (!devs) return { ms: floor, posts: POSTS_PER_ROUND, widened: false, floor, success: null, ms_per_bit: null, unsure: false };
+  return Math.max(isolated ? FLOOR_MS.isolated : FLOOR_MS.notIsolated, fromTicks);
+}
+
+/**
+ * From clock-sync round trips alone (µs): six times how far the median lies above the quickest
+ * (a measure of the path's jitter), in 10 µs steps, at most MAX_DEFAULT_TOLERANCE_MS; 0 for none.
+ */
+export function fromPings(delaysUs) {
+  if (!delaysUs || delaysUs.length === 0) return 0;
+  const d = [...delaysUs].sort((a, b) => a - b);
+  const us = Math.min(6 * (d[d.length >> 1] - d[0]), MAX_DEFAULT_TOLERANCE_MS * 1000);
+  return (Math.ceil(us / 10) * 10) / 1000;
+}
+
+/**
+ * The default-tolerance rule, one definition for both posters (src/tolerance.rs is its twin,
+ * both held to tests/vectors/tolerance.json): from `floorMs` (browserFloor, or
+ * TERMINAL_FLOOR_MS), a calibration's deviations `devs` (µs, at least 120; the page measures
+ * them, see above) and clock-sync round trips `pingDelaysUs`. With a calibration, the model
+ * above; without, the floor, widened to what the round trips' jitter asks (fromPings) —
+ * `sgp pair`'s creator has only its round trips. Returns {ms, posts, widened, floor, success,
+ * ms_per_bit, unsure}.
+ */
+export function toleranceRule(floorMs, devs, pingDelaysUs = []) {
+  const floor = floorMs;
+  if (!devs) {
+    const ms = Math.max(floor, fromPings(pingDelaysUs));
+    return { ms, posts: POSTS_PER_ROUND, widened: ms > floor, floor, success: null, ms_per_bit: null, unsure: false };
+  }
   let best = null;
   for (let ms = floor; ms <= MAX_DEFAULT_TOLERANCE_MS + 1e-9; ms += 0.25) {
     const plan = roundPlan(devs, ms);

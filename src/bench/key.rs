@@ -446,7 +446,7 @@ pub async fn bench_sweep(url: &str, opts: &Opts) -> Result<Value, String> {
         "pairs_per_tolerance": n,
         "target_bits": opts.target_bits.unwrap_or(256),
         "server_default_tolerance_ms": DEFAULT_TOLERANCE_MS,
-        "terminal_floor_tolerance_ms": crate::clock::AUTO_TOLERANCE_MIN_US as f64 / 1000.0,
+        "terminal_floor_tolerance_ms": crate::tolerance::TERMINAL_FLOOR_MS,
         "fastest_p50_tolerance_ms": fastest,
         "rows": rows,
         "guards": guards,
