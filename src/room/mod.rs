@@ -1,12 +1,23 @@
-//! Rooms, roles and rounds (PROTOCOL §4, §8): a state machine with no I/O and no clock.
-//! Time comes in as `now` (µs, server clock); replies go out as `Out` values that the
-//! server delivers. The board keeps receive times and labels only: who posted an entry
-//! is never stored, so it cannot leak through a log, a message or a memory dump.
+//! Rooms, roles and rounds (docs/protocol.md §3, §8): the engine, a state machine with no
+//! I/O and no clock. It owns the rooms and who sits where, and routes each message to its
+//! room; what a message does to a room's phase is `phase.rs`'s. Time comes in as `now` (µs,
+//! server clock); replies go out as `Out` values that the server delivers. The board keeps
+//! receive times and labels only: who posted an entry is never stored, so it cannot leak
+//! through a log, a message or a memory dump.
+//!
+//! - `phase.rs`: one room and its phase as a type, one function per transition.
+//! - `limits.rs`: timings, limits and the token bucket.
+//! - `fields.rs`: room codes and the checks on a client's fields.
 
-use crate::protocol::{
-    ClientMsg, Entry, ErrorCode, JoinAs, Label, Params, ParamsIn, PeerEvent, Peers, ProtoError,
-    Role, ServerMsg,
-};
+mod fields;
+mod limits;
+mod phase;
+
+pub use fields::{make_code, normalize_code, MAX_SPANS};
+pub use limits::{Bucket, Limits};
+
+use crate::protocol::{ClientMsg, Entry, ErrorCode, JoinAs, Params, ParamsIn, PeerEvent, ProtoError, Role, ServerMsg};
+use phase::{Env, Room};
 use std::collections::HashMap;
 use std::hash::{BuildHasherDefault, Hasher};
 
@@ -64,202 +75,6 @@ pub struct Out {
     pub msg: ServerMsg,
 }
 
-/// Timings and limits of the engine. `Default` is what `sgp serve` uses.
-#[derive(Clone, Debug)]
-pub struct Limits {
-    /// A room with no message for this long is removed.
-    pub idle_room_us: i64,
-    /// `start` announces a window beginning this far ahead, so the message arrives first,
-    /// while the room has not yet measured its posters' turnaround (see [`Limits::lead_for`]).
-    pub lead_us: i64,
-    /// The lead once both posters' turnarounds are known: `lead_turns` × the slower one's,
-    /// within [`lead_min_us`, `lead_max_us`].
-    pub lead_turns: i64,
-    pub lead_min_us: i64,
-    pub lead_max_us: i64,
-    /// A round is closed this long after `t_end` even if a poster never sent `done`.
-    pub grace_us: i64,
-    /// Posts a poster may send at once above its steady allowance.
-    pub post_burst: f64,
-    /// Steady allowance: this many times the room's `rate_hz`, plus `post_slack_hz`.
-    pub post_rate_factor: f64,
-    pub post_slack_hz: f64,
-    /// At most this many rooms at once.
-    pub max_rooms: usize,
-    /// At most this many entries on one round's board (bounds memory and every reply).
-    pub max_board: usize,
-    /// `board` requests a connection may send at once, and per second after that: each
-    /// answer is the whole board, so an unbounded stream of them is a way to load the server.
-    pub board_burst: f64,
-    pub board_per_sec: f64,
-}
-
-impl Limits {
-    /// How far ahead `start` puts `t_start`, given each poster's last turnaround (`closed`
-    /// sent → its verdict received, µs). A turnaround is at least a round trip, so twice it
-    /// is at least four one-way delays: the `start` reaches the slower poster well before
-    /// the window opens, however far away it is. Never less than 50 ms: a poster's page is
-    /// still drawing the last round when it has said `ready` (with 20 ms, measured in two
-    /// Chromium tabs, 11-20 % of the posts of a round's first 25 ms missed τ, 0.4-2 % later).
-    pub fn lead_for(&self, turns: [Option<i64>; 2]) -> i64 {
-        match turns {
-            [Some(a), Some(b)] => (self.lead_turns * a.max(b)).clamp(self.lead_min_us, self.lead_max_us),
-            _ => self.lead_us,
-        }
-    }
-}
-
-impl Default for Limits {
-    fn default() -> Self {
-        Limits {
-            idle_room_us: 10 * 60 * 1_000_000,
-            lead_us: 50_000,
-            lead_turns: 2,
-            lead_min_us: 50_000,
-            lead_max_us: 1_000_000,
-            grace_us: 2_000_000,
-            post_burst: 64.0,
-            post_rate_factor: 4.0,
-            post_slack_hz: 100.0,
-            max_rooms: 100_000,
-            max_board: 100_000,
-            board_burst: 20.0,
-            board_per_sec: 10.0,
-        }
-    }
-}
-
-/// Where a poster stands between rounds.
-#[derive(Clone, Debug, PartialEq)]
-enum Verdict {
-    None,
-    Ready,
-    Confirm(String),
-}
-
-#[derive(Clone, Debug)]
-enum Phase {
-    Between,
-    Running { t_start: i64, t_end: i64, done: [bool; 2] },
-}
-
-/// A token bucket: `burst` at once, refilled at `per_sec`, time passed in (µs).
-#[derive(Clone, Debug)]
-pub struct Bucket {
-    tokens: f64,
-    at_us: i64,
-}
-
-impl Bucket {
-    pub fn full(burst: f64, now: i64) -> Bucket {
-        Bucket { tokens: burst, at_us: now }
-    }
-
-    /// Takes one token if there is one.
-    pub fn take(&mut self, now: i64, burst: f64, per_sec: f64) -> bool {
-        self.tokens = (self.tokens + (now - self.at_us).max(0) as f64 * (per_sec / 1e6)).min(burst);
-        self.at_us = now;
-        let ok = self.tokens >= 1.0;
-        if ok {
-            self.tokens -= 1.0;
-        }
-        ok
-    }
-}
-
-struct Room {
-    params: Params,
-    posters: [Option<ConnId>; 2],
-    observers: Vec<ConnId>,
-    last_activity_us: i64,
-    /// The session nonce, while a session runs.
-    session: Option<String>,
-    round: u32,
-    phase: Phase,
-    verdicts: [Verdict; 2],
-    /// The last round was dropped (`abort {reason: "desync"}`): each poster must send
-    /// `ready` before anything else, so a confirm sent before it heard of the drop is refused.
-    need_ready: [bool; 2],
-    dropped: bool,
-    /// The current round's board, or the last closed one.
-    board: Vec<Entry>,
-    /// Changes whenever `board` does, unique across rooms (see [`BoardView::version`]).
-    board_version: u64,
-    buckets: [Bucket; 2],
-    /// Posts each poster sent in the current round (refused ones included).
-    posts_in_round: [u32; 2],
-    /// When the last `closed` of this session went out.
-    closed_at: Option<i64>,
-    /// Each poster's last turnaround (`closed` → its `ready` or `confirm`), for the lead.
-    turn_us: [Option<i64>; 2],
-    /// The last closed round's window, while its verdicts are pending (what `drop` spans
-    /// must lie in).
-    closed_window: Option<(i64, i64)>,
-    /// Which posters sent a `drop` for the last closed round.
-    dropped_by: [bool; 2],
-    /// A verdict (ready or confirm) came from this poster since the last `closed`.
-    spoke: [bool; 2],
-}
-
-impl Room {
-    fn members(&self) -> Vec<ConnId> {
-        self.posters.iter().flatten().copied().chain(self.observers.iter().copied()).collect()
-    }
-    fn others(&self, conn: ConnId) -> Vec<ConnId> {
-        self.members().into_iter().filter(|&c| c != conn).collect()
-    }
-    fn peers(&self) -> Peers {
-        Peers {
-            alice: self.posters[0].is_some(),
-            bob: self.posters[1].is_some(),
-            observers: self.observers.len() as u32,
-        }
-    }
-    fn is_empty(&self) -> bool {
-        self.posters.iter().all(Option::is_none) && self.observers.is_empty()
-    }
-    /// Ends the session (abort, reset, peer left): no round runs, nothing is pending.
-    fn end_session(&mut self) {
-        self.session = None;
-        self.round = 0;
-        self.phase = Phase::Between;
-        self.verdicts = [Verdict::None, Verdict::None];
-        self.need_ready = [false, false];
-        self.dropped = false;
-        self.closed_at = None;
-        self.closed_window = None;
-    }
-    /// Times poster `k`'s first verdict on the last `closed` (not a repeated one, and not
-    /// one after a dropped round: a re-sync sits in between, which says nothing about the
-    /// way to the poster). Call it before the verdict is recorded.
-    fn time_verdict(&mut self, k: usize, now: i64) {
-        if let (Some(at), Verdict::None, false) = (self.closed_at, &self.verdicts[k], self.dropped) {
-            self.turn_us[k] = Some(now - at);
-        }
-    }
-    /// `drop`s received for the last closed round.
-    fn drops(&self) -> u32 {
-        self.dropped_by.iter().map(|&d| u32::from(d)).sum()
-    }
-    fn close_round(&mut self, now: i64) -> Out {
-        if let Phase::Running { t_start, t_end, .. } = self.phase {
-            self.closed_window = Some((t_start, t_end));
-        }
-        self.dropped_by = [false, false];
-        self.spoke = [false, false];
-        self.phase = Phase::Between;
-        self.closed_at = Some(now);
-        Out {
-            to: self.members(),
-            msg: ServerMsg::Closed {
-                session: self.session.clone().unwrap_or_default(),
-                round: self.round,
-                board: self.board.clone(),
-            },
-        }
-    }
-}
-
 fn seat_index(role: Role) -> Option<usize> {
     match role {
         Role::Alice => Some(0),
@@ -293,84 +108,6 @@ pub struct BoardView<'a> {
 
 fn err(to: ConnId, code: ErrorCode, message: impl Into<String>) -> Vec<Out> {
     vec![Out { to: vec![to], msg: ProtoError::new(code, message).to_msg() }]
-}
-
-/// Crockford's base32: no I, L, O or U, so a code read aloud is typed right.
-const CODE_ALPHABET: &[u8; 32] = b"0123456789ABCDEFGHJKMNPQRSTVWXYZ";
-const CODE_LEN: usize = 10;
-
-/// A room code from 50 random bits, as `ABCDE-FGHJK`.
-pub fn make_code(random: &mut dyn FnMut(&mut [u8])) -> String {
-    let mut b = [0u8; 8];
-    random(&mut b);
-    let mut x = u64::from_le_bytes(b);
-    let mut s = String::with_capacity(CODE_LEN + 1);
-    for k in 0..CODE_LEN {
-        if k == 5 {
-            s.push('-');
-        }
-        s.push(CODE_ALPHABET[(x & 31) as usize] as char);
-        x >>= 5;
-    }
-    s
-}
-
-/// Reads a code as a person might type it: any case, with or without the dash or spaces,
-/// O for 0 and I or L for 1. `None` if it cannot be a code.
-pub fn normalize_code(input: &str) -> Option<String> {
-    let mut s = String::with_capacity(CODE_LEN + 1);
-    let mut n = 0;
-    for ch in input.chars() {
-        let c = match ch.to_ascii_uppercase() {
-            '-' | ' ' => continue,
-            'O' => '0',
-            'I' | 'L' => '1',
-            c if CODE_ALPHABET.contains(&(c as u8)) && c.is_ascii() => c,
-            _ => return None,
-        };
-        if n == 5 {
-            s.push('-');
-        }
-        if n == CODE_LEN {
-            return None;
-        }
-        s.push(c);
-        n += 1;
-    }
-    (n == CODE_LEN).then_some(s)
-}
-
-/// A tag is `tag_bits / 4` hex digits.
-fn valid_tag(tag: &str, tag_bits: u32) -> bool {
-    tag.len() == (tag_bits / 4) as usize && tag.bytes().all(|b| b.is_ascii_hexdigit())
-}
-
-/// Most spans in one `drop` (a poster with more unmatched posts is out of sync anyway).
-pub const MAX_SPANS: usize = 64;
-
-/// `drop {spans}`: 1 to [`MAX_SPANS`] spans `[from, to]` with `from ≤ to`, inside
-/// `[t_start, t_end]`, ascending and disjoint.
-fn valid_spans(spans: &[[i64; 2]], t_start: i64, t_end: i64) -> Result<(), String> {
-    if spans.is_empty() || spans.len() > MAX_SPANS {
-        return Err(format!("`spans` must hold 1 to {MAX_SPANS} spans, not {}", spans.len()));
-    }
-    for (k, s) in spans.iter().enumerate() {
-        if s[0] > s[1] {
-            return Err(format!("span {k} ends before it starts"));
-        }
-        if s[0] < t_start || s[1] > t_end {
-            return Err(format!("span {k} is not inside the round's window [{t_start}, {t_end}]"));
-        }
-        if k > 0 && s[0] <= spans[k - 1][1] {
-            return Err(format!("span {k} starts before span {} ends: spans must be ascending and disjoint", k - 1));
-        }
-    }
-    Ok(())
-}
-
-/// Abort reasons are short snake_case words, relayed as they are.
-fn valid_reason(r: &str) -> bool {
-    (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
 
 impl Engine {
@@ -428,28 +165,7 @@ impl Engine {
                 break c;
             }
         };
-        let bucket = Bucket::full(self.limits.post_burst, now);
-        let room = Room {
-            params: params.clone(),
-            posters: [Some(conn), None],
-            observers: Vec::new(),
-            last_activity_us: now,
-            session: None,
-            round: 0,
-            phase: Phase::Between,
-            verdicts: [Verdict::None, Verdict::None],
-            need_ready: [false, false],
-            dropped: false,
-            board: Vec::new(),
-            board_version: 0,
-            buckets: [bucket.clone(), bucket],
-            posts_in_round: [0, 0],
-            closed_at: None,
-            turn_us: [None, None],
-            closed_window: None,
-            dropped_by: [false, false],
-            spoke: [false, false],
-        };
+        let room = Room::new(params.clone(), conn, now);
         let peers = room.peers();
         self.rooms.insert(code.clone(), room);
         self.seats.insert(conn, (code.clone(), Role::Alice));
@@ -515,13 +231,7 @@ impl Engine {
         let members = r.members();
         out.push(Out { to: members.clone(), msg: ServerMsg::Peer { event: PeerEvent::Left, role } });
         if let Some(k) = seat_index(role) {
-            if r.session.is_some() || matches!(r.phase, Phase::Running { .. }) {
-                r.end_session();
-                out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "peer_left".into() } });
-            } else {
-                // No session yet: the other poster simply waits for a new peer.
-                r.verdicts[k] = Verdict::None;
-            }
+            out.extend(r.poster_left(k, members));
         }
         out
     }
@@ -544,121 +254,22 @@ impl Engine {
                 Err(out) => out,
             };
         }
-        let versions = &mut self.versions;
         let Some(k) = seat_index(role) else {
             return err(conn, ErrorCode::NotAllowed, "observers read the board; only alice and bob post");
         };
+        let mut env = Env { limits: &self.limits, versions: &mut self.versions, random: &mut *self.random };
         match msg {
-            ClientMsg::Post { label } => post(r, k, conn, label, now, &self.limits, versions),
-            ClientMsg::Ready {} => {
-                if matches!(r.phase, Phase::Running { .. }) {
-                    return err(conn, ErrorCode::RoundRunning, "a round is running; send done after t_end");
-                }
-                r.time_verdict(k, now);
-                r.verdicts[k] = Verdict::Ready;
-                r.need_ready[k] = false;
-                r.spoke[k] = true;
-                self.advance(conn, now)
+            ClientMsg::Post { label } => r.post(k, conn, label, now, &mut env),
+            ClientMsg::Ready {} => r.ready(k, conn, now, &mut env),
+            ClientMsg::Confirm { tag, drops } => r.confirm(k, conn, &tag, drops, now, &mut env),
+            ClientMsg::Done {} => r.done(k, conn, now),
+            ClientMsg::Drop { spans } => r.drop_spans(k, conn, spans),
+            ClientMsg::Abort { reason } => r.abort(conn, reason),
+            ClientMsg::Reset {} => r.reset(&mut env),
+            // Handled by `handle` and above.
+            ClientMsg::Create { .. } | ClientMsg::Join { .. } | ClientMsg::Leave {} | ClientMsg::Ping { .. } | ClientMsg::Board {} => {
+                Vec::new()
             }
-            ClientMsg::Confirm { tag, drops } => {
-                if r.session.is_none() || r.round == 0 {
-                    return err(conn, ErrorCode::NotAllowed, "no session to confirm");
-                }
-                if matches!(r.phase, Phase::Running { .. }) {
-                    return err(conn, ErrorCode::RoundRunning, "a round is running; confirm after it closes");
-                }
-                if r.need_ready[k] {
-                    return err(conn, ErrorCode::RoundDropped, "the last round was dropped (desync); send ready");
-                }
-                if !valid_tag(&tag, r.params.tag_bits) {
-                    return err(
-                        conn,
-                        ErrorCode::BadField,
-                        format!("confirm: `tag` must be {} hex digits", r.params.tag_bits / 4),
-                    );
-                }
-                if drops > r.drops() {
-                    return err(conn, ErrorCode::BadField, format!("confirm: `drops` is {drops}, but this round has {} drops", r.drops()));
-                }
-                r.spoke[k] = true;
-                if drops < r.drops() {
-                    // Made before a drop this poster had not heard of: its `dropped` is on the
-                    // way, and the poster confirms again (or says ready) once it has it.
-                    return err(conn, ErrorCode::StaleConfirm, "confirm: made before a drop of this round reached you; confirm again");
-                }
-                r.time_verdict(k, now);
-                r.verdicts[k] = Verdict::Confirm(tag.to_ascii_lowercase());
-                self.advance(conn, now)
-            }
-            ClientMsg::Done {} => {
-                let Phase::Running { t_end, ref mut done, .. } = r.phase else {
-                    return err(conn, ErrorCode::NoRound, "no round is running");
-                };
-                if now < t_end {
-                    return err(
-                        conn,
-                        ErrorCode::TooEarly,
-                        "done before t_end would date your last post; send it once t_end has passed",
-                    );
-                }
-                done[k] = true;
-                if done[0] && done[1] {
-                    vec![r.close_round(now)]
-                } else {
-                    Vec::new()
-                }
-            }
-            ClientMsg::Drop { spans } => {
-                if r.dropped || r.need_ready[k] {
-                    return Vec::new(); // the round was dropped whole (desync): nothing to narrow
-                }
-                let Some((t_start, t_end)) = r.closed_window.filter(|_| matches!(r.phase, Phase::Between) && r.session.is_some()) else {
-                    return err(conn, ErrorCode::NotAllowed, "drop: no closed round to drop from");
-                };
-                if r.dropped_by[k] || r.spoke[k] {
-                    return err(conn, ErrorCode::NotAllowed, "drop: once per round, before your ready or confirm");
-                }
-                if let Err(why) = valid_spans(&spans, t_start, t_end) {
-                    return err(conn, ErrorCode::BadField, format!("drop: {why}"));
-                }
-                r.dropped_by[k] = true;
-                // A confirm made without these spans no longer holds; a ready still does
-                // (fewer entries never make a key where there was none).
-                for v in &mut r.verdicts {
-                    if matches!(v, Verdict::Confirm(_)) {
-                        *v = Verdict::None;
-                    }
-                }
-                let msg = ServerMsg::Dropped { session: r.session.clone().unwrap_or_default(), round: r.round, spans };
-                vec![Out { to: r.others(conn), msg }]
-            }
-            ClientMsg::Abort { reason } => {
-                if !valid_reason(&reason) {
-                    return err(conn, ErrorCode::BadField, "abort: `reason` must be a snake_case word of at most 32 characters");
-                }
-                if reason == "desync" && r.session.is_some() {
-                    // Drops the current (or last closed) round only; the session goes on.
-                    if r.dropped {
-                        return Vec::new(); // the other poster's desync for the same round
-                    }
-                    r.phase = Phase::Between;
-                    r.verdicts = [Verdict::None, Verdict::None];
-                    r.need_ready = [true, true];
-                    r.dropped = true;
-                } else {
-                    r.end_session();
-                }
-                vec![Out { to: r.members(), msg: ServerMsg::Aborted { reason } }]
-            }
-            ClientMsg::Reset {} => {
-                r.end_session();
-                r.board.clear();
-                *versions += 1;
-                r.board_version = *versions;
-                vec![Out { to: r.members(), msg: ServerMsg::Reset {} }]
-            }
-            // Create, join, leave, ping and board were handled above.
-            _ => Vec::new(),
         }
     }
 
@@ -680,7 +291,8 @@ impl Engine {
                 format!("board: at most {} requests a second; the board also comes with every `closed`", self.limits.board_per_sec),
             ));
         }
-        Ok(BoardView { version: r.board_version, session: r.session.as_deref(), round: r.round, entries: &r.board })
+        let (session, round) = r.session_view();
+        Ok(BoardView { version: r.board_version, session, round, entries: &r.board })
     }
 
     /// Tells `conn`, privately, that `count` of its posts came in one piece with the frame
@@ -689,71 +301,7 @@ impl Engine {
     pub fn tell_coalesced(&mut self, conn: ConnId, skip: u32, count: u32) -> Vec<Out> {
         let Some((code, role)) = self.seats.get(&conn) else { return Vec::new() };
         let (Some(k), Some(r)) = (seat_index(*role), self.rooms.get(code)) else { return Vec::new() };
-        let last = r.posts_in_round[k].saturating_sub(skip);
-        let count = count.min(last);
-        if !matches!(r.phase, Phase::Running { .. }) || count == 0 {
-            return Vec::new();
-        }
-        vec![Out { to: vec![conn], msg: ServerMsg::Coalesced { post: last - count + 1, count } }]
-    }
-
-    /// Both posters have said what they want after a round (or before the first one).
-    fn advance(&mut self, conn: ConnId, now: i64) -> Vec<Out> {
-        let Some((code, _)) = self.seats.get(&conn) else { return Vec::new() };
-        let Some(r) = self.rooms.get_mut(code) else { return Vec::new() };
-        if r.posters.iter().any(Option::is_none) {
-            return Vec::new();
-        }
-        let members = r.members();
-        match (&r.verdicts[0], &r.verdicts[1]) {
-            (Verdict::None, _) | (_, Verdict::None) => Vec::new(),
-            (Verdict::Ready, Verdict::Ready) => {
-                if r.session.is_none() {
-                    let mut nonce = [0u8; 16];
-                    (self.random)(&mut nonce);
-                    r.session = Some(nonce.iter().map(|b| format!("{b:02x}")).collect());
-                    r.round = 0;
-                }
-                r.round += 1;
-                let t_start = now + self.limits.lead_for(r.turn_us);
-                let t_end = t_start + r.params.duration_ms as i64 * 1000;
-                r.phase = Phase::Running { t_start, t_end, done: [false, false] };
-                r.verdicts = [Verdict::None, Verdict::None];
-                r.need_ready = [false, false];
-                r.dropped = false;
-                r.board.clear();
-                self.versions += 1;
-                r.board_version = self.versions;
-                for b in &mut r.buckets {
-                    *b = Bucket::full(self.limits.post_burst, now);
-                }
-                r.posts_in_round = [0, 0];
-                vec![Out {
-                    to: members,
-                    msg: ServerMsg::Start {
-                        session: r.session.clone().unwrap_or_default(),
-                        round: r.round,
-                        t_start_us: t_start,
-                        t_end_us: t_end,
-                        params: r.params.clone(),
-                    },
-                }]
-            }
-            (Verdict::Confirm(a), Verdict::Confirm(b)) => {
-                let matched = a == b;
-                let out = vec![
-                    Out { to: members.clone(), msg: ServerMsg::Confirm { role: Role::Alice, tag: a.clone() } },
-                    Out { to: members.clone(), msg: ServerMsg::Confirm { role: Role::Bob, tag: b.clone() } },
-                    Out { to: members, msg: ServerMsg::Confirmed { matched } },
-                ];
-                r.end_session();
-                out
-            }
-            _ => {
-                r.end_session();
-                vec![Out { to: members, msg: ServerMsg::Aborted { reason: "disagree".into() } }]
-            }
-        }
+        r.coalesced(k, conn, skip, count)
     }
 
     /// Closes rounds whose grace has passed and removes idle rooms.
@@ -761,11 +309,7 @@ impl Engine {
         let mut out = Vec::new();
         let mut idle = Vec::new();
         for (code, r) in self.rooms.iter_mut() {
-            if let Phase::Running { t_end, .. } = r.phase {
-                if now >= t_end + self.limits.grace_us {
-                    out.push(r.close_round(now));
-                }
-            }
+            out.extend(r.on_timeout(now, &self.limits));
             if now - r.last_activity_us >= self.limits.idle_room_us {
                 idle.push(code.clone());
             }
@@ -785,54 +329,14 @@ impl Engine {
 
     /// The earliest time at which `on_timeout` has something to do.
     pub fn next_deadline(&self) -> Option<i64> {
-        self.rooms
-            .values()
-            .map(|r| {
-                let idle = r.last_activity_us + self.limits.idle_room_us;
-                match r.phase {
-                    Phase::Running { t_end, .. } => idle.min(t_end + self.limits.grace_us),
-                    Phase::Between => idle,
-                }
-            })
-            .min()
+        self.rooms.values().map(|r| r.deadline(&self.limits)).min()
     }
-}
-
-fn post(r: &mut Room, k: usize, conn: ConnId, label: Label, now: i64, limits: &Limits, versions: &mut u64) -> Vec<Out> {
-    let Phase::Running { t_start, t_end, done } = r.phase else {
-        return err(conn, ErrorCode::NoRound, "post: no round is running");
-    };
-    let guard = r.params.guard_us();
-    r.posts_in_round[k] = r.posts_in_round[k].saturating_add(1);
-    if done[k] {
-        return err(conn, ErrorCode::OutsideWindow, "post: you already sent done for this round");
-    }
-    if now < t_start - guard || now > t_end + guard {
-        return err(conn, ErrorCode::OutsideWindow, "post: outside the round window");
-    }
-    let per_sec = r.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz;
-    if !r.buckets[k].take(now, limits.post_burst, per_sec) {
-        return err(conn, ErrorCode::TooManyPosts, "post: too many posts; this one is not on the board");
-    }
-    if r.board.len() >= limits.max_board {
-        return err(conn, ErrorCode::BoardFull, format!("post: this round's board is full ({} entries)", limits.max_board));
-    }
-    *versions += 1;
-    r.board_version = *versions;
-    // The board stays in time order: stamps are the kernel's arrival times, and a connection
-    // handled a moment later may bring an earlier one (almost always this is the end).
-    let k = r.board.partition_point(|e| e.t_us <= now);
-    r.board.insert(k, Entry { i: k as u32, t_us: now, label });
-    for (j, e) in r.board.iter_mut().enumerate().skip(k + 1) {
-        e.i = j as u32;
-    }
-    Vec::new()
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use crate::protocol::ParamsIn;
+    use crate::protocol::{Label, ParamsIn, Peers};
 
     const T0: i64 = 1_764_000_000_000_000;
 
