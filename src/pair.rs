@@ -6,7 +6,7 @@
 
 use crate::client::{Client, ClientError};
 use crate::clock::{SyncSample, SYNC_SAMPLES};
-use crate::poster::{Action, FailReason, KeyMade, Outcome, Policy, Poster, RoundReport};
+use crate::poster::{expected_refusal, Action, KeyMade, Outcome, Policy, Poster, RoundReport};
 use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, Role, ServerMsg};
 use crate::schedule;
 use crate::secret::{self, OwnPost};
@@ -299,9 +299,7 @@ impl Driver<'_> {
         if self.opts.record.is_some() && !matches!(msg, ServerMsg::Pong { .. }) {
             self.rec.heard.push(json!({"t_us": heard_at, "msg": msg}));
         }
-        if let ServerMsg::Peer { event, role } = &msg {
-            self.out.event("peer", json!({"event": event, "role": role}), || format!("{} {:?}", role.as_str(), event).to_lowercase());
-        }
+        self.tell_heard(&msg);
         Ok(poster.handle(msg, heard_at))
     }
 
@@ -322,7 +320,7 @@ impl Driver<'_> {
                 emit_sync(&self.out, s);
                 poster.synced(s, now())
             }
-            Action::Schedule { t_start_us, t_end_us, rate_hz } => {
+            Action::Schedule { t_start_us, t_end_us, rate_hz, .. } => {
                 let plan = self.opts.schedule;
                 let times = plan.times(t_start_us, t_end_us, rate_hz, &mut self.rng);
                 let labels = schedule::os_labels(times.len()).map_err(|e| fail(EXIT_OTHER, e))?;
@@ -335,7 +333,7 @@ impl Driver<'_> {
                 poster.done_sent(done_us)
             }
             Action::Confirmed { matched: true, key: Some(k) } => return Ok(Step::Key(Box::new(self.report(poster, &k)))),
-            Action::Fail { reason, message } => return Err(fail(exit_code(reason), message)),
+            Action::Fail { reason, message } => return Err(fail(exit_code(&reason), message)),
             other => {
                 self.tell(&other);
                 Vec::new()
@@ -379,6 +377,22 @@ impl Driver<'_> {
         }
     }
 
+    /// Says what the room said that the engine draws no conclusion from: who comes and goes,
+    /// a reset, and the refusals that are not routine.
+    fn tell_heard(&self, msg: &ServerMsg) {
+        let out = &self.out;
+        match msg {
+            ServerMsg::Peer { event, role } => {
+                out.event("peer", json!({"event": event, "role": role}), || format!("{} {:?}", role.as_str(), event).to_lowercase());
+            }
+            ServerMsg::Reset {} => out.event("reset", json!({}), || "the room was reset; starting again".into()),
+            ServerMsg::Error { code, message } if !expected_refusal(*code) => {
+                out.event("error", json!({"code": code, "message": message}), || format!("server: {message}"));
+            }
+            _ => {}
+        }
+    }
+
     /// Says what the engine concluded: a line for people, or a JSON line (`--json`); and
     /// keeps each closed round for `--record`.
     fn tell(&mut self, a: &Action) {
@@ -395,7 +409,7 @@ impl Driver<'_> {
                     format!("round {round}: the peer left out {} span(s) around its late posts; {} entries kept", spans.len(), view.n)
                 });
             }
-            Action::Confirmed { .. } => {
+            Action::Confirmed { matched: false, .. } => {
                 out.event("confirmed", json!({"match": false}), || "confirmation tags differ: discarding the key and starting again".into());
             }
             Action::Aborted { reason, round, session_goes_on: true } => {
@@ -404,20 +418,16 @@ impl Driver<'_> {
             Action::Aborted { reason, .. } if reason != "peer_left" && reason != "idle" => {
                 out.event("aborted", json!({"reason": reason}), || format!("session aborted ({reason}); starting again"));
             }
-            Action::Reset => out.event("reset", json!({}), || "the room was reset; starting again".into()),
-            Action::Error { code, message } => {
-                out.event("error", json!({"code": code, "message": message}), || format!("server: {message}"));
-            }
             _ => {}
         }
     }
 }
 
-fn exit_code(reason: FailReason) -> i32 {
+fn exit_code(reason: &str) -> i32 {
     match reason {
-        FailReason::PeerLeft => EXIT_PEER_LEFT,
-        FailReason::Retries => EXIT_RETRIES,
-        FailReason::Idle | FailReason::Stopped => EXIT_OTHER,
+        "peer_left" => EXIT_PEER_LEFT,
+        "retries" => EXIT_RETRIES,
+        _ => EXIT_OTHER,
     }
 }
 

@@ -7,7 +7,7 @@
 
 mod report;
 
-pub use report::{Action, FailReason, KeyMade, Outcome, RoundFacts, RoundReport};
+pub use report::{Action, KeyMade, Outcome, RoundFacts, RoundReport};
 
 use crate::clock::SyncSample;
 use crate::protocol::{ClientMsg, Entry, ErrorCode, Label, Params, PeerEvent, Role, ServerMsg};
@@ -29,8 +29,9 @@ pub const DONE_MARGIN_US: i64 = 3_000;
 /// time of `closed`, never waits on a post (docs/protocol.md §4: what others see must not
 /// depend on one's own posts).
 pub const DONE_QUIET_US: i64 = 500;
-/// A `done` refused as `too_early` is said again after 2 ms, 4 ms, … at most this often.
-pub const DONE_REDOS: u32 = 5;
+/// `done` is said at most this many times a round: after a `too_early` refusal of the k-th,
+/// again 2·(k+1) ms later.
+pub const DONE_TIMES: u32 = 5;
 /// Browser policy: a round re-syncs the clock when fewer of its timed posts than this share
 /// landed within τ of their prediction (or more than a quarter were skipped).
 pub const ALIGNED_SHARE: f64 = 0.8;
@@ -71,10 +72,11 @@ struct Posting {
     plan: Vec<(i64, Label)>,
     scheduled: bool,
     next: usize,
-    /// The target of the post handed out, until `sent`.
-    awaiting: Option<i64>,
+    /// The target of the post last handed out, until `sent`.
+    target: Option<i64>,
     done_at: i64,
-    redos: u32,
+    /// `done` actions given this round, and when to give it again after `too_early`.
+    done_times: u32,
     redo_at: Option<i64>,
 }
 
@@ -96,8 +98,6 @@ enum Stage {
     Between,
     Posting(Box<Posting>),
     Open(Box<Open>),
-    /// A key confirmed, or given up.
-    Finished,
 }
 
 /// A round of this session that counts: (round, n, a, bits).
@@ -126,6 +126,8 @@ pub struct Poster {
     last_ok: bool,
     need_sync: bool,
     rounds_used: u32,
+    /// Making a key: from `start` (or a round's `start`) until a key, a failure or the end.
+    running: bool,
 }
 
 impl Poster {
@@ -153,6 +155,7 @@ impl Poster {
             last_ok: false,
             need_sync: true,
             rounds_used: 0,
+            running: false,
         })
     }
 
@@ -180,20 +183,21 @@ impl Poster {
         self.failures = 0;
         self.progress_at = now;
         self.last_ok = false;
+        self.running = true;
         vec![Action::Sync]
     }
 
     /// The clock sync asked for by `Action::Sync`: say `ready`.
     pub fn synced(&mut self, sample: SyncSample, _now: i64) -> Vec<Action> {
-        if matches!(self.stage, Stage::Finished) {
-            return Vec::new();
-        }
         if self.policy == Policy::Browser {
             // The bias was learnt against the old sync; a new one starts from the pings alone.
             self.bias_us = 0;
         }
         self.sync = Some(sample);
         self.need_sync = false;
+        if !self.running {
+            return Vec::new();
+        }
         vec![Action::Send(ClientMsg::Ready {})]
     }
 
@@ -201,30 +205,22 @@ impl Poster {
     /// then a `done` to say again.
     pub fn next_deadline(&self) -> Option<i64> {
         let Stage::Posting(p) = &self.stage else { return None };
-        if !p.scheduled || p.awaiting.is_some() {
+        if !p.scheduled {
             return None;
         }
-        if p.facts.done_us.is_some() {
-            return p.redo_at;
+        match p.plan.get(p.next) {
+            Some(x) => Some(x.0),
+            None if p.done_times == 0 => Some(p.done_at),
+            None => p.redo_at,
         }
-        Some(p.plan.get(p.next).map_or(p.done_at, |x| x.0))
     }
 
     /// Time has come (`now ≥ next_deadline()`): the late rule skips the posts it is too late
     /// for, then the next post or `done` is due.
     pub fn on_timeout(&mut self, now: i64) -> Vec<Action> {
         let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
-        if !p.scheduled || p.awaiting.is_some() {
+        if !p.scheduled {
             return Vec::new();
-        }
-        if p.facts.done_us.is_some() {
-            return match p.redo_at {
-                Some(t) if now >= t => {
-                    p.redo_at = None;
-                    vec![Action::Done]
-                }
-                _ => Vec::new(),
-            };
         }
         while let Some(&(target, label)) = p.plan.get(p.next) {
             let latest = (target + p.facts.late_limit_us).min(p.done_at - DONE_QUIET_US);
@@ -233,13 +229,16 @@ impl Poster {
                 p.next += 1;
             } else if now >= target {
                 p.next += 1;
-                p.awaiting = Some(target);
+                p.target = Some(target);
                 return vec![Action::Post { label, target_us: target }];
             } else {
                 return Vec::new();
             }
         }
-        if now >= p.done_at {
+        let due = if p.done_times == 0 { now >= p.done_at } else { p.redo_at.is_some_and(|t| now >= t) };
+        if due {
+            p.done_times = p.done_times.max(1);
+            p.redo_at = None;
             return vec![Action::Done];
         }
         Vec::new()
@@ -249,6 +248,9 @@ impl Poster {
     /// schedule's mean gap between posts (for the late rule).
     pub fn scheduled(&mut self, times_us: &[i64], labels: &[Label], mean_gap_us: f64, _now: i64) -> Vec<Action> {
         let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
+        if p.scheduled {
+            return Vec::new();
+        }
         let s = p.facts.sync;
         let shift = s.offset_us + s.delay_us.div_euclid(2);
         p.plan = times_us.iter().zip(labels).map(|(t, l)| (t - shift, *l)).collect();
@@ -262,8 +264,7 @@ impl Poster {
     /// purpose, `held`, the time recorded for it).
     pub fn sent(&mut self, post: OwnPost, held: bool, _now: i64) -> Vec<Action> {
         let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
-        let Some(target) = p.awaiting.take() else { return Vec::new() };
-        p.facts.late.push(post.sent_us - target);
+        p.facts.late.push(p.target.take().map_or(0, |t| post.sent_us - t));
         p.facts.posts.push(post);
         if held {
             p.facts.held.push(post.sent_us);
@@ -281,9 +282,6 @@ impl Poster {
 
     /// A message from the server, received at `now`.
     pub fn handle(&mut self, msg: ServerMsg, now: i64) -> Vec<Action> {
-        if matches!(self.stage, Stage::Finished) {
-            return Vec::new();
-        }
         match msg {
             ServerMsg::Start { session, round, t_start_us, t_end_us, params } => self.on_start(session, round, (t_start_us, t_end_us), params, now),
             ServerMsg::Closed { session, round, board } => self.on_closed(&session, round, board),
@@ -297,7 +295,7 @@ impl Poster {
             ServerMsg::Confirmed { matched } => self.on_confirmed(matched, now),
             ServerMsg::Aborted { reason } => self.on_aborted(reason, now),
             ServerMsg::Reset {} => self.on_reset(now),
-            ServerMsg::Error { code, message } => self.on_error(code, message, now),
+            ServerMsg::Error { code, .. } => self.on_error(code, now),
             ServerMsg::Peer { event, role } => self.on_peer(event, role),
             ServerMsg::Coalesced { post, count } => {
                 if let Stage::Posting(p) = &mut self.stage {
@@ -333,6 +331,7 @@ impl Poster {
             self.progress_at = now;
         }
         self.last_ok = false;
+        self.running = true; // only our own `ready` can start a round
         self.my_tag = None;
         self.peer_tag = None;
         self.rounds_used = round;
@@ -341,9 +340,9 @@ impl Poster {
         let done_at = t_end - shift + DONE_MARGIN_US + 2 * params.tolerance_us();
         let rate_hz = params.rate_hz;
         let facts = RoundFacts { t_start, t_end, sync, late_limit_us: late_limit_us(1e6 / rate_hz), ..RoundFacts::default() };
-        let p = Posting { session, round, facts, plan: Vec::new(), scheduled: false, next: 0, awaiting: None, done_at, redos: 0, redo_at: None };
+        let p = Posting { session, round, facts, plan: Vec::new(), scheduled: false, next: 0, target: None, done_at, done_times: 0, redo_at: None };
         self.stage = Stage::Posting(Box::new(p));
-        vec![Action::Schedule { t_start_us: t_start, t_end_us: t_end, rate_hz }]
+        vec![Action::Schedule { t_start_us: t_start, t_end_us: t_end, rate_hz, shift_us: shift }]
     }
 
     fn on_closed(&mut self, session: &str, round: u32, board: Vec<Entry>) -> Vec<Action> {
@@ -414,10 +413,11 @@ impl Poster {
             peer_spans: Vec::new(),
             drops,
         };
-        let mut out = vec![Action::Round(Box::new(report))];
+        let mut out = Vec::new();
         if drops > 0 {
             out.push(Action::Send(ClientMsg::Drop { spans }));
         }
+        out.push(Action::Round(Box::new(report)));
         out.extend(self.verdict(&open.session, open.round, drops));
         self.stage = Stage::Open(Box::new(open));
         out
@@ -442,7 +442,7 @@ impl Poster {
             self.stage = Stage::Between;
             self.counted.retain(|k| k.0 != round);
             self.last_ok = false;
-            let mut out = self.void_key(0);
+            let mut out = self.void_key(&session, round, 0);
             out.push(abort_desync());
             return out;
         };
@@ -461,7 +461,7 @@ impl Poster {
     fn verdict(&mut self, session: &str, round: u32, drops: u32) -> Vec<Action> {
         let ledger = self.ledger();
         if ledger.strength < self.params.target_bits {
-            let mut out = self.void_key(ledger.strength);
+            let mut out = self.void_key(session, round, ledger.strength);
             out.push(Action::Send(ClientMsg::Ready {}));
             return out;
         }
@@ -477,25 +477,28 @@ impl Poster {
     }
 
     /// The key our last confirm stood for no longer holds.
-    fn void_key(&mut self, strength: u32) -> Vec<Action> {
+    fn void_key(&mut self, session: &str, round: u32, strength: u32) -> Vec<Action> {
         self.key = None;
         match self.my_tag.take() {
-            Some(_) => vec![Action::KeyVoid { strength }],
+            Some(_) => vec![Action::KeyVoid { session: session.to_string(), round, strength }],
             None => Vec::new(),
         }
     }
 
+    /// The server's verdict on the tags: with ours matching, the key is made; else a new
+    /// session. Without a confirm of ours out (voided, or none) it is not ours.
     fn on_confirmed(&mut self, matched: bool, now: i64) -> Vec<Action> {
         if self.my_tag.is_none() {
-            return vec![Action::Confirmed { matched, key: None }];
+            return Vec::new();
         }
-        if matched && self.my_tag == self.peer_tag {
-            let key = self.key.take().map(Box::new);
-            self.stage = Stage::Finished;
-            return vec![Action::Confirmed { matched: true, key }];
-        }
+        let matched = matched && self.my_tag == self.peer_tag;
         self.session = None;
         self.counted.clear();
+        if matched {
+            let key = self.key.take().map(Box::new);
+            self.stop();
+            return vec![Action::Confirmed { matched: true, key }];
+        }
         self.my_tag = None;
         self.key = None;
         let mut out = vec![Action::Confirmed { matched: false, key: None }];
@@ -514,68 +517,66 @@ impl Poster {
                 self.counted.retain(|k| k.0 != r);
             }
             let mut out = vec![Action::Aborted { reason, round: dropped, session_goes_on: true }];
-            out.extend(self.failed("desync", now));
+            if self.running {
+                out.extend(self.failed("desync", now));
+            }
             return out;
         }
-        self.session = None;
-        self.counted.clear();
-        self.stage = Stage::Between;
-        self.my_tag = None;
-        self.key = None;
+        let was_running = self.running;
+        self.end_session();
         let mut out = vec![Action::Aborted { reason: reason.clone(), round: None, session_goes_on: false }];
-        let browser_stops = self.policy == Policy::Browser && (reason == "gave_up" || reason == "user");
-        if reason == "peer_left" {
-            out.push(self.finish(FailReason::PeerLeft, "peer left the room".into()));
-        } else if reason == "idle" {
-            out.push(self.finish(FailReason::Idle, "the room was closed for inactivity".into()));
-        } else if browser_stops {
-            out.push(self.finish(FailReason::Stopped, format!("the session was ended ({reason})")));
+        let stops = match self.policy {
+            Policy::Terminal { .. } => matches!(reason.as_str(), "peer_left" | "idle"),
+            Policy::Browser => matches!(reason.as_str(), "peer_left" | "idle" | "gave_up" | "user"),
+        };
+        if stops || !was_running {
+            let message = match reason.as_str() {
+                "peer_left" => "peer left the room".to_string(),
+                "idle" => "the room was closed for inactivity".to_string(),
+                "gave_up" => "the peer gave up".to_string(),
+                "user" => "the peer stopped the session".to_string(),
+                other => format!("the session was aborted ({other})"),
+            };
+            out.push(self.finish(&reason, message));
         } else {
+            // `disagree` and anything else: a new session.
             out.extend(self.failed(&reason, now));
         }
         out
     }
 
+    /// The room was reset: `sgp pair` starts again; the page stops (the person presses Start).
     fn on_reset(&mut self, now: i64) -> Vec<Action> {
+        let was_running = self.running;
+        self.end_session();
+        if self.policy == Policy::Browser || !was_running {
+            self.stop();
+            return Vec::new();
+        }
+        self.failed("reset", now)
+    }
+
+    fn end_session(&mut self) {
         self.session = None;
         self.counted.clear();
         self.stage = Stage::Between;
         self.my_tag = None;
         self.key = None;
-        let mut out = vec![Action::Reset];
-        match self.policy {
-            Policy::Terminal { .. } => out.extend(self.failed("reset", now)),
-            Policy::Browser => out.push(self.finish(FailReason::Stopped, "the room was reset".into())),
-        }
-        out
     }
 
-    fn on_error(&mut self, code: ErrorCode, message: String, now: i64) -> Vec<Action> {
-        match code {
-            // Our confirm crossed the peer's drop: we confirm again when its `dropped` comes.
-            ErrorCode::StaleConfirm => Vec::new(),
-            // Our `done` came before t_end (our estimate was early): say it again shortly,
-            // rather than wait for the round's grace. Its timing depends on the sync only.
-            ErrorCode::TooEarly => {
-                if let Stage::Posting(p) = &mut self.stage {
-                    if p.facts.done_us.is_some() && p.redos < DONE_REDOS {
-                        p.redos += 1;
-                        p.redo_at = Some(now + 2_000 * i64::from(p.redos));
-                    }
+    fn on_error(&mut self, code: ErrorCode, now: i64) -> Vec<Action> {
+        // Our `done` came before t_end (our estimate was early): say it again shortly, rather
+        // than wait for the round's grace. Its timing depends on the sync only. Every other
+        // refusal needs nothing from the engine (`expected_refusal` says which are routine).
+        if code == ErrorCode::TooEarly {
+            if let Stage::Posting(p) = &mut self.stage {
+                if p.done_times > 0 && p.redo_at.is_none() && p.done_times < DONE_TIMES {
+                    p.done_times += 1;
+                    p.redo_at = Some(now + 2_000 * i64::from(p.done_times));
                 }
-                Vec::new()
             }
-            // Expected in the normal course of a round: a post refused once the round was
-            // stopped or over (the self-check judges the round anyway), a `ready` that crossed
-            // the peer's desync, a confirm during or after a dropped round.
-            ErrorCode::NoRound
-            | ErrorCode::OutsideWindow
-            | ErrorCode::TooManyPosts
-            | ErrorCode::BoardFull
-            | ErrorCode::RoundRunning
-            | ErrorCode::RoundDropped => Vec::new(),
-            _ => vec![Action::Error { code, message }],
         }
+        Vec::new()
     }
 
     /// A peer we already made rounds with is gone (between sessions the server says no more
@@ -584,8 +585,9 @@ impl Poster {
     fn on_peer(&mut self, event: PeerEvent, role: Role) -> Vec<Action> {
         let other_poster = role != self.role && role != Role::Observer;
         let made_rounds = self.session.is_some() || self.rounds_used > 0;
-        if matches!(self.policy, Policy::Terminal { .. }) && event == PeerEvent::Left && other_poster && made_rounds {
-            return vec![self.finish(FailReason::PeerLeft, "peer left the room".into())];
+        let terminal = matches!(self.policy, Policy::Terminal { .. });
+        if terminal && self.running && event == PeerEvent::Left && other_poster && made_rounds {
+            return vec![self.finish("peer_left", "peer left the room".into())];
         }
         Vec::new()
     }
@@ -600,7 +602,7 @@ impl Poster {
             Policy::Terminal { retries } => {
                 if self.failures > retries {
                     let msg = format!("gave up after {} failed rounds or sessions (last: {why})", self.failures);
-                    return vec![self.finish(FailReason::Retries, msg)];
+                    return vec![self.finish("retries", msg)];
                 }
                 vec![Action::Sync]
             }
@@ -614,7 +616,7 @@ impl Poster {
                         format!("{} failed rounds or sessions", self.failures)
                     };
                     let abort = Action::Send(ClientMsg::Abort { reason: "gave_up".into() });
-                    return vec![abort, self.finish(FailReason::Retries, format!("gave up after {n} (last: {why})"))];
+                    return vec![abort, self.finish("retries", format!("gave up after {n} (last: {why})"))];
                 }
                 if self.need_sync || self.sync.is_none() {
                     vec![Action::Sync]
@@ -625,9 +627,17 @@ impl Poster {
         }
     }
 
-    fn finish(&mut self, reason: FailReason, message: String) -> Action {
-        self.stage = Stage::Finished;
-        Action::Fail { reason, message }
+    /// Ends this poster's work locally: no posting goes on, no verdict is said.
+    fn stop(&mut self) {
+        self.running = false;
+        self.stage = Stage::Between;
+        self.my_tag = None;
+        self.peer_tag = None;
+    }
+
+    fn finish(&mut self, reason: &str, message: String) -> Action {
+        self.stop();
+        Action::Fail { reason: reason.to_string(), message }
     }
 
     fn ledger(&self) -> Ledger {
@@ -667,4 +677,23 @@ pub fn refine(errors: &[Option<i64>], tol_us: i64) -> i64 {
     }
     errs.sort_unstable();
     errs[errs.len() / 2]
+}
+
+/// Refusals that come in the normal course of a round and need no word to people: a post
+/// refused once the round was stopped or over (the self-check judges the round anyway), a
+/// `ready` that crossed the peer's desync, a confirm during or after a dropped round, or made
+/// before the peer's drop reached us (we confirm again when its `dropped` comes), and an early
+/// `done` (said again).
+pub fn expected_refusal(code: ErrorCode) -> bool {
+    matches!(
+        code,
+        ErrorCode::NoRound
+            | ErrorCode::OutsideWindow
+            | ErrorCode::TooManyPosts
+            | ErrorCode::BoardFull
+            | ErrorCode::RoundRunning
+            | ErrorCode::RoundDropped
+            | ErrorCode::StaleConfirm
+            | ErrorCode::TooEarly
+    )
 }

@@ -3,7 +3,7 @@
 //! late rule judges (`RoundFacts::spoiled`).
 
 use crate::clock::SyncSample;
-use crate::protocol::{ClientMsg, Entry, ErrorCode, Label};
+use crate::protocol::{ClientMsg, Entry, Label};
 use crate::secret::{self, Ledger, OwnPost, RoundView, Span};
 use serde_json::{json, Value};
 
@@ -102,27 +102,6 @@ pub struct KeyMade {
     pub drops: u32,
 }
 
-/// Why the engine stopped without a key.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum FailReason {
-    PeerLeft,
-    Idle,
-    Retries,
-    /// Browser: the session was ended by the room (`reset`, `gave_up`, `user`).
-    Stopped,
-}
-
-impl FailReason {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            FailReason::PeerLeft => "peer_left",
-            FailReason::Idle => "idle",
-            FailReason::Retries => "retries",
-            FailReason::Stopped => "stopped",
-        }
-    }
-}
-
 /// What the engine wants done.
 #[derive(Clone, Debug, PartialEq)]
 pub enum Action {
@@ -130,7 +109,8 @@ pub enum Action {
     /// Measure the clock, then call `synced`.
     Sync,
     /// Draw this round's posting times and labels, then call `scheduled`.
-    Schedule { t_start_us: i64, t_end_us: i64, rate_hz: f64 },
+    /// (`shift_us`: a post sent at local time s is predicted at server time s + shift.)
+    Schedule { t_start_us: i64, t_end_us: i64, rate_hz: f64, shift_us: i64 },
     /// Send this post now, then call `sent`.
     Post { label: Label, target_us: i64 },
     /// Send `done` now, then call `done_sent`.
@@ -139,16 +119,14 @@ pub enum Action {
     /// The peer's `dropped` narrowed our open round.
     Dropped { session: String, round: u32, spans: Vec<Span>, view: RoundView, ledger: Ledger },
     Key(Box<KeyMade>),
-    KeyVoid { strength: u32 },
+    KeyVoid { session: String, round: u32, strength: u32 },
     /// The server's verdict; `key` is ours when both tags matched.
     Confirmed { matched: bool, key: Option<Box<KeyMade>> },
     /// The session ended, or (`session_goes_on`: a `desync`) only the round `round`.
     Aborted { reason: String, round: Option<u32>, session_goes_on: bool },
-    /// The room was reset: the session ended.
-    Reset,
-    /// A refusal the engine does not act on: for people.
-    Error { code: ErrorCode, message: String },
-    Fail { reason: FailReason, message: String },
+    /// The engine stops: `peer_left`, `idle`, `retries`, or (browser) the peer's `gave_up`,
+    /// `user`, or any abort while not running.
+    Fail { reason: String, message: String },
 }
 
 impl Action {
@@ -158,24 +136,20 @@ impl Action {
         match self {
             Action::Send(m) => json!({"send": m}),
             Action::Sync => json!({"sync": {}}),
-            Action::Schedule { t_start_us, t_end_us, rate_hz } => {
-                json!({"schedule": {"t_start_us": t_start_us, "t_end_us": t_end_us, "rate_hz": rate_hz}})
+            Action::Schedule { t_start_us, t_end_us, rate_hz, shift_us } => {
+                json!({"schedule": {"t_start_us": t_start_us, "t_end_us": t_end_us, "rate_hz": rate_hz, "shift_us": shift_us}})
             }
             Action::Post { label, target_us } => json!({"post": {"label": label, "target_us": target_us}}),
             Action::Done => json!({"done": {}}),
             Action::Round(r) => json!({ "round": r.to_json() }),
             Action::Dropped { session, round, spans, view, .. } => {
-                json!({"dropped": {"session": session, "round": round, "spans": spans, "n": view.n}})
+                json!({"dropped": {"session": session, "round": round, "spans": spans, "n": view.n, "a": view.a, "left_out": view.dropped.len()}})
             }
             Action::Key(k) => json!({ "key": k.to_json() }),
-            Action::KeyVoid { strength } => json!({"key_void": {"strength": strength}}),
+            Action::KeyVoid { session, round, strength } => json!({"key_void": {"session": session, "round": round, "strength": strength}}),
             Action::Confirmed { matched, .. } => json!({"confirmed": {"matched": matched}}),
-            Action::Aborted { reason, round, session_goes_on } => {
-                json!({"aborted": {"reason": reason, "round": round, "session_goes_on": session_goes_on}})
-            }
-            Action::Reset => json!({"reset": {}}),
-            Action::Error { code, message } => json!({"error": {"code": code, "message": message}}),
-            Action::Fail { reason, message } => json!({"fail": {"reason": reason.as_str(), "message": message}}),
+            Action::Aborted { reason, round, .. } => json!({"aborted": {"reason": reason, "round": round}}),
+            Action::Fail { reason, message } => json!({"fail": {"reason": reason, "message": message}}),
         }
     }
 }
@@ -211,7 +185,7 @@ impl RoundReport {
 
 impl KeyMade {
     pub fn to_json(&self) -> Value {
-        json!({"key": secret::hex(&self.key), "tag": self.tag, "strength": self.ledger.strength, "n": self.ledger.n,
+        json!({"key": secret::hex(&self.key), "tag": self.tag, "session": self.session, "strength": self.ledger.strength, "n": self.ledger.n,
             "a": self.ledger.a, "bits": secret::bits_string(&self.bits), "round": self.round, "rounds": self.rounds, "drops": self.drops})
     }
 }

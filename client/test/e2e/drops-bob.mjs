@@ -14,11 +14,11 @@ import { parentPort, workerData } from 'node:worker_threads';
 import { randomFillSync } from 'node:crypto';
 import * as secret from '../../js/secret.js';
 import { SYNC_SAMPLES, sample, best, poisson, uniformFrom, labelsFromBytes } from '../../js/timing.js';
+/** `done` this long (µs) + 2τ after our estimate of t_end, as the engine says. */
+import { DONE_MARGIN_US } from '../../js/poster.js';
 
 /** How late the held post leaves, in τ: far enough that no jitter brings it back within τ. */
 const HOLD_TAU = 6;
-/** `done` this long (µs) + 2τ after our estimate of t_end, as worker.js does. */
-const DONE_MARGIN_US = 3_000;
 
 const ORIGIN_US = Math.round(performance.timeOrigin * 1000);
 const nowUs = () => ORIGIN_US + Math.round(performance.now() * 1000);
