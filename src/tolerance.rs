@@ -1,6 +1,6 @@
 //! The default-tolerance rule, one definition for both posters: `client/js/timing.js`
 //! (`toleranceRule`, `defaultTolerance`) is its twin, and both are held to
-//! `tests/vectors/tolerance.json`. Pure arithmetic: no clock, no I/O.
+//! `tests/vectors/tolerance/rule.json`. Pure arithmetic: no clock, no I/O.
 //!
 //! From a floor (a page's: `browser_floor`; a terminal's: `TERMINAL_FLOOR_MS`), a calibration's
 //! deviations (µs: how far each of a burst of posting-like messages landed from the median

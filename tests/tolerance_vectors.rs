@@ -1,4 +1,4 @@
-//! The default-tolerance rule of `src/tolerance.rs` against `tests/vectors/tolerance.json`,
+//! The default-tolerance rule of `src/tolerance.rs` against `tests/vectors/tolerance/rule.json`,
 //! which `client/test/gen-tolerance-vectors.mjs` writes from `client/js/timing.js`: one rule,
 //! two languages, the same picks.
 
@@ -19,7 +19,7 @@ fn close(a: Option<f64>, b: &Value) -> bool {
 
 #[test]
 fn the_rule_picks_what_the_page_picks() {
-    let doc: Value = serde_json::from_str(&std::fs::read_to_string("tests/vectors/tolerance.json").unwrap()).unwrap();
+    let doc: Value = serde_json::from_str(&std::fs::read_to_string("tests/vectors/tolerance/rule.json").unwrap()).unwrap();
     assert_eq!(browser_floor(true, 5.0), doc["floors"]["isolated_5us"].as_f64().unwrap());
     assert_eq!(browser_floor(false, 100.0), doc["floors"]["not_isolated_100us"].as_f64().unwrap());
     assert_eq!(browser_floor(true, 300.0), doc["floors"]["isolated_300us"].as_f64().unwrap());

@@ -158,7 +158,7 @@ export function fromPings(delaysUs) {
 
 /**
  * The default-tolerance rule, one definition for both posters (src/tolerance.rs is its twin,
- * both held to tests/vectors/tolerance.json): from `floorMs` (browserFloor, or
+ * both held to tests/vectors/tolerance/rule.json): from `floorMs` (browserFloor, or
  * TERMINAL_FLOOR_MS), a calibration's deviations `devs` (µs, at least 120; the page measures
  * them, see above) and clock-sync round trips `pingDelaysUs`. With a calibration, the model
  * above; without, the floor, widened to what the round trips' jitter asks (fromPings) —

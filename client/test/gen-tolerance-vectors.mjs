@@ -1,4 +1,4 @@
-// gen-tolerance-vectors.mjs — writes tests/vectors/tolerance.json: the default-tolerance rule
+// gen-tolerance-vectors.mjs — writes tests/vectors/tolerance/rule.json: the default-tolerance rule
 // (timing.js toleranceRule, browserFloor, fromPings) on calibrations and round trips of every
 // kind a poster meets, with what it picks. src/tolerance.rs is held to the same file
 // (tests/tolerance_vectors.rs), and so is timing.js (timing.test.mjs). Run it only when the
@@ -61,5 +61,5 @@ const doc = {
   from_pings: Object.fromEntries(Object.entries(pings).map(([k, d]) => [k, fromPings(d)])),
   cases,
 };
-writeFileSync(new URL('../../tests/vectors/tolerance.json', import.meta.url), JSON.stringify(doc) + '\n');
-console.log(`${cases.length} cases written to tests/vectors/tolerance.json`);
+writeFileSync(new URL('../../tests/vectors/tolerance/rule.json', import.meta.url), JSON.stringify(doc) + '\n');
+console.log(`${cases.length} cases written to tests/vectors/tolerance/rule.json`);

@@ -172,3 +172,19 @@ test('round length: about POSTS_PER_ROUND posts per poster plus two guards', () 
   assert.equal(roundDurationMs(0.01), 10);
   assert.equal(roundDurationMs(1000), 120_000);
 });
+
+test('the default-tolerance rule picks what tests/vectors/tolerance/rule.json says (src/tolerance.rs passes the same file)', async () => {
+  const { readFileSync } = await import('node:fs');
+  const { toleranceRule, browserFloor, fromPings } = await import('../js/timing.js');
+  const doc = JSON.parse(readFileSync(new URL('../../tests/vectors/tolerance/rule.json', import.meta.url), 'utf8'));
+  assert.equal(browserFloor(true, 5), doc.floors.isolated_5us);
+  assert.equal(browserFloor(false, 100), doc.floors.not_isolated_100us);
+  assert.equal(browserFloor(true, 300), doc.floors.isolated_300us);
+  for (const [name, ms] of Object.entries(doc.from_pings)) assert.equal(fromPings(doc.pings[name]), ms, `fromPings ${name}`);
+  assert.ok(doc.cases.length >= 50);
+  for (const c of doc.cases) {
+    const devs = doc.calibrations[c.calibration];
+    const got = toleranceRule(c.floor_ms, devs && devs.length >= 120 ? devs : null, doc.pings[c.pings]);
+    assert.deepEqual(got, c.expect, `${c.floor_ms}/${c.calibration}/${c.pings}`);
+  }
+});
