@@ -479,11 +479,7 @@ export class Poster {
       return this.running ? out.concat(this.failed('desync', now)) : out;
     }
     const wasRunning = this.running;
-    this.session = null;
-    this.kept = [];
-    this.current = null;
-    this.open = null;
-    this.myTag = null;
+    this.endSession();
     const out = [{ aborted: { reason, round: null } }];
     if (this.policy.stopsOn.has(reason) || !wasRunning) {
       this.stop();
@@ -495,16 +491,21 @@ export class Poster {
 
   onReset(now) {
     const wasRunning = this.running;
-    this.session = null;
-    this.kept = [];
-    this.current = null;
-    this.open = null;
-    this.myTag = null;
+    this.endSession();
     if (this.policy.resetStops || !wasRunning) {
       this.stop();
       return [];
     }
     return this.failed('reset', now);
+  }
+
+  /** The session is over (aborted or reset): nothing of it is kept. */
+  endSession() {
+    this.session = null;
+    this.kept = [];
+    this.current = null;
+    this.open = null;
+    this.myTag = null;
   }
 
   /** The other poster left: the terminal stops once rounds were made; the browser waits for the room's `aborted`. */
