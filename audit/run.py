@@ -383,8 +383,9 @@ def main():
         if "chromium" in only:
             d = os.path.join(out, "chromium")
             os.makedirs(d, exist_ok=True)
-            # Two tabs keep ~20-25 entries a second on this machine (BENCHMARKS.md, "Web
-            # client"): 100 000 scored entries (half the rounds train) take about 2.5 hours.
+            # Two tabs keep roughly 20-25 entries a second on this machine (an estimate from
+            # the Chromium audit's runs, SECURITY.md): 100 000 scored entries (half the rounds
+            # train) take about 2.5 hours.
             p = subprocess.run(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(max(1, round(150 * ts)))], capture_output=True, text=True, env=dict(os.environ, SGP_BIN=sgp))
             sys.stderr.write(p.stderr[-4000:])
             files = [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".json")]

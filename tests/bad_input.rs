@@ -1,4 +1,4 @@
-//! Hostile input over real loopback sockets (PROTOCOL §8, §9). Each test starts its own
+//! Hostile input over real loopback sockets (docs/protocol.md §8, §9). Each test starts its own
 //! `sgp serve`, sends something a hostile or broken client would send, checks the exact
 //! answer (an `error` with its stable code, a close code, an HTTP status), checks that the
 //! same connection still works where the protocol keeps it open, and ends by proving the

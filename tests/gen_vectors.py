@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Shared test vectors for the board -> key derivation (PROTOCOL §6).
+"""Shared test vectors for the board -> key derivation (docs/protocol.md §5).
 
     python3 tests/gen_vectors.py           # rewrite the generated vectors, tests/vectors/gen_*.json
     python3 tests/gen_vectors.py --check   # recompute the expectations of every vector, hand-written

@@ -7,7 +7,7 @@ import { render } from './view.js';
 
 /**
  * Measurements of this browser's message jitter (each ~1.6 s) taken on the landing view, one
- * after the other. Measured (BENCHMARKS.md, "Web client"): the seconds after a page loads are
+ * after the other. Measured (docs/journal/2026-12-01-browser-key-time-under-load.md): the seconds after a page loads are
  * far noisier than later — 20-80 ms stalls in most first measurements, p90 up to 40 ms, while
  * the rounds made later see p90 0.3-0.4 ms — so the default comes from the quietest of them
  * (the one with the least expected time per bit). Create waits for the first that says

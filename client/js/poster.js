@@ -15,7 +15,7 @@ export const LATE_SHARE = 0.5;
  * `done` leaves DONE_MARGIN_US + 2τ after our estimate of the server's t_end, a time fixed by
  * t_end alone, and no post leaves less than DONE_QUIET_US before it (one that would is
  * skipped): so `done`, whose time the room sees as `closed`'s, never waits on a post
- * (PROTOCOL §4), and a delay jitter of up to τ cannot bring it before t_end.
+ * (docs/protocol.md §4), and a delay jitter of up to τ cannot bring it before t_end.
  */
 export const DONE_MARGIN_US = 3_000;
 export const DONE_QUIET_US = 500;

@@ -203,7 +203,7 @@ const usable = (calib) => (calib && calib.ok && Array.isArray(calib.dev_series_u
 
 /**
  * The calibration's messages go beyond a given τ more often than the posts of a round do:
- * measured (BENCHMARKS.md, "Guard, lead and model"), the share of calibration deviations
+ * measured (docs/journal/2026-12-01-browser-guard-lead-model.md), the share of calibration deviations
  * above τ = 1-1.75 ms (ten pages' measurements) was 3-4× the share of round posts whose
  * arrival error was (four pairs of tabs, 5 643 posts); pings go four times as often as posts,
  * and are sent while the page loads. So a post's chance of missing τ is taken as the

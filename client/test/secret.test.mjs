@@ -168,7 +168,7 @@ test('the ledger never goes below zero', () => {
   assert.deepEqual(ledger([[4, 2], [10, 5]], 32), { n: 14, a: 7, log2_binom: 10, tag_bits: 32, margin_bits: 64, strength: 0 });
   assert.equal(ledger([[1000, 500]], 32).strength, 994 - 32 - 64);
   assert.equal(ledger([], 32).strength, 0);
-  // PROTOCOL §6.4: a 256-bit key needs at least 357 kept entries.
+  // docs/protocol.md §5.5: a 256-bit key needs at least 357 kept entries.
   assert.equal(ledger([[357, 178]], 32).strength, 256);
   assert.equal(ledger([[356, 178]], 32).strength, 255);
 });

@@ -155,7 +155,7 @@ function onClosed(m) {
   const timed = p.posts.filter((_, k) => !p.coalesced.includes(k + 1));
   // The one thing only this test poster knows: which post it held back. If the self-check
   // still finds it matched (another entry with its label, not one of our earlier posts', sure
-  // — within SURE of τ — of its prediction), it looks matched to anyone — PROTOCOL §6.2's blind
+  // — within SURE of τ — of its prediction), it looks matched to anyone — docs/protocol.md §5.3's blind
   // spot, which a confirmation would catch as a mismatch. Drop such a round whole instead:
   // this test is about spans, not mismatches. (A near entry that is only doubtful leaves the
   // held post unmatched, with its span, as it should.)

@@ -37,7 +37,7 @@ test('two pages in one browser reach the same confirmed key, strength ≥ 256', 
   // A creates with a generous tolerance, 4 ms: this test checks that the key is right, and on
   // the shared 2-core machine the tests run on, the page's measured default (1-2.5 ms, taken
   // at a quiet moment) has seen every round of a session dropped when the load rose to 3-4
-  // (BENCHMARKS.md, "Web client"). The default itself is checked by load.test.mjs (the value
+  // (docs/journal/2026-12-01-browser-key-time-under-load.md). The default itself is checked by load.test.mjs (the value
   // timing.js picks from the page's measurements) and lan.test.mjs, and measured by
   // `make bench-browser`; the round size is still the page's own choice for 4 ms.
   const { code, link } = await h.createRoom(s.A, fx.server, { toleranceMs: 4 });
