@@ -169,11 +169,6 @@ impl Poster {
         &self.params
     }
 
-    /// The bias learnt so far, µs.
-    pub fn bias_us(&self) -> i64 {
-        self.bias_us
-    }
-
     /// To make a key: measure the clock first.
     pub fn start(&mut self, now: i64) -> Vec<Action> {
         self.stage = Stage::Between;
@@ -359,8 +354,7 @@ impl Poster {
         let timed = facts.timed();
         let outcome = secret::derive_round(&board, facts.t_start, facts.t_end, &timed, to_sync(facts.sync), self.me, tol, guard, &[]);
         let errors = secret::arrival_errors(&board, &timed, to_sync(facts.sync));
-        let bias_step_us = refine(&errors, tol);
-        self.bias_us += bias_step_us;
+        self.bias_us += refine(&errors, tol);
         let within = errors.iter().flatten().filter(|e| e.abs() <= tol).count();
         self.need_sync = (!timed.is_empty() && (within as f64) < ALIGNED_SHARE * timed.len() as f64) || facts.skipped as usize * 4 > facts.planned;
         let mut report = RoundReport {
@@ -372,8 +366,6 @@ impl Poster {
             view: None,
             ledger: None,
             unmatched: None,
-            bias_step_us,
-            arrival_errors: errors,
             target_bits: self.params.target_bits,
         };
         let view = match outcome {

@@ -81,9 +81,6 @@ pub struct RoundReport {
     pub ledger: Option<Ledger>,
     /// Desync: (unmatched, total).
     pub unmatched: Option<(u32, u32)>,
-    /// The bias step learnt from this round, and whether the next round re-syncs (browser).
-    pub bias_step_us: i64,
-    pub arrival_errors: Vec<Option<i64>>,
     /// The room's target, for reports.
     pub target_bits: u32,
 }
