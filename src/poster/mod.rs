@@ -117,8 +117,8 @@ pub struct Poster {
     counted: Vec<Counted>,
     last_closed: Option<u32>,
     stage: Stage,
-    my_tag: Option<String>,
     peer_tag: Option<String>,
+    /// The key our outstanding `confirm` stands for (its tag is what we confirmed).
     key: Option<KeyMade>,
     failures_in_a_row: u32,
     failures: u32,
@@ -146,7 +146,6 @@ impl Poster {
             counted: Vec::new(),
             last_closed: None,
             stage: Stage::Between,
-            my_tag: None,
             peer_tag: None,
             key: None,
             failures_in_a_row: 0,
@@ -327,7 +326,7 @@ impl Poster {
         }
         self.last_ok = false;
         self.running = true; // only our own `ready` can start a round
-        self.my_tag = None;
+        self.key = None;
         self.peer_tag = None;
         self.rounds_used = round;
         let sync = SyncSample { offset_us: sync.offset_us + self.bias_us, delay_us: sync.delay_us };
@@ -442,7 +441,7 @@ impl Poster {
             *k = (round, view.n, view.a, view.bits.clone());
         }
         let mut out = vec![Action::Dropped { session: session.clone(), round, spans, view, ledger: self.ledger() }];
-        if self.my_tag.is_some() {
+        if self.key.is_some() {
             out.extend(self.verdict(&session, round, drops));
         }
         out
@@ -462,7 +461,6 @@ impl Poster {
             return vec![Action::Send(ClientMsg::Ready {})];
         };
         let tag = secret::tag(&key, self.params.tag_bits);
-        self.my_tag = Some(tag.clone());
         let made = KeyMade { session: session.to_string(), key, bits, tag: tag.clone(), ledger, round, rounds: self.counted.len() as u32, drops };
         self.key = Some(made.clone());
         vec![Action::Key(Box::new(made)), Action::Send(ClientMsg::Confirm { tag, drops })]
@@ -470,8 +468,7 @@ impl Poster {
 
     /// The key our last confirm stood for no longer holds.
     fn void_key(&mut self, session: &str, round: u32, strength: u32) -> Vec<Action> {
-        self.key = None;
-        match self.my_tag.take() {
+        match self.key.take() {
             Some(_) => vec![Action::KeyVoid { session: session.to_string(), round, strength }],
             None => Vec::new(),
         }
@@ -480,10 +477,10 @@ impl Poster {
     /// The server's verdict on the tags: with ours matching, the key is made; else a new
     /// session. Without a confirm of ours out (voided, or none) it is not ours.
     fn on_confirmed(&mut self, matched: bool, now: i64) -> Vec<Action> {
-        if self.my_tag.is_none() {
+        let Some(mine) = &self.key else {
             return Vec::new();
-        }
-        let matched = matched && self.my_tag == self.peer_tag;
+        };
+        let matched = matched && self.peer_tag.as_deref() == Some(mine.tag.as_str());
         self.session = None;
         self.counted.clear();
         if matched {
@@ -491,7 +488,6 @@ impl Poster {
             self.stop();
             return vec![Action::Confirmed { matched: true, key }];
         }
-        self.my_tag = None;
         self.key = None;
         let mut out = vec![Action::Confirmed { matched: false, key: None }];
         out.extend(self.failed("confirmation mismatch", now));
@@ -502,7 +498,6 @@ impl Poster {
         if reason == "desync" && self.session.is_some() {
             // One of us found the last round out of sync: it is dropped, the session goes on.
             self.stage = Stage::Between;
-            self.my_tag = None;
             self.key = None;
             let dropped = self.last_closed.take();
             if let Some(r) = dropped {
@@ -552,7 +547,6 @@ impl Poster {
         self.session = None;
         self.counted.clear();
         self.stage = Stage::Between;
-        self.my_tag = None;
         self.key = None;
     }
 
@@ -623,7 +617,7 @@ impl Poster {
     fn stop(&mut self) {
         self.running = false;
         self.stage = Stage::Between;
-        self.my_tag = None;
+        self.key = None;
         self.peer_tag = None;
     }
 
