@@ -450,7 +450,13 @@ fn join_round(key: &crate::audit::RoundKey, ra: &serde_json::Value, rb: &serde_j
         dropped.late += 1;
         return None;
     }
-    let (tol, guard) = (params.tolerance_us(), params.guard_us());
+    // The round's own τ, guard and rate where the record has them (they follow the posters'
+    // asks), else the room's.
+    let p = &ra["params"];
+    let (tol, guard, rate_hz) = match (p["tolerance_us"].as_i64(), p["guard_us"].as_i64(), p["rate_hz"].as_f64()) {
+        (Some(t), Some(g), Some(r)) => (t, g, r),
+        _ => (params.tolerance_us(), params.guard_us(), params.rate_hz),
+    };
     // Each poster's own spans first (what its `drop` said), then each view with the
     // other's, as the posters derived them.
     let d = |posts: &[OwnPost], sync, me, peer: &[secret::Span]| derive_round(&board, ts, te, posts, sync, me, tol, guard, peer);
@@ -479,7 +485,7 @@ fn join_round(key: &crate::audit::RoundKey, ra: &serde_json::Value, rb: &serde_j
         t_start_us: ts,
         t_end_us: te,
         tolerance_us: tol,
-        rate_hz: params.rate_hz,
+        rate_hz,
         kept,
         by_alice: va.mine,
         relayed: crate::audit::Relayed::default(),

@@ -10,7 +10,7 @@ sgp — shared secret generation over an anonymous broadcast channel
 
 usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
-  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--json] [--record FILE]
+  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--no-adapt] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow] [--record FILE]
   sgp eve --attack RECORD... [--json]
   sgp bench key|sweep|jitter|load|idle|legacy [options] [--server URL] [--json]
@@ -33,7 +33,12 @@ pair    make a key from this terminal: without --room, create a room and print i
         --target-bits N       key strength to reach (creator only; default 256)
         --duration-ms MS      each round's posting window (creator only; default: enough
                               for a third of the target)
-        --retries N           failed rounds or sessions before giving up (default 100)
+        --retries N           failed rounds or sessions before giving up (default 100);
+                              a dropped round counts only once this poster asks the
+                              widest τ and lowest rate its path allows
+        --no-adapt            ask nothing: every round at the room's τ and rate (by
+                              default each poster asks for what its path and its last
+                              rounds need; docs/protocol.md §6)
         --json                one JSON object per line on stdout
         --record FILE         save what this poster knows (own posts, clock sync, boards,
                               messages heard) as JSON when it ends: KEY MATERIAL, mode 0600
@@ -137,6 +142,7 @@ struct Args {
     attack: Option<Vec<String>>,
     plan: Option<String>,
     hold_post: bool,
+    no_adapt: bool,
     // bench
     what: Option<String>,
     pairs: Option<usize>,
@@ -172,6 +178,7 @@ impl Default for Args {
             attack: None,
             plan: None,
             hold_post: false,
+            no_adapt: false,
             what: None,
             pairs: None,
             connections: None,
@@ -236,6 +243,7 @@ impl Args {
             "schedule" => self.plan = Some(p.value()?.string()?),
             // Not in the usage either: holds one post in 16 back, for the tests of `drop`.
             "testing-hold-post" => self.hold_post = true,
+            "no-adapt" => self.no_adapt = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -314,6 +322,7 @@ impl Args {
             duration_ms: self.duration_ms,
             schedule,
             hold_post: self.hold_post,
+            adapt: !self.no_adapt,
         }))
     }
 

@@ -43,6 +43,9 @@ pub struct Opts {
     /// posts it held, this poster drops such a round (`abort {desync}`) instead. It costs bits,
     /// and the audit's `loopback-held` scenario checks that the spans give nothing away.
     pub hold_post: bool,
+    /// Ask for τ and the rate each round from this poster's path and outcomes (the default;
+    /// `--no-adapt` asks nothing: every round at the room's parameters, every failure counted).
+    pub adapt: bool,
 }
 
 /// The confirmed key and the ledger behind its strength.
@@ -136,9 +139,14 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     let began = Instant::now();
     let out = Out { json: opts.json };
     let mut c = Client::connect(&opts.server).await?;
-    let (room, role, params, first_sync) = enter(&mut c, opts, &out).await?;
+    let Entered { room, role, params, samples } = enter(&mut c, opts, &out).await?;
     rec.joined = Some((room.clone(), role, params.clone()));
+    let first_sync = crate::clock::best(&samples);
     let mut poster = Poster::new(Policy::Terminal { retries: opts.retries }, &room, role, params).map_err(|e| fail(EXIT_OTHER, e))?;
+    if opts.adapt {
+        let (floor, ceil) = ask_range(opts, &samples);
+        poster.adapt(floor, ceil);
+    }
     let mut d = Driver { c, out, opts, rec, rng: fastrand::Rng::new(), first_sync, call_us: Vec::new(), room, role, began };
     let mut queue: VecDeque<Action> = poster.start(d.c.clock.now_us()).into();
     loop {
@@ -155,18 +163,25 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     }
 }
 
+/// What `enter` found: the room, our role, its parameters, and the first clock sync's round
+/// trips (µs), which the first sync and our asks' floor and ceiling come from.
+struct Entered {
+    room: String,
+    role: Role,
+    params: Params,
+    samples: Vec<SyncSample>,
+}
+
 /// Creates or joins the room (a creator not told its tolerance measures this path first:
-/// `clock::auto_tolerance_ms`) and says so. Returns the room, our role, its parameters, and
-/// the creator's measurement as the first clock sync.
-async fn enter(c: &mut Client, opts: &Opts, out: &Out) -> Result<(String, Role, Params, Option<SyncSample>), Failure> {
-    let mut first_sync = None;
+/// `clock::auto_tolerance_ms`; a joiner measures once it has joined) and says so.
+async fn enter(c: &mut Client, opts: &Opts, out: &Out) -> Result<Entered, Failure> {
+    let mut samples = Vec::new();
     let hello = match &opts.room {
         None => {
             let tolerance_ms = match opts.tolerance_ms {
                 Some(t) => t,
                 None => {
-                    let samples = c.sync_samples(SYNC_SAMPLES).await?;
-                    first_sync = crate::clock::best(&samples);
+                    samples = c.sync_samples(SYNC_SAMPLES).await?;
                     crate::clock::auto_tolerance_ms(&samples)
                 }
             };
@@ -204,7 +219,27 @@ async fn enter(c: &mut Client, opts: &Opts, out: &Out) -> Result<(String, Role, 
     out.event("room", json!({"code": room, "role": role, "params": params}), || {
         format!("joined room {room} as {}; tolerance {} ms, target {} bits", role.as_str(), params.tolerance_ms, params.target_bits)
     });
-    Ok((room, role, params, first_sync))
+    if samples.is_empty() {
+        samples = c.sync_samples(SYNC_SAMPLES).await?;
+    }
+    Ok(Entered { room, role, params, samples })
+}
+
+/// Our asks' range (docs/poster.md, "Adapting"): from the tolerance rule's pick for our path
+/// (or the τ we were told) to what our round trips need (`widest_us`); a τ we were told is
+/// also the ceiling, so that only the rate adapts.
+fn ask_range(opts: &Opts, samples: &[SyncSample]) -> (i64, i64) {
+    let delays: Vec<i64> = samples.iter().map(|s| s.delay_us).collect();
+    match opts.tolerance_ms {
+        Some(t) => {
+            let us = (t * 1000.0).round() as i64;
+            (us, us)
+        }
+        None => {
+            let floor = crate::tolerance::tolerance_rule(crate::tolerance::TERMINAL_FLOOR_MS, None, &delays).ms;
+            ((floor * 1000.0).round() as i64, crate::poster::widest_us(&delays))
+        }
+    }
 }
 
 /// The creator's room parameters, at tolerance `tol` (ms).
@@ -435,19 +470,19 @@ fn exit_code(reason: &str) -> i32 {
 fn tell_round(out: &Out, r: &RoundReport) {
     let (s, round, n, f) = (&r.session, r.round, r.board.len(), &r.facts);
     match (r.outcome, &r.view) {
-        (Outcome::Held, _) => out.event("round", json!({"session": s, "round": round, "n": n, "kept": null, "aborted": "held_post_matched"}), || {
+        (Outcome::Held, _) => out.event("round", with_params(f, json!({"session": s, "round": round, "n": n, "kept": null, "aborted": "held_post_matched"})), || {
             format!("round {round}: a held post passes for matched (testing only); dropping it")
         }),
         (Outcome::Late, _) => out.event(
             "round",
-            json!({"session": s, "round": round, "n": n, "kept": null, "posts": f.posts.len(), "aborted": "late", "late_us": f.late_us(), "skipped": f.skipped}),
+            with_params(f, json!({"session": s, "round": round, "n": n, "kept": null, "posts": f.posts.len(), "aborted": "late", "late_us": f.late_us(), "skipped": f.skipped})),
             || format!("round {round}: this poster could not keep its schedule (a post {} µs late, {} skipped); dropping it", f.late_us(), f.skipped),
         ),
         (Outcome::Desync, _) => {
             let (unmatched, total) = r.unmatched.unwrap_or_default();
             out.event(
                 "round",
-                json!({"session": s, "round": round, "n": n, "kept": null, "posts": total, "aborted": "desync", "unmatched": unmatched}),
+                with_params(f, json!({"session": s, "round": round, "n": n, "kept": null, "posts": total, "aborted": "desync", "unmatched": unmatched})),
                 || format!("round {round}: out of sync ({unmatched} of my {total} posts not found on the board); retrying"),
             )
         }
@@ -460,12 +495,19 @@ fn tell_round(out: &Out, r: &RoundReport) {
             let strength = r.ledger.as_ref().map_or(0, |l| l.strength);
             out.event(
                 "round",
-                json!({"session": s, "round": round, "n": n, "kept": v.n, "left_out": v.dropped.len(), "posts": f.posts.len(), "strength": strength}),
+                with_params(f, json!({"session": s, "round": round, "n": n, "kept": v.n, "left_out": v.dropped.len(), "posts": f.posts.len(), "strength": strength})),
                 || format!("round {round}: {n} entries, {} kept; strength so far {strength} of {} bits", v.n, r.target_bits),
             );
         }
         (Outcome::Kept, None) => {}
     }
+}
+
+/// A round line with the round's τ and rate (they follow the posters' asks).
+fn with_params(f: &crate::poster::RoundFacts, mut v: serde_json::Value) -> serde_json::Value {
+    v["tolerance_ms"] = json!(f.tol_us as f64 / 1000.0);
+    v["rate_hz"] = json!(f.rate_hz);
+    v
 }
 
 /// A closed round as `--record` keeps it.
@@ -474,7 +516,8 @@ fn record_row(r: &RoundReport, call_us: &[i64]) -> serde_json::Value {
     let mut row = json!({"session": r.session, "round": r.round, "t_start_us": f.t_start, "t_end_us": f.t_end,
         "sync": {"offset_us": f.sync.offset_us, "delay_us": f.sync.delay_us}, "posts": f.posts, "board": r.board,
         "coalesced": f.coalesced, "send_call_us": call_us,
-        "done_us": f.done_us, "late_us": f.late_us(), "skipped": f.skipped, "spoiled": f.spoiled()});
+        "done_us": f.done_us, "late_us": f.late_us(), "skipped": f.skipped, "spoiled": f.spoiled(),
+        "params": {"tolerance_us": f.tol_us, "guard_us": f.guard_us, "rate_hz": f.rate_hz}});
     if let Some(v) = r.view.as_ref().filter(|v| !v.spans.is_empty()) {
         row["spans"] = json!(v.spans);
     }

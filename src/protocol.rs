@@ -106,6 +106,24 @@ pub struct ParamsIn {
     pub duration_ms: Option<u32>,
 }
 
+/// A poster's ask for the next round: τ, and the rate divided by `rate_div` (1 … 64). The
+/// room runs each round at the widest τ and the largest divisor its two posters asked
+/// (`Params::tuned`), a poster without an ask counting as the room's own τ and divisor 1.
+#[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Ask {
+    pub tolerance_ms: f64,
+    #[serde(default = "one")]
+    pub rate_div: u32,
+}
+
+fn one() -> u32 {
+    1
+}
+
+/// The largest rate divisor an ask may carry.
+pub const MAX_ASK_RATE_DIV: u32 = 64;
+
 /// Default tolerance for terminal clients on one machine or a LAN, in ms
 /// (chosen from `sgp bench` measurements: see BENCHMARKS.md).
 pub const DEFAULT_TOLERANCE_MS: f64 = 0.25;
@@ -162,6 +180,39 @@ impl Params {
             tag_bits: tag,
             duration_ms: duration,
         })
+    }
+
+    /// These (the room's own) parameters at the τ and rate divisor of `ask`: the rate scaled
+    /// as 1/τ and divided, the guard scaled as τ (at least the room's own or 2 ms, whichever
+    /// is less), and the posting window long enough for as many kept entries as the room's own
+    /// (docs/protocol.md §6, "Adapting"). The same τ and divisor 1 give these parameters back
+    /// unchanged.
+    pub fn tuned(&self, ask: &Ask) -> Result<Params, String> {
+        if !(0.01..=1000.0).contains(&ask.tolerance_ms) {
+            return Err(format!("ready: ask.tolerance_ms must be in [0.01, 1000], got {}", ask.tolerance_ms));
+        }
+        if !(1..=MAX_ASK_RATE_DIV).contains(&ask.rate_div) {
+            return Err(format!("ready: ask.rate_div must be in [1, {MAX_ASK_RATE_DIV}], got {}", ask.rate_div));
+        }
+        if ask.tolerance_ms == self.tolerance_ms && ask.rate_div == 1 {
+            return Ok(self.clone());
+        }
+        let k = ask.tolerance_ms / self.tolerance_ms;
+        let rate = self.rate_hz / k / f64::from(ask.rate_div);
+        let guard = (self.guard_ms * k).max(self.guard_ms.min(2.0));
+        // Kept entries per second of posting, up to a constant: λ·e^(−2gλ), λ = 2·rate, g = 2τ.
+        let kept = |rate: f64, tol_ms: f64| rate * (-8.0 * tol_ms / 1000.0 * rate).exp();
+        let posting_ms = (f64::from(self.duration_ms) - 2.0 * self.guard_ms).max(1.0) * kept(self.rate_hz, self.tolerance_ms) / kept(rate, ask.tolerance_ms);
+        let duration = (posting_ms + 2.0 * guard).ceil().clamp(10.0, 120_000.0) as u32;
+        let tuned = ParamsIn {
+            tolerance_ms: Some(ask.tolerance_ms),
+            rate_hz: Some(rate),
+            guard_ms: Some(guard.min(f64::from(duration) / 4.0)),
+            target_bits: Some(self.target_bits),
+            tag_bits: Some(self.tag_bits),
+            duration_ms: Some(duration),
+        };
+        Params::resolve(&tuned).map_err(|e| format!("ready: the ask gives no valid round ({e})"))
     }
 
     pub fn tolerance_us(&self) -> i64 {
@@ -235,7 +286,12 @@ pub enum ClientMsg {
     Ping {
         t0_us: i64,
     },
-    Ready {},
+    Ready {
+        /// This poster's ask for the next round (docs/protocol.md §6, "Adapting"); none: the
+        /// room's own parameters.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        ask: Option<Ask>,
+    },
     Post {
         label: Label,
     },
@@ -568,7 +624,7 @@ mod tests {
 
     #[test]
     fn parses_every_client_message() {
-        assert_eq!(parse_client(r#"{"type":"ready"}"#).unwrap(), ClientMsg::Ready {});
+        assert_eq!(parse_client(r#"{"type":"ready"}"#).unwrap(), ClientMsg::Ready { ask: None });
         assert_eq!(
             parse_client(r#"{"type":"post","label":"B"}"#).unwrap(),
             ClientMsg::Post { label: Label::B }

@@ -81,8 +81,8 @@ fn too_many_failed_rounds_is_exit_6() {
         let code = create_room(&mut alice, json!({"tolerance_ms": 1, "duration_ms": 200})).await;
         (alice, code)
     });
-    let bob = spawn_pair(&server, &["--room", &code, "--retries", "2"]);
-    // Alice finds every round out of sync: bob retries twice, then gives up.
+    let bob = spawn_pair(&server, &["--room", &code, "--retries", "2", "--no-adapt"]);
+    // Alice finds every round out of sync: bob (not adapting) retries twice, then gives up.
     rt.block_on(async {
         for _ in 0..3 {
             send(&mut alice, json!({"type": "ready"})).await;
@@ -95,6 +95,50 @@ fn too_many_failed_rounds_is_exit_6() {
     assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
     assert!(stderr(&out).contains("gave up after 3 failed rounds"), "{}", stderr(&out));
     assert_eq!(error_line(&out)["code"], 6);
+}
+
+/// Adapting, a desync first widens τ (bob's `ready` asks for it and the room's next `start`
+/// carries it); only rounds that fail at the widest τ count against `--retries`.
+#[test]
+fn desyncs_widen_tolerance_and_count_only_at_the_widest() {
+    let server = Server::start(&[]);
+    let rt = runtime();
+    let (mut alice, code) = rt.block_on(async {
+        let mut alice = ws(&server).await;
+        let code = create_room(&mut alice, json!({"tolerance_ms": 1, "duration_ms": 200})).await;
+        (alice, code)
+    });
+    let bob = spawn_pair(&server, &["--room", &code, "--retries", "1"]);
+    let taus = rt.block_on(async {
+        let mut taus = Vec::new();
+        loop {
+            send(&mut alice, json!({"type": "ready"})).await;
+            let v = loop {
+                let v = tokio::time::timeout(Duration::from_secs(20), recv(&mut alice)).await.expect("start or left");
+                if v["type"] == "start" || v["event"] == "left" {
+                    break v;
+                }
+            };
+            if v["event"] == "left" {
+                return taus;
+            }
+            taus.push(v["params"]["tolerance_ms"].as_f64().unwrap());
+            send(&mut alice, json!({"type": "abort", "reason": "desync"})).await;
+            recv_type(&mut alice, "aborted").await;
+            assert!(taus.len() < 40, "bob never gave up: {taus:?}");
+        }
+    });
+    let out = wait_output(bob, Duration::from_secs(30));
+    assert_eq!(out.status.code(), Some(6), "{}", stderr(&out));
+    assert!(stderr(&out).contains("gave up after 2 failed rounds"), "{}", stderr(&out));
+    // τ only grows, from the room's 1 ms to at least the 5 ms floor of the widest setting, and
+    // the two counted failures both came at the widest τ.
+    assert_eq!(taus[0], 1.0, "{taus:?}");
+    assert!(taus.windows(2).all(|w| w[1] >= w[0]), "{taus:?}");
+    let widest = *taus.last().unwrap();
+    assert!(widest >= 5.0, "{taus:?}");
+    assert!(taus.len() >= 4, "failures before the widest τ were counted: {taus:?}");
+    assert_eq!(taus[taus.len() - 2], widest, "{taus:?}");
 }
 
 #[test]

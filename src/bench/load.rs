@@ -100,8 +100,8 @@ async fn probe(url: String, seconds: f64, tolerance_ms: Option<f64>) -> Result<P
     let mut out = Probe::default();
     for _ in 0..rounds {
         let sync = alice.sync(SYNC_SAMPLES).await.map_err(gone)?;
-        alice.send(&ClientMsg::Ready {}).await.map_err(gone)?;
-        bob.send(&ClientMsg::Ready {}).await.map_err(gone)?;
+        alice.send(&ClientMsg::Ready { ask: None }).await.map_err(gone)?;
+        bob.send(&ClientMsg::Ready { ask: None }).await.map_err(gone)?;
         let (t_start, t_end) = loop {
             match recv(&mut alice).await? {
                 ServerMsg::Start { t_start_us, t_end_us, .. } => break (t_start_us, t_end_us),

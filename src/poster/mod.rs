@@ -5,12 +5,14 @@
 //! clock, no randomness: `sgp pair` drives it, and `client/js/poster.js` is its twin, held to
 //! the same transcript vectors (`tests/vectors/poster/`).
 
+mod adapt;
 mod report;
 
+pub use adapt::{widest_us, Adapt, Verdict};
 pub use report::{Action, KeyMade, Outcome, RoundFacts, RoundReport};
 
 use crate::clock::SyncSample;
-use crate::protocol::{ClientMsg, Entry, ErrorCode, Label, Params, PeerEvent, Role, ServerMsg};
+use crate::protocol::{Ask, ClientMsg, Entry, ErrorCode, Label, Params, PeerEvent, Role, ServerMsg};
 use crate::secret::{self, Ledger, OwnPost, RoundOutcome, RoundView, Span};
 
 /// How late a post may leave, as a share of the mean gap between this poster's posts. A
@@ -128,6 +130,12 @@ pub struct Poster {
     rounds_used: u32,
     /// Making a key: from `start` (or a round's `start`) until a key, a failure or the end.
     running: bool,
+    /// Our ask for the next round (`adapt`); none: the room's parameters, and every failure
+    /// counts.
+    adapt: Option<Adapt>,
+    /// Our own verdict on the last round's failure, if we made one: whether it came at the
+    /// widest ask (and so counts toward giving up).
+    failed_widest: Option<bool>,
 }
 
 impl Poster {
@@ -155,7 +163,29 @@ impl Poster {
             need_sync: true,
             rounds_used: 0,
             running: false,
+            adapt: None,
+            failed_widest: None,
         })
+    }
+
+    /// Ask for τ and the rate each round from our own outcomes (docs/poster.md, "Adapting"),
+    /// between `floor_us` (the tolerance rule's pick for our path) and `ceil_us`
+    /// (`widest_us` of our round trips). Failures then count only at the widest ask.
+    pub fn adapt(&mut self, floor_us: i64, ceil_us: i64) {
+        self.adapt = Some(Adapt::new(floor_us, ceil_us));
+    }
+
+    /// Our current ask, if we adapt.
+    pub fn ask(&self) -> Option<&Adapt> {
+        self.adapt.as_ref()
+    }
+
+    fn ready(&self) -> Action {
+        let ask = self.adapt.as_ref().map(|a| {
+            let (tolerance_ms, rate_div) = a.ask();
+            Ask { tolerance_ms, rate_div }
+        });
+        Action::Send(ClientMsg::Ready { ask })
     }
 
     /// The last round number started (for reports).
@@ -192,7 +222,7 @@ impl Poster {
         if !self.running {
             return Vec::new();
         }
-        vec![Action::Send(ClientMsg::Ready {})]
+        vec![self.ready()]
     }
 
     /// When the engine next wants `on_timeout`: the next post's target, then `done`'s time,
@@ -220,6 +250,7 @@ impl Poster {
             let latest = (target + p.facts.late_limit_us).min(p.done_at - DONE_QUIET_US);
             if now > latest {
                 p.facts.skipped += 1;
+                p.facts.skip_late_us = p.facts.skip_late_us.max(now - target);
                 p.next += 1;
             } else if now >= target {
                 p.next += 1;
@@ -333,7 +364,9 @@ impl Poster {
         let shift = sync.offset_us + sync.delay_us.div_euclid(2);
         let done_at = t_end - shift + DONE_MARGIN_US + 2 * params.tolerance_us();
         let rate_hz = params.rate_hz;
-        let facts = RoundFacts { t_start, t_end, sync, late_limit_us: late_limit_us(1e6 / rate_hz), ..RoundFacts::default() };
+        let (tol_us, guard_us) = (params.tolerance_us(), params.guard_us());
+        let late_limit_us = late_limit_us(1e6 / rate_hz);
+        let facts = RoundFacts { t_start, t_end, sync, late_limit_us, tol_us, guard_us, rate_hz, ..RoundFacts::default() };
         let p = Posting { session, round, facts, plan: Vec::new(), scheduled: false, next: 0, target: None, done_at, done_times: 0, redo_at: None };
         self.stage = Stage::Posting(Box::new(p));
         vec![Action::Schedule { t_start_us: t_start, t_end_us: t_end, rate_hz, shift_us: shift }]
@@ -348,8 +381,8 @@ impl Poster {
             }
         };
         self.last_closed = Some(round);
-        let (tol, guard) = (self.params.tolerance_us(), self.params.guard_us());
         let facts = p.facts;
+        let (tol, guard) = (facts.tol_us, facts.guard_us);
         let timed = facts.timed();
         let outcome = secret::derive_round(&board, facts.t_start, facts.t_end, &timed, to_sync(facts.sync), self.me, tol, guard, &[]);
         let errors = secret::arrival_errors(&board, &timed, to_sync(facts.sync));
@@ -371,19 +404,37 @@ impl Poster {
             RoundOutcome::Desync { unmatched, total } => {
                 report.outcome = Outcome::Desync;
                 report.unmatched = Some((unmatched, total));
-                return vec![Action::Round(Box::new(report)), abort_desync()];
+                return self.round_failed(report, Some(Verdict::Desync));
             }
             RoundOutcome::Ok(_) if held_passed(&report, &timed, tol) => {
                 report.outcome = Outcome::Held;
-                return vec![Action::Round(Box::new(report)), abort_desync()];
+                return self.round_failed(report, None);
             }
             RoundOutcome::Ok(_) if report.facts.spoiled() => {
                 report.outcome = Outcome::Late;
-                return vec![Action::Round(Box::new(report)), abort_desync()];
+                let f = &report.facts;
+                let late = Verdict::Late { late_us: f.late_us().max(f.skip_late_us), limit_us: f.late_limit_us };
+                return self.round_failed(report, Some(late));
             }
             RoundOutcome::Ok(v) => v,
         };
+        if let Some(a) = &mut self.adapt {
+            a.after(Verdict::Kept { n: view.n, left_out: view.dropped.len() as u32, spans: view.spans.len() as u32 });
+        }
         self.keep_round(report, view, timed)
+    }
+
+    /// A round of ours we cannot use: our ask widens (the `desync` we send comes back as the
+    /// room's `aborted`, and that is the failure, counted if we asked the widest already; a
+    /// held post's, testing only, always is).
+    fn round_failed(&mut self, report: RoundReport, verdict: Option<Verdict>) -> Vec<Action> {
+        if let Some(a) = &mut self.adapt {
+            self.failed_widest = Some(verdict.is_none_or(|v| a.widest(v)));
+            if let Some(v) = verdict {
+                a.after(v);
+            }
+        }
+        vec![Action::Round(Box::new(report)), abort_desync()]
     }
 
     /// A round in sync: our spans go out first (so that the peer and the room leave out the
@@ -424,8 +475,8 @@ impl Poster {
         }
         o.peer_spans.extend_from_slice(&spans);
         o.drops += 1;
-        let (tol, guard) = (self.params.tolerance_us(), self.params.guard_us());
         let f = &o.facts;
+        let (tol, guard) = (f.tol_us, f.guard_us);
         let outcome = secret::derive_round(&o.board, f.t_start, f.t_end, &o.timed, to_sync(f.sync), self.me, tol, guard, &o.peer_spans);
         let (session, drops) = (o.session.clone(), o.drops);
         let RoundOutcome::Ok(view) = outcome else {
@@ -453,12 +504,12 @@ impl Poster {
         let ledger = self.ledger();
         if ledger.strength < self.params.target_bits {
             let mut out = self.void_key(session, round, ledger.strength);
-            out.push(Action::Send(ClientMsg::Ready {}));
+            out.push(self.ready());
             return out;
         }
         let bits: Vec<bool> = self.counted.iter().flat_map(|r| r.3.iter().copied()).collect();
         let Ok(key) = secret::key(&self.room, session, &bits) else {
-            return vec![Action::Send(ClientMsg::Ready {})];
+            return vec![self.ready()];
         };
         let tag = secret::tag(&key, self.params.tag_bits);
         let made = KeyMade { session: session.to_string(), key, bits, tag: tag.clone(), ledger, round, rounds: self.counted.len() as u32, drops };
@@ -490,7 +541,7 @@ impl Poster {
         }
         self.key = None;
         let mut out = vec![Action::Confirmed { matched: false, key: None }];
-        out.extend(self.failed("confirmation mismatch", now));
+        out.extend(self.failed("confirmation mismatch", true, now));
         out
     }
 
@@ -504,8 +555,9 @@ impl Poster {
                 self.counted.retain(|k| k.0 != r);
             }
             let mut out = vec![Action::Aborted { reason, round: dropped, session_goes_on: true }];
+            let counts = self.desync_counts();
             if self.running {
-                out.extend(self.failed("desync", now));
+                out.extend(self.failed("desync", counts, now));
             }
             return out;
         }
@@ -527,7 +579,7 @@ impl Poster {
             out.push(self.finish(&reason, message));
         } else {
             // `disagree` and anything else: a new session.
-            out.extend(self.failed(&reason, now));
+            out.extend(self.failed(&reason, true, now));
         }
         out
     }
@@ -540,7 +592,7 @@ impl Poster {
             self.stop();
             return Vec::new();
         }
-        self.failed("reset", now)
+        self.failed("reset", true, now)
     }
 
     fn end_session(&mut self) {
@@ -548,6 +600,7 @@ impl Poster {
         self.counted.clear();
         self.stage = Stage::Between;
         self.key = None;
+        self.failed_widest = None;
     }
 
     fn on_error(&mut self, code: ErrorCode, now: i64) -> Vec<Action> {
@@ -580,9 +633,24 @@ impl Poster {
 
     /// A round or a session failed: count it, then re-sync (or not) and say `ready` again,
     /// or give up.
-    fn failed(&mut self, why: &str, now: i64) -> Vec<Action> {
-        self.failures += 1;
-        self.failures_in_a_row += 1;
+    /// Adapting, a dropped round counts only if it failed at the widest ask. The peer may
+    /// have found it out of sync before we judged it (or without our finding so): that is a
+    /// desync for us too, and widens our ask as one of our own would. Not adapting, every
+    /// dropped round counts.
+    fn desync_counts(&mut self) -> bool {
+        let Some(a) = &mut self.adapt else { return true };
+        self.failed_widest.take().unwrap_or_else(|| {
+            let widest = a.widest(Verdict::Desync);
+            a.after(Verdict::Desync);
+            widest
+        })
+    }
+
+    fn failed(&mut self, why: &str, counts: bool, now: i64) -> Vec<Action> {
+        if counts {
+            self.failures += 1;
+            self.failures_in_a_row += 1;
+        }
         self.last_ok = false;
         match self.policy {
             Policy::Terminal { retries } => {
@@ -607,7 +675,7 @@ impl Poster {
                 if self.need_sync || self.sync.is_none() {
                     vec![Action::Sync]
                 } else {
-                    vec![Action::Send(ClientMsg::Ready {})]
+                    vec![self.ready()]
                 }
             }
         }

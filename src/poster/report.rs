@@ -47,9 +47,15 @@ pub struct RoundFacts {
     pub held: Vec<i64>,
     pub planned: usize,
     pub skipped: u32,
+    /// How long after its target the latest skipped post was due to leave, µs.
+    pub skip_late_us: i64,
     /// Local time `done` was sent (None: cut short).
     pub done_us: Option<i64>,
     pub late_limit_us: i64,
+    /// The round's τ and guard (µs) and rate, from its `start` (they change as posters ask).
+    pub tol_us: i64,
+    pub guard_us: i64,
+    pub rate_hz: f64,
 }
 
 impl RoundFacts {
@@ -154,7 +160,8 @@ impl Action {
 impl RoundReport {
     /// The round in the vectors' form: the fields of its outcome (docs/poster.md).
     pub fn to_json(&self) -> Value {
-        let mut v = json!({"session": self.session, "round": self.round, "outcome": self.outcome.as_str()});
+        let mut v = json!({"session": self.session, "round": self.round, "outcome": self.outcome.as_str(),
+            "tolerance_us": self.facts.tol_us, "rate_hz": self.facts.rate_hz});
         let f = &self.facts;
         match (self.outcome, &self.view, self.unmatched) {
             (Outcome::Kept, Some(view), _) => {

@@ -191,6 +191,7 @@ impl Engine {
         } else if let Some(k) = r.posters.iter().position(Option::is_none) {
             r.posters[k] = Some(conn);
             r.turn_us[k] = None; // a new poster: its way to the server is not yet known
+            r.asks[k] = None;
             ROLES[k]
         } else {
             return err(conn, ErrorCode::RoomFull, format!("room {code} has both posters; join as an observer to watch"));
@@ -221,6 +222,7 @@ impl Engine {
             Some(k) => {
                 r.posters[k] = None;
                 r.turn_us[k] = None;
+                r.asks[k] = None;
             }
             None => r.observers.retain(|&c| c != conn),
         }
@@ -260,7 +262,7 @@ impl Engine {
         let mut env = Env { limits: &self.limits, versions: &mut self.versions, random: &mut *self.random };
         match msg {
             ClientMsg::Post { label } => r.post(k, conn, label, now, &mut env),
-            ClientMsg::Ready {} => r.ready(k, conn, now, &mut env),
+            ClientMsg::Ready { ask } => r.ready(k, conn, ask, now, &mut env),
             ClientMsg::Confirm { tag, drops } => r.confirm(k, conn, &tag, drops, now, &mut env),
             ClientMsg::Done {} => r.done(k, conn, now),
             ClientMsg::Drop { spans } => r.drop_spans(k, conn, spans),
@@ -375,8 +377,8 @@ mod tests {
     }
 
     fn start(e: &mut Engine, now: i64) -> (i64, i64) {
-        assert!(e.handle(1, ClientMsg::Ready {}, now).is_empty());
-        let out = e.handle(2, ClientMsg::Ready {}, now);
+        assert!(e.handle(1, ClientMsg::Ready { ask: None }, now).is_empty());
+        let out = e.handle(2, ClientMsg::Ready { ask: None }, now);
         match &out[0].msg {
             ServerMsg::Start { t_start_us, t_end_us, .. } => {
                 assert_eq!(out[0].to, vec![1, 2, 3]);
@@ -441,9 +443,9 @@ mod tests {
         assert_eq!(out[2].msg, ServerMsg::Confirmed { matched: true });
         assert_eq!(out[0].msg, ServerMsg::Confirm { role: Role::Alice, tag: "deadbeef".into() });
         // A new session starts with a new nonce at round 1.
-        let out = e.handle(1, ClientMsg::Ready {}, te + 5);
+        let out = e.handle(1, ClientMsg::Ready { ask: None }, te + 5);
         assert!(out.is_empty());
-        let out = e.handle(2, ClientMsg::Ready {}, te + 5);
+        let out = e.handle(2, ClientMsg::Ready { ask: None }, te + 5);
         assert!(matches!(out[0].msg, ServerMsg::Start { round: 1, .. }));
     }
 
@@ -462,7 +464,7 @@ mod tests {
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
         e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te);
-        let out = e.handle(2, ClientMsg::Ready {}, te);
+        let out = e.handle(2, ClientMsg::Ready { ask: None }, te);
         assert_eq!(out[0].msg, ServerMsg::Aborted { reason: "disagree".into() });
         // After an abort, a stale confirm is refused.
         assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te)), ErrorCode::NotAllowed);
@@ -477,8 +479,8 @@ mod tests {
         let out = e.handle(2, ClientMsg::Done {}, te);
         let ServerMsg::Closed { session: s1, .. } = &out[0].msg else { panic!() };
         let s1 = s1.clone();
-        e.handle(1, ClientMsg::Ready {}, te);
-        let out = e.handle(2, ClientMsg::Ready {}, te);
+        e.handle(1, ClientMsg::Ready { ask: None }, te);
+        let out = e.handle(2, ClientMsg::Ready { ask: None }, te);
         let ServerMsg::Start { session, round, .. } = &out[0].msg else { panic!() };
         assert_eq!((session, *round), (&s1, 2));
     }
@@ -491,8 +493,8 @@ mod tests {
         let mut e = engine();
         let code = room_with_three(&mut e);
         let begin = |e: &mut Engine, a: i64, b: i64, closed: i64| -> i64 {
-            e.handle(1, ClientMsg::Ready {}, closed + a);
-            let out = e.handle(2, ClientMsg::Ready {}, closed + b);
+            e.handle(1, ClientMsg::Ready { ask: None }, closed + a);
+            let out = e.handle(2, ClientMsg::Ready { ask: None }, closed + b);
             let ServerMsg::Start { t_start_us, .. } = &out[0].msg else { panic!("{out:?}") };
             *t_start_us - (closed + a.max(b))
         };
@@ -529,8 +531,8 @@ mod tests {
         e.handle(2, ClientMsg::Leave {}, te + 1_000);
         let out = e.handle(4, ClientMsg::Join { room: code, as_: None }, te + 2_000);
         assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }), "{out:?}");
-        e.handle(1, ClientMsg::Ready {}, te + 3_000);
-        let out = e.handle(4, ClientMsg::Ready {}, te + 3_000);
+        e.handle(1, ClientMsg::Ready { ask: None }, te + 3_000);
+        let out = e.handle(4, ClientMsg::Ready { ask: None }, te + 3_000);
         let ServerMsg::Start { t_start_us, .. } = &out[0].msg else { panic!("{out:?}") };
         assert_eq!(*t_start_us - (te + 3_000), l.lead_us);
         assert_eq!(l.lead_for([Some(1_000), None]), l.lead_us);
@@ -586,18 +588,18 @@ mod tests {
         assert_eq!(error_code(&e.handle(1, ClientMsg::Post { label: Label::A }, ts + 10)), ErrorCode::NoRound);
         let out = e.handle(9, ClientMsg::Join { room: code, as_: None }, ts + 20);
         assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }));
-        e.handle(1, ClientMsg::Ready {}, ts + 30);
-        let out = e.handle(9, ClientMsg::Ready {}, ts + 30);
+        e.handle(1, ClientMsg::Ready { ask: None }, ts + 30);
+        let out = e.handle(9, ClientMsg::Ready { ask: None }, ts + 30);
         assert!(matches!(out[0].msg, ServerMsg::Start { round: 1, .. }));
         // A poster leaving before any round aborts nothing: the other waits for a new peer.
         let mut g = engine();
         let code3 = joined_code(&g.handle(1, ClientMsg::Create { params: Some(params()) }, T0));
-        g.handle(1, ClientMsg::Ready {}, T0);
+        g.handle(1, ClientMsg::Ready { ask: None }, T0);
         g.handle(2, ClientMsg::Join { room: code3.clone(), as_: None }, T0);
         let out = g.disconnect(2);
         assert_eq!(out, vec![Out { to: vec![1], msg: ServerMsg::Peer { event: PeerEvent::Left, role: Role::Bob } }]);
         g.handle(5, ClientMsg::Join { room: code3, as_: None }, T0);
-        let out = g.handle(5, ClientMsg::Ready {}, T0);
+        let out = g.handle(5, ClientMsg::Ready { ask: None }, T0);
         assert!(matches!(out[0].msg, ServerMsg::Start { .. }), "alice's ready still stands: {out:?}");
         // An observer leaving aborts nothing.
         let out = e.handle(3, ClientMsg::Leave {}, ts + 40);
@@ -622,9 +624,9 @@ mod tests {
         let board = e.handle(3, ClientMsg::Board {}, te + 2);
         let ServerMsg::Board { entries, .. } = &board[0].msg else { panic!() };
         assert_eq!(entries.len(), 1);
-        assert_eq!(error_code(&e.handle(3, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Ready {}, te)), ErrorCode::RoundRunning);
-        assert_eq!(error_code(&e.handle(7, ClientMsg::Ready {}, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(3, ClientMsg::Ready { ask: None }, te)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Ready { ask: None }, te)), ErrorCode::RoundRunning);
+        assert_eq!(error_code(&e.handle(7, ClientMsg::Ready { ask: None }, te)), ErrorCode::NotAllowed);
     }
 
     #[test]
@@ -695,15 +697,15 @@ mod tests {
         // A new round clears the board: a new version.
         e.handle(1, ClientMsg::Done {}, te);
         e.handle(2, ClientMsg::Done {}, te);
-        e.handle(1, ClientMsg::Ready {}, te + 1);
-        e.handle(2, ClientMsg::Ready {}, te + 1);
+        e.handle(1, ClientMsg::Ready { ask: None }, te + 1);
+        e.handle(2, ClientMsg::Ready { ask: None }, te + 1);
         let v2 = e.board(3, te + 2).ok().unwrap().version;
         assert!(v2 != v1 && v2 != v0);
         // Another room with a post of its own never shares a version with this one.
         let code = joined_code(&e.handle(11, ClientMsg::Create { params: Some(params()) }, te));
         e.handle(12, ClientMsg::Join { room: code, as_: None }, te);
-        e.handle(11, ClientMsg::Ready {}, te);
-        let out = e.handle(12, ClientMsg::Ready {}, te);
+        e.handle(11, ClientMsg::Ready { ask: None }, te);
+        let out = e.handle(12, ClientMsg::Ready { ask: None }, te);
         let ServerMsg::Start { t_start_us, .. } = out[0].msg else { panic!() };
         e.handle(11, ClientMsg::Post { label: Label::B }, t_start_us);
         let other = e.board(11, t_start_us).ok().unwrap().version;
@@ -855,9 +857,9 @@ mod tests {
         // Both drop; alice's ready (made before bob's drop) still stands: fewer entries never
         // turn a ready into a key.
         assert_eq!(e.handle(1, ClientMsg::Drop { spans: vec![[ts, ts + 1]] }, te)[0].to, vec![2, 3]);
-        assert!(e.handle(1, ClientMsg::Ready {}, te).is_empty());
+        assert!(e.handle(1, ClientMsg::Ready { ask: None }, te).is_empty());
         assert_eq!(e.handle(2, ClientMsg::Drop { spans: vec![[te - 1, te]] }, te)[0].to, vec![1, 3]);
-        let out = e.handle(2, ClientMsg::Ready {}, te + 1);
+        let out = e.handle(2, ClientMsg::Ready { ask: None }, te + 1);
         assert!(matches!(out[0].msg, ServerMsg::Start { round: 2, .. }), "{out:?}");
         // After a desync drops the round whole, a drop says nothing more.
         let ServerMsg::Start { t_start_us: ts, t_end_us: te, .. } = out[0].msg else { unreachable!() };
@@ -909,8 +911,8 @@ mod tests {
         assert!(e.handle(1, ClientMsg::Abort { reason: "desync".into() }, te).is_empty());
         // A confirm sent before hearing of the drop is refused; ready is what counts.
         assert_eq!(error_code(&e.handle(1, ClientMsg::Confirm { tag: "00000000".into(), drops: 0 }, te)), ErrorCode::RoundDropped);
-        e.handle(1, ClientMsg::Ready {}, te);
-        let out = e.handle(2, ClientMsg::Ready {}, te);
+        e.handle(1, ClientMsg::Ready { ask: None }, te);
+        let out = e.handle(2, ClientMsg::Ready { ask: None }, te);
         let ServerMsg::Start { session, round, .. } = &out[0].msg else { panic!("{out:?}") };
         assert_eq!((session, *round), (&s1, 2), "same session, next round");
     }

@@ -6,7 +6,7 @@
 use super::fields::{valid_reason, valid_spans, valid_tag};
 use super::limits::{Bucket, Limits};
 use super::{err, ConnId, Out};
-use crate::protocol::{Entry, ErrorCode, Label, Params, Peers, Role, ServerMsg};
+use crate::protocol::{Ask, Entry, ErrorCode, Label, Params, Peers, Role, ServerMsg};
 
 /// What a poster has said about the last closed (or dropped) round.
 #[derive(Clone, Debug, PartialEq)]
@@ -34,6 +34,8 @@ pub(super) struct Running {
     buckets: [Bucket; 2],
     /// Posts each poster sent in this round (refused ones included), for `coalesced`.
     posts: [u32; 2],
+    /// The round's parameters: the room's, tuned to its posters' asks.
+    params: Params,
 }
 
 /// A closed round, awaiting its posters' drops and verdicts.
@@ -93,7 +95,10 @@ pub(super) struct Env<'a> {
 }
 
 pub(super) struct Room {
+    /// The creator's parameters (what `joined` says); a round runs them tuned to the asks.
     pub params: Params,
+    /// Each poster's ask with its last `ready` (none: the room's own τ and rate).
+    pub asks: [Option<Ask>; 2],
     pub posters: [Option<ConnId>; 2],
     pub observers: Vec<ConnId>,
     pub last_activity_us: i64,
@@ -121,6 +126,7 @@ impl Room {
     pub fn new(params: Params, conn: ConnId, now: i64) -> Room {
         Room {
             params,
+            asks: [None, None],
             posters: [Some(conn), None],
             observers: Vec::new(),
             last_activity_us: now,
@@ -164,11 +170,16 @@ impl Room {
         self.phase = Phase::IDLE;
     }
 
-    /// `ready`: Idle, Closed or Dropped record it, then [`Room::advance`].
-    pub fn ready(&mut self, k: usize, conn: ConnId, now: i64, env: &mut Env) -> Vec<Out> {
+    /// `ready {ask?}`: Idle, Closed or Dropped record it (and the ask, if it gives a valid
+    /// round), then [`Room::advance`].
+    pub fn ready(&mut self, k: usize, conn: ConnId, ask: Option<Ask>, now: i64, env: &mut Env) -> Vec<Out> {
         if let Phase::Running { .. } = self.phase {
             return err(conn, ErrorCode::RoundRunning, "a round is running; send done after t_end");
         }
+        if let Some(Err(e)) = ask.map(|a| self.params.tuned(&a)) {
+            return err(conn, ErrorCode::BadField, e);
+        }
+        self.asks[k] = ask;
         self.record(k, Verdict::Ready, now);
         self.advance(now, env)
     }
@@ -250,6 +261,17 @@ impl Room {
         }
     }
 
+    /// The next round's parameters: the room's at the widest τ and the largest rate divisor
+    /// asked (a poster without an ask: the room's τ, divisor 1).
+    fn round_params(&self) -> Params {
+        let own = Ask { tolerance_ms: self.params.tolerance_ms, rate_div: 1 };
+        let [a, b] = self.asks.map(|x| x.unwrap_or(own));
+        let widest = Ask { tolerance_ms: a.tolerance_ms.max(b.tolerance_ms), rate_div: a.rate_div.max(b.rate_div) };
+        // Each ask alone gives a valid round (checked at `ready`); their widest almost surely
+        // does too, and the room's own parameters if not.
+        self.params.tuned(&widest).unwrap_or_else(|_| self.params.clone())
+    }
+
     /// → Running: round 1 of a new session from Idle, the next round otherwise. Clears the
     /// board and refills both posters' buckets.
     fn start(&mut self, now: i64, env: &mut Env) -> Out {
@@ -257,8 +279,9 @@ impl Room {
             Some(s) => Session { nonce: s.nonce.clone(), round: s.round + 1 },
             None => Session { nonce: nonce(env.random), round: 1 },
         };
+        let params = self.round_params();
         let t_start = now + env.limits.lead_for(self.turn_us);
-        let t_end = t_start + self.params.duration_ms as i64 * 1000;
+        let t_end = t_start + params.duration_ms as i64 * 1000;
         self.board.clear();
         self.touch_board(env.versions);
         let bucket = Bucket::full(env.limits.post_burst, now);
@@ -267,9 +290,9 @@ impl Room {
             round: session.round,
             t_start_us: t_start,
             t_end_us: t_end,
-            params: self.params.clone(),
+            params: params.clone(),
         };
-        let round = Running { t_start, t_end, done: [false, false], buckets: [bucket.clone(), bucket], posts: [0, 0] };
+        let round = Running { t_start, t_end, done: [false, false], buckets: [bucket.clone(), bucket], posts: [0, 0], params };
         self.phase = Phase::Running { session, round };
         Out { to: self.members(), msg }
     }
@@ -279,7 +302,7 @@ impl Room {
         let Phase::Running { round, .. } = &mut self.phase else {
             return err(conn, ErrorCode::NoRound, "post: no round is running");
         };
-        let guard = self.params.guard_us();
+        let guard = round.params.guard_us();
         round.posts[k] = round.posts[k].saturating_add(1);
         if round.done[k] {
             return err(conn, ErrorCode::OutsideWindow, "post: you already sent done for this round");
@@ -288,7 +311,7 @@ impl Room {
             return err(conn, ErrorCode::OutsideWindow, "post: outside the round window");
         }
         let limits = env.limits;
-        let per_sec = self.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz;
+        let per_sec = round.params.rate_hz * limits.post_rate_factor + limits.post_slack_hz;
         if !round.buckets[k].take(now, limits.post_burst, per_sec) {
             return err(conn, ErrorCode::TooManyPosts, "post: too many posts; this one is not on the board");
         }
