@@ -96,11 +96,12 @@ impl Seats {
 }
 
 /// A pair that made no key: each poster's exit code (`None`: killed at the time limit, by
-/// a signal, or never started).
-#[derive(Clone, Copy, Debug, Default)]
+/// a signal, or never started), and the lines each printed.
+#[derive(Clone, Debug, Default)]
 struct PairFailure {
     creator: Option<i32>,
     joiner: Option<i32>,
+    lines: [Vec<Value>; 2],
 }
 
 fn read_lines(out: impl std::io::Read + Send + 'static) -> std::thread::JoinHandle<Vec<Value>> {
@@ -112,8 +113,8 @@ fn read_lines(out: impl std::io::Read + Send + 'static) -> std::thread::JoinHand
 /// Runs one `sgp pair` pair, both killed at `deadline`; on success returns the creator's
 /// `key` object, both posters' output lines and records.
 fn one_pair(seats: &Seats, opts: &PairOpts, deadline: Instant) -> Result<PairRun, PairFailure> {
-    let no_start = PairFailure::default();
-    let dir = PrivateDir::new().map_err(|_| no_start)?;
+    let no_start = PairFailure::default;
+    let dir = PrivateDir::new().map_err(|_| no_start())?;
     let rec = RECORDS.map(|name| dir.0.join(name));
     let mut args = vec!["pair".to_string(), "--json".into(), "--server".into(), seats.creator.url.clone()];
     args.extend(["--record".to_string(), rec[0].display().to_string()]);
@@ -129,18 +130,18 @@ fn one_pair(seats: &Seats, opts: &PairOpts, deadline: Instant) -> Result<PairRun
     let spawn = |seat: &Seat, args: &[String]| -> Option<Child> {
         sgp_command(seat.ns.as_deref()).ok()?.args(args).stdin(Stdio::null()).stdout(Stdio::piped()).stderr(Stdio::null()).spawn().ok()
     };
-    let mut creator = spawn(&seats.creator, &args).ok_or(no_start)?;
-    let mut out = BufReader::new(creator.stdout.take().ok_or(no_start)?);
+    let mut creator = spawn(&seats.creator, &args).ok_or_else(no_start)?;
+    let mut out = BufReader::new(creator.stdout.take().ok_or_else(no_start)?);
     let mut line = String::new();
     let _ = out.read_line(&mut line);
     let code = serde_json::from_str::<Value>(&line).ok().and_then(|first| Some((first["room"]["code"].as_str()?.to_string(), first)));
     let Some((code, first)) = code else {
         // It said something else (an error line) or nothing: it is ending, or is made to.
-        return Err(PairFailure { creator: wait_until(&mut creator, Instant::now() + Duration::from_secs(5)), joiner: None });
+        return Err(PairFailure { creator: wait_until(&mut creator, Instant::now() + Duration::from_secs(5)), ..no_start() });
     };
     let joiner_args = ["pair", "--json", "--server", &seats.joiner.url, "--room", &code, "--record", &rec[1].display().to_string()].map(String::from);
     let Some(mut joiner) = spawn(&seats.joiner, &joiner_args) else {
-        return Err(PairFailure { creator: wait_until(&mut creator, Instant::now()), joiner: None });
+        return Err(PairFailure { creator: wait_until(&mut creator, Instant::now()), ..no_start() });
     };
     // Lines are read on threads so that this one can enforce the deadline.
     let creator_lines = read_lines(out);
@@ -156,7 +157,7 @@ fn one_pair(seats: &Seats, opts: &PairOpts, deadline: Instant) -> Result<PairRun
     let key = creator_out.iter().find_map(|v| v.get("key").cloned());
     match (creator_exit, key) {
         (Some(0), Some(key)) => Ok(PairRun { key, creator: creator_out, joiner: joiner_out, records }),
-        _ => Err(PairFailure { creator: creator_exit, joiner: joiner_exit }),
+        _ => Err(PairFailure { creator: creator_exit, joiner: joiner_exit, lines: [creator_out, joiner_out] }),
     }
 }
 
@@ -187,13 +188,11 @@ struct Tally {
     /// their guard zones; and the kept entries `1/(4τe)` would give in each.
     posting_s: [f64; 3],
     expected: [f64; 3],
-    /// Rounds dropped, by cause: a poster fell behind its schedule (late rule), a post was
-    /// not found (desync), a held post passed for matched (`--testing-hold-post` only), or
-    /// the cause was not printed.
-    dropped_late: u64,
-    dropped_desync: u64,
-    dropped_held: u64,
-    dropped_other: u64,
+    /// Rounds dropped, by cause, in the pairs that made a key; and the rounds of the pairs
+    /// that did not, and theirs.
+    dropped: Drops,
+    failed_rounds: u64,
+    failed_dropped: Drops,
     mismatches: u64,
     /// Pairs that made no key, with both posters' exit codes.
     failures: Vec<PairFailure>,
@@ -233,7 +232,86 @@ fn limit_per_s(tol_ms: f64) -> f64 {
     1000.0 / (4.0 * tol_ms * std::f64::consts::E)
 }
 
+/// Rounds dropped, by cause: a poster fell behind its schedule (late rule), a post was not
+/// found (desync), a held post passed for matched (`--testing-hold-post` only), or the
+/// cause was not printed.
+#[derive(Clone, Copy, Debug, Default)]
+struct Drops {
+    late: u64,
+    desync: u64,
+    held: u64,
+    other: u64,
+}
+
+impl Drops {
+    fn add(&mut self, d: Drops) {
+        self.late += d.late;
+        self.desync += d.desync;
+        self.held += d.held;
+        self.other += d.other;
+    }
+
+    fn total(&self) -> u64 {
+        self.late + self.desync + self.held + self.other
+    }
+}
+
+/// The rounds the server dropped in one pair's run (`aborted {desync}` names the round, in
+/// session order), their causes from both posters' round lines, and the confirmations that
+/// failed.
+fn dropped_rounds(creator: &[Value], joiner: &[Value]) -> (Vec<(String, u64)>, Drops, u64) {
+    let (mine, theirs) = (round_lines(creator), round_lines(joiner));
+    let (mut session, mut dropped, mut drops, mut mismatches) = (String::new(), Vec::new(), Drops::default(), 0);
+    for v in creator {
+        if let Some(r) = v.get("round") {
+            session = r["session"].as_str().unwrap_or("").to_string();
+        }
+        if let Some(ab) = v.get("aborted") {
+            if ab["reason"] == "desync" {
+                if let Some(r) = ab["round"].as_u64() {
+                    dropped.push((session.clone(), r));
+                }
+            }
+        }
+        if v.get("confirmed").is_some_and(|c| c["match"] == false) {
+            mismatches += 1;
+        }
+    }
+    for (s, r) in &dropped {
+        let why = |lines: &[(String, u64, &Value)]| -> Option<String> {
+            lines.iter().find(|(s2, r2, _)| s2 == s && r2 == r).and_then(|(_, _, v)| v["aborted"].as_str().map(str::to_string))
+        };
+        let causes = [why(&mine), why(&theirs)];
+        let any = |c: &str| causes.iter().any(|k| k.as_deref() == Some(c));
+        if any("late") {
+            drops.late += 1;
+        } else if any("desync") {
+            drops.desync += 1;
+        } else if any("held_post_matched") {
+            drops.held += 1;
+        } else {
+            drops.other += 1;
+        }
+    }
+    (dropped, drops, mismatches)
+}
+
 impl Tally {
+    /// A pair that made no key: its exit codes, rounds, drops, and each round's τ and rate.
+    fn add_failure(&mut self, f: PairFailure) {
+        let [creator, joiner] = &f.lines;
+        let params = creator.iter().find_map(|v| v.get("room")).map(|r| r["params"].clone()).unwrap_or_default();
+        for (_, _, v) in round_lines(creator) {
+            self.round_tolerance_ms.extend(v["tolerance_ms"].as_f64().or(params["tolerance_ms"].as_f64()));
+            self.round_rate_hz.extend(v["rate_hz"].as_f64().or(params["rate_hz"].as_f64()));
+            self.failed_rounds += 1;
+        }
+        let (_, drops, mismatches) = dropped_rounds(creator, joiner);
+        self.failed_dropped.add(drops);
+        self.mismatches += mismatches;
+        self.failures.push(f);
+    }
+
     fn add(&mut self, run: &PairRun) {
         let params = run.creator.iter().find_map(|v| v.get("room")).map(|r| r["params"].clone()).unwrap_or_default();
         let key = &run.key;
@@ -246,41 +324,10 @@ impl Tally {
         self.product_cost_bits += log2_binom(n, a) - key["log2_binom"].as_f64().unwrap_or(0.0);
         self.surplus_bits += key["strength"].as_f64().unwrap_or(0.0) - params["target_bits"].as_f64().unwrap_or(0.0);
         let mine = round_lines(&run.creator);
-        let theirs = round_lines(&run.joiner);
         self.rounds += mine.len() as u64;
-        // Rounds the server dropped: `aborted {desync}` names the round, in session order.
-        let mut session = String::new();
-        let mut dropped: Vec<(String, u64)> = Vec::new();
-        for v in &run.creator {
-            if let Some(r) = v.get("round") {
-                session = r["session"].as_str().unwrap_or("").to_string();
-            }
-            if let Some(ab) = v.get("aborted") {
-                if ab["reason"] == "desync" {
-                    if let Some(r) = ab["round"].as_u64() {
-                        dropped.push((session.clone(), r));
-                    }
-                }
-            }
-            if v.get("confirmed").is_some_and(|c| c["match"] == false) {
-                self.mismatches += 1;
-            }
-        }
-        for (s, r) in &dropped {
-            let why = |lines: &[(String, u64, &Value)]| -> Option<String> {
-                lines.iter().find(|(s2, r2, _)| s2 == s && r2 == r).and_then(|(_, _, v)| v["aborted"].as_str().map(str::to_string))
-            };
-            let causes = [why(&mine), why(&theirs)];
-            if causes.iter().any(|c| c.as_deref() == Some("late")) {
-                self.dropped_late += 1;
-            } else if causes.iter().any(|c| c.as_deref() == Some("desync")) {
-                self.dropped_desync += 1;
-            } else if causes.iter().any(|c| c.as_deref() == Some("held_post_matched")) {
-                self.dropped_held += 1;
-            } else {
-                self.dropped_other += 1;
-            }
-        }
+        let (dropped, drops, mismatches) = dropped_rounds(&run.creator, &run.joiner);
+        self.dropped.add(drops);
+        self.mismatches += mismatches;
         // The key's rounds: the last session's rounds that were kept and not dropped.
         let last = mine.last().map(|m| m.0.clone()).unwrap_or_default();
         // A round the peer narrowed with its spans counts what the `dropped` line says after.
@@ -386,7 +433,7 @@ pub(super) fn pairs_at(seats: &Seats, po: PairOpts, n: usize, until: Option<Inst
                 }
                 t.add(&run);
             }
-            Err(f) => t.failures.push(f),
+            Err(f) => t.add_failure(f),
         }
     }
     let ok = t.times.len() as f64;
@@ -399,7 +446,7 @@ pub(super) fn pairs_at(seats: &Seats, po: PairOpts, n: usize, until: Option<Inst
     // rounds less their guard zones (the sift alone); each against `1/(4τe)` at its pair's τ.
     let frac = |k: usize| if t.expected[k] > 0.0 { t.kept as f64 / t.expected[k] } else { f64::NAN };
     let wall: f64 = t.times.iter().sum::<f64>() / 1000.0;
-    let dropped = t.dropped_late + t.dropped_desync + t.dropped_held + t.dropped_other;
+    let dropped = t.dropped.total();
     let sorted = |v: &[f64]| {
         let mut v = v.to_vec();
         v.sort_by(f64::total_cmp);
@@ -429,10 +476,10 @@ pub(super) fn pairs_at(seats: &Seats, po: PairOpts, n: usize, until: Option<Inst
         "time_to_key_ms_max": t.times.last().copied().unwrap_or(f64::NAN),
         "rounds_per_key": if ok > 0.0 { r3(t.rounds as f64 / ok) } else { Value::Null },
         "dropped_round_rate": r3(dropped as f64 / t.rounds.max(1) as f64),
-        "dropped_late": t.dropped_late,
-        "dropped_desync": t.dropped_desync,
-        "dropped_held": t.dropped_held,
-        "dropped_other": t.dropped_other,
+        "dropped_late": t.dropped.late,
+        "dropped_desync": t.dropped.desync,
+        "dropped_held": t.dropped.held,
+        "dropped_other": t.dropped.other,
         "confirm_failure_rate": r3(t.mismatches as f64 / (ok + t.mismatches as f64).max(1.0)),
         "kept_entries": t.kept,
         "kept_per_s_of_posting": r3(t.kept as f64 / t.posting_s[0]),
@@ -456,13 +503,16 @@ pub(super) fn pairs_at(seats: &Seats, po: PairOpts, n: usize, until: Option<Inst
     // (Beside the rest: one `json!` of them all is past the macro's recursion limit.)
     let more = json!({
         "pairs_run": pairs_run,
+        "rounds_all_pairs": t.rounds + t.failed_rounds,
+        "failed_pairs_rounds": t.failed_rounds,
+        "failed_pairs_dropped": {"late": t.failed_dropped.late, "desync": t.failed_dropped.desync, "held": t.failed_dropped.held, "other": t.failed_dropped.other},
         "failures": failures,
-        "round_tolerance_ms_min": round_tol.first(),
+        "round_tolerance_ms_min": round_tol.first().copied().map(r3),
         "round_tolerance_ms_median": r3(quantile(&round_tol, 0.5)),
-        "round_tolerance_ms_max": round_tol.last(),
-        "round_rate_hz_min": round_rate.first(),
+        "round_tolerance_ms_max": round_tol.last().copied().map(r3),
+        "round_rate_hz_min": round_rate.first().copied().map(r3),
         "round_rate_hz_median": r3(quantile(&round_rate, 0.5)),
-        "round_rate_hz_max": round_rate.last(),
+        "round_rate_hz_max": round_rate.last().copied().map(r3),
     });
     if let (Some(row), Value::Object(more)) = (row.as_object_mut(), more) {
         row.extend(more);

@@ -335,15 +335,18 @@ fn one_profile(net: &Network, p: &Profile, opts: &Opts, n: usize) -> Result<Valu
         "round_rate_hz_max",
         "rounds_per_key",
         "kept_per_s_of_posting",
-        "kept_limit_per_s",
         "kept_fraction_of_limit",
-        "dropped_late",
-        "dropped_desync",
-        "dropped_held",
-        "dropped_other",
         "failures",
     ] {
         out[k] = row[k].clone();
+    }
+    // The ceiling at the pairs' median τ (none without a key: no τ was reported).
+    out["kept_limit_per_s"] = if ok > 0 { row["kept_limit_per_s"].clone() } else { Value::Null };
+    // Rounds and drops of every pair, those that failed included (they tell why).
+    out["rounds"] = row["rounds_all_pairs"].clone();
+    for cause in ["late", "desync", "held", "other"] {
+        let n = row[format!("dropped_{cause}")].as_u64().unwrap_or(0) + row["failed_pairs_dropped"][cause].as_u64().unwrap_or(0);
+        out[format!("dropped_{cause}")] = json!(n);
     }
     Ok(out)
 }
@@ -362,7 +365,12 @@ fn all_profiles(opts: &Opts) -> Result<Value, String> {
             break;
         }
         say(&format!("profile {}: {n} pair{}", p.name, if n == 1 { "" } else { "s" }));
-        rows.push(one_profile(&net, p, opts, n)?);
+        // A profile that cannot be set up (a relay that does not start) is reported, and
+        // the others still run.
+        rows.push(one_profile(&net, p, opts, n).unwrap_or_else(|e| {
+            say(&format!("profile {}: {e}", p.name));
+            json!({"profile": p.name, "error": e})
+        }));
     }
     if STOP.load(Ordering::Relaxed) {
         return Err("interrupted: every process it started is stopped, its namespaces deleted".into());
