@@ -13,7 +13,7 @@ usage:
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--no-adapt] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow] [--record FILE]
   sgp eve --attack RECORD... [--json]
-  sgp bench key|sweep|jitter|load|idle|legacy [options] [--server URL] [--json]
+  sgp bench key|sweep|jitter|load|idle|legacy|net [options] [--server URL] [--json]
   sgp help | --version
 
 serve   serve the web client on / and the protocol on /ws
@@ -68,6 +68,15 @@ bench   measure, against a server it starts itself unless --server is given
                the original client's flow (2 clients × 16 posts after 100 ms + U(0, 4 s)
                each, gaps × F, N runs), or a flood; against sgp serve --legacy, or any
                server speaking it (--server URL)
+        net    [--pairs N] [--profiles P,P,…] [--seconds S]
+               key's pairs (default 10 per profile, each killed after 180 s; none past
+               S s of a profile) through field profiles: loopback; lan (0.2 ± 0.05 ms
+               each way); wifi (3 ± 2 ms, 0.5 % loss, 0.1 % reordering); wan-near-far
+               (alice direct, bob 20 ± 5 ms); wan-far (both 20 ± 5 ms); busy (loopback,
+               two busy loops). As root: network namespaces and veth links (10.78.x.x,
+               deleted after), delays by tc netem or else a delay relay; otherwise the
+               relay on 127.0.0.1. Success rate, time to a key, τ and rate per round,
+               kept entries against 1/(4τe), dropped rounds by cause, exit codes
 
 exit codes (pair, eve): 0 key confirmed, 2 usage, 3 peer left, 4 no such room / room full /
 bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything else
@@ -153,6 +162,14 @@ struct Args {
     rate_hz: Option<f64>,
     flood: bool,
     time_scale: Option<f64>,
+    profiles: Option<Vec<String>>,
+    // bench relay (hidden)
+    listen: Option<String>,
+    relay_target: Option<String>,
+    delay_ms: Option<f64>,
+    jitter_ms: Option<f64>,
+    loss: Option<f64>,
+    reorder: Option<f64>,
 }
 
 impl Default for Args {
@@ -188,6 +205,13 @@ impl Default for Args {
             rate_hz: None,
             flood: false,
             time_scale: None,
+            profiles: None,
+            listen: None,
+            relay_target: None,
+            delay_ms: None,
+            jitter_ms: None,
+            loss: None,
+            reorder: None,
         }
     }
 }
@@ -259,6 +283,14 @@ impl Args {
             "rate-hz" => self.rate_hz = Some(p.value()?.parse::<f64>()?),
             "flood" => self.flood = true,
             "time-scale" => self.time_scale = Some(p.value()?.parse::<f64>()?),
+            "profiles" => self.profiles = Some(p.value()?.string()?.split(',').map(|n| n.trim().to_string()).collect()),
+            // `bench relay`, not in the usage.
+            "listen" => self.listen = Some(p.value()?.string()?),
+            "target" => self.relay_target = Some(p.value()?.string()?),
+            "delay-ms" => self.delay_ms = Some(p.value()?.parse::<f64>()?),
+            "jitter-ms" => self.jitter_ms = Some(p.value()?.parse::<f64>()?),
+            "loss" => self.loss = Some(p.value()?.parse::<f64>()?),
+            "reorder" => self.reorder = Some(p.value()?.parse::<f64>()?),
             "tolerances" => {
                 let v = p.value()?.string()?;
                 let list: Result<Vec<f64>, _> = v.split(',').map(|t| t.trim().parse::<f64>()).collect();
@@ -340,10 +372,19 @@ impl Args {
     }
 
     fn bench(self) -> Result<Cmd, lexopt::Error> {
-        let what = self.what.ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;
-        if !bench::WHAT.split(", ").any(|w| w == what) {
+        let what = self.what.clone().ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;
+        if !bench::WHAT.split(", ").any(|w| w == what) && what != bench::HIDDEN {
             return Err(format!("unknown benchmark {what:?} (one of {})", bench::WHAT).into());
         }
+        if let Some(names) = &self.profiles {
+            if let Some(bad) = names.iter().find(|n| !bench::PROFILE_NAMES.split(", ").any(|k| k == n.as_str())) {
+                return Err(format!("--profiles: unknown profile {bad:?} (one of {})", bench::PROFILE_NAMES).into());
+            }
+        }
+        if what == "net" && self.server_set {
+            return Err("bench net starts its own servers (in namespaces or on loopback): no --server".into());
+        }
+        let relay = if what == bench::HIDDEN { Some(self.relay_opts()?) } else { None };
         Ok(Cmd::Bench(bench::Opts {
             what,
             server: self.server_set.then_some(self.server),
@@ -358,8 +399,27 @@ impl Args {
             duration_ms: self.duration_ms,
             flood: self.flood,
             time_scale: self.time_scale,
+            profiles: self.profiles,
+            relay,
             json: self.json,
         }))
+    }
+
+    /// `bench relay`'s addresses and path, checked.
+    fn relay_opts(&self) -> Result<bench::RelayOpts, lexopt::Error> {
+        let addr = |name: &str, v: &Option<String>| -> Result<std::net::SocketAddr, lexopt::Error> {
+            let v = v.as_deref().ok_or_else(|| format!("bench relay needs --{name} HOST:PORT"))?;
+            v.parse().map_err(|e| format!("--{name} {v:?}: {e} (expected IP:PORT)").into())
+        };
+        let (listen, target) = (addr("listen", &self.listen)?, addr("target", &self.relay_target)?);
+        let spec = bench::relay::Spec {
+            delay_ms: self.delay_ms.ok_or("bench relay needs --delay-ms D")?,
+            jitter_ms: self.jitter_ms.unwrap_or(0.0),
+            loss: self.loss.unwrap_or(0.0),
+            reorder: self.reorder.unwrap_or(0.0),
+        };
+        spec.check()?;
+        Ok(bench::RelayOpts { listen, target, spec })
     }
 }
 

@@ -10,11 +10,16 @@
 //! - `load`: many rooms posting at their allowed rate → posts/s, CPU per post, jitter; the knee.
 //! - `idle`: N idle WebSocket connections → the server's memory per connection.
 //! - `legacy`: the original client's flow (and a flood) against any server speaking its dialect.
+//! - `net`: `key`'s pairs through field profiles (delay, jitter, loss; a busy machine), in
+//!   network namespaces where root allows, else on loopback; `relay` (hidden) is its delay
+//!   relay on its own.
 
 mod idle;
 mod key;
 mod legacy;
 mod load;
+mod net;
+pub mod relay;
 
 use serde_json::{json, Value};
 use std::io::{BufRead, BufReader};
@@ -42,10 +47,33 @@ pub struct Opts {
     pub flood: bool,
     /// `legacy`: the original page's gaps multiplied by this (1: as the page; 0.01: fast).
     pub time_scale: Option<f64>,
+    /// `net`: the profiles to run (default all).
+    pub profiles: Option<Vec<String>>,
+    /// `relay`: where to listen, where to relay to, and the path.
+    pub relay: Option<RelayOpts>,
     pub json: bool,
 }
 
-pub const WHAT: &str = "key, sweep, jitter, load, idle, legacy";
+#[derive(Clone, Debug)]
+pub struct RelayOpts {
+    pub listen: std::net::SocketAddr,
+    pub target: std::net::SocketAddr,
+    pub spec: relay::Spec,
+}
+
+pub const WHAT: &str = "key, sweep, jitter, load, idle, legacy, net";
+/// Not in the usage: `relay`, the delay relay of `net` on its own (for a test or a harness).
+pub const HIDDEN: &str = "relay";
+/// The profiles of `net`, in the order they run.
+pub use net::PROFILE_NAMES;
+
+/// Set on Ctrl-C or SIGTERM during `net`: no new pair starts, running ones are killed, and
+/// everything set up is taken down.
+static STOP: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+fn stopping() -> bool {
+    STOP.load(std::sync::atomic::Ordering::Relaxed)
+}
 
 /// A server we started, stopped when dropped.
 struct OwnServer {
@@ -64,8 +92,27 @@ fn exe() -> Result<std::path::PathBuf, String> {
     std::env::current_exe().map_err(|e| format!("cannot find the sgp binary: {e}"))
 }
 
+/// The sgp binary as a command, run in network namespace `ns` if given (`ip netns exec`
+/// execs it: the child is sgp itself, and killing it kills sgp).
+fn sgp_command(ns: Option<&str>) -> Result<Command, String> {
+    let exe = exe()?;
+    Ok(match ns {
+        Some(ns) => {
+            let mut c = Command::new("ip");
+            c.args(["netns", "exec", ns]).arg(exe);
+            c
+        }
+        None => Command::new(exe),
+    })
+}
+
 fn start_server(extra: &[&str]) -> Result<OwnServer, String> {
-    let mut child = Command::new(exe()?)
+    start_server_in(None, extra)
+}
+
+/// `sgp serve --port 0` in namespace `ns` (or this one); its URL as it printed it.
+fn start_server_in(ns: Option<&str>, extra: &[&str]) -> Result<OwnServer, String> {
+    let mut child = sgp_command(ns)?
         .args(["serve", "--port", "0"])
         .args(extra)
         .stdout(Stdio::piped())
@@ -189,11 +236,17 @@ fn r3(x: f64) -> Value {
 }
 
 pub async fn run(opts: &Opts) -> Result<(), String> {
+    if opts.what == HIDDEN {
+        let r = opts.relay.clone().ok_or("relay needs --listen and --target")?;
+        return tokio::task::spawn_blocking(move || relay::run(r.listen, r.target, r.spec)).await.map_err(|e| e.to_string())?;
+    }
     if !WHAT.split(", ").any(|w| w == opts.what) {
         return Err(format!("unknown benchmark {:?} ({WHAT})", opts.what));
     }
     let own = match &opts.server {
+        // `net` starts its servers itself, in namespaces or on loopback.
         Some(_) => None,
+        None if opts.what == "net" => None,
         None => Some(start_server(if opts.what == "legacy" { &["--legacy"] } else { &[] })?),
     };
     let url = opts.server.clone().or_else(|| own.as_ref().map(|s| s.url.clone())).unwrap_or_default();
@@ -204,6 +257,7 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
         "jitter" => load::bench_jitter(&url, pid, opts).await?,
         "load" => load::bench_load(&url, pid, opts).await?,
         "idle" => idle::bench_idle(&url, pid, opts).await?,
+        "net" => net::bench_net(opts).await?,
         _ => legacy::bench_legacy(&url, pid, opts).await?,
     };
     if opts.json {
@@ -216,8 +270,10 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
 
 /// Columns in this order in tables (JSON objects keep their keys sorted); others after.
 const COLUMNS: &[&str] = &[
+    "profile", "error", "alice_path", "bob_path", "busy_loops", "pairs_run", "ok", "success_rate", "time_to_key_s_p50", "time_to_key_s_p90",
+    "round_tolerance_ms_min", "round_tolerance_ms_median", "round_tolerance_ms_max", "round_rate_hz_min", "round_rate_hz_median", "round_rate_hz_max", "rounds",
     "phase", "tolerance_ms", "tolerance_ms_min", "tolerance_ms_max", "guard_ms", "duration_ms", "rooms", "pairs", "failed", "time_to_key_ms_p50", "time_to_key_ms_p90", "time_to_key_ms_max",
-    "rounds_per_key", "dropped_round_rate", "dropped_late", "dropped_desync", "dropped_other", "confirm_failure_rate",
+    "rounds_per_key", "dropped_round_rate", "dropped_late", "dropped_desync", "dropped_held", "dropped_other", "confirm_failure_rate",
     "kept_entries", "kept_per_s_of_posting", "kept_limit_per_s", "kept_fraction_of_limit", "kept_fraction_counted_rounds",
     "kept_fraction_inside_guards", "kept_per_s_wall", "product_cost_bits_per_key", "surplus_bits_per_key", "post_hz", "offered_per_s", "sent_per_s", "accepted_per_s", "on_boards", "skipped", "refused", "rate_limited",
     "lost_connections", "server_cpu_pct", "server_cpu_us_per_post", "server_kernel_share", "loader_cpu_pct", "probe_posts", "probe_on_board",
