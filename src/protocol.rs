@@ -757,4 +757,28 @@ mod tests {
             assert!(Params::resolve(&bad).is_err(), "{bad:?}");
         }
     }
+
+    #[test]
+    fn tuned_parameters_keep_the_kept_entries_per_round() {
+        let own = Params::resolve(&ParamsIn { tolerance_ms: Some(0.1), ..Default::default() }).unwrap();
+        assert_eq!(own.tuned(&Ask { tolerance_ms: 0.1, rate_div: 1 }).unwrap(), own, "the same ask is the room's own");
+        // Expected kept entries in a round's posting window: λ·e^(−2gλ)·(duration − 2G).
+        let kept = |p: &Params| {
+            let lambda = 2.0 * p.rate_hz;
+            lambda * (-4.0 * p.tolerance_ms / 1000.0 * lambda).exp() * (f64::from(p.duration_ms) - 2.0 * p.guard_ms) / 1000.0
+        };
+        for (tol, div) in [(0.2, 1), (1.0, 1), (0.1, 8), (3.2, 4), (0.1, 64), (5.0, 64)] {
+            let p = own.tuned(&Ask { tolerance_ms: tol, rate_div: div }).unwrap();
+            assert_eq!(p.tolerance_ms, tol);
+            assert!((p.rate_hz - own.rate_hz * 0.1 / tol / f64::from(div)).abs() < 1e-9, "{p:?}");
+            assert!(p.guard_ms >= own.guard_ms.min(2.0) && p.guard_ms * 4.0 <= f64::from(p.duration_ms), "{p:?}");
+            let ratio = kept(&p) / kept(&own);
+            if p.duration_ms == 120_000 {
+                assert!(ratio < 1.0, "at the 120 s cap a round keeps fewer ({p:?})");
+            } else {
+                assert!((0.99..1.02).contains(&ratio), "{tol} ms ÷{div}: {ratio} of the room's kept entries ({p:?})");
+            }
+            assert_eq!((p.target_bits, p.tag_bits), (own.target_bits, own.tag_bits));
+        }
+    }
 }

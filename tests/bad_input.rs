@@ -419,6 +419,50 @@ fn missing_fields_are_bad_field() {
     still_serves(&mut server);
 }
 
+/// `ready {ask}` (docs/protocol.md §6, "Adapting"): every malformed or hostile ask is refused
+/// with `bad_field`, is not taken as ready, and the room goes on; a valid one reaches `start`.
+/// (`"ask": null` is no ask, as `"params": null` is no params in `create`.)
+#[test]
+fn malformed_asks_are_bad_field_and_not_ready() {
+    let mut server = Server::start(&[]);
+    block_on(async {
+        let mut room = room_of_three(&server, json!({"tolerance_ms": 1, "duration_ms": 1000})).await;
+        for text in [
+            r#"{"type":"ready","ask":{}}"#,
+            r#"{"type":"ready","ask":[]}"#,
+            r#"{"type":"ready","ask":1}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":"1"}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"x":1}}"#,
+            r#"{"type":"ready","ask":{"rate_div":2}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":0}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":-3}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1e308}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1001}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":0.01}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":0}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":65}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":-1}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":1.5}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":18446744073709551617}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"tolerance_ms":2}}"#,
+        ] {
+            refused(&mut room.alice, text, "bad_field").await;
+            assert_usable(&mut room.alice).await;
+        }
+        // None of those made alice ready: bob's ready alone starts nothing…
+        send(&mut room.bob, json!({"type": "ready"})).await;
+        assert_usable(&mut room.bob).await;
+        // …and alice's valid ask starts the round at its τ and rate.
+        send(&mut room.alice, json!({"type": "ready", "ask": {"tolerance_ms": 2, "rate_div": 2}})).await;
+        let s = recv(&mut room.alice).await;
+        assert_eq!(s["type"], "start", "{s}");
+        assert_eq!(s["params"]["tolerance_ms"], 2.0, "{s}");
+        assert_eq!(s["params"]["rate_hz"], 125.0 / 2.0 / 2.0, "{s}");
+        assert_eq!(recv(&mut room.eve).await, s, "observers see the round's parameters");
+    });
+    still_serves(&mut server);
+}
+
 #[test]
 fn extra_fields_are_bad_field() {
     let mut server = Server::start(&[]);

@@ -4,9 +4,9 @@
 //!
 //! Each poster asks for what its side needs with its `ready` (`ask {tolerance_ms, rate_div}`);
 //! the room runs the next round at the widest τ and the lowest rate asked (docs/protocol.md §6),
-//! so a far or busy joiner counts as much as the creator. A poster adapts to its own failures
-//! only: the self-check and the late rule judge its own posts, so the peer's failures are the
-//! peer's to answer.
+//! so a far or busy joiner counts as much as the creator. A poster adapts to what it judged of
+//! its own posts (the self-check, the late rule, the spans), and to a desync the peer found
+//! before it judged the round (that round failed for both).
 
 /// The narrowest ceiling for τ, µs: today's widest default.
 pub const MIN_CEIL_US: i64 = 5_000;

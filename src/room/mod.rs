@@ -948,4 +948,60 @@ mod tests {
         assert_eq!(times, vec![10, 30, 40, 50]);
         assert!(board.iter().enumerate().all(|(k, b)| b.i == k as u32));
     }
+
+    fn start_params(out: &[Out]) -> Params {
+        match &out[0].msg {
+            ServerMsg::Start { params, .. } => params.clone(),
+            m => panic!("expected start, got {m:?}"),
+        }
+    }
+
+    fn ask(tolerance_ms: f64, rate_div: u32) -> Option<crate::protocol::Ask> {
+        Some(crate::protocol::Ask { tolerance_ms, rate_div })
+    }
+
+    #[test]
+    fn a_round_runs_at_the_widest_tolerance_and_lowest_rate_asked() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        let own = Params::resolve(&params()).unwrap();
+        assert!(e.handle(1, ClientMsg::Ready { ask: ask(2.0, 1) }, T0).is_empty());
+        let out = e.handle(2, ClientMsg::Ready { ask: ask(1.5, 4) }, T0);
+        let p = start_params(&out);
+        let ServerMsg::Start { t_end_us: t_end, .. } = out[0].msg else { unreachable!() };
+        assert_eq!(p, own.tuned(&crate::protocol::Ask { tolerance_ms: 2.0, rate_div: 4 }).unwrap());
+        assert_eq!(p.tolerance_ms, 2.0);
+        assert!((p.rate_hz - own.rate_hz / 2.0 / 4.0).abs() < 1e-9, "{p:?}");
+        assert_eq!((p.target_bits, p.tag_bits), (own.target_bits, own.tag_bits));
+        // The asks are spent with the round: the next one, asked for nothing, is the room's own.
+        e.handle(1, ClientMsg::Done {}, t_end);
+        e.handle(2, ClientMsg::Done {}, t_end);
+        e.handle(1, ClientMsg::Abort { reason: "desync".into() }, t_end);
+        assert!(e.handle(1, ClientMsg::Ready { ask: None }, t_end).is_empty());
+        assert_eq!(start_params(&e.handle(2, ClientMsg::Ready { ask: None }, t_end)), own);
+    }
+
+    #[test]
+    fn an_ask_that_gives_no_valid_round_is_bad_field_and_not_ready() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        for (tol, div) in [(0.0, 1), (-1.0, 1), (f64::NAN, 1), (1001.0, 1), (1.0, 0), (1.0, 65), (0.01, 1)] {
+            let out = e.handle(1, ClientMsg::Ready { ask: ask(tol, div) }, T0);
+            assert_eq!(error_code(&out), ErrorCode::BadField, "{tol} {div}");
+        }
+        // Nothing of those stands: bob's ready alone starts nothing; alice's valid one does.
+        assert!(e.handle(2, ClientMsg::Ready { ask: None }, T0).is_empty());
+        assert_eq!(start_params(&e.handle(1, ClientMsg::Ready { ask: ask(1.0, 1) }, T0)), Params::resolve(&params()).unwrap());
+    }
+
+    #[test]
+    fn a_leaving_posters_ask_leaves_with_it() {
+        let mut e = engine();
+        let code = room_with_three(&mut e);
+        assert!(e.handle(2, ClientMsg::Ready { ask: ask(8.0, 16) }, T0).is_empty());
+        e.handle(2, ClientMsg::Leave {}, T0);
+        e.handle(4, ClientMsg::Join { room: code, as_: None }, T0);
+        assert!(e.handle(4, ClientMsg::Ready { ask: None }, T0).is_empty());
+        assert_eq!(start_params(&e.handle(1, ClientMsg::Ready { ask: None }, T0)), Params::resolve(&params()).unwrap());
+    }
 }
