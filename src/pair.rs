@@ -507,6 +507,8 @@ fn tell_round(out: &Out, r: &RoundReport) {
 fn with_params(f: &crate::poster::RoundFacts, mut v: serde_json::Value) -> serde_json::Value {
     v["tolerance_ms"] = json!(f.tol_us as f64 / 1000.0);
     v["rate_hz"] = json!(f.rate_hz);
+    v["duration_ms"] = json!((f.t_end - f.t_start) / 1000);
+    v["guard_ms"] = json!(f.guard_us as f64 / 1000.0);
     v
 }
 

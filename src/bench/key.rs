@@ -337,26 +337,29 @@ impl Tally {
         // Each round's τ and rate: its own line's once `sgp pair` prints them (they may change
         // from round to round), else the room's.
         let tol_of = |v: &Value| v["tolerance_ms"].as_f64().unwrap_or(tol_ms);
+        let duration_of = |v: &Value| v["duration_ms"].as_f64().map_or(duration_s, |d| d / 1000.0);
+        let guard_of = |v: &Value| v["guard_ms"].as_f64().map_or(guard_s, |g| g / 1000.0);
         let rate_hz = params["rate_hz"].as_f64().unwrap_or(f64::NAN);
         for (_, _, v) in &mine {
             self.round_tolerance_ms.push(tol_of(v));
             self.round_rate_hz.push(v["rate_hz"].as_f64().unwrap_or(rate_hz));
-            self.posting_s[0] += duration_s;
-            self.expected[0] += duration_s * limit_per_s(tol_of(v));
+            self.posting_s[0] += duration_of(v);
+            self.expected[0] += duration_of(v) * limit_per_s(tol_of(v));
         }
-        let counted: Vec<(u64, f64)> = mine
+        let counted: Vec<(u64, &Value)> = mine
             .iter()
             .filter(|(s, r, v)| *s == last && !v["kept"].is_null() && !dropped.iter().any(|(s2, r2)| s2 == s && r2 == r))
-            .map(|(s, r, v)| (narrowed(s, *r).unwrap_or_else(|| v["kept"].as_u64().unwrap_or(0)), tol_of(v)))
+            .map(|(s, r, v)| (narrowed(s, *r).unwrap_or_else(|| v["kept"].as_u64().unwrap_or(0)), *v))
             .collect();
         self.counted += counted.len() as u64;
         if counted.iter().map(|c| c.0).sum::<u64>() != n {
             self.ledger_mismatch += 1;
         }
-        for (_, tol) in &counted {
+        for (_, v) in &counted {
+            let (tol, duration_s, guard_s) = (tol_of(v), duration_of(v), guard_of(v));
             for (k, span) in [(1, duration_s), (2, duration_s - 2.0 * guard_s)] {
                 self.posting_s[k] += span;
-                self.expected[k] += span * limit_per_s(*tol);
+                self.expected[k] += span * limit_per_s(tol);
             }
         }
         if let [Some(ra), Some(rb)] = &run.records {
@@ -483,7 +486,11 @@ pub(super) fn pairs_at(seats: &Seats, po: PairOpts, n: usize, until: Option<Inst
         "confirm_failure_rate": r3(t.mismatches as f64 / (ok + t.mismatches as f64).max(1.0)),
         "kept_entries": t.kept,
         "kept_per_s_of_posting": r3(t.kept as f64 / t.posting_s[0]),
-        "kept_limit_per_s": r3(limit_per_s(tol_ms)),
+        // The sift's ceiling over the rounds' own τ (weighted by their posting time), and the
+        // posting time at that ceiling for a key's worth of kept entries: the physics' floor
+        // for the time to a key at the τ the rounds needed.
+        "kept_limit_per_s": r3(if t.posting_s[0] > 0.0 { t.expected[0] / t.posting_s[0] } else { limit_per_s(tol_ms) }),
+        "sift_posting_s_per_key": if ok > 0.0 && t.expected[1] > 0.0 { r3(t.kept as f64 / ok / (t.expected[1] / t.posting_s[1])) } else { Value::Null },
         "kept_fraction_of_limit": r3(frac(0)),
         "kept_fraction_counted_rounds": r3(frac(1)),
         "kept_fraction_inside_guards": r3(frac(2)),

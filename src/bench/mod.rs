@@ -270,7 +270,7 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
 
 /// Columns in this order in tables (JSON objects keep their keys sorted); others after.
 const COLUMNS: &[&str] = &[
-    "profile", "error", "alice_path", "bob_path", "busy_loops", "pairs_run", "ok", "success_rate", "time_to_key_s_p50", "time_to_key_s_p90",
+    "profile", "error", "alice_path", "bob_path", "busy_loops", "pairs_run", "ok", "success_rate", "time_to_key_s_p50", "time_to_key_s_p90", "sift_posting_s_per_key",
     "round_tolerance_ms_min", "round_tolerance_ms_median", "round_tolerance_ms_max", "round_rate_hz_min", "round_rate_hz_median", "round_rate_hz_max", "rounds",
     "phase", "tolerance_ms", "tolerance_ms_min", "tolerance_ms_max", "guard_ms", "duration_ms", "rooms", "pairs", "failed", "time_to_key_ms_p50", "time_to_key_ms_p90", "time_to_key_ms_max",
     "rounds_per_key", "dropped_round_rate", "dropped_late", "dropped_desync", "dropped_held", "dropped_other", "confirm_failure_rate",

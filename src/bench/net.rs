@@ -336,11 +336,12 @@ fn one_profile(net: &Network, p: &Profile, opts: &Opts, n: usize) -> Result<Valu
         "rounds_per_key",
         "kept_per_s_of_posting",
         "kept_fraction_of_limit",
+        "sift_posting_s_per_key",
         "failures",
     ] {
         out[k] = row[k].clone();
     }
-    // The ceiling at the pairs' median τ (none without a key: no τ was reported).
+    // The ceiling at the rounds' own τ (none without a key).
     out["kept_limit_per_s"] = if ok > 0 { row["kept_limit_per_s"].clone() } else { Value::Null };
     // Rounds and drops of every pair, those that failed included (they tell why).
     out["rounds"] = row["rounds_all_pairs"].clone();
