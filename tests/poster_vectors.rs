@@ -432,6 +432,13 @@ fn an_early_done_is_said_again() {
     s.finish();
 }
 
+/// A story of a poster adapting between `floor_us` and `ceil_us`, begun (synced, ready).
+fn adapting(name: &str, description: &str, policy: Policy, role: Role, params: Params, (floor_us, ceil_us): (i64, i64)) -> Story {
+    let mut s = Story::new(name, description, policy, role, params).adapt(floor_us, ceil_us);
+    s.begin();
+    s
+}
+
 /// The ask a `ready` carries: (τ ms, rate divisor).
 fn ask_of(out: &[Value]) -> (f64, u64) {
     let ready = out.iter().find(|a| a["send"]["type"] == "ready").unwrap_or_else(|| panic!("no ready in {out:?}"));
@@ -441,15 +448,7 @@ fn ask_of(out: &[Value]) -> (f64, u64) {
 
 #[test]
 fn adapting_a_late_round_asks_for_a_lower_rate_and_does_not_count() {
-    let mut s = Story::new(
-        "adapt_late_slows_rate",
-        "adapting (τ 1-5 ms), sgp pair --retries 0: a post skipped 6 ms late (limit 5 ms) drops the round, which does not count; the next ready asks for a quarter of the rate (twice the lateness covered), and the next round runs at it",
-        Policy::Terminal { retries: 0 },
-        Role::Alice,
-        params(1),
-    )
-    .adapt(1_000, 5_000);
-    s.begin();
+    let mut s = adapting("adapt_late_slows_rate", "adapting (τ 1-5 ms), sgp pair --retries 0: a post skipped 6 ms late (limit 5 ms) drops the round, which does not count; the next ready asks for a quarter of the rate (twice the lateness covered), and the next round runs at it", Policy::Terminal { retries: 0 }, Role::Alice, params(1), (1_000, 5_000));
     let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
     let out = s.close(1, TS, &mine, &[], &[]);
     assert_eq!(keys(&out), ["round", "send"]);
@@ -468,15 +467,7 @@ fn adapting_a_late_round_asks_for_a_lower_rate_and_does_not_count() {
 
 #[test]
 fn adapting_desyncs_double_tau_up_to_the_ceiling_and_count_only_there() {
-    let mut s = Story::new(
-        "adapt_desync_widens_tau",
-        "adapting (τ 1-4 ms), sgp pair --retries 1: out of sync at 1 and 2 ms asks 2 then 4 ms without counting; at 4 ms (the widest) the first desync counts and the second gives up",
-        Policy::Terminal { retries: 1 },
-        Role::Bob,
-        params(1),
-    )
-    .adapt(1_000, 4_000);
-    s.begin();
+    let mut s = adapting("adapt_desync_widens_tau", "adapting (τ 1-4 ms), sgp pair --retries 1: out of sync at 1 and 2 ms asks 2 then 4 ms without counting; at 4 ms (the widest) the first desync counts and the second gives up", Policy::Terminal { retries: 1 }, Role::Bob, params(1), (1_000, 4_000));
     let mut ts = TS;
     for (round, want) in [(1, Some(2.0)), (2, Some(4.0)), (3, Some(4.0)), (4, None)] {
         let mine = s.post_round(round, ts, &labels("AB"), None);
@@ -501,15 +492,7 @@ fn adapting_desyncs_double_tau_up_to_the_ceiling_and_count_only_there() {
 
 #[test]
 fn adapting_a_desync_the_peer_found_first_widens_our_ask() {
-    let mut s = Story::new(
-        "adapt_peer_desync_widens",
-        "adapting (τ 1-5 ms), sgp pair --retries 0: the room's aborted {desync} comes before our round closed (the peer found it out of sync): our ask doubles τ, uncounted; the late closed is not ours to judge",
-        Policy::Terminal { retries: 0 },
-        Role::Alice,
-        params(60),
-    )
-    .adapt(1_000, 5_000);
-    s.begin();
+    let mut s = adapting("adapt_peer_desync_widens", "adapting (τ 1-5 ms), sgp pair --retries 0: the room's aborted {desync} comes before our round closed (the peer found it out of sync): our ask doubles τ, uncounted; the late closed is not ours to judge", Policy::Terminal { retries: 0 }, Role::Alice, params(60), (1_000, 5_000));
     let mine = s.post_round(1, TS, &labels("AB"), None);
     let out = s.server(TS + 556_000, ServerMsg::Aborted { reason: "desync".into() });
     assert_eq!(keys(&out), ["aborted", "sync"]);
@@ -522,15 +505,7 @@ fn adapting_a_desync_the_peer_found_first_widens_our_ask() {
 
 #[test]
 fn a_round_is_judged_at_its_starts_parameters() {
-    let mut s = Story::new(
-        "adapt_round_params_from_start",
-        "a joiner whose own path wants τ 2 ms in a 1 ms room: the round starts at 2 ms and 50 Hz; a post woken 6 ms late is within that rate's limit (10 ms), and 20 posts landing 1 ms off are sure at 2 ms (within 3τ/5; at 1 ms they would be out of sync): kept",
-        Policy::Terminal { retries: 3 },
-        Role::Alice,
-        params(1),
-    )
-    .adapt(2_000, 5_000);
-    s.begin();
+    let mut s = adapting("adapt_round_params_from_start", "a joiner whose own path wants τ 2 ms in a 1 ms room: the round starts at 2 ms and 50 Hz; a post woken 6 ms late is within that rate's limit (10 ms), and 20 posts landing 1 ms off are sure at 2 ms (within 3τ/5; at 1 ms they would be out of sync): kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1), (2_000, 5_000));
     let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
     assert_eq!(mine.len(), POSTS, "nothing skipped at 50 Hz");
     let moved: Vec<(usize, i64)> = (10..30).map(|k| (k, 1_000)).collect();
