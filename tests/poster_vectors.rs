@@ -2,7 +2,10 @@
 //!
 //! Each scenario below drives `sgp::poster::Poster` through a story (a round kept and the key
 //! confirmed, short of the target, late posts, the late rule, out of sync, the peer's drop, a
-//! peer that leaves, retries, mismatched tags, an early `done`) and checks what it did. With
+//! peer that leaves, retries, mismatched tags, an early `done`; adapting: a late round slows the
+//! ask, desyncs widen τ and count only at the widest, a peer's desync widens ours, a round judged
+//! at its own `start`'s parameters) and checks what it did. A vector with a top-level
+//! `"adapt": {"floor_us", "ceil_us"}` has its poster adapt (`Poster::adapt`) from the start. With
 //! `SGP_WRITE_POSTER_VECTORS=1` each story is also written to `tests/vectors/poster/NAME.json`,
 //! and every file there (these, and any written by hand) is replayed against the engine:
 //! `client/test/poster.test.mjs` replays the same files against `client/js/poster.js`.
@@ -10,7 +13,7 @@
 use serde_json::{json, Value};
 use sgp::clock::SyncSample;
 use sgp::poster::{Action, Policy, Poster};
-use sgp::protocol::{Entry, Label, Params, ParamsIn, Role, ServerMsg};
+use sgp::protocol::{Ask, Entry, Label, Params, ParamsIn, Role, ServerMsg};
 use sgp::secret::OwnPost;
 use std::path::Path;
 
@@ -55,6 +58,11 @@ struct Story {
     p: Poster,
     head: Value,
     steps: Vec<Value>,
+    /// The next round's parameters: the room's, tuned to our last ask as the room would
+    /// (`Params::tuned`; the peer asks nothing).
+    next: Params,
+    /// The round being posted: its start and parameters.
+    round: Option<(i64, Params)>,
 }
 
 impl Story {
@@ -64,13 +72,34 @@ impl Story {
             Policy::Browser => ("browser", None),
         };
         let head = json!({"name": name, "description": description, "policy": pol, "retries": retries, "room": ROOM, "role": role, "params": params});
-        Story { p: Poster::new(policy, ROOM, role, params).unwrap(), head, steps: Vec::new() }
+        Story { p: Poster::new(policy, ROOM, role, params.clone()).unwrap(), head, steps: Vec::new(), next: params, round: None }
+    }
+
+    /// The poster adapts between `floor_us` and `ceil_us` (the vector's `adapt`).
+    fn adapt(mut self, floor_us: i64, ceil_us: i64) -> Story {
+        self.p.adapt(floor_us, ceil_us);
+        self.head["adapt"] = json!({"floor_us": floor_us, "ceil_us": ceil_us});
+        self
+    }
+
+    /// The `ready` our poster says now: with its ask if it adapts.
+    fn ready(&self) -> Value {
+        match self.p.ask().map(|a| a.ask()) {
+            Some((tolerance_ms, rate_div)) => json!({"send": {"type": "ready", "ask": {"tolerance_ms": tolerance_ms, "rate_div": rate_div}}}),
+            None => json!({"send": {"type": "ready"}}),
+        }
     }
 
     /// One input at `t`: the actions, in the vectors' form.
     fn step(&mut self, t: i64, input: Value) -> Vec<Value> {
         let out: Vec<Value> = apply(&mut self.p, &input, t).iter().map(Action::to_json).collect();
         self.steps.push(json!({"t_us": t, "in": input, "out": out, "next_deadline_us": self.p.next_deadline()}));
+        for a in &out {
+            if let Some(ask) = a["send"].get("ask") {
+                let room: Params = serde_json::from_value(self.head["params"].clone()).unwrap();
+                self.next = room.tuned(&serde_json::from_value::<Ask>(ask.clone()).unwrap()).unwrap();
+            }
+        }
         out
     }
 
@@ -81,19 +110,28 @@ impl Story {
     /// Start, sync (offset and delay 0: local time is server time), ready.
     fn begin(&mut self) {
         assert_eq!(self.step(T0, json!({"start": {}})), vec![json!({"sync": {}})]);
-        assert_eq!(self.step(T0 + 10, json!({"synced": {"offset_us": 0, "delay_us": 0}})), vec![json!({"send": {"type": "ready"}})]);
+        let ready = self.ready();
+        assert_eq!(self.step(T0 + 10, json!({"synced": {"offset_us": 0, "delay_us": 0}})), vec![ready]);
     }
 
-    /// Round `round` starts at `ts`; we post on schedule (`late`: the post at that index is
-    /// woken this late) and send `done`. Returns our posts (server time = local time).
+    /// Round `round` starts at `ts` (at the room's parameters, tuned to our last ask); we post
+    /// on schedule (`late`: the post at that index is woken this late) and send `done`.
+    /// Returns our posts (server time = local time).
     fn post_round(&mut self, round: u32, ts: i64, labels: &str, late: Option<(usize, i64)>) -> Vec<(i64, Label)> {
-        let params = self.p.params().clone();
+        let params = self.next.clone();
         let te = ts + i64::from(params.duration_ms) * 1000;
+        let rate_hz = params.rate_hz;
+        self.round = Some((ts, params.clone()));
         let out = self.server(ts - 50_000, ServerMsg::Start { session: SESSION.into(), round, t_start_us: ts, t_end_us: te, params });
         assert!(out[0]["schedule"].is_object(), "{out:?}");
         let me = if self.head["role"] == "alice" { 0 } else { 5_000 };
         let times: Vec<i64> = (0..POSTS as i64).map(|k| ts + 5_000 + me + k * GAP_US).collect();
-        assert!(self.step(ts - 40_000, json!({"scheduled": {"times_us": times, "labels": labels}})).is_empty());
+        let mut scheduled = json!({"times_us": times, "labels": labels});
+        if rate_hz != self.p.params().rate_hz {
+            // The schedule's mean gap at the round's own rate (the replay assumes the room's).
+            scheduled["mean_gap_us"] = json!(1e6 / rate_hz);
+        }
+        assert!(self.step(ts - 40_000, json!({ "scheduled": scheduled })).is_empty());
         let mut sent = Vec::new();
         let mut late = late;
         while let Some(d) = self.p.next_deadline() {
@@ -124,7 +162,8 @@ impl Story {
     /// The closed board: our posts where they landed (`moved`: (index, by µs); `missing`: left
     /// out) and the peer's, 5 ms after each of ours, with the other label pattern.
     fn close(&mut self, round: u32, ts: i64, mine: &[(i64, Label)], moved: &[(usize, i64)], missing: &[usize]) -> Vec<Value> {
-        let te = ts + i64::from(self.p.params().duration_ms) * 1000;
+        let duration_ms = self.round.as_ref().filter(|r| r.0 == ts).map_or(self.p.params().duration_ms, |r| r.1.duration_ms);
+        let te = ts + i64::from(duration_ms) * 1000;
         let peer_first = self.head["role"] == "bob";
         let mut times: Vec<(i64, Label)> = Vec::new();
         for k in 0..POSTS {
@@ -181,6 +220,9 @@ fn replay(v: &Value) -> Result<(), String> {
     let role: Role = serde_json::from_value(v["role"].clone()).map_err(|e| e.to_string())?;
     let params: Params = serde_json::from_value(v["params"].clone()).map_err(|e| e.to_string())?;
     let mut p = Poster::new(policy, v["room"].as_str().unwrap_or(ROOM), role, params)?;
+    if let Some(a) = v.get("adapt") {
+        p.adapt(a["floor_us"].as_i64().ok_or("adapt.floor_us")?, a["ceil_us"].as_i64().ok_or("adapt.ceil_us")?);
+    }
     for (k, s) in v["steps"].as_array().ok_or("no steps")?.iter().enumerate() {
         let got: Vec<Value> = apply(&mut p, &s["in"], s["t_us"].as_i64().ok_or("no t_us")?).iter().map(Action::to_json).collect();
         let want = s["out"].as_array().ok_or("no out")?;
@@ -387,5 +429,89 @@ fn an_early_done_is_said_again() {
     assert!(out.is_empty());
     assert_eq!(s.p.next_deadline(), Some(t + 4_000), "the second done, 2·2 ms after the refusal");
     assert_eq!(s.step(t + 4_000, json!({"timeout": {}})), vec![json!({"done": {}})]);
+    s.finish();
+}
+
+/// A story of a poster adapting between `floor_us` and `ceil_us`, begun (synced, ready).
+fn adapting(name: &str, description: &str, policy: Policy, role: Role, params: Params, (floor_us, ceil_us): (i64, i64)) -> Story {
+    let mut s = Story::new(name, description, policy, role, params).adapt(floor_us, ceil_us);
+    s.begin();
+    s
+}
+
+/// The ask a `ready` carries: (τ ms, rate divisor).
+fn ask_of(out: &[Value]) -> (f64, u64) {
+    let ready = out.iter().find(|a| a["send"]["type"] == "ready").unwrap_or_else(|| panic!("no ready in {out:?}"));
+    let ask = &ready["send"]["ask"];
+    (ask["tolerance_ms"].as_f64().unwrap(), ask["rate_div"].as_u64().unwrap())
+}
+
+#[test]
+fn adapting_a_late_round_asks_for_a_lower_rate_and_does_not_count() {
+    let mut s = adapting("adapt_late_slows_rate", "adapting (τ 1-5 ms), sgp pair --retries 0: a post skipped 6 ms late (limit 5 ms) drops the round, which does not count; the next ready asks for a quarter of the rate (twice the lateness covered), and the next round runs at it", Policy::Terminal { retries: 0 }, Role::Alice, params(1), (1_000, 5_000));
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "send"]);
+    assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["rate_hz"].as_f64()), (Some("late"), Some(100.0)));
+    let out = s.server(TS + 600_000, ServerMsg::Aborted { reason: "desync".into() });
+    assert_eq!(keys(&out), ["aborted", "sync"], "not at the lowest rate yet: no failure counted, no giving up");
+    let out = s.step(TS + 600_010, json!({"synced": {"offset_us": 0, "delay_us": 0}}));
+    assert_eq!(ask_of(&out), (1.0, 4));
+    let ts2 = TS + 1_000_000;
+    let mine = s.post_round(2, ts2, &labels("AB"), None);
+    let out = s.close(2, ts2, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "key", "send"]);
+    assert_eq!((out[0]["round"]["rate_hz"].as_f64(), out[0]["round"]["tolerance_us"].as_i64()), (Some(25.0), Some(1_000)));
+    s.finish();
+}
+
+#[test]
+fn adapting_desyncs_double_tau_up_to_the_ceiling_and_count_only_there() {
+    let mut s = adapting("adapt_desync_widens_tau", "adapting (τ 1-4 ms), sgp pair --retries 1: out of sync at 1 and 2 ms asks 2 then 4 ms without counting; at 4 ms (the widest) the first desync counts and the second gives up", Policy::Terminal { retries: 1 }, Role::Bob, params(1), (1_000, 4_000));
+    let mut ts = TS;
+    for (round, want) in [(1, Some(2.0)), (2, Some(4.0)), (3, Some(4.0)), (4, None)] {
+        let mine = s.post_round(round, ts, &labels("AB"), None);
+        let out = s.close(round, ts, &mine, &[], &(0..20).collect::<Vec<_>>());
+        assert_eq!(out[0]["round"]["outcome"], "desync");
+        let out = s.server(ts + 2_000_000, ServerMsg::Aborted { reason: "desync".into() });
+        match want {
+            Some(tau) => {
+                assert_eq!(keys(&out), ["aborted", "sync"], "round {round}");
+                let out = s.step(ts + 2_000_010, json!({"synced": {"offset_us": 0, "delay_us": 0}}));
+                assert_eq!(ask_of(&out), (tau, 1), "round {round}");
+            }
+            None => {
+                assert_eq!(keys(&out), ["aborted", "fail"]);
+                assert_eq!(out[1]["fail"]["reason"], "retries");
+            }
+        }
+        ts += 3_000_000;
+    }
+    s.finish();
+}
+
+#[test]
+fn adapting_a_desync_the_peer_found_first_widens_our_ask() {
+    let mut s = adapting("adapt_peer_desync_widens", "adapting (τ 1-5 ms), sgp pair --retries 0: the room's aborted {desync} comes before our round closed (the peer found it out of sync): our ask doubles τ, uncounted; the late closed is not ours to judge", Policy::Terminal { retries: 0 }, Role::Alice, params(60), (1_000, 5_000));
+    let mine = s.post_round(1, TS, &labels("AB"), None);
+    let out = s.server(TS + 556_000, ServerMsg::Aborted { reason: "desync".into() });
+    assert_eq!(keys(&out), ["aborted", "sync"]);
+    assert_eq!(out[0]["aborted"]["round"], Value::Null, "no round of ours closed yet");
+    let out = s.step(TS + 556_010, json!({"synced": {"offset_us": 0, "delay_us": 0}}));
+    assert_eq!(ask_of(&out), (2.0, 1));
+    assert!(s.close(1, TS, &mine, &[], &[]).is_empty());
+    s.finish();
+}
+
+#[test]
+fn a_round_is_judged_at_its_starts_parameters() {
+    let mut s = adapting("adapt_round_params_from_start", "a joiner whose own path wants τ 2 ms in a 1 ms room: the round starts at 2 ms and 50 Hz; a post woken 6 ms late is within that rate's limit (10 ms), and 20 posts landing 1 ms off are sure at 2 ms (within 3τ/5; at 1 ms they would be out of sync): kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1), (2_000, 5_000));
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
+    assert_eq!(mine.len(), POSTS, "nothing skipped at 50 Hz");
+    let moved: Vec<(usize, i64)> = (10..30).map(|k| (k, 1_000)).collect();
+    let out = s.close(1, TS, &mine, &moved, &[]);
+    let round = &out.iter().find(|a| a["round"].is_object()).unwrap()["round"];
+    assert_eq!(round["outcome"], "kept", "{out:?}");
+    assert_eq!((round["tolerance_us"].as_i64(), round["rate_hz"].as_f64()), (Some(2_000), Some(50.0)));
     s.finish();
 }

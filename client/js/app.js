@@ -5,7 +5,7 @@
 // events.js and session.js turn into state (state.js), which view.js draws.
 
 import { $, sgp, ui, isPoster, setStatus, addError, command, setWorker } from './state.js';
-import { pageTolerance, applyToleranceDefault } from './tolerance.js';
+import { pageTolerance, applyToleranceDefault, askRange } from './tolerance.js';
 import { maybeCalibrate } from './calibrate.js';
 import { render } from './view.js';
 import { onWorker, backToLanding } from './events.js';
@@ -111,6 +111,7 @@ function create() {
   }
   ui.alert = null;
   ui.joining = { create: true };
+  ui.typedTolerance = ui.tolEdited ? tol : null;
   setStatus('Creating a room…');
   // Rounds sized for this τ from the same measurement (shorter where posts often run late).
   const d = pageTolerance();
@@ -201,7 +202,7 @@ function wire() {
     ui.gaveUp = false;
     ui.alert = null;
     setStatus('Syncing clocks with the server…');
-    command({ cmd: 'start' });
+    command({ cmd: 'start', adapt: askRange() });
     render();
   });
   $('reset').addEventListener('click', () => command({ cmd: 'reset' }));

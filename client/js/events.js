@@ -124,6 +124,7 @@ function onJoined(m) {
   sgp.role = m.role;
   sgp.room = m.room;
   sgp.params = m.params;
+  ui.roundTolerance = null;
   sgp.peers = { ...m.peers };
   sgp.running = false;
   if (!sameRoomAsLast(m.room)) ui.createdHere = !!(ui.joining && ui.joining.create);

@@ -1,7 +1,8 @@
-// poster.js — one poster's protocol logic as a state machine (docs/poster.md), the twin of src/poster.rs: when each post and `done` are due (the late rule), how a closed round is judged, the verdict, the peer's `dropped`, refusals, failures and giving up, under the `terminal` or the `browser` policy (their differences in POLICIES, nowhere else). No DOM, no socket, no timers, no clock, no randomness: time comes in as `now` (local µs), what to do goes out as actions, and the worker (client/js/worker.js) drives it.
+// poster.js — one poster's protocol logic as a state machine (docs/poster.md), the twin of src/poster.rs: when each post and `done` are due (the late rule), how a closed round is judged, the verdict, the peer's `dropped`, refusals, failures and giving up, its ask for the next round (adapt.js), under the `terminal` or the `browser` policy (their differences in POLICIES, nowhere else). No DOM, no socket, no timers, no clock, no randomness: time comes in as `now` (local µs), what to do goes out as actions, and the worker (client/js/worker.js) drives it.
 
 import * as secret from './secret.js';
 import { refineBias } from './timing.js';
+import { Adapt } from './adapt.js';
 
 /**
  * The late rule: a post may leave at most LATE_SHARE of the mean gap between this poster's
@@ -117,8 +118,6 @@ export class Poster {
     this.role = role;
     this.me = role === 'alice' ? 'A' : 'B';
     this.params = params;
-    this.tol = secret.msToUs(params.tolerance_ms);
-    this.guard = secret.msToUs(params.guard_ms);
     this.sync = null; // {offset_us, delay_us}: the last clock sync
     this.bias = 0; // learnt from our own posts' arrival errors
     this.needSync = true; // the last round showed the sync off (browser)
@@ -139,6 +138,24 @@ export class Poster {
     this.peerTag = null;
     /** Why the last `ready` was said: {why} after a sync or a failure, {next, session, round, strength} after a verdict. */
     this.readyFor = null;
+    /** Our ask for the next round (`adapt`); null: the room's parameters, and every failure counts. */
+    this.asking = null;
+    /** Our own verdict on the last round's failure, if we made one: whether it came at the widest ask. */
+    this.failedWidest = null;
+  }
+
+  /**
+   * Ask for τ and the rate each round from our own outcomes (docs/poster.md, "Adapting"),
+   * between `floorUs` (the tolerance rule's pick for our path) and `ceilUs` (widestUs of our
+   * round trips). Failures then count only at the widest ask.
+   */
+  adapt(floorUs, ceilUs) {
+    this.asking = new Adapt(floorUs, ceilUs);
+  }
+
+  /** `ready`, with our ask if we adapt. */
+  ready() {
+    return { send: this.asking ? { type: 'ready', ask: this.asking.ask() } : { type: 'ready' } };
   }
 
   /** Joined as a poster, to make a key: sync first. */
@@ -164,7 +181,7 @@ export class Poster {
     if (!this.policy.keepBias) this.bias = 0;
     this.needSync = false;
     if (!this.running) return [];
-    return [{ send: { type: 'ready' } }];
+    return [this.ready()];
   }
 
   /** The kept rounds' ledger (§6.4). */
@@ -217,6 +234,7 @@ export class Poster {
     this.peerTag = null;
     this.open = null; // the last round's verdicts are in: no `dropped` can come for it now
     this.roundsUsed = m.round;
+    // The round's own τ, guard and rate (they follow the posters' asks): its judgments use them.
     const params = m.params || this.params;
     const sync = { offset_us: this.sync.offset_us + this.bias, delay_us: this.sync.delay_us };
     const shift = sync.offset_us + Math.floor(sync.delay_us / 2);
@@ -227,6 +245,9 @@ export class Poster {
       t_end: m.t_end_us,
       sync, // the sync the round is posted with, bias included
       shift, // a post sent at local s is predicted at server time s + shift
+      tol: secret.msToUs(params.tolerance_ms),
+      guard: secret.msToUs(params.guard_ms),
+      rateHz: params.rate_hz,
       doneAt: m.t_end_us - shift + DONE_MARGIN_US + 2 * secret.msToUs(params.tolerance_ms),
       lateLimit: lateLimitUs(params.rate_hz),
       times: null, // planned server times, once scheduled
@@ -239,6 +260,7 @@ export class Poster {
       held: [], // sent_us of the posts held back (testing)
       coalesced: [], // post numbers (from 1) the server said came in one piece with a later message
       skipped: 0,
+      skipLate: 0, // how long after its target the latest skipped post was due to leave
       doneTimes: 0, // `done` actions given
       redoAt: null, // when to say `done` again after `too_early`
       doneUs: null, // when `done` first left
@@ -275,6 +297,7 @@ export class Poster {
       const target = c.times[c.next] - c.shift;
       if (now > Math.min(target + c.lateLimit, c.doneAt - DONE_QUIET_US)) {
         c.skipped++;
+        c.skipLate = Math.max(c.skipLate, now - target);
         c.next++;
         continue;
       }
@@ -351,26 +374,27 @@ export class Poster {
     const lateUs = c.late.length ? Math.max(...c.late) : 0;
     const spoiled = c.skipped > 0 || lateUs > c.lateLimit || c.doneUs === null;
     const timed = c.posts.filter((_, k) => !c.coalesced.includes(k + 1));
-    const view = secret.deriveRound(board, c.t_start, c.t_end, timed, c.sync, this.me, this.tol, this.guard, []);
+    const view = secret.deriveRound(board, c.t_start, c.t_end, timed, c.sync, this.me, c.tol, c.guard, []);
     const errors = secret.arrivalErrors(board, timed, c.sync);
-    const biasStep = refineBias(errors, this.tol);
+    const biasStep = refineBias(errors, c.tol);
     this.bias += biasStep;
-    const within = errors.filter((e) => e !== null && Math.abs(e) <= this.tol).length;
+    const within = errors.filter((e) => e !== null && Math.abs(e) <= c.tol).length;
     this.needSync = (timed.length > 0 && within < ALIGNED_SHARE * timed.length) || c.skipped > c.times.length / 4;
     // What the driver shows and records (not compared by vectors).
     const facts = { posted: c, board, timed, view, errors, bias_step_us: biasStep, within, spoiled, late_us: lateUs, resync_next: this.needSync };
-    const head = { session: c.session, round: c.round };
-    const abort = { send: { type: 'abort', reason: 'desync' } };
+    const head = { session: c.session, round: c.round, tolerance_us: c.tol, rate_hz: c.rateHz };
     if (view.desync) {
-      return [{ round: { ...head, outcome: 'desync', unmatched: view.unmatched, total: view.total, facts } }, abort];
+      return this.roundFailed({ ...head, outcome: 'desync', unmatched: view.unmatched, total: view.total, facts }, 'desync');
     }
     if (c.held.length > 0) {
-      const { posts, ok } = secret.matchedInSendOrder(board, timed, c.sync, this.tol);
-      if (posts.some((q, k) => ok[k] && c.held.includes(q.sent_us))) return [{ round: { ...head, outcome: 'held', facts } }, abort];
+      const { posts, ok } = secret.matchedInSendOrder(board, timed, c.sync, c.tol);
+      if (posts.some((q, k) => ok[k] && c.held.includes(q.sent_us))) return this.roundFailed({ ...head, outcome: 'held', facts }, null);
     }
     if (spoiled) {
-      return [{ round: { ...head, outcome: 'late', posts: c.posts.length, late_us: lateUs, skipped: c.skipped, facts } }, abort];
+      const late = { late: { late_us: Math.max(lateUs, c.skipLate), limit_us: c.lateLimit } };
+      return this.roundFailed({ ...head, outcome: 'late', posts: c.posts.length, late_us: lateUs, skipped: c.skipped, facts }, late);
     }
+    if (this.asking) this.asking.after({ kept: { n: view.n, left_out: view.dropped.length, spans: view.spans.length } });
     const out = [];
     const drops = view.spans.length > 0 ? 1 : 0;
     if (drops) out.push({ send: { type: 'drop', spans: view.spans.map((x) => [x[0], x[1]]) } });
@@ -382,8 +406,21 @@ export class Poster {
         spans: view.spans.map((x) => [x[0], x[1]]), posts: c.posts.length, strength: this.ledger().strength, facts,
       },
     });
-    this.open = { ...head, board, t_start: c.t_start, t_end: c.t_end, timed, sync: c.sync, peerSpans: [], drops };
+    this.open = { session: c.session, round: c.round, board, t_start: c.t_start, t_end: c.t_end, tol: c.tol, guard: c.guard, timed, sync: c.sync, peerSpans: [], drops };
     return out.concat(this.verdict(this.open));
+  }
+
+  /**
+   * A round of ours we cannot use: our ask widens (the `desync` we send comes back as the
+   * room's `aborted`, and that is the failure, counted if we asked the widest already; a held
+   * post's, testing only, always is).
+   */
+  roundFailed(report, verdict) {
+    if (this.asking) {
+      this.failedWidest = verdict === null || this.asking.widest(verdict);
+      if (verdict !== null) this.asking.after(verdict);
+    }
+    return [{ round: report }, { send: { type: 'abort', reason: 'desync' } }];
   }
 
   /**
@@ -415,7 +452,7 @@ export class Poster {
       out.push({ key_void: { session: o.session, round: o.round, strength: l.strength } });
     }
     this.readyFor = { next: true, session: o.session, round: o.round, strength: l.strength };
-    out.push({ send: { type: 'ready' } });
+    out.push(this.ready());
     return out;
   }
 
@@ -430,7 +467,7 @@ export class Poster {
     if (!o || o.session !== m.session || o.round !== m.round || spans.length === 0) return [];
     o.peerSpans.push(...spans);
     o.drops += 1;
-    const view = secret.deriveRound(o.board, o.t_start, o.t_end, o.timed, o.sync, this.me, this.tol, this.guard, o.peerSpans);
+    const view = secret.deriveRound(o.board, o.t_start, o.t_end, o.timed, o.sync, this.me, o.tol, o.guard, o.peerSpans);
     if (view.desync) {
       // Cannot happen (spans only leave entries out), but never confirm on it.
       this.open = null;
@@ -461,7 +498,7 @@ export class Poster {
       return [{ confirmed: { matched: true } }];
     }
     this.myTag = null;
-    return [{ confirmed: { matched: false } }, ...this.failed('confirmation mismatch', now)];
+    return [{ confirmed: { matched: false } }, ...this.failed('confirmation mismatch', true, now)];
   }
 
   onAborted(m, now) {
@@ -476,7 +513,8 @@ export class Poster {
       if (dropped !== null) this.kept = this.kept.filter((r) => r.round !== dropped);
       const l = this.ledger();
       const out = [{ aborted: { reason, round: dropped, session: this.lastClosedSession, strength: l.strength, kept_total: l.n } }];
-      return this.running ? out.concat(this.failed('desync', now)) : out;
+      const counts = this.desyncCounts();
+      return this.running ? out.concat(this.failed('desync', counts, now)) : out;
     }
     const wasRunning = this.running;
     this.endSession();
@@ -486,7 +524,7 @@ export class Poster {
       return out.concat({ fail: { reason, message: FAIL_MESSAGES[reason] ?? `the session was aborted (${reason})` } });
     }
     // disagree and anything else: a new session.
-    return out.concat(this.failed(reason, now));
+    return out.concat(this.failed(reason, true, now));
   }
 
   onReset(now) {
@@ -496,7 +534,7 @@ export class Poster {
       this.stop();
       return [];
     }
-    return this.failed('reset', now);
+    return this.failed('reset', true, now);
   }
 
   /** The session is over (aborted or reset): nothing of it is kept. */
@@ -506,6 +544,7 @@ export class Poster {
     this.current = null;
     this.open = null;
     this.myTag = null;
+    this.failedWidest = null;
   }
 
   /** The other poster left: the terminal stops once rounds were made; the browser waits for the room's `aborted`. */
@@ -518,10 +557,28 @@ export class Poster {
     return [];
   }
 
-  /** A round or session failed: count it, then sync again (per the policy) and say ready, or give up. */
-  failed(why, now) {
-    this.failures++;
-    this.totalFailures++;
+  /**
+   * Whether a dropped round counts toward giving up. Adapting, only if it failed at the widest
+   * ask. The peer may have found it out of sync before we judged it (or without our finding
+   * so): that is a desync for us too, and widens our ask as one of our own would. Not
+   * adapting, every dropped round counts.
+   */
+  desyncCounts() {
+    if (!this.asking) return true;
+    const ours = this.failedWidest;
+    this.failedWidest = null;
+    if (ours !== null) return ours;
+    const widest = this.asking.widest('desync');
+    this.asking.after('desync');
+    return widest;
+  }
+
+  /** A round or session failed: count it (if it `counts`), then sync again (per the policy) and say ready, or give up. */
+  failed(why, counts, now) {
+    if (counts) {
+      this.failures++;
+      this.totalFailures++;
+    }
     this.lastOk = false;
     const stop = this.policy.giveUp(this, why, now);
     if (stop) {
@@ -531,6 +588,6 @@ export class Poster {
     }
     this.readyFor = { why };
     if (this.policy.resync(this) || !this.sync) return [{ sync: { why } }];
-    return [{ send: { type: 'ready' } }];
+    return [this.ready()];
   }
 }

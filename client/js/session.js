@@ -37,7 +37,7 @@ export function onPhase(m) {
     case 'posting':
       ui.window = windowOnPage(m.start_local_us, m.end_local_us, m.now_us);
       startTicker();
-      setStatus(`Round ${m.round}: posting at random times (about ${Math.round(sgp.params.rate_hz)} posts a second each)…`);
+      setStatus(`Round ${m.round}: posting at random times (about ${Math.round(m.rate_hz ?? sgp.params.rate_hz)} posts a second each, tolerance ${m.tolerance_ms ?? sgp.params.tolerance_ms} ms)…`);
       return;
     case 'closing':
       setStatus(`Round ${m.round}: window closed, waiting for the board…`);
@@ -69,6 +69,7 @@ export function onStart(m) {
   }
   ui.roundPct = 0;
   ui.roundText = `round ${m.round}`;
+  if (m.params) ui.roundTolerance = m.params.tolerance_ms; // each round's follows the posters' asks
   if (isPoster()) {
     sgp.running = true;
   } else {

@@ -38,6 +38,8 @@ export const ui = {
   roundPct: 0,
   roundText: '',
   tolEdited: false,
+  typedTolerance: null, // the tolerance typed for the room this page created (fixed: only the rate adapts)
+  roundTolerance: null, // the running or last round's τ (ms): it follows the posters' asks
   calibrating: false, // the Create button waits for the jitter measurement
   calibStarted: false,
   tick: null,

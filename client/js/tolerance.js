@@ -1,6 +1,6 @@
 // tolerance.js — the tolerance this page gives a room it creates (from timing.js and the jitter
-// measurements) and the words that explain it: under the Create form, and when rounds keep
-// falling out of sync.
+// measurements), the range its poster's asks adapt in (askRange), and the words that explain
+// it: under the Create form, and when rounds keep falling out of sync.
 
 import { $, sgp, ui } from './state.js';
 import { defaultTolerance } from './timing.js';
@@ -10,6 +10,21 @@ export const defaultToleranceFor = (c) => {
   const t = sgp.timing;
   return defaultTolerance(t ? t.isolated : !!window.crossOriginIsolated, t ? t.precision_us : null, c);
 };
+
+/**
+ * The range this poster's asks adapt in (docs/poster.md, "Adapting"), sent with Start: from the
+ * tolerance this page picks for its own path (`floor_ms`, from its own measurement whoever
+ * created the room; `measured` false: no jitter measurement says more, and the worker widens it
+ * to what its clock-sync round trips ask, as `sgp pair` does) up to what those round trips need
+ * (the worker's widestUs). A tolerance typed when creating this room is `fixed`: only the rate
+ * adapts, as with `sgp pair --tolerance-ms`.
+ */
+export function askRange() {
+  const typed = ui.createdHere ? ui.typedTolerance : null;
+  if (typed != null && sgp.params && typed === sgp.params.tolerance_ms) return { floor_ms: typed, fixed: true, measured: true };
+  const d = pageTolerance();
+  return { floor_ms: d.ms, fixed: false, measured: d.success != null && !d.unsure };
+}
 
 /** The tolerance this page would give a room it creates: {ms, widened, isolated, precision}. */
 export function pageTolerance() {

@@ -125,7 +125,8 @@ function renderClock() {
   setText('clock-delay', sgp.sync.delay_us == null ? '—' : String(sgp.sync.delay_us));
   const t = sgp.timing;
   setText('timer-precision', t && t.precision_us != null ? String(t.precision_us) : '—');
-  setText('room-tolerance', sgp.params ? String(sgp.params.tolerance_ms) : '—');
+  const tol = ui.roundTolerance ?? (sgp.params ? sgp.params.tolerance_ms : null);
+  setText('room-tolerance', tol == null ? '—' : String(tol));
   const isolated = t ? t.isolated : !!window.crossOriginIsolated;
   setText('isolation', isolated
     ? `Cross-origin isolated: yes. Timers are precise${t ? ` (${t.precision_us} µs)` : ''} and the worker waits for each post with Atomics.wait, so posts leave on time.`

@@ -11,9 +11,10 @@
 
 import * as secret from './secret.js';
 import {
-  SYNC_SAMPLES, sample, best, poisson, labelsFromBytes, summary,
+  SYNC_SAMPLES, sample, best, poisson, labelsFromBytes, summary, toleranceRule,
 } from './timing.js';
 import { Poster, RETRIES, GIVE_UP_US, cleanSpans } from './poster.js';
+import { widestUs } from './adapt.js';
 import {
   nowUs, getRandom, uniform, POST_HOLD_US, blockUntil, waitUntil, measureTimers, calibrate, stopCalibration,
 } from './waits.js';
@@ -39,6 +40,7 @@ const S = {
   open: null, // the page's `round` message of the engine's open round, sent again after `dropped`
   lastKey: null, // the last `key` action, for the `confirming` phase
   leaving: false,
+  askRange: null, // the page's {floor_ms, fixed, measured} with Start: the engine adapts within it
   // What `sgp pair --record` keeps, since the last `joined`: every round this poster posted
   // in (its posts, the sync they were posted with, the board) and every message heard but
   // pongs, with the local receive time. Times are this worker's clock (nowUs).
@@ -197,12 +199,24 @@ function ping() {
   });
 }
 
-/** The best of SYNC_SAMPLES pings: {s, n}. */
+/** The best of SYNC_SAMPLES pings: {s, n, delays} (every round trip, µs). */
 async function syncClock() {
   const samples = [];
   while (samples.length < SYNC_SAMPLES) samples.push(await ping());
   S.sync = best(samples);
-  return { s: S.sync, n: samples.length };
+  return { s: S.sync, n: samples.length, delays: samples.map((x) => x.delay_us) };
+}
+
+/**
+ * The engine's ask range at Start (docs/poster.md, "Adapting"), from the page's `range` and
+ * this sync's round trips: the floor is the page's pick for its own path (widened by the
+ * tolerance rule to what the round trips ask where the page measured nothing, as `sgp pair`
+ * does), the ceiling what the round trips need (widestUs); a fixed τ is both.
+ */
+function adaptFrom(P, range, delays) {
+  const floorMs = range.fixed || range.measured ? range.floor_ms : toleranceRule(range.floor_ms, null, delays).ms;
+  const floorUs = secret.msToUs(floorMs);
+  P.adapt(floorUs, range.fixed ? floorUs : widestUs(delays));
 }
 
 function showSync({ s, n }) {
@@ -224,7 +238,9 @@ async function syncAndReady(why) {
     return;
   }
   const P = S.poster;
-  const actions = epoch === S.epoch && P && P.running ? P.synced(r.s, nowUs()) : [];
+  const live = epoch === S.epoch && P && P.running;
+  if (live && why === 'start' && S.askRange) adaptFrom(P, S.askRange, r.delays);
+  const actions = live ? P.synced(r.s, nowUs()) : [];
   showSync(r);
   act(actions);
 }
@@ -286,7 +302,7 @@ function act(actions) {
 
 function sendAction(v) {
   if (!trySend(v)) return;
-  if (v.type === 'ready') phase('waiting', S.poster.readyFor || {});
+  if (v.type === 'ready') phase('waiting', { ...(S.poster.readyFor || {}), ask: v.ask ?? null });
   else if (v.type === 'confirm' && S.lastKey) phase('confirming', { session: S.lastKey.session, round: S.lastKey.round });
 }
 
@@ -309,6 +325,8 @@ function schedule(v) {
     start_local_us: v.t_start_us - v.shift_us,
     end_local_us: v.t_end_us - v.shift_us,
     now_us: nowUs(),
+    tolerance_ms: c.tol / 1000,
+    rate_hz: v.rate_hz,
   });
   kick();
 }
@@ -455,7 +473,7 @@ function onError(m, t3) {
 }
 
 function onStart(m) {
-  S.window = { session: m.session, round: m.round, t_start: m.t_start_us, t_end: m.t_end_us };
+  S.window = { session: m.session, round: m.round, t_start: m.t_start_us, t_end: m.t_end_us, params: m.params || S.params };
   const P = S.poster;
   const sync = (P && P.sync) || S.sync;
   const shift = sync ? sync.offset_us + (P ? P.bias : 0) + Math.floor(sync.delay_us / 2) : null;
@@ -479,10 +497,11 @@ function onClosed(m) {
   act(actions);
   if (actions.some((a) => 'round' in a)) return;
   // An observer (or a round we did not post in): the public view only. The sift needs the
-  // round's window, known from `start` (an observer who joined mid-round has not seen it).
-  const tol = secret.msToUs(S.params.tolerance_ms);
-  const guard = secret.msToUs(S.params.guard_ms);
+  // round's window and parameters, known from `start` (an observer who joined mid-round has
+  // not seen it: the room's then).
   const w = S.window && S.window.session === m.session && S.window.round === m.round ? S.window : null;
+  const tol = secret.msToUs((w ? w.params : S.params).tolerance_ms);
+  const guard = secret.msToUs((w ? w.params : S.params).guard_ms);
   const times = m.board.map((e) => e.t_us);
   const t0 = w ? w.t_start : (times.length ? Math.min(...times) : 0) - guard;
   const t1 = w ? w.t_end : (times.length ? Math.max(...times) : 0) + guard;
@@ -500,8 +519,7 @@ function onClosed(m) {
 function roundToPage(v) {
   const f = v.facts;
   const c = f.posted;
-  const tol = secret.msToUs(S.params.tolerance_ms);
-  const guard = secret.msToUs(S.params.guard_ms);
+  const { tol, guard } = c; // the round's own (its start's)
   S.lastClosed = v.round;
   S.lastClosedSession = v.session;
   S.record.rounds.push({
@@ -518,6 +536,8 @@ function roundToPage(v) {
     late_us: f.late_us,
     skipped: c.skipped,
     spoiled: f.spoiled,
+    // The round's own τ, guard and rate, from its `start` (they follow the posters' asks).
+    params: { tolerance_us: tol, guard_us: guard, rate_hz: c.rateHz },
     // The spans this poster sent as `drop`, and those the peer's `dropped` said (onDropped).
     spans: v.outcome === 'kept' ? v.spans.map((x) => [x[0], x[1]]) : [],
     peer_spans: [],
@@ -621,6 +641,7 @@ self.onmessage = (ev) => {
         return;
       }
       if (S.poster.running) return;
+      S.askRange = c.adapt || null;
       stopSession(); // a fresh epoch
       act(S.poster.start(nowUs()));
       return;

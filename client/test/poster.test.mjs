@@ -2,7 +2,8 @@
 // tests/vectors/poster/*.json (the files src/poster.rs passes too), with the comparison rule of
 // docs/poster.md, plus unit tests of each transition: two engines posting one round together
 // (kept → confirm, the peer's dropped → confirm again or key_void, confirmed with a mismatched
-// tag), the late rule's limit, and the policies' differences.
+// tag), the late rule's limit, and the policies' differences. A vector's top-level
+// `adapt: {floor_us, ceil_us}` has the poster adapt from the start, as tests/poster_vectors.rs does.
 // Run: node --test client/test/*.test.mjs
 import { test } from 'node:test';
 import assert from 'node:assert/strict';
@@ -55,6 +56,7 @@ for (const file of files) {
     const v = JSON.parse(readFileSync(new URL(file, VECTORS), 'utf8'));
     assert.ok(v.policy in POLICIES, `${file}: policy ${v.policy}`);
     const p = new Poster({ policy: v.policy, retries: v.retries, room: v.room, role: v.role, params: v.params });
+    if (v.adapt) p.adapt(v.adapt.floor_us, v.adapt.ceil_us);
     assert.ok(v.steps.length > 0, `${file}: no steps`);
     v.steps.forEach((s, k) => {
       const where = `${v.name} step ${k} (${Object.keys(s.in)[0]})`;

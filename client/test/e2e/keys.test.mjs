@@ -171,11 +171,12 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
     assert.equal(r.rounds.length, stA.rounds.length, `${role}: one recorded round per closed round`);
     for (const x of r.rounds) {
       assert.deepEqual(Object.keys(x), ['session', 'round', 't_start_us', 't_end_us', 'sync', 'posts', 'board', 'coalesced', 'send_call_us',
-        'done_us', 'late_us', 'skipped', 'spoiled', 'spans', 'peer_spans'], `${role}: a round's fields`);
+        'done_us', 'late_us', 'skipped', 'spoiled', 'params', 'spans', 'peer_spans'], `${role}: a round's fields`);
+      assert.deepEqual(Object.keys(x.params), ['tolerance_us', 'guard_us', 'rate_hz'], `${role}: a round's own parameters`);
       assert.ok([...x.spans, ...x.peer_spans].every((q) => q.length === 2 && Number.isSafeInteger(q[0]) && q[0] <= q[1] && x.t_start_us <= q[0] && q[1] <= x.t_end_us),
         `${role}: spans are [from_us, to_us] inside the window`);
       assert.equal(x.send_call_us.length, x.posts.length, `${role}: one send-call time per post`);
-      assert.equal(x.spoiled, x.skipped > 0 || x.done_us === null || x.late_us > Math.round(0.5 * (1e6 / r.params.rate_hz)), `${role}: spoiled by the late rule exactly when it should be`);
+      assert.equal(x.spoiled, x.skipped > 0 || x.done_us === null || x.late_us > Math.round(0.5 * (1e6 / x.params.rate_hz)), `${role}: spoiled by the late rule exactly when it should be`);
       assert.ok(x.coalesced.every((k) => Number.isInteger(k) && k >= 1 && k <= x.posts.length), `${role}: coalesced are post numbers`);
       assert.deepEqual(Object.keys(x.sync), ['offset_us', 'delay_us']);
       assert.ok(x.posts.length > 0 && x.posts.every((q) => Number.isSafeInteger(q.sent_us) && (q.label === 'A' || q.label === 'B') && Object.keys(q).length === 2), `${role}: posts are {sent_us, label}`);
@@ -186,12 +187,11 @@ test('both records (Download record) agree with the pages, and sgp eve --attack 
     assert.ok(r.messages.some((m) => m.msg.type === 'closed') && r.messages.some((m) => m.msg.type === 'confirmed'), `${role}: closed and confirmed messages are there`);
   }
 
-  // secret.js again, on the records alone: which rounds count, their (n_r, a_r), the key, the tag.
-  const tol = secret.msToUs(stA.params.tolerance_ms);
-  const guard = secret.msToUs(stA.params.guard_ms);
+  // secret.js again, on the records alone: which rounds count, their (n_r, a_r), the key, the
+  // tag; each round at its own τ and guard (they follow the posters' asks).
   // The posts whose time the board has (as the worker and sgp pair derive): not the coalesced.
   const timed = (x) => x.posts.filter((_, k) => !x.coalesced.includes(k + 1));
-  const derive = (x, me, peerSpans = []) => secret.deriveRound(x.board, x.t_start_us, x.t_end_us, timed(x), x.sync, me, tol, guard, peerSpans);
+  const derive = (x, me, peerSpans = []) => secret.deriveRound(x.board, x.t_start_us, x.t_end_us, timed(x), x.sync, me, x.params.tolerance_us, x.params.guard_us, peerSpans);
   const session = stA.key.session;
   const counted = [];
   let bits = [];
