@@ -30,6 +30,13 @@ async fn recv_type_within(ws: &mut Ws, ty: &str, limit: Duration) -> Value {
     tokio::time::timeout(limit, recv_type(ws, ty)).await.unwrap_or_else(|_| panic!("no {ty} within {limit:?}"))
 }
 
+/// A room whose alice is a hand-driven WebSocket (τ 1 ms, 200 ms rounds), and its code.
+async fn hand_room(server: &Server) -> (Ws, String) {
+    let mut alice = ws(server).await;
+    let code = create_room(&mut alice, json!({"tolerance_ms": 1, "duration_ms": 200})).await;
+    (alice, code)
+}
+
 #[test]
 fn a_full_room_is_exit_4() {
     let server = Server::start(&[]);
@@ -76,11 +83,7 @@ fn a_server_gone_mid_session_is_exit_5() {
 fn too_many_failed_rounds_is_exit_6() {
     let server = Server::start(&[]);
     let rt = runtime();
-    let (mut alice, code) = rt.block_on(async {
-        let mut alice = ws(&server).await;
-        let code = create_room(&mut alice, json!({"tolerance_ms": 1, "duration_ms": 200})).await;
-        (alice, code)
-    });
+    let (mut alice, code) = rt.block_on(hand_room(&server));
     let bob = spawn_pair(&server, &["--room", &code, "--retries", "2", "--no-adapt"]);
     // Alice finds every round out of sync: bob (not adapting) retries twice, then gives up.
     rt.block_on(async {
@@ -103,11 +106,7 @@ fn too_many_failed_rounds_is_exit_6() {
 fn desyncs_widen_tolerance_and_count_only_at_the_widest() {
     let server = Server::start(&[]);
     let rt = runtime();
-    let (mut alice, code) = rt.block_on(async {
-        let mut alice = ws(&server).await;
-        let code = create_room(&mut alice, json!({"tolerance_ms": 1, "duration_ms": 200})).await;
-        (alice, code)
-    });
+    let (mut alice, code) = rt.block_on(hand_room(&server));
     let bob = spawn_pair(&server, &["--room", &code, "--retries", "1"]);
     let taus = rt.block_on(async {
         let mut taus = Vec::new();
@@ -145,11 +144,7 @@ fn desyncs_widen_tolerance_and_count_only_at_the_widest() {
 fn a_peer_leaving_between_sessions_is_exit_3() {
     let server = Server::start(&[]);
     let rt = runtime();
-    let (mut alice, code) = rt.block_on(async {
-        let mut alice = ws(&server).await;
-        let code = create_room(&mut alice, json!({"tolerance_ms": 1, "duration_ms": 200})).await;
-        (alice, code)
-    });
+    let (mut alice, code) = rt.block_on(hand_room(&server));
     let bob = spawn_pair(&server, &["--room", &code]);
     rt.block_on(async {
         // One real round (alice posts nothing), then alice ends the session…
