@@ -76,13 +76,12 @@ test('a tolerance far too tight is widened by the joiner\'s ask', { timeout: 300
   assert.ok(ra.starts.length >= 1, 'alice heard the rounds start');
   assert.deepEqual(rb.starts, ra.starts, 'both pages heard the same starts');
   assert.ok(ra.starts.every((x) => typeof x.tolerance_ms === 'number'), 'every start carries the round\'s τ');
-  // After the first round (whose asks came with the first readies), every round runs at the
-  // widest τ asked: bob's, at least his own pick, far above the room's 0.05 ms.
-  for (const x of ra.starts.slice(1)) {
+  // Every round runs at the widest τ the two readies asked (the first round too: Start sends
+  // the first ask): bob's, at least his own pick, far above the room's 0.05 ms.
+  for (const x of ra.starts) {
     assert.ok(x.tolerance_ms > 0.05, `round ${x.round} ran at τ ${x.tolerance_ms} ms, wider than the room's 0.05 ms`);
     assert.ok(x.tolerance_ms >= bobPick, `round ${x.round} ran at τ ${x.tolerance_ms} ms, at least bob's pick (${bobPick} ms)`);
   }
-  assert.ok(ra.starts.some((x) => x.tolerance_ms > 0.05), 'some round ran wider than 0.05 ms');
   // The records' rounds say the τ each was judged at, that of its start.
   for (const r of ra.rec.rounds) {
     const st = ra.starts.find((x) => x.session === r.session && x.round === r.round);
