@@ -7,7 +7,7 @@
 //!
 //! The file: `{"cases": [{name, floor_us, ceil_us, start: STATE, steps: [{verdict, widest,
 //! after: STATE}]}], "widest_us": [{delays_us, widest_us}]}`, where STATE is `{floor_us,
-//! ceil_us, tau_us, rate_div, calm, ask: {tolerance_ms, rate_div}}`, a verdict is `"desync"`,
+//! ceil_us, tau_us, rate_div, calm, lates, ask: {tolerance_ms, rate_div}}`, a verdict is `"desync"`,
 //! `{"late": {late_us, limit_us}}` or `{"kept": {n, left_out, spans}}`, and `widest` is
 //! `widest(verdict)` before the step (whether the failure counts).
 
@@ -39,7 +39,7 @@ fn verdict_of(v: &Value) -> Verdict {
 
 fn state(a: &Adapt) -> Value {
     let (tolerance_ms, rate_div) = a.ask();
-    json!({"floor_us": a.floor_us, "ceil_us": a.ceil_us, "tau_us": a.tau_us, "rate_div": a.rate_div, "calm": a.calm,
+    json!({"floor_us": a.floor_us, "ceil_us": a.ceil_us, "tau_us": a.tau_us, "rate_div": a.rate_div, "calm": a.calm, "lates": a.lates,
         "ask": {"tolerance_ms": tolerance_ms, "rate_div": rate_div}})
 }
 

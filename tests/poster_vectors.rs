@@ -448,18 +448,21 @@ fn ask_of(out: &[Value]) -> (f64, u64) {
 
 #[test]
 fn adapting_a_late_round_asks_for_a_lower_rate_and_does_not_count() {
-    let mut s = adapting("adapt_late_slows_rate", "adapting (τ 1-5 ms), sgp pair --retries 0: a post skipped 6 ms late (limit 5 ms) drops the round, which does not count; the next ready asks for a quarter of the rate (twice the lateness covered), and the next round runs at it", Policy::Terminal { retries: 0 }, Role::Alice, params(1), (1_000, 5_000));
-    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
-    let out = s.close(1, TS, &mine, &[], &[]);
-    assert_eq!(keys(&out), ["round", "send"]);
-    assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["rate_hz"].as_f64()), (Some("late"), Some(100.0)));
-    let out = s.server(TS + 600_000, ServerMsg::Aborted { reason: "desync".into() });
-    assert_eq!(keys(&out), ["aborted", "sync"], "not at the lowest rate yet: no failure counted, no giving up");
-    let out = s.step(TS + 600_010, json!({"synced": {"offset_us": 0, "delay_us": 0}}));
-    assert_eq!(ask_of(&out), (1.0, 4));
-    let ts2 = TS + 1_000_000;
-    let mine = s.post_round(2, ts2, &labels("AB"), None);
-    let out = s.close(2, ts2, &mine, &[], &[]);
+    let mut s = adapting("adapt_late_slows_rate", "adapting (τ 1-5 ms), sgp pair --retries 0: a post skipped 6 ms late (limit 5 ms) drops the round, which does not count; one late round is a hiccup (the next ready asks the same), the second in a row asks for a quarter of the rate (twice the lateness covered), and the next round runs at it", Policy::Terminal { retries: 0 }, Role::Alice, params(1), (1_000, 5_000));
+    let mut ts = TS;
+    for (round, want) in [(1, (1.0, 1)), (2, (1.0, 4))] {
+        let mine = s.post_round(round, ts, &labels("AB"), Some((3, 6_000)));
+        let out = s.close(round, ts, &mine, &[], &[]);
+        assert_eq!(keys(&out), ["round", "send"]);
+        assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["rate_hz"].as_f64()), (Some("late"), Some(100.0)));
+        let out = s.server(ts + 600_000, ServerMsg::Aborted { reason: "desync".into() });
+        assert_eq!(keys(&out), ["aborted", "sync"], "not at the lowest rate yet: no failure counted, no giving up");
+        let out = s.step(ts + 600_010, json!({"synced": {"offset_us": 0, "delay_us": 0}}));
+        assert_eq!(ask_of(&out), want, "round {round}");
+        ts += 1_000_000;
+    }
+    let mine = s.post_round(3, ts, &labels("AB"), None);
+    let out = s.close(3, ts, &mine, &[], &[]);
     assert_eq!(keys(&out), ["round", "key", "send"]);
     assert_eq!((out[0]["round"]["rate_hz"].as_f64(), out[0]["round"]["tolerance_us"].as_i64()), (Some(25.0), Some(1_000)));
     s.finish();

@@ -10,6 +10,8 @@ export const MAX_RATE_DIV = 64;
 export const CALM_ROUNDS = 2;
 /** A kept round that left out more than one kept entry in this many (our spans) widens τ. */
 export const COSTLY_SHARE = 5;
+/** Late rounds in a row before the rate comes down: one alone is a hiccup, two a busy machine. */
+export const LATE_ROUNDS = 2;
 
 /** τ in 10 µs steps, rounding up. */
 const up10 = (us) => Math.floor((us + 9) / 10) * 10;
@@ -38,6 +40,7 @@ export class Adapt {
     this.tau_us = this.floor_us;
     this.rate_div = 1;
     this.calm = 0; // clean rounds in a row
+    this.lates = 0; // late rounds in a row
   }
 
   /** The ask, as `ready` carries it. */
@@ -54,12 +57,14 @@ export class Adapt {
 
   /**
    * The next ask after a round of ours closed: a desync or a costly round doubles τ up to the
-   * ceiling; a late round divides the rate so that the late rule allows twice the lateness
-   * seen; CALM_ROUNDS clean rounds in a row narrow one step (τ by a fifth towards the floor,
+   * ceiling; the second late round in a row (and each after it) divides the rate so that the
+   * late rule allows twice the lateness seen; CALM_ROUNDS clean rounds in a row narrow one step (τ by a fifth towards the floor,
    * else the rate back up by two).
    */
   after(v) {
+    this.lates = v !== 'desync' && v.late ? this.lates + 1 : 0;
     if (v === 'desync') this.widenTau();
+    else if (v.late && this.lates < LATE_ROUNDS) this.calm = 0;
     else if (v.late) this.slowDown(v.late.late_us, v.late.limit_us);
     else if (v.kept.left_out * COSTLY_SHARE > v.kept.n + v.kept.left_out) this.widenTau();
     else if (v.kept.spans > 0) this.calm = 0;

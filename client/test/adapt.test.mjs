@@ -10,7 +10,7 @@ import { Adapt, widestUs } from '../js/adapt.js';
 
 const doc = JSON.parse(readFileSync(new URL('../../tests/vectors/adapt/rule.json', import.meta.url), 'utf8'));
 
-const state = (a) => ({ floor_us: a.floor_us, ceil_us: a.ceil_us, tau_us: a.tau_us, rate_div: a.rate_div, calm: a.calm, ask: a.ask() });
+const state = (a) => ({ floor_us: a.floor_us, ceil_us: a.ceil_us, tau_us: a.tau_us, rate_div: a.rate_div, calm: a.calm, lates: a.lates, ask: a.ask() });
 
 test('the rule vectors are there', () => {
   assert.ok(doc.cases.length >= 10);

@@ -18,6 +18,9 @@ pub const MAX_RATE_DIV: u32 = 64;
 pub const CALM_ROUNDS: u32 = 2;
 /// A kept round that left out more than one kept entry in this many (our spans) widens τ.
 pub const COSTLY_SHARE: u32 = 5;
+/// Late rounds in a row before the rate comes down: one alone is a hiccup (a round lost at
+/// full rate costs less than the rest of a key at a lower one), two are a busy machine.
+pub const LATE_ROUNDS: u32 = 2;
 
 /// What a closed round of ours came to, as far as the ask is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -42,6 +45,8 @@ pub struct Adapt {
     pub rate_div: u32,
     /// Clean rounds in a row.
     pub calm: u32,
+    /// Late rounds in a row.
+    pub lates: u32,
 }
 
 /// τ in 10 µs steps, rounding up.
@@ -67,7 +72,7 @@ impl Adapt {
     /// Starting at `floor_us`, never wider than `ceil_us` (at least the floor).
     pub fn new(floor_us: i64, ceil_us: i64) -> Adapt {
         let floor_us = up10(floor_us.max(10));
-        Adapt { floor_us, ceil_us: ceil_us.max(floor_us), tau_us: floor_us, rate_div: 1, calm: 0 }
+        Adapt { floor_us, ceil_us: ceil_us.max(floor_us), tau_us: floor_us, rate_div: 1, calm: 0, lates: 0 }
     }
 
     /// The ask: τ in ms and the rate divisor.
@@ -87,14 +92,17 @@ impl Adapt {
 
     /// The next ask after a round of ours closed. A desync (or a costly round: more than one
     /// kept entry in `COSTLY_SHARE` left out by our spans) doubles τ, up to the ceiling: our
-    /// arrival errors are wider than the self-check allows. A late round divides the rate so
-    /// that the late rule (half a mean gap) allows twice the lateness seen, in powers of two
-    /// up to `MAX_RATE_DIV`: the machine holds us up longer than the gaps. `CALM_ROUNDS` clean
+    /// arrival errors are wider than the self-check allows. The second late round in a row
+    /// (and each after it) divides the rate so that the late rule (half a mean gap) allows
+    /// twice the lateness seen, in powers of two up to `MAX_RATE_DIV`: the machine holds us up
+    /// longer than the gaps. `CALM_ROUNDS` clean
     /// rounds in a row (kept, no span) narrow one step: τ by a fifth towards the floor, else
     /// the rate back up by two.
     pub fn after(&mut self, v: Verdict) {
+        self.lates = if matches!(v, Verdict::Late { .. }) { self.lates + 1 } else { 0 };
         match v {
             Verdict::Desync => self.widen_tau(),
+            Verdict::Late { .. } if self.lates < LATE_ROUNDS => self.calm = 0,
             Verdict::Late { late_us, limit_us } => self.slow_down(late_us, limit_us),
             Verdict::Kept { n, left_out, .. } if left_out * COSTLY_SHARE > n + left_out => self.widen_tau(),
             Verdict::Kept { spans, .. } if spans > 0 => self.calm = 0,
@@ -161,6 +169,11 @@ mod tests {
     #[test]
     fn late_rounds_slow_the_rate_to_cover_twice_the_lateness() {
         let mut a = Adapt::new(100, 5_000);
+        // One late round alone is a hiccup: the rate stays; a kept round in between starts over.
+        a.after(Verdict::Late { late_us: 1_500, limit_us: 400 });
+        a.after(Verdict::Kept { n: 100, left_out: 0, spans: 0 });
+        a.after(Verdict::Late { late_us: 1_500, limit_us: 400 });
+        assert_eq!((a.tau_us, a.rate_div), (100, 1));
         // 1250 Hz: the limit is 400 µs; a post 1.5 ms late asks for 3 ms: 8 times the limit.
         a.after(Verdict::Late { late_us: 1_500, limit_us: 400 });
         assert_eq!((a.tau_us, a.rate_div), (100, 8));
@@ -175,6 +188,7 @@ mod tests {
     #[test]
     fn calm_rounds_narrow_to_the_floor_and_no_further() {
         let mut a = Adapt::new(100, 5_000);
+        a.after(Verdict::Late { late_us: 0, limit_us: 400 });
         a.after(Verdict::Late { late_us: 0, limit_us: 400 });
         a.after(Verdict::Desync);
         assert_eq!((a.tau_us, a.rate_div), (200, 2));
