@@ -4,9 +4,9 @@
 // - a room created with a tolerance far too tight for a browser (0.05 ms, typed, so fixed for
 //   its creator): the joining page asks for its own, and the rounds run at that (the room's
 //   params still say 0.05 ms) and make a key (docs/protocol.md §6, "Adapting");
-// - the same room with a terminal poster that asks nothing (`sgp pair --no-adapt`): every
-//   round runs at 0.05 ms and falls out of sync, it is dropped and retried, until the page
-//   gives up (its τ is fixed, so every failure counts); the words say so, and Start works again;
+// - the same room with a hand-driven peer that asks nothing and finds every round out of sync:
+//   every round runs at 0.05 ms and is dropped and retried, until the page gives up (its τ is
+//   fixed, so every failure counts); the words say so, and Start works again;
 // - the server process killed mid-round: a readable message and a Reconnect button; Reconnect
 //   while it is down says it cannot reach it; once a server is back on the same port, Reconnect
 //   reaches it and is told, in words, that the room is gone; a new room can then be made.
@@ -96,7 +96,7 @@ test('a tolerance far too tight is widened by the joiner\'s ask', { timeout: 300
   await B.context().close();
 });
 
-test('a tolerance far too tight for a poster that does not adapt: rounds are dropped and retried in plain words, then the page gives up and can start again', { timeout: 300_000 }, async (t) => {
+test('a tolerance far too tight for a peer that does not adapt: rounds are dropped and retried in plain words, then the page gives up and can start again', { timeout: 300_000 }, async (t) => {
   const server = await h.startServer();
   servers.push(server);
   if (!browser) browser = await h.launchBrowser();
@@ -104,12 +104,31 @@ test('a tolerance far too tight for a poster that does not adapt: rounds are dro
   const { code } = await h.createRoom(A, server, { toleranceMs: 0.05 });
   await h.waitRole(A, 'alice');
   assert.equal((await h.state(A)).params.tolerance_ms, 0.05);
-  // bob: `sgp pair` that asks nothing, so every round runs at the room's 0.05 ms, and never
-  // gives up first.
-  const bob = h.runPair(['--server', server.url, '--room', code, '--no-adapt', '--retries', '100000'], { timeout: 290_000 });
+  // bob: a hand-driven WebSocket (in a page of the server's origin) that asks nothing, so
+  // every round runs at the room's 0.05 ms, and finds every round out of sync, as a peer
+  // that cannot hold 0.05 ms would (a real poster sometimes can: `sgp pair` and a quiet
+  // page once made a key at 0.05 ms). It says done after t_end, desync after each closed,
+  // and ready after each aborted; it never gives up.
+  const bobPage = await h.newPage(browser, 'bob (hand-driven)');
+  h.expectErrors(bobPage, { console: [/Failed to load resource: .* 404/] }); // its favicon
+  await bobPage.goto(`${server.url}/healthz`);
+  await bobPage.evaluate((room) => {
+    const ws = new WebSocket(`${location.origin.replace(/^http/, 'ws')}/ws`);
+    const send = (m) => ws.send(JSON.stringify(m));
+    window.bobSaw = [];
+    ws.onopen = () => send({ type: 'join', room });
+    ws.onmessage = (e) => {
+      const m = JSON.parse(e.data);
+      window.bobSaw.push(m.type === 'error' ? `error ${m.code}` : m.type);
+      if (m.type === 'joined' || m.type === 'aborted') send({ type: 'ready' });
+      if (m.type === 'start') setTimeout(() => send({ type: 'done' }), (m.t_end_us - m.t_start_us) / 1000 + 60);
+      if (m.type === 'error' && m.code === 'too_early') setTimeout(() => send({ type: 'done' }), 10);
+      if (m.type === 'closed') send({ type: 'abort', reason: 'desync' });
+    };
+  }, code);
   try {
     await A.waitForFunction(() => window.sgpState.peers && window.sgpState.peers.bob, null, { timeout: 30_000, polling: 100 })
-      .catch(async (e) => assert.fail(`bob (sgp pair) did not join: ${e.message.split('\n')[0]}; ${bob.lines.slice(-5).map((l) => JSON.stringify(l)).join(' ')}`));
+      .catch(async (e) => assert.fail(`bob did not join: ${e.message.split('\n')[0]}; ${await bobPage.evaluate(() => window.bobSaw.join(' '))}`));
     await logStatus(A);
     await h.startAll(A);
     // Alice's τ is fixed (typed), so it is her widest: every failure counts, and she gives up.
@@ -126,14 +145,18 @@ test('a tolerance far too tight for a poster that does not adapt: rounds are dro
     t.diagnostic(`A: ${sa.rounds.length} rounds, ${sa.rounds.filter(failed).length} dropped, the last ${streak} in a row; ` +
       `the starts' τ (ms): ${[...new Set(starts.map((x) => x.tolerance_ms))].join(', ')}, rates (Hz): ${[...new Set(starts.map((x) => Math.round(x.rate_hz)))].join(', ')} (${starts.length} starts)`);
     t.diagnostic(`A said: ${[...new Set(la)].slice(0, 8).map((x) => `"${x}"`).join(' | ')} …`);
-    t.diagnostic(`A gave up with: "${said}"; bob (sgp pair) said last: ${bob.lines.slice(-2).map((l) => JSON.stringify(l)).join(' ')}`);
+    t.diagnostic(`A gave up with: "${said}"; bob heard last: ${(await bobPage.evaluate(() => window.bobSaw.slice(-6))).join(' ')}`);
     assert.ok(sa.rounds.length >= 3, 'several rounds were posted');
     // It gave up after more than 20 failures in a row (RETRIES), each a dropped round (one the
     // page dropped for falling behind its own schedule does not count until its rate is at its
-    // lowest, so the count may be below the rounds dropped).
+    // lowest, so the count may be below the rounds dropped). The count's "in a row" is the
+    // engine's (only a start after a round kept by us ends it), not the record's: a round in
+    // sync for us but dropped by the peer, or sessions, make the two differ (CI once saw 292
+    // counted against a record's run of 290), so it is held to the rounds dropped in all.
     const inARow = Number(/^Gave up after (\d+) rounds or sessions in a row/.exec(said)?.[1]);
     assert.ok(inARow > 20, `more than 20 failures in a row before it gave up (${inARow})`);
-    assert.ok(inARow <= streak, `the failures it counted (${inARow}) are among the rounds dropped in a row (${streak})`);
+    const dropped = sa.rounds.filter(failed).length;
+    assert.ok(inARow <= dropped, `the failures it counted (${inARow}) are among the rounds dropped (${dropped})`);
     assert.ok(starts.length >= 3 && starts.every((x) => x.tolerance_ms === 0.05), `every round ran at the room's 0.05 ms (nobody widened it): ${starts.map((x) => x.tolerance_ms).join(', ')}`);
     // Dropped rounds, explained: what went wrong, with the room's tolerance, and that it goes on.
     assert.ok(la.some((x) => /^Round \d+ (was dropped|is out of sync for me): .*further from when (it was|they were) expected than (this room's|the) tolerance \(0\.05 ms\) allows.*another (round|one) follows\.$/.test(x)),
@@ -149,10 +172,8 @@ test('a tolerance far too tight for a poster that does not adapt: rounds are dro
     await h.click(A, 'start');
     await h.waitText(A, 'status', /^(Syncing clocks|Ready\. Waiting for bob)/, 10_000);
   } finally {
-    await bob.stop();
+    await bobPage.context().close();
   }
-  const out = await bob.done;
-  t.diagnostic(`bob (sgp pair) exit ${out.code ?? out.signal}; stderr tail: ${out.stderr.trim().split('\n').slice(-2).join(' | ')}`);
   await A.context().close();
 });
 
