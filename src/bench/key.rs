@@ -439,6 +439,11 @@ pub(super) fn pairs_at(seats: &Seats, po: PairOpts, n: usize, until: Option<Inst
             Err(f) => t.add_failure(f),
         }
     }
+    figures(t, &po, n, pairs_run, &params)
+}
+
+/// The row of figures for `n` pairs asked, `pairs_run` run, at the room's `params`.
+fn figures(mut t: Tally, po: &PairOpts, n: usize, pairs_run: usize, params: &Value) -> Value {
     let ok = t.times.len() as f64;
     t.times.sort_by(f64::total_cmp);
     t.tolerances_ms.sort_by(f64::total_cmp);
