@@ -74,6 +74,10 @@ pub struct Failure {
     pub message: String,
 }
 
+/// The least lead `sgp pair` asks for (ms): a window opens this long after the second
+/// `ready` at the soonest. A page asks for nothing and gets the room's 50 ms.
+pub const TERMINAL_LEAD_MS: f64 = 10.0;
+
 pub const EXIT_OTHER: i32 = 1;
 pub const EXIT_PEER_LEFT: i32 = 3;
 pub const EXIT_ROOM: i32 = 4;
@@ -146,6 +150,7 @@ async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure
     if opts.adapt {
         let (floor, ceil) = ask_range(opts, &samples);
         poster.adapt(floor, ceil);
+        poster.ask_lead(lead_ms(&samples));
     }
     let mut d = Driver { c, out, opts, rec, rng: fastrand::Rng::new(), first_sync, call_us: Vec::new(), room, role, began };
     let mut queue: VecDeque<Action> = poster.start(d.c.clock.now_us()).into();
@@ -240,6 +245,16 @@ fn ask_range(opts: &Opts, samples: &[SyncSample]) -> (i64, i64) {
             ((floor * 1000.0).round() as i64, crate::poster::widest_us(&delays))
         }
     }
+}
+
+/// The least lead a terminal poster needs (docs/protocol.md §3): it draws nothing, so only
+/// for `start` to reach it with time to spare: twice its median round trip, at least
+/// `TERMINAL_LEAD_MS`.
+fn lead_ms(samples: &[SyncSample]) -> f64 {
+    let mut delays: Vec<i64> = samples.iter().map(|s| s.delay_us).collect();
+    delays.sort_unstable();
+    let median_ms = delays.get(delays.len() / 2).map_or(0.0, |&d| d as f64 / 1000.0);
+    (2.0 * median_ms).ceil().clamp(TERMINAL_LEAD_MS, *crate::protocol::ASK_LEAD_MS.end())
 }
 
 /// The creator's room parameters, at tolerance `tol` (ms).

@@ -109,12 +109,42 @@ pub struct ParamsIn {
 /// A poster's ask for the next round: τ, and the rate divided by `rate_div` (1 … 64). The
 /// room runs each round at the widest τ and the largest divisor its two posters asked
 /// (`Params::tuned`), a poster without an ask counting as the room's own τ and divisor 1.
+/// `lead_ms`, if given, is the least lead this poster needs before a window opens (the
+/// room's default, 50 ms, if not: a page is still drawing when it says `ready`).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {
     pub tolerance_ms: f64,
     #[serde(default = "one")]
     pub rate_div: u32,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lead_ms: Option<f64>,
+}
+
+/// The range of an ask's `lead_ms`.
+pub const ASK_LEAD_MS: std::ops::RangeInclusive<f64> = 1.0..=1000.0;
+
+impl Ask {
+    /// τ and the divisor alone (no lead asked).
+    pub fn new(tolerance_ms: f64, rate_div: u32) -> Ask {
+        Ask { tolerance_ms, rate_div, lead_ms: None }
+    }
+
+    /// The lead asked, in µs, once [`Ask::check_lead`] has passed.
+    pub fn lead_us(&self) -> Option<i64> {
+        self.lead_ms.map(|ms| (ms * 1000.0).round() as i64)
+    }
+
+    pub fn check_lead(&self) -> Result<(), String> {
+        match self.lead_ms {
+            Some(ms) if !ASK_LEAD_MS.contains(&ms) => Err(format!(
+                "ready: ask.lead_ms must be in [{}, {}], got {ms}",
+                ASK_LEAD_MS.start(),
+                ASK_LEAD_MS.end()
+            )),
+            _ => Ok(()),
+        }
+    }
 }
 
 fn one() -> u32 {
@@ -761,14 +791,14 @@ mod tests {
     #[test]
     fn tuned_parameters_keep_the_kept_entries_per_round() {
         let own = Params::resolve(&ParamsIn { tolerance_ms: Some(0.1), ..Default::default() }).unwrap();
-        assert_eq!(own.tuned(&Ask { tolerance_ms: 0.1, rate_div: 1 }).unwrap(), own, "the same ask is the room's own");
+        assert_eq!(own.tuned(&Ask::new(0.1, 1)).unwrap(), own, "the same ask is the room's own");
         // Expected kept entries in a round's posting window: λ·e^(−2gλ)·(duration − 2G).
         let kept = |p: &Params| {
             let lambda = 2.0 * p.rate_hz;
             lambda * (-4.0 * p.tolerance_ms / 1000.0 * lambda).exp() * (f64::from(p.duration_ms) - 2.0 * p.guard_ms) / 1000.0
         };
         for (tol, div) in [(0.2, 1), (1.0, 1), (0.1, 8), (3.2, 4), (0.1, 64), (5.0, 64)] {
-            let p = own.tuned(&Ask { tolerance_ms: tol, rate_div: div }).unwrap();
+            let p = own.tuned(&Ask::new(tol, div)).unwrap();
             assert_eq!(p.tolerance_ms, tol);
             assert!((p.rate_hz - own.rate_hz * 0.1 / tol / f64::from(div)).abs() < 1e-9, "{p:?}");
             assert!(p.guard_ms >= own.guard_ms.min(2.0) && p.guard_ms * 4.0 <= f64::from(p.duration_ms), "{p:?}");

@@ -445,6 +445,13 @@ fn malformed_asks_are_bad_field_and_not_ready() {
             r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":1.5}}"#,
             r#"{"type":"ready","ask":{"tolerance_ms":1,"rate_div":18446744073709551617}}"#,
             r#"{"type":"ready","ask":{"tolerance_ms":1,"tolerance_ms":2}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":0}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":0.99}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":-5}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":1001}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":1e308}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":"10"}}"#,
+            r#"{"type":"ready","ask":{"tolerance_ms":1,"lead_ms":[10]}}"#,
         ] {
             refused(&mut room.alice, text, "bad_field").await;
             assert_usable(&mut room.alice).await;
@@ -453,9 +460,13 @@ fn malformed_asks_are_bad_field_and_not_ready() {
         send(&mut room.bob, json!({"type": "ready"})).await;
         assert_usable(&mut room.bob).await;
         // …and alice's valid ask starts the round at its τ and rate.
-        send(&mut room.alice, json!({"type": "ready", "ask": {"tolerance_ms": 2, "rate_div": 2}})).await;
+        let now_us = || std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).unwrap().as_micros() as i64;
+        let sent_us = now_us();
+        send(&mut room.alice, json!({"type": "ready", "ask": {"tolerance_ms": 2, "rate_div": 2, "lead_ms": 1000}})).await;
         let s = recv(&mut room.alice).await;
         assert_eq!(s["type"], "start", "{s}");
+        let lead = s["t_start_us"].as_i64().unwrap() - sent_us;
+        assert!((990_000..1_500_000).contains(&lead), "the asked lead of 1 s stands: {s}");
         assert_eq!(s["params"]["tolerance_ms"], 2.0, "{s}");
         assert_eq!(s["params"]["rate_hz"], 125.0 / 2.0 / 2.0, "{s}");
         assert_eq!(recv(&mut room.eve).await, s, "observers see the round's parameters");

@@ -130,8 +130,13 @@ fn unknown_profiles_are_refused() {
     assert_eq!(out.status.code(), Some(2));
 }
 
+/// The tests that make keys take turns: each is a timing-sensitive run of real pairs, and two
+/// at once on a 2-core machine make each other's rounds late.
+static PAIRS: std::sync::Mutex<()> = std::sync::Mutex::new(());
+
 /// Runs `sgp bench net ARGS --json` (killed after `limit`): its JSON object and stderr.
 fn bench_net(args: &[&str], limit: Duration) -> (Value, String) {
+    let _turn = PAIRS.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = Command::new(SGP).args(["bench", "net", "--json"]).args(args).stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().unwrap();
     let start = Instant::now();
     while child.try_wait().unwrap().is_none() {

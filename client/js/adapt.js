@@ -12,6 +12,8 @@ export const CALM_ROUNDS = 2;
 export const COSTLY_SHARE = 5;
 /** Late rounds in a row before the rate comes down: one alone is a hiccup, two a busy machine. */
 export const LATE_ROUNDS = 2;
+/** The rate comes down by at most this factor at a time (one long stall would ask for rounds of minutes). */
+export const MAX_SLOW_STEP = 4;
 
 /** τ in 10 µs steps, rounding up. */
 const up10 = (us) => Math.floor((us + 9) / 10) * 10;
@@ -58,7 +60,7 @@ export class Adapt {
   /**
    * The next ask after a round of ours closed: a desync or a costly round doubles τ up to the
    * ceiling; the second late round in a row (and each after it) divides the rate so that the
-   * late rule allows twice the lateness seen; CALM_ROUNDS clean rounds in a row narrow one step (τ by a fifth towards the floor,
+   * late rule allows twice the lateness seen (at most MAX_SLOW_STEP at a time); CALM_ROUNDS clean rounds in a row narrow one step (τ by a fifth towards the floor,
    * else the rate back up by two).
    */
   after(v) {
@@ -81,9 +83,10 @@ export class Adapt {
 
   slowDown(lateUs, limitUs) {
     this.calm = 0;
-    let div = 2 * this.rate_div;
-    while (div < MAX_RATE_DIV && Math.floor(div / this.rate_div) * Math.max(limitUs, 1) < 2 * lateUs) div *= 2;
-    this.rate_div = Math.min(div, MAX_RATE_DIV);
+    const most = Math.max(Math.min(MAX_SLOW_STEP, Math.floor(MAX_RATE_DIV / this.rate_div)), 1);
+    let step = 2;
+    while (step < most && step * Math.max(limitUs, 1) < 2 * lateUs) step *= 2;
+    this.rate_div = Math.min(this.rate_div * step, MAX_RATE_DIV);
   }
 
   narrow() {

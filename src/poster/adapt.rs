@@ -21,6 +21,10 @@ pub const COSTLY_SHARE: u32 = 5;
 /// Late rounds in a row before the rate comes down: one alone is a hiccup (a round lost at
 /// full rate costs less than the rest of a key at a lower one), two are a busy machine.
 pub const LATE_ROUNDS: u32 = 2;
+/// The rate comes down by at most this factor at a time: one long stall (a build starting,
+/// a lost segment held a retransmission timeout) would otherwise ask for rounds of minutes,
+/// which meet more stalls; a busy machine takes three steps to the lowest rate.
+pub const MAX_SLOW_STEP: u32 = 4;
 
 /// What a closed round of ours came to, as far as the ask is concerned.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -94,8 +98,8 @@ impl Adapt {
     /// kept entry in `COSTLY_SHARE` left out by our spans) doubles τ, up to the ceiling: our
     /// arrival errors are wider than the self-check allows. The second late round in a row
     /// (and each after it) divides the rate so that the late rule (half a mean gap) allows
-    /// twice the lateness seen, in powers of two up to `MAX_RATE_DIV`: the machine holds us up
-    /// longer than the gaps. `CALM_ROUNDS` clean
+    /// twice the lateness seen, in powers of two, at most `MAX_SLOW_STEP` at a time, up to
+    /// `MAX_RATE_DIV`: the machine holds us up longer than the gaps. `CALM_ROUNDS` clean
     /// rounds in a row (kept, no span) narrow one step: τ by a fifth towards the floor, else
     /// the rate back up by two.
     pub fn after(&mut self, v: Verdict) {
@@ -123,11 +127,11 @@ impl Adapt {
 
     fn slow_down(&mut self, late_us: i64, limit_us: i64) {
         self.calm = 0;
-        let mut div = 2 * self.rate_div;
-        while div < MAX_RATE_DIV && i64::from(div / self.rate_div) * limit_us.max(1) < 2 * late_us {
-            div *= 2;
+        let (mut step, most) = (2, MAX_SLOW_STEP.min(MAX_RATE_DIV / self.rate_div).max(1));
+        while step < most && i64::from(step) * limit_us.max(1) < 2 * late_us {
+            step *= 2;
         }
-        self.rate_div = div.min(MAX_RATE_DIV);
+        self.rate_div = (self.rate_div * step).min(MAX_RATE_DIV);
     }
 
     fn narrow(&mut self) {
@@ -174,13 +178,17 @@ mod tests {
         a.after(Verdict::Kept { n: 100, left_out: 0, spans: 0 });
         a.after(Verdict::Late { late_us: 1_500, limit_us: 400 });
         assert_eq!((a.tau_us, a.rate_div), (100, 1));
-        // 1250 Hz: the limit is 400 µs; a post 1.5 ms late asks for 3 ms: 8 times the limit.
+        // 1250 Hz: the limit is 400 µs; a post 1.5 ms late asks for 3 ms: 8 times the limit,
+        // but one step is at most 4.
         a.after(Verdict::Late { late_us: 1_500, limit_us: 400 });
-        assert_eq!((a.tau_us, a.rate_div), (100, 8));
+        assert_eq!((a.tau_us, a.rate_div), (100, 4));
         // Cut short or barely late: halve.
-        a.after(Verdict::Late { late_us: 0, limit_us: 3_200 });
-        assert_eq!(a.rate_div, 16);
-        a.after(Verdict::Late { late_us: 1_000_000, limit_us: 6_400 });
+        a.after(Verdict::Late { late_us: 0, limit_us: 1_600 });
+        assert_eq!(a.rate_div, 8);
+        // A stall of a second: 4 at a time, then what is left to the lowest rate.
+        a.after(Verdict::Late { late_us: 1_000_000, limit_us: 3_200 });
+        assert_eq!(a.rate_div, 32);
+        a.after(Verdict::Late { late_us: 1_000_000, limit_us: 12_800 });
         assert_eq!(a.rate_div, MAX_RATE_DIV);
         assert!(a.widest(Verdict::Late { late_us: 0, limit_us: 1 }));
     }

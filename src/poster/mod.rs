@@ -133,6 +133,8 @@ pub struct Poster {
     /// Our ask for the next round (`adapt`); none: the room's parameters, and every failure
     /// counts.
     adapt: Option<Adapt>,
+    /// The least lead we ask for with each adapting `ready` (ms; none: the room's default).
+    lead_ms: Option<f64>,
     /// Our own verdict on the last round's failure, if we made one: whether it came at the
     /// widest ask (and so counts toward giving up).
     failed_widest: Option<bool>,
@@ -164,6 +166,7 @@ impl Poster {
             rounds_used: 0,
             running: false,
             adapt: None,
+            lead_ms: None,
             failed_widest: None,
         })
     }
@@ -175,6 +178,11 @@ impl Poster {
         self.adapt = Some(Adapt::new(floor_us, ceil_us));
     }
 
+    /// Asks for a lead of `ms` (docs/protocol.md §3) with each ask (so only if we adapt).
+    pub fn ask_lead(&mut self, ms: f64) {
+        self.lead_ms = Some(ms);
+    }
+
     /// Our current ask, if we adapt.
     pub fn ask(&self) -> Option<&Adapt> {
         self.adapt.as_ref()
@@ -183,7 +191,7 @@ impl Poster {
     fn ready(&self) -> Action {
         let ask = self.adapt.as_ref().map(|a| {
             let (tolerance_ms, rate_div) = a.ask();
-            Ask { tolerance_ms, rate_div }
+            Ask { tolerance_ms, rate_div, lead_ms: self.lead_ms }
         });
         Action::Send(ClientMsg::Ready { ask })
     }

@@ -6,13 +6,12 @@
 pub struct Limits {
     /// A room with no message for this long is removed.
     pub idle_room_us: i64,
-    /// `start` announces a window beginning this far ahead, so the message arrives first,
-    /// while the room has not yet measured its posters' turnaround (see [`Limits::lead_for`]).
+    /// The least lead a poster needs that has not asked for its own (`ask.lead_ms`): `start`
+    /// announces a window beginning at least this far ahead (see [`Limits::lead_for`]).
     pub lead_us: i64,
-    /// The lead once both posters' turnarounds are known: `lead_turns` × the slower one's,
-    /// within [`lead_min_us`, `lead_max_us`].
+    /// The lead once both posters' turnarounds are known is at least `lead_turns` × the
+    /// slower one's, and never more than `lead_max_us`.
     pub lead_turns: i64,
-    pub lead_min_us: i64,
     pub lead_max_us: i64,
     /// A round is closed this long after `t_end` even if a poster never sent `done`.
     pub grace_us: i64,
@@ -33,16 +32,20 @@ pub struct Limits {
 
 impl Limits {
     /// How far ahead `start` puts `t_start`, given each poster's last turnaround (`closed`
-    /// sent → its verdict received, µs). A turnaround is at least a round trip, so twice it
-    /// is at least four one-way delays: the `start` reaches the slower poster well before
-    /// the window opens, however far away it is. Never less than 50 ms: a poster's page is
-    /// still drawing the last round when it has said `ready` (with 20 ms, measured in two
-    /// Chromium tabs, 11-20 % of the posts of a round's first 25 ms missed τ, 0.4-2 % later).
-    pub fn lead_for(&self, turns: [Option<i64>; 2]) -> i64 {
-        match turns {
-            [Some(a), Some(b)] => (self.lead_turns * a.max(b)).clamp(self.lead_min_us, self.lead_max_us),
-            _ => self.lead_us,
-        }
+    /// sent → its verdict received, µs) and the lead each asked for (µs; none: `lead_us`).
+    /// A turnaround is at least a round trip, so twice it is at least four one-way delays:
+    /// the `start` reaches the slower poster well before the window opens, however far away
+    /// it is. The asked leads are the posters' own floors: 50 ms by default, because a page
+    /// is still drawing the last round when it has said `ready` (with 20 ms, measured in two
+    /// Chromium tabs, 11-20 % of the posts of a round's first 25 ms missed τ, 0.4-2 % later);
+    /// `sgp pair`, which draws nothing, asks for less.
+    pub fn lead_for(&self, turns: [Option<i64>; 2], asked: [Option<i64>; 2]) -> i64 {
+        let floor = asked.iter().map(|a| a.unwrap_or(self.lead_us)).max().unwrap_or(self.lead_us);
+        let turn = match turns {
+            [Some(a), Some(b)] => self.lead_turns * a.max(b),
+            _ => 0,
+        };
+        floor.max(turn).min(self.lead_max_us)
     }
 }
 
@@ -52,7 +55,6 @@ impl Default for Limits {
             idle_room_us: 10 * 60 * 1_000_000,
             lead_us: 50_000,
             lead_turns: 2,
-            lead_min_us: 50_000,
             lead_max_us: 1_000_000,
             grace_us: 2_000_000,
             post_burst: 64.0,

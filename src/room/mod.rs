@@ -508,8 +508,8 @@ mod tests {
         assert_eq!(ts - T0, l.lead_us);
         close(&mut e, te);
         // Turnarounds of 3 and 5 ms (one machine): twice 5 ms is below the floor of 50 ms.
-        assert_eq!(begin(&mut e, 3_000, 5_000, te), l.lead_min_us);
-        let te = te + l.lead_min_us + 5_000 + 1_000_000;
+        assert_eq!(begin(&mut e, 3_000, 5_000, te), l.lead_us);
+        let te = te + l.lead_us + 5_000 + 1_000_000;
         close(&mut e, te);
         // 30 and 80 ms (a long way to bob): twice the slower one.
         assert_eq!(begin(&mut e, 30_000, 80_000, te), 160_000);
@@ -524,8 +524,8 @@ mod tests {
         assert_eq!(begin(&mut e, 400_000, 400_000, te), l.lead_max_us, "the last turnarounds stand");
         let te = te + l.lead_max_us + 400_000 + 1_000_000;
         close(&mut e, te);
-        assert_eq!(begin(&mut e, 2_000, 4_000, te), l.lead_min_us);
-        let te = te + l.lead_min_us + 4_000 + 1_000_000;
+        assert_eq!(begin(&mut e, 2_000, 4_000, te), l.lead_us);
+        let te = te + l.lead_us + 4_000 + 1_000_000;
         close(&mut e, te);
         // Bob leaves and someone else takes the seat: back to the default until measured.
         e.handle(2, ClientMsg::Leave {}, te + 1_000);
@@ -535,7 +535,31 @@ mod tests {
         let out = e.handle(4, ClientMsg::Ready { ask: None }, te + 3_000);
         let ServerMsg::Start { t_start_us, .. } = &out[0].msg else { panic!("{out:?}") };
         assert_eq!(*t_start_us - (te + 3_000), l.lead_us);
-        assert_eq!(l.lead_for([Some(1_000), None]), l.lead_us);
+        assert_eq!(l.lead_for([Some(1_000), None], [None, None]), l.lead_us);
+    }
+
+    /// Each poster's asked lead is its floor: the larger of the two stands, the turnarounds
+    /// still widen it, and a poster that asks for none counts as asking the default.
+    #[test]
+    fn lead_is_the_larger_asked_and_a_missing_ask_is_the_default() {
+        let l = Limits::default();
+        let lead = |a: f64| Some(crate::protocol::Ask { lead_ms: Some(a), ..crate::protocol::Ask::new(0.1, 1) });
+        let mut e = engine();
+        room_with_three(&mut e);
+        let begin = |e: &mut Engine, a, b, at: i64| -> i64 {
+            e.handle(1, ClientMsg::Ready { ask: a }, at);
+            let out = e.handle(2, ClientMsg::Ready { ask: b }, at);
+            let ServerMsg::Start { t_start_us, t_end_us, .. } = &out[0].msg else { panic!("{out:?}") };
+            e.handle(1, ClientMsg::Done {}, *t_end_us);
+            e.handle(2, ClientMsg::Done {}, *t_end_us);
+            e.handle(1, ClientMsg::Abort { reason: "desync".into() }, *t_end_us); // not timed
+            *t_start_us - at
+        };
+        assert_eq!(begin(&mut e, lead(10.0), lead(4.0), T0), 10_000, "the larger asked lead");
+        assert_eq!(begin(&mut e, lead(10.0), None, T0 + 10_000_000), l.lead_us, "no ask: the default");
+        assert_eq!(begin(&mut e, lead(2.0), lead(2.0), T0 + 20_000_000), 2_000);
+        assert_eq!(l.lead_for([Some(3_000), Some(9_000)], [Some(2_000), Some(2_000)]), 18_000, "turnarounds widen it");
+        assert_eq!(l.lead_for([None, None], [Some(1_000_000), None]), l.lead_max_us);
     }
 
     #[test]
@@ -957,7 +981,7 @@ mod tests {
     }
 
     fn ask(tolerance_ms: f64, rate_div: u32) -> Option<crate::protocol::Ask> {
-        Some(crate::protocol::Ask { tolerance_ms, rate_div })
+        Some(crate::protocol::Ask::new(tolerance_ms, rate_div))
     }
 
     #[test]
@@ -969,7 +993,7 @@ mod tests {
         let out = e.handle(2, ClientMsg::Ready { ask: ask(1.5, 4) }, T0);
         let p = start_params(&out);
         let ServerMsg::Start { t_end_us: t_end, .. } = out[0].msg else { unreachable!() };
-        assert_eq!(p, own.tuned(&crate::protocol::Ask { tolerance_ms: 2.0, rate_div: 4 }).unwrap());
+        assert_eq!(p, own.tuned(&crate::protocol::Ask::new(2.0, 4)).unwrap());
         assert_eq!(p.tolerance_ms, 2.0);
         assert!((p.rate_hz - own.rate_hz / 2.0 / 4.0).abs() < 1e-9, "{p:?}");
         assert_eq!((p.target_bits, p.tag_bits), (own.target_bits, own.tag_bits));
@@ -988,6 +1012,10 @@ mod tests {
         for (tol, div) in [(0.0, 1), (-1.0, 1), (f64::NAN, 1), (1001.0, 1), (1.0, 0), (1.0, 65), (0.01, 1)] {
             let out = e.handle(1, ClientMsg::Ready { ask: ask(tol, div) }, T0);
             assert_eq!(error_code(&out), ErrorCode::BadField, "{tol} {div}");
+        }
+        for lead in [0.0, 0.5, -1.0, f64::NAN, f64::INFINITY, 1000.5] {
+            let a = Some(crate::protocol::Ask { lead_ms: Some(lead), ..crate::protocol::Ask::new(1.0, 1) });
+            assert_eq!(error_code(&e.handle(1, ClientMsg::Ready { ask: a }, T0)), ErrorCode::BadField, "lead {lead}");
         }
         // Nothing of those stands: bob's ready alone starts nothing; alice's valid one does.
         assert!(e.handle(2, ClientMsg::Ready { ask: None }, T0).is_empty());

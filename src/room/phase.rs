@@ -176,7 +176,7 @@ impl Room {
         if let Phase::Running { .. } = self.phase {
             return err(conn, ErrorCode::RoundRunning, "a round is running; send done after t_end");
         }
-        if let Some(Err(e)) = ask.map(|a| self.params.tuned(&a)) {
+        if let Some(Err(e)) = ask.map(|a| a.check_lead().and_then(|_| self.params.tuned(&a))) {
             return err(conn, ErrorCode::BadField, e);
         }
         self.asks[k] = ask;
@@ -264,9 +264,9 @@ impl Room {
     /// The next round's parameters: the room's at the widest τ and the largest rate divisor
     /// asked (a poster without an ask: the room's τ, divisor 1).
     fn round_params(&self) -> Params {
-        let own = Ask { tolerance_ms: self.params.tolerance_ms, rate_div: 1 };
+        let own = Ask::new(self.params.tolerance_ms, 1);
         let [a, b] = self.asks.map(|x| x.unwrap_or(own));
-        let widest = Ask { tolerance_ms: a.tolerance_ms.max(b.tolerance_ms), rate_div: a.rate_div.max(b.rate_div) };
+        let widest = Ask::new(a.tolerance_ms.max(b.tolerance_ms), a.rate_div.max(b.rate_div));
         // Each ask alone gives a valid round (checked at `ready`); their widest almost surely
         // does too, and the room's own parameters if not.
         self.params.tuned(&widest).unwrap_or_else(|_| self.params.clone())
@@ -280,7 +280,7 @@ impl Room {
             None => Session { nonce: nonce(env.random), round: 1 },
         };
         let params = self.round_params();
-        let t_start = now + env.limits.lead_for(self.turn_us);
+        let t_start = now + env.limits.lead_for(self.turn_us, self.asks.map(|a| a.and_then(|a| a.lead_us())));
         let t_end = t_start + params.duration_ms as i64 * 1000;
         self.board.clear();
         self.touch_board(env.versions);
