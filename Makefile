@@ -67,7 +67,10 @@ clean:
 	$(CARGO) clean
 	rm -rf client/node_modules
 
-## Measure two Chromium tabs to a confirmed key (median of RUNS=10) and the page's weight.
+## Measure two Chromium tabs to a confirmed key (median of RUNS=10) and the page's weight;
+## PROFILE=loopback (default), lan, wifi or busy puts `sgp bench net`'s path (or busy loops)
+## between the tabs and the server, e.g. `make bench-browser PROFILE=wifi RUNS=3`.
+PROFILE ?= loopback
 .PHONY: bench-browser
 bench-browser: client/node_modules/.stamp chromium release
-	SGP_BIN=$(CURDIR)/target/release/sgp CHROMIUM=$(CHROMIUM) node client/test/bench-browser.mjs
+	SGP_BIN=$(CURDIR)/target/release/sgp CHROMIUM=$(CHROMIUM) PROFILE=$(PROFILE) node client/test/bench-browser.mjs

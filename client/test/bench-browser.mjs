@@ -1,13 +1,27 @@
 // bench-browser.mjs — measures (not a test) how long two Chromium tabs take to reach a
-// confirmed key on loopback, and how much the page weighs. Run by `make bench-browser`.
+// confirmed key on loopback or through a field profile, and how much the page weighs. Run by
+// `make bench-browser` (`make bench-browser PROFILE=wifi`).
 //
 //   SGP_BIN=target/release/sgp CHROMIUM=/usr/bin/chromium node client/test/bench-browser.mjs
 //   RUNS=10 (default)  TOLERANCE_MS=… (default: the page's own measured default; a typed one
 //   gets its round size from the page's measurement, as a person typing it would)
-//   LAN=1: the tabs open the server (still on 127.0.0.1) at http://sgp.test:PORT/, a name
-//   Chromium maps to loopback (harness.mjs LAN_NAME), as a second machine on a LAN would see
-//   it: plain http to a host that is not localhost, so not cross-origin isolated. No traffic
-//   leaves loopback.
+//   PROFILE=loopback (default) | lan | wifi | busy: the path between each tab and the server,
+//   as `sgp bench net`'s profiles (src/bench/net.rs) make it:
+//     loopback  none
+//     lan       0.2 ± 0.05 ms each way
+//     wifi      3 ± 2 ms each way, 0.5 % loss, 0.1 % reordering
+//     busy      none, with two busy loops (`sh -c 'while :; do :; done'`) running for all the runs
+//   lan and wifi start `sgp bench relay` (SGP_BIN) on 127.0.0.1 in front of the server and
+//   the tabs open the page through the relay's port: the relay gives every TCP connection the
+//   path each way, and each tab's WebSocket is its own connection, so each tab has the path
+//   (its page loads too). The relay and the busy loops are killed at the end, on an error and
+//   on Ctrl-C / SIGTERM.
+//   LAN=1: the tabs open the page (the server or the relay, still on 127.0.0.1) at
+//   http://sgp.test:PORT/, a name Chromium maps to 127.0.0.1 (harness.mjs LAN_NAME; the rule
+//   maps the host only, the port stays the URL's), as a second machine on a LAN would see
+//   it: plain http to a host that is not localhost, so not cross-origin isolated. The default
+//   for lan and wifi (a person on a LAN opens http://<the server's address>:PORT/); LAN=0
+//   opens them at 127.0.0.1 instead. No traffic leaves loopback.
 //   DUMP=FILE: every run's figures as JSON, with the measurement the default came from.
 //   CALIBRATE=N: also take N fresh jitter measurements per run (window.sgpCalibrate()) once the
 //   key is made, to compare with the one the page took while loading.
@@ -19,7 +33,9 @@
 // summary (JSON with --json). The timing-error figures come from the page's own per-round
 // report (`sgpState.rounds[].timing`, when the page provides it), the rates from `sent_us`.
 
-import { execFileSync } from 'node:child_process';
+import { execFileSync, spawn } from 'node:child_process';
+import { once } from 'node:events';
+import { createInterface } from 'node:readline';
 import { writeFileSync } from 'node:fs';
 import { resolve, dirname } from 'node:path';
 import { fileURLToPath } from 'node:url';
@@ -31,7 +47,22 @@ const HERE = dirname(fileURLToPath(import.meta.url));
 if (!process.env.SGP_BIN) process.env.SGP_BIN = resolve(HERE, '../../target/release/sgp');
 const RUNS = Number(process.env.RUNS || 10);
 const TOL = process.env.TOLERANCE_MS;
-const LAN = !!process.env.LAN;
+// The paths of `sgp bench net` (src/bench/net.rs PROFILES), the same each way.
+const PROFILES = {
+  loopback: { path: null, busy: 0 },
+  lan: { path: { delay_ms: 0.2, jitter_ms: 0.05, loss: 0, reorder: 0 }, busy: 0 },
+  wifi: { path: { delay_ms: 3, jitter_ms: 2, loss: 0.005, reorder: 0.001 }, busy: 0 },
+  busy: { path: null, busy: 2 },
+};
+const PROFILE = process.env.PROFILE || 'loopback';
+if (!PROFILES[PROFILE]) {
+  console.error(`PROFILE=${PROFILE}: one of ${Object.keys(PROFILES).join(', ')}`);
+  process.exit(2);
+}
+const { path: PATH, busy: BUSY } = PROFILES[PROFILE];
+// The LAN name where a person on a LAN would use one: through a path (lan, wifi), or LAN=1.
+const LAN = process.env.LAN ? process.env.LAN !== '0' : !!PATH;
+const describePath = (p) => (p ? `${p.delay_ms}±${p.jitter_ms} ms${p.loss ? `, ${p.loss * 100}% loss` : ''}${p.reorder ? `, ${p.reorder * 100}% reorder` : ''}` : 'direct');
 const CALIBRATE = Number(process.env.CALIBRATE || 0);
 const JSON_OUT = process.argv.includes('--json');
 let base; // the pages' origin
@@ -50,6 +81,69 @@ const median = (xs) => {
   return s.length % 2 ? s[m] : (s[m - 1] + s[m]) / 2;
 };
 
+// ---------------------------------------------------------------------------------------
+// What this script starts beside the harness's server and browser: the profile's relay and
+// busy loops. Stopped in order at the end (and on an error); killed when node exits for any
+// other reason (the harness's Ctrl-C / SIGTERM handler exits, so does an uncaught error).
+
+const mine = new Set();
+const killMine = () => {
+  for (const c of mine) {
+    try {
+      c.kill('SIGKILL');
+    } catch {
+      // gone already
+    }
+  }
+};
+process.on('exit', killMine);
+for (const sig of ['SIGINT', 'SIGTERM', 'SIGHUP']) {
+  process.once(sig, () => {
+    killMine();
+    process.exit(130);
+  });
+}
+
+function spawnMine(cmd, args, opts) {
+  const c = spawn(cmd, args, opts);
+  mine.add(c);
+  c.once('exit', () => mine.delete(c));
+  c.once('error', () => mine.delete(c));
+  return c;
+}
+
+async function stopMine(c) {
+  if (c.exitCode !== null || c.signalCode !== null) return;
+  const gone = once(c, 'exit');
+  c.kill('SIGTERM');
+  const t = setTimeout(() => c.kill('SIGKILL'), 3000);
+  await gone;
+  clearTimeout(t);
+}
+
+/** `sgp bench relay` on 127.0.0.1 in front of the server's port, with `path` each way (every
+ *  connection its own draws); {proc, port} once it prints `listening PORT`. */
+async function startRelay(serverPort, path) {
+  const args = ['bench', 'relay', '--listen', '127.0.0.1:0', '--target', `127.0.0.1:${serverPort}`,
+    '--delay-ms', String(path.delay_ms), '--jitter-ms', String(path.jitter_ms), '--loss', String(path.loss), '--reorder', String(path.reorder)];
+  const proc = spawnMine(h.SGP_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const failed = Promise.race([
+    once(proc, 'error').then(([e]) => {
+      throw new Error(`cannot start ${h.SGP_BIN} bench relay: ${e.message}`);
+    }),
+    once(proc, 'exit').then(([code]) => {
+      throw new Error(`${h.SGP_BIN} bench relay exited (code ${code})`);
+    }),
+  ]);
+  failed.catch(() => {});
+  const first = new Promise((res) => createInterface({ input: proc.stdout }).once('line', res));
+  const line = await h.within(10_000, 'sgp bench relay to listen', Promise.race([first, failed]));
+  proc.stdout.resume();
+  const m = /^listening (\d+)$/.exec(line);
+  if (!m) throw new Error(`sgp bench relay: unexpected first line ${JSON.stringify(line)}`);
+  return { proc, port: Number(m[1]) };
+}
+
 /** The page's default once its measurement settled (Create is enabled again). */
 async function settledTolerance(page) {
   await page.waitForFunction(() => window.sgpState && window.sgpState.calibrationDone && !document.getElementById('create').disabled,
@@ -57,9 +151,79 @@ async function settledTolerance(page) {
   return h.byTestid(page, 'tolerance').inputValue();
 }
 
+/**
+ * The rounds both tabs saw: each at its own τ and rate (from A's record, `sgpRecord()`: every
+ * round it posted in, with the τ, guard and rate of its `start`, which follow the posters'
+ * asks), and the rounds dropped, over both tabs, by cause: `late` (a tab fell behind its own
+ * schedule: the late rule), `desync` (a tab's posts were not where it expected them), `other`
+ * (dropped by the room without either tab saying why).
+ */
+async function roundsOf(A, B) {
+  const [sa, sb] = [await h.state(A), await h.state(B)];
+  const rec = await h.within(10_000, 'sgpRecord()', A.evaluate(() => window.sgpRecord()));
+  const own = new Map(rec.rounds.map((r) => [`${r.session}/${r.round}`, r]));
+  const seen = new Map();
+  for (const s of [sa, sb]) {
+    for (const r of s ? s.rounds : []) {
+      const k = `${r.session}/${r.round}`;
+      const e = seen.get(k) || { late: false, desync: false, dropped: false };
+      if (r.desync && r.desync.late) e.late = true;
+      else if (r.desync) e.desync = true;
+      if (r.dropped) e.dropped = true;
+      seen.set(k, e);
+    }
+  }
+  const v = [...seen.values()];
+  const late = v.filter((e) => e.late).length;
+  const desync = v.filter((e) => !e.late && e.desync).length;
+  const other = v.filter((e) => !e.late && !e.desync && e.dropped).length;
+  return {
+    sa,
+    sb,
+    // ms of each round's window (A's record), by "session/round"
+    windowOf: (r) => {
+      const x = own.get(`${r.session}/${r.round}`);
+      return x ? (x.t_end_us - x.t_start_us) / 1000 : null;
+    },
+    rounds: seen.size,
+    dropped: late + desync + other,
+    dropped_late: late,
+    dropped_desync: desync,
+    dropped_other: other,
+    round_tolerance_ms: rec.rounds.map((r) => r.params.tolerance_us / 1000),
+    round_rate_hz: rec.rounds.map((r) => r.params.rate_hz),
+    windows_ms: rec.rounds.reduce((a, r) => a + (r.t_end_us - r.t_start_us) / 1000, 0),
+  };
+}
+
+/** min / median / max of xs (null if none). */
+const spread = (xs) => (xs.length ? { min: Math.min(...xs), median: median(xs), max: Math.max(...xs) } : null);
+const fmtSpread = (s, unit) => (s ? `${+s.min.toFixed(3)}/${+s.median.toFixed(3)}/${+s.max.toFixed(3)} ${unit}` : '-');
+
 async function oneRun(fx, i) {
   const A = await fx.page(`A${i}`);
   const B = await fx.page(`B${i}`);
+  try {
+    return await tabsToKey(A, B, i);
+  } catch (e) {
+    // What the rounds did before it failed (they tell why), then the error.
+    let r = null;
+    try {
+      r = await roundsOf(A, B);
+    } catch {
+      // a page that cannot say
+    }
+    const { sa, sb, windowOf, ...rounds } = r || {};
+    e.rounds = r ? rounds : null;
+    throw e;
+  } finally {
+    // Closed whatever happened: a failed run's tabs would go on posting beside the next run.
+    await A.context().close().catch(() => {});
+    await B.context().close().catch(() => {});
+  }
+}
+
+async function tabsToKey(A, B, i) {
   await A.goto(`${base}/`);
   // Settled either way: a typed tolerance gets its round size from the same measurement.
   const settled = await settledTolerance(A);
@@ -76,21 +240,23 @@ async function oneRun(fx, i) {
   const t0 = Date.now();
   const [ka, kb] = await Promise.all([h.waitKey(A, 300_000), h.waitKey(B, 300_000)]);
   const ms = Date.now() - t0;
-  const [sa, sb] = [await h.state(A), await h.state(B)];
-  // Where the time went: every closed round's window (a room's rounds all last duration_ms),
-  // and, on the server's clock, the gaps from one round's t_end to the next one's t_start
-  // (over the last 50 rounds, which the page keeps in full).
-  const windowsMs = sa.rounds.length * sa.params.duration_ms;
+  const ro = await roundsOf(A, B);
+  const { sa, sb } = ro;
+  // Where the time went: every closed round's window (each round's own: its length follows
+  // its τ and rate), and, on the server's clock, the gaps from one round's t_end to the next
+  // one's t_start (over the last 50 rounds, which the page keeps in full).
+  const windowsMs = ro.windows_ms;
   const spans = await A.evaluate(() => window.sgpDebug.rounds.filter((m) => !m.observer && m.t_start_us != null).map((m) => [m.t_start_us, m.t_end_us]));
   const gapsMs = spans.slice(1).map(([s], k) => (s - spans[k][1]) / 1000);
   const later = [];
   for (let k = 0; k < CALIBRATE; k++) later.push(await A.evaluate(() => window.sgpCalibrate()));
   const ok = ka.state === 'match' && kb.state === 'match' && ka.key === kb.key;
-  const rounds = sa.rounds.length;
-  const dropped = sa.rounds.filter((r) => r.dropped || r.desync).length;
+  const { rounds, dropped } = ro;
+  // Nothing a page asked for may leave this machine (harness.mjs watchPage).
+  const external = [...A.sgpWatch.external, ...B.sgpWatch.external];
+  if (external.length) throw new Error(`requests leaving this machine: ${external.slice(0, 5).join(' ')}`);
   // What the page's model expected of its rounds (at its default), against what they did.
   const model = TOL ? roundSize(atLoad.calibration, Number(TOL)) : defaultTolerance(atLoad.isolated, atLoad.timing && atLoad.timing.precision_us, atLoad.calibration);
-  const win = sa.params.duration_ms / 1000;
   // Each round's worst |arrival error| over both tabs (Infinity: a tab has no timing for it,
   // or fell behind its own schedule): the round would have been in sync at any τ' above it.
   const worst = sa.rounds.filter((r) => r.timing).map((r) => {
@@ -101,8 +267,9 @@ async function oneRun(fx, i) {
     const rs = s.rounds.filter((r) => Array.isArray(r.sent_us) && r.sent_us.length);
     const posts = rs.reduce((a, r) => a + r.sent_us.length, 0);
     const t = s.rounds.map((r) => r.timing).filter(Boolean);
+    const secs = rs.reduce((a, r) => a + (ro.windowOf(r) ?? sa.params.duration_ms), 0) / 1000;
     return {
-      rate_hz: posts / (rs.length * win),
+      rate_hz: posts / secs,
       late_p50_us: median(t.map((x) => x.late_us && x.late_us.p50).filter((x) => x != null)),
       late_p90_us: median(t.map((x) => x.late_us && x.late_us.p90).filter((x) => x != null)),
       abs_err_p50_us: median(t.map((x) => x.abs_error_us && x.abs_error_us.p50).filter((x) => x != null)),
@@ -113,8 +280,6 @@ async function oneRun(fx, i) {
       planned: t.reduce((a, x) => a + (x.planned || 0), 0),
     };
   });
-  await A.context().close();
-  await B.context().close();
   return {
     run: i,
     ok,
@@ -126,6 +291,11 @@ async function oneRun(fx, i) {
     strength: Number(ka.strength),
     rounds,
     dropped,
+    dropped_late: ro.dropped_late,
+    dropped_desync: ro.dropped_desync,
+    dropped_other: ro.dropped_other,
+    round_tolerance_ms: ro.round_tolerance_ms,
+    round_rate_hz: ro.round_rate_hz,
     predicted_success: model && model.success != null ? Math.round(100 * model.success) / 100 : null,
     actual_success: Math.round((100 * (rounds - dropped)) / rounds) / 100,
     posts_per_round: model ? model.posts : null,
@@ -156,7 +326,9 @@ async function pageWeight(fx) {
   const urls = [...new Set(p.sgpWatch.requests)].filter((u) => u.startsWith(base) && !u.endsWith('/healthz'));
   const files = [];
   for (const u of urls) {
-    const res = await fetch(u); // node's fetch asks for gzip and inflates
+    // node's fetch asks for gzip and inflates; straight to the server on 127.0.0.1 (node would
+    // ask DNS for the LAN name, which only Chromium maps), past any relay: the same bytes.
+    const res = await fetch(`${fx.server.url}${u.slice(base.length)}`);
     const wire = res.headers.get('content-encoding') === 'gzip' ? Number(res.headers.get('content-length')) : null;
     const body = Buffer.from(await res.arrayBuffer());
     // `gzip -9 -c FILE | wc -c`, as in the brief (zlib's level 9 for a cross-check).
@@ -174,13 +346,17 @@ async function pageWeight(fx) {
 }
 
 const fx = await h.fixture(LAN ? { args: h.LAN_ARGS } : {});
-base = fx.server.url;
-if (LAN) {
-  h.allowHost(h.LAN_NAME);
-  base = `http://${h.LAN_NAME}:${fx.server.port}`;
-}
+if (LAN) h.allowHost(h.LAN_NAME);
+let relay = null;
+const busy = [];
 try {
+  // lan, wifi: the tabs reach the server only through the relay (pages, scripts, WebSockets).
+  if (PATH) relay = await startRelay(fx.server.port, PATH);
+  base = `http://${LAN ? h.LAN_NAME : '127.0.0.1'}:${relay ? relay.port : fx.server.port}`;
   const weight = await pageWeight(fx);
+  // busy: the loops run from before the first run's page loads (its measurement included) to
+  // after the last key.
+  for (let k = 0; k < BUSY; k++) busy.push(spawnMine('sh', ['-c', 'while :; do :; done'], { stdio: 'ignore' }));
   if (!JSON_OUT) {
     for (const f of weight.files) console.log(`${f.path.padEnd(34)} ${String(f.bytes).padStart(8)} B  gzip -9 ${String(f.gzip9).padStart(7)} B  sent ${f.wire_gzip ?? '-'} B`);
     console.log(`${'page + assets'.padEnd(34)} ${String(weight.bytes).padStart(8)} B  gzip -9 ${String(weight.gzip9).padStart(7)} B  sent ${weight.wire ?? '-'} B`);
@@ -191,12 +367,13 @@ try {
     try {
       r = await oneRun(fx, i);
     } catch (e) {
-      r = { run: i, ok: false, error: e.message.split('\n')[0].slice(0, 300) };
+      r = { run: i, ok: false, error: e.message.split('\n')[0].slice(0, 300), ...(e.rounds || {}) };
     }
     runs.push(r);
     if (!JSON_OUT) {
       console.log(r.ok
-        ? `run ${i}: ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped; in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms${TOL ? ` (default ${r.default_ms})` : ''}, ` +
+        ? `run ${i} (${PROFILE}): ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped: late ${r.dropped_late}, desync ${r.dropped_desync}, other ${r.dropped_other}; ` +
+          `rounds' τ ${fmtSpread(spread(r.round_tolerance_ms), 'ms')}, rate ${fmtSpread(spread(r.round_rate_hz), 'Hz')} (min/median/max); in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms${TOL ? ` (default ${r.default_ms})` : ''}, ` +
           `rate ${r.rate_hz} Hz, window ${r.duration_ms} ms; tabs' rates ${r.tabs.map((t) => t.rate_hz.toFixed(1)).join('/')} Hz, ` +
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
           `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
@@ -204,12 +381,21 @@ try {
           `windows ${Math.round(r.windows_ms)} ms, gaps p50 ${r.gap_ms_p50} ms; ` +
           `in sync at τ' ${GRID.map((t) => `${t}:${share(r.worst_error_us, t)}`).join(' ')}; ` +
           `calibration used ${JSON.stringify(r.calibration)} of ${JSON.stringify((r.calibrations || []).map((c) => c.dev_p90_us))} (p90s)${r.later_calibrations.length ? `, later ${JSON.stringify(r.later_calibrations)}` : ''}`
-        : `run ${i}: FAILED ${r.error || 'keys differ or mismatch'}`);
+        : `run ${i} (${PROFILE}): FAILED ${r.error || 'keys differ or mismatch'}` +
+          (r.rounds != null ? ` (${r.rounds} rounds, ${r.dropped} dropped: late ${r.dropped_late}, desync ${r.dropped_desync}, other ${r.dropped_other}; ` +
+            `rounds' τ ${fmtSpread(spread(r.round_tolerance_ms), 'ms')}, rate ${fmtSpread(spread(r.round_rate_hz), 'Hz')})` : ''));
     }
   }
+  for (const c of busy) await stopMine(c);
   const good = runs.filter((r) => r.ok);
+  // Rounds of every run, the failed ones included (they tell why).
+  const counted = runs.filter((r) => r.rounds != null);
+  const sum = (k) => counted.reduce((a, r) => a + r[k], 0);
   const tabs = good.flatMap((r) => r.tabs);
   const summary = {
+    profile: PROFILE,
+    path_each_way: describePath(PATH),
+    busy_loops: BUSY,
     runs: runs.length,
     failed: runs.length - good.length,
     time_to_key_ms_p50: median(good.map((r) => r.ms)),
@@ -223,6 +409,12 @@ try {
     predicted_success_p50: median(good.map((r) => r.predicted_success).filter((x) => x != null)),
     actual_success_p50: median(good.map((r) => r.actual_success)),
     tolerance_ms: [...new Set(good.map((r) => r.tolerance_ms))],
+    // Each round at its own τ and rate (the room's above is where they start), over every
+    // round of every run.
+    round_tolerance_ms: spread(counted.flatMap((r) => r.round_tolerance_ms)),
+    round_rate_hz: spread(counted.flatMap((r) => r.round_rate_hz)),
+    rounds_all_runs: sum('rounds'),
+    dropped_all_runs: { late: sum('dropped_late'), desync: sum('dropped_desync'), other: sum('dropped_other') },
     late_p50_us: median(tabs.map((t) => t.late_p50_us).filter((x) => x != null)),
     late_p90_us: median(tabs.map((t) => t.late_p90_us).filter((x) => x != null)),
     abs_arrival_error_p50_us: median(tabs.map((t) => t.abs_err_p50_us).filter((x) => x != null)),
@@ -239,11 +431,13 @@ try {
     page_bytes: weight.bytes,
     page_gzip9_bytes: weight.gzip9,
     page_sent_gzip_bytes: weight.wire,
-    sgp_bin: process.env.SGP_BIN,
+    sgp_bin: h.SGP_BIN,
   };
   if (process.env.DUMP) writeFileSync(process.env.DUMP, JSON.stringify(runs));
   if (JSON_OUT) console.log(JSON.stringify({ summary, runs: runs.map(({ calibration_series_us, all_series_us, ...r }) => r), weight }));
   else for (const [k, v] of Object.entries(summary)) console.log(`${k.padEnd(26)} ${JSON.stringify(v)}`);
 } finally {
+  for (const c of busy) await stopMine(c);
+  if (relay) await stopMine(relay.proc);
   await fx.close();
 }
