@@ -434,9 +434,11 @@ def loopback_plan(window):
         "loopback-held": dict(rooms=3, goal=GOAL, minutes=12, alice=["--duration-ms", "100", "--testing-hold-post"], bob=["--testing-hold-post"]),
         # Two busy loops on the 2 cores (`sgp bench net`'s busy profile: τ stays near 0.1 ms,
         # the rate falls to 39-78 Hz, a 256-bit key of ~365 kept entries in 5.7 s, so ~60 a
-        # second per room): 4 rooms keep ~240 a second, ~15 minutes to the goal. More rooms
-        # would load the machine beyond the profile's two loops.
-        "busy": dict(rooms=4, goal=GOAL, minutes=30, alice=FIELD, bob=[], busy=True),
+        # second per room, one pair at a time; a 30 s smoke run of 4 rooms, 2026-12-06, kept
+        # ~110 a second with other work on the machine, half its rounds lost as late): 6
+        # rooms, ~200-300 a second, 12-18 minutes. More rooms would load the machine beyond
+        # the profile's two loops.
+        "busy": dict(rooms=6, goal=GOAL, minutes=40, alice=FIELD, bob=[], busy=True),
     }
 
 
@@ -619,10 +621,11 @@ def report(r):
         if "attack" in s and "dropped" in s["attack"]:
             extra = f"; paths: {json.dumps(s['paths'], ensure_ascii=False)}" if "paths" in s else ""
             extra += f"; {s['busy_loops']} busy loops" if "busy_loops" in s else ""
-            lines.append(
-                f"- {name}: {s.get('pairs', '?')} pairs ({s.get('keys', '?')} keys), {s.get('rooms', '')} rooms at once, {s.get('seconds', '?')} s, "
-                f"stopped by {s.get('stopped_by', '?')}; left out: {json.dumps(s['attack']['dropped'])}; relayed timing from {json.dumps(s['attack']['relayed_from'])}{extra}"
-            )
+            if "driver" in s:
+                run = f"audit/chromium.mjs {(s['driver'].splitlines() or [''])[-1]}"
+            else:
+                run = f"{s.get('pairs', '?')} pairs ({s.get('keys', '?')} keys), {s.get('rooms', '')} rooms at once, {s.get('seconds', '?')} s, stopped by {s.get('stopped_by', '?')}"
+            lines.append(f"- {name}: {run}; left out: {json.dumps(s['attack']['dropped'])}; relayed timing from {json.dumps(s['attack']['relayed_from'])}{extra}")
     return "\n".join(lines)
 
 
