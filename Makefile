@@ -45,12 +45,16 @@ test-browser: client/node_modules/.stamp chromium build
 	SGP_BIN=$(CURDIR)/target/debug/sgp CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 client/test/e2e/*.test.mjs
 
 ## The full eavesdropper's audit (SECURITY.md): real pairs on loopback, across network
-## namespaces with 20 ± 5 ms of delay (needs root), two Chromium tabs, and the leaky testing
+## namespaces with 20 ± 5 ms of delay (needs root), the field profiles of issue 14 with
+## sgp's adapting defaults (wifi, wan-near-far, wan-far across namespaces; busy: two busy
+## loops), Chromium tabs (alone, through the lan path, with two busy loops), the leaky testing
 ## schedules, and loopback with spans in every round (`--testing-hold-post`), each to ≥ 100 000
-## scored entries or its time limit; about 45 minutes. The
-## records (key material) stay in AUDIT_OUT, a 0700 folder. The posters, server and delay
-## proxy are light but timing-sensitive, so they run at normal priority; the attacker, which
-## is CPU-heavy, runs under nice.
+## scored entries or its time limit; about 9 hours (10.2 if every scenario ran to its time
+## limit), 7.5 of them the three Chromium scenarios (2.5 hours each: browsers keep ~20-25
+## entries a second). `--only` in audit/run.py picks scenarios. The records (key material)
+## stay in AUDIT_OUT, a 0700 folder. The posters, server and delay relays are light but
+## timing-sensitive, so they run at normal priority; the attacker, which is CPU-heavy, runs
+## under nice.
 AUDIT_OUT ?= /tmp/sgp-audit-$(shell date -u +%Y%m%d-%H%M%S)
 audit: client/node_modules/.stamp chromium release
 	python3 audit/run.py --sgp $(CURDIR)/target/release/sgp --out $(AUDIT_OUT)

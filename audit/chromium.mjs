@@ -17,7 +17,13 @@
 // end of the run: its records are saved all the same (its closed rounds are what the page
 // saw) and the next room begins; five such rooms in a row end the run.
 //
+// With --relay-delay-ms D the tabs reach the server through `sgp bench relay` on 127.0.0.1
+// (src/bench/relay.rs: each direction held U(D − J, D + J), in order; --relay-loss and
+// --relay-reorder as its --loss and --reorder): the page, its WebSocket and its clock sync all
+// take that path, as from a machine on a LAN. Eve watches the server directly.
+//
 // usage: node audit/chromium.mjs --out DIR [--minutes M] [--target-bits N]
+//          [--relay-delay-ms D [--relay-jitter-ms J] [--relay-loss P] [--relay-reorder P]]
 //        (SGP_BIN, CHROMIUM as harness.mjs; N defaults to 1024: fewer rooms to set up)
 
 import { spawn } from 'node:child_process';
@@ -32,6 +38,12 @@ const arg = (name, dflt) => {
 const OUT = arg('--out');
 const MINUTES = Number(arg('--minutes', '10'));
 const TARGET_BITS = Number(arg('--target-bits', '1024'));
+const RELAY = arg('--relay-delay-ms') === undefined ? null : {
+  delay_ms: Number(arg('--relay-delay-ms')),
+  jitter_ms: Number(arg('--relay-jitter-ms', '0')),
+  loss: Number(arg('--relay-loss', '0')),
+  reorder: Number(arg('--relay-reorder', '0')),
+};
 if (!OUT) {
   console.error('usage: node audit/chromium.mjs --out DIR [--minutes M]');
   process.exit(2);
@@ -84,7 +96,34 @@ function eve(server, code, path) {
   return { done, stop };
 }
 
+/**
+ * `sgp bench relay` from 127.0.0.1 to `server` with the path `spec`: `{url, stop}`, `url`
+ * what the tabs open instead of the server's. Killed with this process, whatever ends it.
+ */
+async function startRelay(server, spec) {
+  const args = ['bench', 'relay', '--listen', '127.0.0.1:0', '--target', `127.0.0.1:${server.port}`,
+    '--delay-ms', String(spec.delay_ms), '--jitter-ms', String(spec.jitter_ms), '--loss', String(spec.loss), '--reorder', String(spec.reorder)];
+  const p = spawn(h.SGP_BIN, args, { stdio: ['ignore', 'pipe', 'inherit'] });
+  const kill = () => p.exitCode === null && p.signalCode === null && p.kill('SIGKILL');
+  process.on('exit', kill);
+  const port = await h.within(20_000, 'sgp bench relay to listen', new Promise((resolve, reject) => {
+    let out = '';
+    p.stdout.setEncoding('utf8');
+    p.stdout.on('data', (d) => {
+      out += d;
+      const m = /^listening (\d+)\n/.exec(out);
+      if (m) resolve(Number(m[1]));
+    });
+    p.once('error', reject);
+    p.once('exit', (code) => reject(new Error(`sgp bench relay exited (code ${code}): ${out.trim()}`)));
+  }));
+  return { url: `http://127.0.0.1:${port}`, port, stop: kill };
+}
+
 const server = await h.startServer();
+const relay = RELAY && (await startRelay(server, RELAY));
+// What the tabs open: the relay if there is one (Eve always watches the server itself).
+const site = relay ? { url: relay.url } : server;
 const rt = await h.launchRealTabs();
 let keys = 0;
 let rounds = 0;
@@ -97,7 +136,7 @@ try {
   let inARow = 0;
   for (let k = 0; Date.now() - began < MINUTES * 60_000 && inARow < 5; k++) {
     await A.bringToFront();
-    const { code, link } = await h.createRoom(A, server, { targetBits: TARGET_BITS });
+    const { code, link } = await h.createRoom(A, site, { targetBits: TARGET_BITS });
     await h.waitRole(A, 'alice');
     if (k === 0 && (await h.byTestid(A, 'download-record').count()) === 0) {
       console.log('skipped: the web client has no record download yet ([data-testid="download-record"]); see the top of audit/chromium.mjs');
@@ -148,11 +187,12 @@ try {
     console.error(`chromium: ${keys} keys, ${failed} rooms without one, ${mismatches} sessions lost to a mismatch (room ${code}), ${rounds} rounds so far, ${Math.round((Date.now() - began) / 1000)} s`);
   }
   if (process.exitCode !== 77) {
-    const summary = { keys, failed, mismatches, rounds, target_bits: TARGET_BITS, minutes: MINUTES, seconds: Math.round((Date.now() - began) / 1000) };
+    const summary = { keys, failed, mismatches, rounds, target_bits: TARGET_BITS, relay: RELAY, minutes: MINUTES, seconds: Math.round((Date.now() - began) / 1000) };
     writeFileSync(join(OUT, 'driver.txt'), JSON.stringify(summary) + '\n');
     console.log(JSON.stringify(summary));
   }
 } finally {
   await rt.close();
+  relay?.stop();
   await server.stop();
 }

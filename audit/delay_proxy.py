@@ -2,8 +2,9 @@
 """A TCP relay that delays each direction like `tc qdisc … netem delay D J`: every chunk read
 is held for a uniform delay in [D − J, D + J] and released in order (TCP delivers in order,
 so a chunk never overtakes the one before it: it waits for it, as behind netem's reordering).
-Used by `audit/run.py` when the kernel has no netem (sch_netem); it runs in the server's
-network namespace, between one poster and `sgp serve`.
+It made the path of `audit/run.py`'s netns scenario on kernels without netem (sch_netem)
+until `sgp bench relay` (the same model, without Python's timer granularity) took its place;
+it stays as the model's second implementation, for measurements by hand.
 
 Loss and reordering are modelled as the application sees them over TCP (the same model as
 `sgp bench relay`, src/bench/relay.rs): with probability LOSS a chunk is held an extra

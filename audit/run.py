@@ -12,12 +12,25 @@ by `sgp eve --record`), then `sgp eve --attack --json` on all the records. Scena
                    p_u <= 0.51 on both targets over >= 100 000 scored entries each
   loopback-held    the same with each poster holding one post in 16 back by 3τ (testing only):
                    every round has spans, which the attacker knows; same bar
-  netns            the honest schedule, alice 0 ms away, bob 20 ms +- 5 ms away, each in its
-                   own network namespace (veth); the delay is `tc netem` where the kernel has
-                   it, else audit/delay_proxy.py with the same delay and jitter
+  netns            the honest schedule at fixed parameters (τ 8 ms, 3 s rounds), alice 0 ms
+                   away, bob 20 ms +- 5 ms away, each in its own network namespace (veth)
+  busy             as loopback with two busy loops (`sh -c 'while :; do :; done'`) running
+                   for the scenario, and sgp's adapting defaults
+  wifi             namespaces as netns, both posters 3 ms +- 2 ms each way, 0.5 % loss, 0.1 %
+                   reordering; adapting defaults (τ and rate follow the rounds)
+  wan-near-far     namespaces, alice direct, bob 20 ms +- 5 ms; adapting defaults
+  wan-far          namespaces, both 20 ms +- 5 ms; adapting defaults
   chromium         two Chromium tabs, one in the background (audit/chromium.mjs), rooms of
                    1024 bits one after another for 150 minutes (x --time-scale): browsers
-                   keep ~20-25 entries a second, so this is the slowest scenario by far
+                   keep ~20-25 entries a second, so these are the slowest scenarios by far
+  chromium-lan     the same, both tabs through `sgp bench relay` at 0.2 ms +- 0.05 ms each way
+  chromium-busy    the same on loopback with two busy loops running
+
+The paths (issue 14's field profiles, as `sgp bench net` builds them) are made by `tc netem`
+on both ends of the poster's link where the kernel has it, else by `sgp bench relay`
+(src/bench/relay.rs: uniform delay D +- J, in order; loss and reordering as TCP shows them to
+the application) in the server's namespace on the poster-facing address. Busy loops,
+relays and namespaces are removed at the end of their scenario, and on Ctrl-C or SIGTERM.
 
 Each scenario stops at its goal (kept entries) or its time limit, whichever comes first; a
 scenario that stops short says so (the verdict then warns that N < 100 000).
@@ -25,10 +38,12 @@ scenario that stops short says so (the verdict then warns that N < 100 000).
 usage: run.py [--sgp PATH] [--out DIR] [--only NAME,...] [--scale F] [--time-scale F]
   --scale F multiplies every goal and time limit (0.05 for a quick check of the driver);
   --time-scale F multiplies the time limits only (for a busy machine).
-Needs root for the netns scenario (ip netns, veth).
+  --only takes a comma-separated list of the scenarios above (default: all of them).
+Needs root for the namespaced scenarios (ip netns, veth); without it they are skipped.
 """
 
 import argparse
+import collections
 import datetime
 import json
 import os
@@ -46,6 +61,8 @@ LEAKY_ENV = "SGP_TESTING_LEAKY_SCHEDULES"
 # Kept entries asked of each honest scenario: about half are scored (the split is by round),
 # and each target needs >= 100 000.
 GOAL = 220_000
+# Seconds between the starts of a scenario's rooms.
+STAGGER_S = 0.25
 CHILDREN = set()
 CHILDREN_LOCK = threading.Lock()
 CLEANUPS = []
@@ -183,6 +200,10 @@ def scenario(name, sgp, out, rooms, goal, minutes, alice, bob, urls=None, nss=(N
         return state["kept"] >= goal or time.monotonic() > deadline or STOP.is_set()
 
     def worker(k):
+        # Rooms start STAGGER_S apart: 80 rooms' set-up and first rounds at the same instant
+        # would make their first rounds late on a 2-core machine.
+        if STOP.wait(k * STAGGER_S):
+            return
         n = 0
         while True:
             with lock:
@@ -249,7 +270,50 @@ def machine():
 
 
 # ---------------------------------------------------------------------------------------
-# Network namespaces: sgpa-<pid> (alice), sgpb-<pid> (bob), sgps-<pid> (server, eve, proxy).
+# Paths and busy loops: the field profiles of issue 14 (src/bench/net.rs's PROFILES).
+
+Path = collections.namedtuple("Path", "delay_ms jitter_ms loss reorder", defaults=(0.0, 0.0))
+LAN = Path(0.2, 0.05)
+WIFI = Path(3.0, 2.0, 0.005, 0.001)
+WAN = Path(20.0, 5.0)
+BUSY_LOOPS = 2
+
+
+def describe(path):
+    if path is None:
+        return "direct"
+    extra = "".join(f", {v * 100:g} % {k}" for k, v in (("loss", path.loss), ("reordering", path.reorder)) if v)
+    return f"{path.delay_ms:g} ms ± {path.jitter_ms:g} ms each way{extra}"
+
+
+def relay_args(path):
+    return ["--delay-ms", str(path.delay_ms), "--jitter-ms", str(path.jitter_ms), "--loss", str(path.loss), "--reorder", str(path.reorder)]
+
+
+def drain(p):
+    for f in (p.stdout, p.stderr):
+        if f:
+            threading.Thread(target=lambda f=f: [None for _ in f], daemon=True).start()
+
+
+def busy_loops(n=BUSY_LOOPS):
+    """`n` busy loops (`sh -c 'while :; do :; done'`); returns a function that ends them,
+    also run on Ctrl-C (CLEANUPS)."""
+    loops = [subprocess.Popen(["sh", "-c", "while :; do :; done"], stdin=subprocess.DEVNULL) for _ in range(n)]
+
+    def end():
+        for p in loops:
+            if p.poll() is None:
+                p.kill()
+            p.wait()
+
+    CLEANUPS.append(end)
+    log(f"{n} busy loops running: pids {[p.pid for p in loops]}")
+    return end
+
+
+# ---------------------------------------------------------------------------------------
+# Network namespaces: sgpa-<pid> (alice), sgpb-<pid> (bob), sgps-<pid> (server, eve, relays).
 
 
 def ip(*args, ns=None, check=True):
@@ -260,10 +324,16 @@ def ip(*args, ns=None, check=True):
     return r
 
 
-def netns_setup(delay_ms, jitter_ms):
-    """Three namespaces joined by two veth links: server 10.77.1.1 — alice 10.77.1.2 (no
-    delay) and server 10.77.2.1 — bob 10.77.2.2 (netem delay and jitter each way, if the kernel
-    has netem). Returns (names, netem_ok)."""
+def link(k):
+    """Poster k's veth link (1 alice, 2 bob): its server end and its poster end."""
+    tag = str(os.getpid())
+    return f"vs{k}-{tag}"[:15], f"vp{k}-{tag}"[:15]
+
+
+def netns_setup():
+    """Three namespaces joined by two veth links: server 10.77.1.1 — alice 10.77.1.2 and
+    server 10.77.2.1 — bob 10.77.2.2, all deleted by stop_all. Returns (names, netem_ok):
+    whether `tc netem` works here (probed on alice's link, then removed)."""
     tag = str(os.getpid())
     s, a, b = f"sgps-{tag}", f"sgpa-{tag}", f"sgpb-{tag}"
     for n in (s, a, b):
@@ -271,46 +341,198 @@ def netns_setup(delay_ms, jitter_ms):
         CLEANUPS.append(lambda n=n: ip("ip", "netns", "del", n, check=False))
         ip("ip", "link", "set", "lo", "up", ns=n)
     for k, peer in ((1, a), (2, b)):
-        ls, lp = f"vs{k}-{tag}"[:15], f"vp{k}-{tag}"[:15]
+        ls, lp = link(k)
         ip("ip", "link", "add", ls, "netns", s, "type", "veth", "peer", "name", lp, "netns", peer)
         ip("ip", "addr", "add", f"10.77.{k}.1/24", "dev", ls, ns=s)
         ip("ip", "addr", "add", f"10.77.{k}.2/24", "dev", lp, ns=peer)
         ip("ip", "link", "set", ls, "up", ns=s)
         ip("ip", "link", "set", lp, "up", ns=peer)
-    netem = True
-    for dev, n in ((f"vs2-{tag}"[:15], s), (f"vp2-{tag}"[:15], b)):
-        r = ip("tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", f"{delay_ms}ms", f"{jitter_ms}ms", ns=n, check=False)
-        if r.returncode != 0:
-            netem = False
-            log(f"netns: tc netem is not available here ({r.stderr.strip()}); using audit/delay_proxy.py instead")
-            break
-    return (s, a, b), netem
+    probe = ip("tc", "qdisc", "add", "dev", link(1)[0], "root", "netem", "delay", "1ms", ns=s, check=False)
+    if probe.returncode != 0:
+        log(f"netns: tc netem is not available here ({probe.stderr.strip()}); the paths go through `sgp bench relay`")
+        return (s, a, b), False
+    ip("tc", "qdisc", "del", "dev", link(1)[0], "root", ns=s)
+    return (s, a, b), True
 
 
-def run_netns(sgp, out, rooms, goal, minutes, alice, delay_ms, jitter_ms):
-    (s, a, b), netem = netns_setup(delay_ms, jitter_ms)
-    server, port = start_server(sgp, ns=s, bind="0.0.0.0")
-    CLEANUPS.append(lambda: (server.send_signal(signal.SIGINT), server.wait(timeout=10)))
-    url_b = f"http://10.77.2.1:{port}"
-    if not netem:
-        proxy_port = port + 1 if port < 65535 else port - 1
-        proxy = spawn([sys.executable, os.path.join(ROOT, "audit", "delay_proxy.py"), "10.77.2.1", str(proxy_port), "127.0.0.1", str(port), str(delay_ms), str(jitter_ms)], ns=s)
-        if proxy.stdout.readline().strip() != "listening":
-            raise SystemExit(f"delay_proxy.py did not start: {proxy.stderr.read()}")
-        CLEANUPS.append(lambda: (proxy.kill(), proxy.wait()))
-        url_b = f"http://10.77.2.1:{proxy_port}"
-    st = scenario("netns", sgp, out, rooms, goal, minutes, alice, [], urls=(f"http://10.77.1.1:{port}", url_b, f"http://127.0.0.1:{port}"), nss=(a, b, s))
-    # The delay as sgp saw it: the round trip of each side's clock sync, from the records.
+def start_relay(sgp, ns, host, target, path):
+    """`sgp bench relay` in namespace `ns`, listening on `host` (a free port), to `target`
+    (HOST:PORT) with `path` each way; its port. Stopped by stop_all."""
+    p = spawn([sgp, "bench", "relay", "--listen", f"{host}:0", "--target", target] + relay_args(path), ns=ns)
+    line = p.stdout.readline().strip()
+    if not line.startswith("listening "):
+        raise SystemExit(f"sgp bench relay did not start ({line!r}): {p.stderr.read()}")
+    drain(p)
+    return int(line.split()[1])
+
+
+def poster_url(sgp, nss, k, port, path, netem):
+    """The URL poster k (1 alice, 2 bob) reaches the server by, through `path` (None: direct):
+    `tc netem` on both ends of its link where the kernel has it, else the relay, run in the
+    server's namespace on the poster-facing address."""
+    s, host = nss[0], f"10.77.{k}.1"
+    if path is None:
+        return f"http://{host}:{port}"
+    if netem:
+        for dev, n in zip(link(k), (s, nss[k])):
+            ip("tc", "qdisc", "add", "dev", dev, "root", "netem", "delay", f"{path.delay_ms}ms", f"{path.jitter_ms}ms", "loss", f"{path.loss * 100}%", "reorder", f"{path.reorder * 100}%", ns=n)
+        return f"http://{host}:{port}"
+    return f"http://{host}:{start_relay(sgp, s, host, f'127.0.0.1:{port}', path)}"
+
+
+def median_sync_rtt(files):
+    """The delay as sgp saw it: the median round trip of each side's clock sync (µs)."""
     rtt = {"alice": [], "bob": []}
-    for f in st["files"]:
+    for f in files:
         for who in rtt:
             if f.endswith(f"-{who}.json"):
                 with open(f) as fh:
                     rtt[who] += [r["sync"]["delay_us"] for r in json.load(fh)["rounds"]]
-    med = {w: (sorted(v)[len(v) // 2] if v else None) for w, v in rtt.items()}
-    log(f"netns: median sync round trip (µs): {med}; netem {netem}")
-    st["delay"] = {"how": "tc netem" if netem else "audit/delay_proxy.py", "one_way_ms": delay_ms, "jitter_ms": jitter_ms, "median_sync_rtt_us": med}
-    st["rooms"], st["alice_args"], st["bob_args"] = rooms, alice, []
+    return {w: (sorted(v)[len(v) // 2] if v else None) for w, v in rtt.items()}
+
+
+def run_namespaced(name, sgp, out, rooms, goal, minutes, alice_args, bob_args, paths, pair_limit=300):
+    """One scenario with alice, bob and the server (with eve) each in a namespace; `paths` is
+    (alice's path, bob's path), None for direct. Everything is taken down at its end."""
+    nss, netem = netns_setup()
+    server, port = start_server(sgp, ns=nss[0], bind="0.0.0.0")
+    urls = tuple(poster_url(sgp, nss, k, port, paths[k - 1], netem) for k in (1, 2)) + (f"http://127.0.0.1:{port}",)
+    st = scenario(name, sgp, out, rooms, goal, minutes, alice_args, bob_args, urls=urls, nss=(nss[1], nss[2], nss[0]), pair_limit=pair_limit)
+    med = median_sync_rtt(st["files"])
+    log(f"{name}: median sync round trip (µs): {med}; netem {netem}")
+    how = "tc netem" if netem else "sgp bench relay"
+    st["paths"] = {"how": how, "alice": describe(paths[0]), "bob": describe(paths[1]), "median_sync_rtt_us": med}
+    st["rooms"], st["alice_args"], st["bob_args"] = rooms, alice_args, bob_args
+    stop_all()
+    st["attack"] = attack(sgp, st.pop("files"), out, name)
+    return st
+
+
+# ---------------------------------------------------------------------------------------
+# The plan. Field scenarios (issue 14) use sgp's adapting defaults: no --tolerance-ms, no
+# --duration-ms, so τ and the rate follow the rounds as they do for a user. They leave
+# --target-bits at 256 too: a round's window is sized for a third of the target
+# (protocol.rs, default_duration_ms), so a bigger key gives longer rounds, not more of them;
+# the rounds lost while each pair finds its τ or rate (wan: a first round at τ 5 ms out of
+# sync; busy: two late rounds before the rate falls) stay the same share of its rounds, and
+# longer rounds meet more of a busy machine's hiccups.
+FIELD = []
+
+
+def loopback_plan(window):
+    """Scenarios on 127.0.0.1 against one server: name → rooms, goal, minutes, args."""
+    leaky = {LEAKY_ENV: "1"}
+    return {
+        "leaky-fixed-gap": dict(rooms=6, goal=12_000, minutes=2.5, alice=["--schedule", "fixed-gap:0.01", "--target-bits", "700"], bob=["--schedule", "fixed-gap:0.01"], env=leaky),
+        "leaky-rate": dict(rooms=2, goal=30_000, minutes=2, alice=["--target-bits", "2500", "--duration-ms", window], bob=["--schedule", "unequal-rate:1.5"], env=leaky),
+        # Default parameters: τ 0.25 ms, 256-bit keys (3 rounds each), many short pairs.
+        "loopback": dict(rooms=3, goal=GOAL, minutes=12, alice=[], bob=[]),
+        # Spans (docs/protocol.md §5.3): both posters hold one post in 16, at random, back
+        # by 3τ, so nearly every round has spans (about a quarter of its time), and the
+        # attacker knows them. 100 ms rounds hold ~50 posts each: rounds where a held post
+        # passes for matched are dropped by its poster (it knows which it held).
+        "loopback-held": dict(rooms=3, goal=GOAL, minutes=12, alice=["--duration-ms", "100", "--testing-hold-post"], bob=["--testing-hold-post"]),
+        # Two busy loops on the 2 cores (`sgp bench net`'s busy profile: τ stays near 0.1 ms,
+        # the rate falls to 39-78 Hz, a 256-bit key of ~365 kept entries in 5.7 s, so ~60 a
+        # second per room, one pair at a time; a 30 s smoke run of 4 rooms, 2026-12-06, kept
+        # ~110 a second with other work on the machine, half its rounds lost as late): 6
+        # rooms, ~200-300 a second, 12-18 minutes. More rooms would load the machine beyond
+        # the profile's two loops.
+        "busy": dict(rooms=6, goal=GOAL, minutes=40, alice=FIELD, bob=[], busy=True),
+    }
+
+
+def namespaced_plan():
+    """Scenarios across namespaces: name → rooms, minutes, args, (alice's path, bob's path).
+    Per-room figures are `sgp bench net`'s (BENCHMARKS.md, one pair at a time) less the
+    pairs' set-up and first rounds."""
+    return {
+        # τ = 8 ms covers bob's ±5 ms jitter; 3 s rounds and 512-bit keys lose less to a
+        # dropped round (each pair's first round, before `refine` learns the delay, and
+        # stalls of a busy machine) than the default 13.5 s rounds would. Fixed parameters:
+        # the one scenario kept from before adapting (10.6 minutes at 60 rooms, 2026-12-01).
+        "netns": dict(rooms=60, minutes=12, alice=["--tolerance-ms", "8", "--duration-ms", "3000", "--target-bits", "512"], bob=[], paths=(None, WAN)),
+        # τ 5-8 ms, 16-25 Hz, a key (~365 kept entries) in 45 s: ~8 a second per room, 60
+        # rooms ~480 a second, ~8 minutes.
+        "wifi": dict(rooms=60, minutes=20, alice=FIELD, bob=[], paths=(WIFI, WIFI)),
+        # τ 5-18 ms (median 10), 7-25 Hz, each pair's first round or two out of sync, a key in
+        # 62 s: ~6 kept entries a second per room, 80 rooms ~480 a second, ~8 minutes each.
+        "wan-near-far": dict(rooms=80, minutes=25, alice=FIELD, bob=[], paths=(None, WAN)),
+        "wan-far": dict(rooms=80, minutes=25, alice=FIELD, bob=[], paths=(WAN, WAN)),
+    }
+
+
+# Two tabs keep roughly 20-25 entries a second on this machine (an estimate from the
+# Chromium audit's runs, SECURITY.md): 100 000 scored entries (half the rounds train) take
+# about 2.5 hours, so each Chromium scenario runs 150 minutes (x --time-scale) and stops
+# there. chromium-lan: both tabs through the lan path; chromium-busy: two busy loops.
+CHROMIUM_PLAN = {
+    "chromium": dict(args=[]),
+    "chromium-lan": dict(args=["--relay-delay-ms", str(LAN.delay_ms), "--relay-jitter-ms", str(LAN.jitter_ms)]),
+    "chromium-busy": dict(args=[], busy=True),
+}
+CHROMIUM_MINUTES = 150
+ALL = list(loopback_plan("0")) + list(namespaced_plan()) + list(CHROMIUM_PLAN)
+
+
+def run_loopback(sgp, out, only, sc, ts):
+    if not only & set(loopback_plan("0")):
+        return {}
+    server, port = start_server(sgp)
+    url = f"http://127.0.0.1:{port}"
+    # The default room's window (for 256 bits), used where a longer key is asked for.
+    probe = spawn([sgp, "pair", "--json", "--server", url])
+    window = str(json.loads(probe.stdout.readline())["room"]["params"]["duration_ms"])
+    reap(probe, 0.1)
+    results = {}
+    for name, p in loopback_plan(window).items():
+        if name not in only:
+            continue
+        end_busy = busy_loops() if p.get("busy") else None
+        st = scenario(name, sgp, out, p["rooms"], int(p["goal"] * sc), p["minutes"] * ts, p["alice"], p["bob"], urls=(url, url, url), env=p.get("env"))
+        if end_busy:
+            end_busy()
+            st["busy_loops"] = BUSY_LOOPS
+        st["rooms"], st["alice_args"], st["bob_args"] = p["rooms"], p["alice"], p["bob"]
+        st["attack"] = attack(sgp, st.pop("files"), out, name)
+        results[name] = st
+    server.send_signal(signal.SIGINT)
+    server.wait(timeout=10)
+    return results
+
+
+def run_namespaced_all(sgp, out, only, sc, ts):
+    results = {}
+    for name, p in namespaced_plan().items():
+        if name not in only:
+            continue
+        if os.geteuid() != 0 or not shutil.which("ip"):
+            results[name] = {"skipped": "needs root and iproute2 (ip netns)"}
+            continue
+        results[name] = run_namespaced(name, sgp, out, p["rooms"], int(GOAL * sc), p["minutes"] * ts, p["alice"], p["bob"], p["paths"])
+    return results
+
+
+def run_chromium(name, sgp, out, minutes, args, busy):
+    """audit/chromium.mjs for `minutes` (its own server; `args` its path), then the attack."""
+    d = os.path.join(out, name)
+    os.makedirs(d, exist_ok=True)
+    end_busy = busy_loops() if busy else None
+    p = spawn(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(minutes)] + args, env={"SGP_BIN": sgp})
+    # Its own limit is --minutes, checked between rooms; a room may take up to 10 more.
+    stdout, stderr = reap(p, (minutes + 15) * 60)
+    if end_busy:
+        end_busy()
+    sys.stderr.write(stderr[-4000:])
+    files = [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".json")]
+    if p.returncode == 77:
+        return {"skipped": (stdout.strip() or "the web client has no record download yet")}
+    if p.returncode != 0 or not files:
+        return {"error": f"audit/chromium.mjs exited {p.returncode}: {stdout.strip()[-500:]}"}
+    st = {"records": len(files), "driver": stdout.strip()[-2000:], "minutes_limit": minutes, "tabs_args": args}
+    if busy:
+        st["busy_loops"] = BUSY_LOOPS
+    st["attack"] = attack(sgp, files, out, name)
     return st
 
 
@@ -318,19 +540,23 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--sgp", default=os.path.join(ROOT, "target", "release", "sgp"))
     ap.add_argument("--out", default=None)
-    ap.add_argument("--only", default="leaky-fixed-gap,leaky-rate,loopback,loopback-held,netns,chromium")
+    ap.add_argument("--only", default=",".join(ALL))
     ap.add_argument("--scale", type=float, default=1.0)
     ap.add_argument("--time-scale", type=float, default=1.0)
     args = ap.parse_args()
+    only = set(args.only.split(","))
+    unknown = only - set(ALL)
+    if unknown:
+        ap.error(f"unknown scenario(s) {', '.join(sorted(unknown))} (one of {', '.join(ALL)})")
     sgp = os.path.abspath(args.sgp)
     out = args.out or f"/tmp/sgp-audit-{time.strftime('%Y%m%d-%H%M%S')}"
     os.makedirs(out, exist_ok=True)
     os.chmod(out, 0o700)  # the records are key material
-    only = set(args.only.split(","))
     sc = args.scale
     ts = sc * args.time_scale
     began = datetime.datetime.now(datetime.timezone.utc)
     results = {"date": began.strftime("%Y-%m-%d %H:%M UTC"), "command": " ".join([sys.executable] + sys.argv), "machine": machine(), "out": out, "scenarios": {}}
+
     def interrupted(*_):
         STOP.set()
         log("interrupted: stopping every process and removing the namespaces")
@@ -339,62 +565,12 @@ def main():
 
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, interrupted)
-    leaky = {LEAKY_ENV: "1"}
     try:
-        server, port = start_server(sgp)
-        url = f"http://127.0.0.1:{port}"
-        urls = (url, url, url)
-        # The default room's window (for 256 bits), used where a longer key is asked for.
-        probe = spawn([sgp, "pair", "--json", "--server", url])
-        window = str(json.loads(probe.stdout.readline())["room"]["params"]["duration_ms"])
-        reap(probe, 0.1)
-        plan = [
-            ("leaky-fixed-gap", dict(rooms=6, goal=12_000, minutes=2.5, alice=["--schedule", "fixed-gap:0.01", "--target-bits", "700"], bob=["--schedule", "fixed-gap:0.01"], env=leaky)),
-            ("leaky-rate", dict(rooms=2, goal=30_000, minutes=2, alice=["--target-bits", "2500", "--duration-ms", window], bob=["--schedule", "unequal-rate:1.5"], env=leaky)),
-            # Default parameters: τ 0.25 ms, 256-bit keys (3 rounds each), many short pairs.
-            ("loopback", dict(rooms=3, goal=GOAL, minutes=12, alice=[], bob=[])),
-            # Spans (docs/protocol.md §5.3): both posters hold one post in 16, at random, back
-            # by 3τ, so nearly every round has spans (about a quarter of its time), and the
-            # attacker knows them. 100 ms rounds hold ~50 posts each: rounds where a held post
-            # passes for matched are dropped by its poster (it knows which it held).
-            ("loopback-held", dict(rooms=3, goal=GOAL, minutes=12, alice=["--duration-ms", "100", "--testing-hold-post"], bob=["--testing-hold-post"])),
-        ]
-        for name, p in plan:
-            if name not in only:
-                continue
-            st = scenario(name, sgp, out, p["rooms"], int(p["goal"] * sc), p["minutes"] * ts, p["alice"], p["bob"], urls=urls, env=p.get("env"))
-            st["rooms"], st["alice_args"], st["bob_args"] = p["rooms"], p["alice"], p["bob"]
-            st["attack"] = attack(sgp, st.pop("files"), out, name)
-            results["scenarios"][name] = st
-        server.send_signal(signal.SIGINT)
-        server.wait(timeout=10)
-        if "netns" in only:
-            if os.geteuid() != 0 or not shutil.which("ip"):
-                results["scenarios"]["netns"] = {"skipped": "needs root and iproute2 (ip netns)"}
-            else:
-                # τ = 8 ms covers bob's ±5 ms jitter; 3 s rounds and 512-bit keys lose less to a
-                # dropped round (each pair's first round, before `refine` learns the delay, and
-                # stalls of a busy machine) than the default 13.5 s rounds would.
-                alice = ["--tolerance-ms", "8", "--duration-ms", "3000", "--target-bits", "512"]
-                st = run_netns(sgp, out, rooms=60, goal=int(GOAL * sc), minutes=12 * ts, alice=alice, delay_ms=20, jitter_ms=5)
-                st["attack"] = attack(sgp, st.pop("files"), out, "netns")
-                results["scenarios"]["netns"] = st
-                stop_all()
-        if "chromium" in only:
-            d = os.path.join(out, "chromium")
-            os.makedirs(d, exist_ok=True)
-            # Two tabs keep roughly 20-25 entries a second on this machine (an estimate from
-            # the Chromium audit's runs, SECURITY.md): 100 000 scored entries (half the rounds
-            # train) take about 2.5 hours.
-            p = subprocess.run(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", d, "--minutes", str(max(1, round(150 * ts)))], capture_output=True, text=True, env=dict(os.environ, SGP_BIN=sgp))
-            sys.stderr.write(p.stderr[-4000:])
-            files = [os.path.join(d, f) for f in sorted(os.listdir(d)) if f.endswith(".json")]
-            if p.returncode == 77:
-                results["scenarios"]["chromium"] = {"skipped": (p.stdout.strip() or "the web client has no record download yet")}
-            elif p.returncode != 0 or not files:
-                results["scenarios"]["chromium"] = {"error": f"audit/chromium.mjs exited {p.returncode}: {p.stdout.strip()[-500:]}"}
-            else:
-                results["scenarios"]["chromium"] = {"records": len(files), "driver": p.stdout.strip()[-2000:], "attack": attack(sgp, files, out, "chromium")}
+        results["scenarios"].update(run_loopback(sgp, out, only, sc, ts))
+        results["scenarios"].update(run_namespaced_all(sgp, out, only, sc, ts))
+        for name, p in CHROMIUM_PLAN.items():
+            if name in only:
+                results["scenarios"][name] = run_chromium(name, sgp, out, max(1, round(CHROMIUM_MINUTES * ts)), p["args"], p.get("busy", False))
     finally:
         stop_all()
     results["minutes"] = round((datetime.datetime.now(datetime.timezone.utc) - began).total_seconds() / 60, 1)
@@ -443,11 +619,13 @@ def report(r):
     lines.append("")
     for name, s in r["scenarios"].items():
         if "attack" in s and "dropped" in s["attack"]:
-            extra = f"; delay: {json.dumps(s['delay'])}" if "delay" in s else ""
-            lines.append(
-                f"- {name}: {s.get('pairs', '?')} pairs ({s.get('keys', '?')} keys), {s.get('rooms', '')} rooms at once, {s.get('seconds', '?')} s, "
-                f"stopped by {s.get('stopped_by', '?')}; left out: {json.dumps(s['attack']['dropped'])}; relayed timing from {json.dumps(s['attack']['relayed_from'])}{extra}"
-            )
+            extra = f"; paths: {json.dumps(s['paths'], ensure_ascii=False)}" if "paths" in s else ""
+            extra += f"; {s['busy_loops']} busy loops" if "busy_loops" in s else ""
+            if "driver" in s:
+                run = f"audit/chromium.mjs {(s['driver'].splitlines() or [''])[-1]}"
+            else:
+                run = f"{s.get('pairs', '?')} pairs ({s.get('keys', '?')} keys), {s.get('rooms', '')} rooms at once, {s.get('seconds', '?')} s, stopped by {s.get('stopped_by', '?')}"
+            lines.append(f"- {name}: {run}; left out: {json.dumps(s['attack']['dropped'])}; relayed timing from {json.dumps(s['attack']['relayed_from'])}{extra}")
     return "\n".join(lines)
 
 
