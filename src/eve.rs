@@ -413,6 +413,12 @@ fn gather<'a>(records: &'a [serde_json::Value], dropped: &mut Dropped) -> Gather
     g
 }
 
+/// The planned send times of the posts a poster skipped (the late rule), which its spans
+/// cover; none in records made before skipped posts cost spans (a round with any was spoiled).
+fn skipped_us(v: &serde_json::Value) -> Vec<i64> {
+    v["skipped_us"].as_array().map(|a| a.iter().filter_map(|x| x.as_i64()).collect()).unwrap_or_default()
+}
+
 /// A poster's view of a round: the board, its own posts, its sync, the window's start and end.
 type View = (Vec<crate::protocol::Entry>, Vec<secret::OwnPost>, secret::Sync, i64, i64);
 
@@ -435,7 +441,7 @@ fn round_view(v: &serde_json::Value) -> Option<View> {
 /// who posted each counted entry; `None` (and the reason counted in `dropped`) if the two
 /// records do not make one round the audit can use. Its `relayed` is left for the caller.
 fn join_round(key: &crate::audit::RoundKey, ra: &serde_json::Value, rb: &serde_json::Value, params: &serde_json::Value, dropped: &mut Dropped) -> Option<crate::audit::TruthRound> {
-    use secret::{derive_round, OwnPost, RoundOutcome};
+    use secret::{derive_with_skips, OwnPost, RoundOutcome};
     let (Some((board, posts_a, sync_a, ts, te)), Some((board_b, posts_b, sync_b, _, _)), Ok(params)) =
         (round_view(ra), round_view(rb), serde_json::from_value::<crate::protocol::Params>(params.clone()))
     else {
@@ -457,14 +463,15 @@ fn join_round(key: &crate::audit::RoundKey, ra: &serde_json::Value, rb: &serde_j
         (Some(t), Some(g), Some(r)) => (t, g, r),
         _ => (params.tolerance_us(), params.guard_us(), params.rate_hz),
     };
-    // Each poster's own spans first (what its `drop` said), then each view with the
-    // other's, as the posters derived them.
-    let d = |posts: &[OwnPost], sync, me, peer: &[secret::Span]| derive_round(&board, ts, te, posts, sync, me, tol, guard, peer);
-    let (RoundOutcome::Ok(a0), RoundOutcome::Ok(b0)) = (d(&posts_a, sync_a, Label::A, &[]), d(&posts_b, sync_b, Label::B, &[])) else {
+    // Each poster's own spans first (what its `drop` said: unmatched and skipped posts), then
+    // each view with the other's, as the posters derived them.
+    let (skip_a, skip_b) = (skipped_us(ra), skipped_us(rb));
+    let d = |posts: &[OwnPost], skipped: &[i64], sync, me, peer: &[secret::Span]| derive_with_skips(&board, (ts, te), posts, skipped, sync, me, (tol, guard), peer);
+    let (RoundOutcome::Ok(a0), RoundOutcome::Ok(b0)) = (d(&posts_a, &skip_a, sync_a, Label::A, &[]), d(&posts_b, &skip_b, sync_b, Label::B, &[])) else {
         dropped.desync += 1;
         return None;
     };
-    let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (d(&posts_a, sync_a, Label::A, &b0.spans), d(&posts_b, sync_b, Label::B, &a0.spans)) else {
+    let (RoundOutcome::Ok(va), RoundOutcome::Ok(vb)) = (d(&posts_a, &skip_a, sync_a, Label::A, &b0.spans), d(&posts_b, &skip_b, sync_b, Label::B, &a0.spans)) else {
         dropped.desync += 1;
         return None;
     };

@@ -490,8 +490,8 @@ fn tell_round(out: &Out, r: &RoundReport) {
         }),
         (Outcome::Late, _) => out.event(
             "round",
-            with_params(f, json!({"session": s, "round": round, "n": n, "kept": null, "posts": f.posts.len(), "aborted": "late", "late_us": f.late_us(), "skipped": f.skipped})),
-            || format!("round {round}: this poster could not keep its schedule (a post {} µs late, {} skipped); dropping it", f.late_us(), f.skipped),
+            with_params(f, json!({"session": s, "round": round, "n": n, "kept": null, "posts": f.posts.len(), "aborted": "late", "late_us": f.late_us(), "skipped": f.skipped.len()})),
+            || format!("round {round}: this poster could not keep its schedule (a post {} µs late, {} skipped); dropping it", f.late_us(), f.skipped.len()),
         ),
         (Outcome::Desync, _) => {
             let (unmatched, total) = r.unmatched.unwrap_or_default();
@@ -533,7 +533,7 @@ fn record_row(r: &RoundReport, call_us: &[i64]) -> serde_json::Value {
     let mut row = json!({"session": r.session, "round": r.round, "t_start_us": f.t_start, "t_end_us": f.t_end,
         "sync": {"offset_us": f.sync.offset_us, "delay_us": f.sync.delay_us}, "posts": f.posts, "board": r.board,
         "coalesced": f.coalesced, "send_call_us": call_us,
-        "done_us": f.done_us, "late_us": f.late_us(), "skipped": f.skipped, "spoiled": f.spoiled(),
+        "done_us": f.done_us, "late_us": f.late_us(), "skipped": f.skipped.len(), "skipped_us": f.skipped, "spoiled": f.spoiled(),
         "params": {"tolerance_us": f.tol_us, "guard_us": f.guard_us, "rate_hz": f.rate_hz}});
     if let Some(v) = r.view.as_ref().filter(|v| !v.spans.is_empty()) {
         row["spans"] = json!(v.spans);

@@ -273,6 +273,74 @@ pub fn own_spans(
     Ok(spans)
 }
 
+/// The spans a poster's *skipped* posts cost (the late rule, docs/protocol.md §5.3): a poster
+/// held up past a post's limit skips it, and the other poster's posts alone fill that
+/// stretch, so the stretch is left out. `skipped_us` are the skipped posts' planned send
+/// times (local µs, as `sent_us`). Placed among the sent posts by time (a sent post first at
+/// a tie), each run of skipped posts gets a span as a run of unmatched posts does: from the
+/// previous sent post's prediction − τ (or `t_start`) to the next one's + τ (or `t_end`),
+/// inside the window; overlapping spans merge.
+pub fn skip_spans(own: &[OwnPost], skipped_us: &[i64], sync: Sync, tolerance_us: i64, t_start_us: i64, t_end_us: i64) -> Vec<Span> {
+    let tol = tolerance_us.max(0);
+    // (time, skipped?, prediction if sent): sent before skipped at the same time.
+    let mut all: Vec<(i64, bool, i64)> = own.iter().map(|p| (p.sent_us, false, predicted_us(p, sync))).collect();
+    all.extend(skipped_us.iter().map(|&t| (t, true, 0)));
+    all.sort_unstable();
+    let mut spans: Vec<Span> = Vec::new();
+    let mut k = 0;
+    while k < all.len() {
+        if !all[k].1 {
+            k += 1;
+            continue;
+        }
+        let first = k;
+        while k < all.len() && all[k].1 {
+            k += 1;
+        }
+        let from = first.checked_sub(1).map_or(t_start_us, |j| all[j].2.saturating_sub(tol).max(t_start_us));
+        let to = all.get(k).map_or(t_end_us, |x| x.2.saturating_add(tol).min(t_end_us));
+        spans.push([from.min(to), to.max(from)]);
+    }
+    merge_spans(spans)
+}
+
+/// Spans sorted by start, overlapping ones merged.
+pub fn merge_spans(mut spans: Vec<Span>) -> Vec<Span> {
+    spans.sort_unstable();
+    let mut out: Vec<Span> = Vec::new();
+    for [from, to] in spans {
+        match out.last_mut() {
+            Some(last) if from <= last[1] => last[1] = last[1].max(to),
+            _ => out.push([from, to]),
+        }
+    }
+    out
+}
+
+/// [`derive_round`] for a poster that skipped posts: their [`skip_spans`] are left out with
+/// its own spans, and announced with them (`spans` of the view).
+#[allow(clippy::too_many_arguments)]
+pub fn derive_with_skips(
+    board: &[Entry],
+    (t_start_us, t_end_us): (i64, i64),
+    own: &[OwnPost],
+    skipped_us: &[i64],
+    sync: Sync,
+    me: Label,
+    (tolerance_us, guard_us): (i64, i64),
+    peer_spans: &[Span],
+) -> RoundOutcome {
+    let skips = skip_spans(own, skipped_us, sync, tolerance_us, t_start_us, t_end_us);
+    let left_out: Vec<Span> = peer_spans.iter().chain(&skips).copied().collect();
+    let mut out = derive_round(board, t_start_us, t_end_us, own, sync, me, tolerance_us, guard_us, &left_out);
+    if let RoundOutcome::Ok(view) = &mut out {
+        if !skips.is_empty() {
+            view.spans = merge_spans(view.spans.iter().chain(&skips).copied().collect());
+        }
+    }
+    out
+}
+
 /// For each own post, `t − predicted` of the nearest board entry with the post's label (or
 /// `None` if the board has none). A poster's private measure of its timing: the median of
 /// these corrects the bias of its clock sync for the next round.
@@ -462,6 +530,20 @@ pub fn bits_string(bits: &[bool]) -> String {
 mod tests {
     use super::*;
     use Label::{A, B};
+
+    /// The same cases as client/test/secret.test.mjs ("skipped posts cost spans").
+    #[test]
+    fn skipped_posts_cost_spans_between_their_sent_neighbours() {
+        let sync = Sync { offset_us: 100, delay_us: 40 }; // prediction = sent + 120
+        let own: Vec<OwnPost> = [1_000, 2_000, 3_000, 5_000, 6_000].iter().map(|&t| OwnPost { sent_us: t, label: A }).collect();
+        assert_eq!(skip_spans(&own, &[], sync, 50, 0, 10_000), Vec::<Span>::new());
+        assert_eq!(skip_spans(&own, &[4_000], sync, 50, 0, 10_000), vec![[3_070, 5_170]]);
+        // Before the first sent post: from t_start; after the last: to t_end; a tie with a
+        // sent post counts the sent one first; overlapping spans merge.
+        assert_eq!(skip_spans(&own, &[500, 2_000, 4_000, 7_000, 8_000], sync, 50, 0, 10_000), vec![[0, 1_170], [2_070, 5_170], [6_070, 10_000]]);
+        assert_eq!(skip_spans(&[], &[4_000], sync, 50, 0, 10_000), vec![[0, 10_000]]);
+        assert_eq!(merge_spans(vec![[5, 9], [1, 3], [2, 4], [9, 12]]), vec![[1, 4], [5, 12]]);
+    }
 
     const T0: i64 = 1_764_000_000_000_000;
 

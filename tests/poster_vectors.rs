@@ -341,14 +341,25 @@ fn a_round_out_of_sync_is_aborted_and_retried_after_a_new_sync() {
 }
 
 #[test]
-fn the_late_rule_skips_a_post_too_late_and_drops_the_round() {
-    let mut s = Story::new("late_rule", "the poster wakes 6 ms after post 3's target (the limit is half the 10 ms mean gap): it is skipped, and the round is dropped", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+fn the_late_rule_skips_a_post_too_late_and_leaves_out_its_stretch() {
+    let mut s = Story::new("late_rule", "the poster wakes 6 ms after post 3's target (the limit is half the 10 ms mean gap): it is skipped, and the stretch from post 2's prediction − τ to post 4's + τ is left out (a span, announced with drop); the round is kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
     s.begin();
     let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
     assert_eq!(mine.len(), POSTS - 1);
     let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["send", "round", "key", "send"]);
+    let (t2, t4) = (TS + 5_000 + 2 * GAP_US, TS + 5_000 + 4 * GAP_US);
+    assert_eq!(out[0], json!({"send": {"type": "drop", "spans": [[t2 - 1_000, t4 + 1_000]]}}));
+    assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
+    s.finish();
+
+    let mut s = Story::new("late_rule_spoils", "the poster wakes 150 ms after post 3's target: posts 3-17 are skipped, more than one in 4 of the round's 50, so the round is dropped", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 150_000)));
+    assert_eq!(mine.len(), POSTS - 15);
+    let out = s.close(1, TS, &mine, &[], &[]);
     assert_eq!(keys(&out), ["round", "send"]);
-    assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["skipped"].as_u64()), (Some("late"), Some(1)));
+    assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["skipped"].as_u64()), (Some("late"), Some(15)));
     assert_eq!(out[1], json!({"send": {"type": "abort", "reason": "desync"}}));
     s.finish();
 }
@@ -393,14 +404,18 @@ fn retries_are_counted_per_policy() {
     }
     s.finish();
 
-    let mut s = Story::new("retry_browser_keeps_sync", "the page drops a late round whose posts were on time otherwise: ready again without a new sync", Policy::Browser, Role::Bob, params(1));
+    let mut s = Story::new("retry_browser_keeps_sync", "the page keeps a round with one post skipped (a span) without a new sync; it drops one held up 150 ms (15 of 50 posts skipped) and syncs again", Policy::Browser, Role::Bob, params(60));
     s.begin();
     let mine = s.post_round(1, TS, &labels("AB"), Some((5, 6_000)));
     let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["send", "round", "send"], "drop, then ready: short of 60 bits");
+    assert_eq!((out[1]["round"]["outcome"].as_str(), &out[2]), (Some("kept"), &json!({"send": {"type": "ready"}})));
+    let ts = TS + 1_000_000;
+    let mine = s.post_round(2, ts, &labels("AB"), Some((5, 150_000)));
+    let out = s.close(2, ts, &mine, &[], &[]);
     assert_eq!(out[0]["round"]["outcome"], "late");
-    let out = s.server(TS + 600_000, ServerMsg::Aborted { reason: "desync".into() });
-    assert_eq!(keys(&out), ["aborted", "send"]);
-    assert_eq!(out[1], json!({"send": {"type": "ready"}}));
+    let out = s.server(ts + 600_000, ServerMsg::Aborted { reason: "desync".into() });
+    assert_eq!(keys(&out), ["aborted", "sync"]);
     s.finish();
 }
 
@@ -448,10 +463,10 @@ fn ask_of(out: &[Value]) -> (f64, u64) {
 
 #[test]
 fn adapting_a_late_round_asks_for_a_lower_rate_and_does_not_count() {
-    let mut s = adapting("adapt_late_slows_rate", "adapting (τ 1-5 ms), sgp pair --retries 0: a post skipped 6 ms late (limit 5 ms) drops the round, which does not count; one late round is a hiccup (the next ready asks the same), the second in a row asks for a quarter of the rate (twice the lateness covered), and the next round runs at it", Policy::Terminal { retries: 0 }, Role::Alice, params(1), (1_000, 5_000));
+    let mut s = adapting("adapt_late_slows_rate", "adapting (τ 1-5 ms), sgp pair --retries 0: held up 150 ms (limit 5 ms), 15 of 50 posts skipped, the round is dropped, which does not count; one late round is a hiccup (the next ready asks the same), the second in a row asks for a quarter of the rate (the most one step takes), and the next round runs at it", Policy::Terminal { retries: 0 }, Role::Alice, params(1), (1_000, 5_000));
     let mut ts = TS;
     for (round, want) in [(1, (1.0, 1)), (2, (1.0, 4))] {
-        let mine = s.post_round(round, ts, &labels("AB"), Some((3, 6_000)));
+        let mine = s.post_round(round, ts, &labels("AB"), Some((3, 150_000)));
         let out = s.close(round, ts, &mine, &[], &[]);
         assert_eq!(keys(&out), ["round", "send"]);
         assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["rate_hz"].as_f64()), (Some("late"), Some(100.0)));

@@ -8,10 +8,15 @@ import { Adapt } from './adapt.js';
  * The late rule: a post may leave at most LATE_SHARE of the mean gap between this poster's
  * posts after its target. A poster held up longer (a stall on a busy machine) leaves a stretch
  * that only the other poster fills, and the eavesdropper's audit found those runs of one
- * poster (SECURITY.md). So a later post is skipped and the round is *spoiled*: once it closes
- * this poster drops it (`abort {desync}`), and it gives no bits.
+ * poster (SECURITY.md). So a later post is skipped, and the stretch is left out: its run of
+ * skipped posts gets a span (secret.skipSpans) as a run of unmatched posts does.
  */
 export const LATE_SHARE = 0.5;
+/**
+ * A round with more than one planned post in SKIPPED_SHARE skipped is *spoiled*: once it
+ * closes this poster drops it (`abort {desync}`), and it gives no bits.
+ */
+export const SKIPPED_SHARE = 4;
 /**
  * `done` leaves DONE_MARGIN_US + 2τ after our estimate of the server's t_end, a time fixed by
  * t_end alone, and no post leaves less than DONE_QUIET_US before it (one that would is
@@ -260,6 +265,7 @@ export class Poster {
       held: [], // sent_us of the posts held back (testing)
       coalesced: [], // post numbers (from 1) the server said came in one piece with a later message
       skipped: 0,
+      skippedUs: [], // planned send times (local µs) of the skipped posts
       skipLate: 0, // how long after its target the latest skipped post was due to leave
       doneTimes: 0, // `done` actions given
       redoAt: null, // when to say `done` again after `too_early`
@@ -297,6 +303,7 @@ export class Poster {
       const target = c.times[c.next] - c.shift;
       if (now > Math.min(target + c.lateLimit, c.doneAt - DONE_QUIET_US)) {
         c.skipped++;
+        c.skippedUs.push(target);
         c.skipLate = Math.max(c.skipLate, now - target);
         c.next++;
         continue;
@@ -372,14 +379,14 @@ export class Poster {
    */
   judge(c, board) {
     const lateUs = c.late.length ? Math.max(...c.late) : 0;
-    const spoiled = c.skipped > 0 || lateUs > c.lateLimit || c.doneUs === null;
+    const spoiled = c.skipped * SKIPPED_SHARE > c.times.length || lateUs > c.lateLimit || c.doneUs === null;
     const timed = c.posts.filter((_, k) => !c.coalesced.includes(k + 1));
-    const view = secret.deriveRound(board, c.t_start, c.t_end, timed, c.sync, this.me, c.tol, c.guard, []);
+    const view = secret.deriveWithSkips(board, c.t_start, c.t_end, timed, c.skippedUs, c.sync, this.me, c.tol, c.guard, []);
     const errors = secret.arrivalErrors(board, timed, c.sync);
     const biasStep = refineBias(errors, c.tol);
     this.bias += biasStep;
     const within = errors.filter((e) => e !== null && Math.abs(e) <= c.tol).length;
-    this.needSync = (timed.length > 0 && within < ALIGNED_SHARE * timed.length) || c.skipped > c.times.length / 4;
+    this.needSync = (timed.length > 0 && within < ALIGNED_SHARE * timed.length) || c.skipped * SKIPPED_SHARE > c.times.length;
     // What the driver shows and records (not compared by vectors).
     const facts = { posted: c, board, timed, view, errors, bias_step_us: biasStep, within, spoiled, late_us: lateUs, resync_next: this.needSync };
     const head = { session: c.session, round: c.round, tolerance_us: c.tol, rate_hz: c.rateHz };
@@ -404,9 +411,10 @@ export class Poster {
       round: {
         ...head, outcome: 'kept', board_n: board.length, n: view.n, a: view.a, left_out: view.dropped.length,
         spans: view.spans.map((x) => [x[0], x[1]]), posts: c.posts.length, strength: this.ledger().strength, facts,
+        ...(c.skipped > 0 ? { skipped: c.skipped } : {}),
       },
     });
-    this.open = { session: c.session, round: c.round, board, t_start: c.t_start, t_end: c.t_end, tol: c.tol, guard: c.guard, timed, sync: c.sync, peerSpans: [], drops };
+    this.open = { session: c.session, round: c.round, board, t_start: c.t_start, t_end: c.t_end, tol: c.tol, guard: c.guard, timed, skippedUs: c.skippedUs, sync: c.sync, peerSpans: [], drops };
     return out.concat(this.verdict(this.open));
   }
 
@@ -467,7 +475,7 @@ export class Poster {
     if (!o || o.session !== m.session || o.round !== m.round || spans.length === 0) return [];
     o.peerSpans.push(...spans);
     o.drops += 1;
-    const view = secret.deriveRound(o.board, o.t_start, o.t_end, o.timed, o.sync, this.me, o.tol, o.guard, o.peerSpans);
+    const view = secret.deriveWithSkips(o.board, o.t_start, o.t_end, o.timed, o.skippedUs, o.sync, this.me, o.tol, o.guard, o.peerSpans);
     if (view.desync) {
       // Cannot happen (spans only leave entries out), but never confirm on it.
       this.open = null;

@@ -316,6 +316,55 @@ export function ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs) {
 }
 
 /**
+ * The spans a poster's *skipped* posts cost (the late rule), as `skip_spans` in src/secret.rs:
+ * `skippedUs` are their planned send times (local µs). Placed among the sent posts by time (a
+ * sent post first at a tie), each run of skipped posts gets a span from the previous sent
+ * post's prediction − τ (or t_start) to the next one's + τ (or t_end), inside the window;
+ * overlapping spans merge.
+ */
+export function skipSpans(own, skippedUs, sync, toleranceUs, tStartUs, tEndUs) {
+  const tol = Math.max(0, toleranceUs);
+  const all = own.map((p) => [p.sent_us, 0, predictedUs(p, sync)]).concat(skippedUs.map((t) => [t, 1, 0]));
+  all.sort((x, y) => x[0] - y[0] || x[1] - y[1] || x[2] - y[2]);
+  const spans = [];
+  let k = 0;
+  while (k < all.length) {
+    if (!all[k][1]) {
+      k++;
+      continue;
+    }
+    const first = k;
+    while (k < all.length && all[k][1]) k++;
+    const from = first > 0 ? Math.max(all[first - 1][2] - tol, tStartUs) : tStartUs;
+    const to = k < all.length ? Math.min(all[k][2] + tol, tEndUs) : tEndUs;
+    spans.push([Math.min(from, to), Math.max(from, to)]);
+  }
+  return mergeSpans(spans);
+}
+
+/** Spans sorted by start, overlapping ones merged. */
+export function mergeSpans(spans) {
+  const out = [];
+  for (const [from, to] of [...spans].sort((x, y) => x[0] - y[0] || x[1] - y[1])) {
+    const last = out[out.length - 1];
+    if (last && from <= last[1]) last[1] = Math.max(last[1], to);
+    else out.push([from, to]);
+  }
+  return out;
+}
+
+/**
+ * deriveRound for a poster that skipped posts (`derive_with_skips` in src/secret.rs): their
+ * skipSpans are left out with its own spans, and announced with them (`spans` of the view).
+ */
+export function deriveWithSkips(board, tStartUs, tEndUs, own, skippedUs, sync, me, toleranceUs, guardUs, peerSpans = []) {
+  const skips = skipSpans(own, skippedUs, sync, toleranceUs, tStartUs, tEndUs);
+  const view = deriveRound(board, tStartUs, tEndUs, own, sync, me, toleranceUs, guardUs, peerSpans.concat(skips));
+  if (!view.desync && skips.length > 0) view.spans = mergeSpans(view.spans.concat(skips));
+  return view;
+}
+
+/**
  * One poster's view of one closed round (§6.1–3, and the spans of docs/protocol.md §5.3), as
  * `derive_round` in src/secret.rs. `own` = [{sent_us, label}], `sync` = {offset_us, delay_us},
  * `me` = 'A' | 'B', `peerSpans` = the spans the other poster announced (`dropped`), [] if none.

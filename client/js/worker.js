@@ -535,6 +535,7 @@ function roundToPage(v) {
     done_us: c.doneUs,
     late_us: f.late_us,
     skipped: c.skipped,
+    skipped_us: [...c.skippedUs],
     spoiled: f.spoiled,
     // The round's own τ, guard and rate, from its `start` (they follow the posters' asks).
     params: { tolerance_us: tol, guard_us: guard, rate_hz: c.rateHz },

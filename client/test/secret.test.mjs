@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import {
-  sha256, Sha256, hex, utf8, sift, deriveRound, ownSpans, UNMATCHED_SHARE, SURE, arrivalErrors, predictedUs,
+  sha256, Sha256, hex, utf8, sift, deriveRound, ownSpans, skipSpans, mergeSpans, UNMATCHED_SHARE, SURE, arrivalErrors, predictedUs,
   binomial, log2BinomialFloor, ledger, key, tag, packBits, bitsString, msToUs, sessionBytes,
 } from '../js/secret.js';
 
@@ -384,4 +384,14 @@ test('rounds recognise and check labels (as src/secret.rs)', () => {
   assert.deepEqual([v.spans, v.dropped], [[], []]);
   // The same post with label A has only a B entry nearby.
   assert.deepEqual(deriveRound(board, T0, T0 + 10_000, [{ sent_us: T0 + 3900, label: 'A' }], sync, 'A', 250, 1000, []), { desync: true, unmatched: 1, total: 1 });
+});
+
+test('skipped posts cost spans between their sent neighbours (as src/secret.rs)', () => {
+  const sync = { offset_us: 100, delay_us: 40 }; // prediction = sent + 120
+  const own = [1000, 2000, 3000, 5000, 6000].map((t) => ({ sent_us: t, label: 'A' }));
+  assert.deepEqual(skipSpans(own, [], sync, 50, 0, 10000), []);
+  assert.deepEqual(skipSpans(own, [4000], sync, 50, 0, 10000), [[3070, 5170]]);
+  assert.deepEqual(skipSpans(own, [500, 2000, 4000, 7000, 8000], sync, 50, 0, 10000), [[0, 1170], [2070, 5170], [6070, 10000]]);
+  assert.deepEqual(skipSpans([], [4000], sync, 50, 0, 10000), [[0, 10000]]);
+  assert.deepEqual(mergeSpans([[5, 9], [1, 3], [2, 4], [9, 12]]), [[1, 4], [5, 12]]);
 });

@@ -18,11 +18,16 @@ use crate::secret::{self, Ledger, OwnPost, RoundOutcome, RoundView, Span};
 /// How late a post may leave, as a share of the mean gap between this poster's posts. A
 /// poster held up for longer (a busy machine, a stall) posts nothing for a while, and the
 /// other poster's posts fill that stretch: runs of one poster, which the audit measured
-/// (SECURITY.md). So a later post is skipped, and the round is *spoiled*: this poster drops
-/// it (`abort {desync}`) once it closes, and it gives no bits. A hold-up of at most half a
-/// mean gap changes the posters' order only if it holds a post of each, and then only
-/// moves one past a neighbour or two.
+/// (SECURITY.md). So a later post is skipped, and the stretch is left out: its run of
+/// skipped posts gets a span (`secret::skip_spans`) like a run of unmatched ones. A
+/// hold-up of at most half a mean gap changes the posters' order only if it holds a post of
+/// each, and then only moves one past a neighbour or two (and a post that late misses τ
+/// and gets a span of its own).
 pub const LATE_SHARE: f64 = 0.5;
+/// A round in which more than one planned post in this many was skipped is *spoiled*: this
+/// poster drops it (`abort {desync}`) once it closes, and it gives no bits. The machine held
+/// it up for much of the round; spans would leave little.
+pub const SKIPPED_SHARE: usize = 4;
 /// `done` leaves `DONE_MARGIN_US + 2τ` after our estimate of the server's `t_end`: late
 /// enough that no post can still be on its way, and that a delay jitter of up to τ cannot
 /// bring it to the server before `t_end` (which it would refuse).
@@ -257,7 +262,7 @@ impl Poster {
         while let Some(&(target, label)) = p.plan.get(p.next) {
             let latest = (target + p.facts.late_limit_us).min(p.done_at - DONE_QUIET_US);
             if now > latest {
-                p.facts.skipped += 1;
+                p.facts.skipped.push(target);
                 p.facts.skip_late_us = p.facts.skip_late_us.max(now - target);
                 p.next += 1;
             } else if now >= target {
@@ -390,13 +395,13 @@ impl Poster {
         };
         self.last_closed = Some(round);
         let facts = p.facts;
-        let (tol, guard) = (facts.tol_us, facts.guard_us);
+        let tol = facts.tol_us;
         let timed = facts.timed();
-        let outcome = secret::derive_round(&board, facts.t_start, facts.t_end, &timed, to_sync(facts.sync), self.me, tol, guard, &[]);
+        let outcome = derive(&board, &facts, &timed, self.me, &[]);
         let errors = secret::arrival_errors(&board, &timed, to_sync(facts.sync));
         self.bias_us += refine(&errors, tol);
         let within = errors.iter().flatten().filter(|e| e.abs() <= tol).count();
-        self.need_sync = (!timed.is_empty() && (within as f64) < ALIGNED_SHARE * timed.len() as f64) || facts.skipped as usize * 4 > facts.planned;
+        self.need_sync = (!timed.is_empty() && (within as f64) < ALIGNED_SHARE * timed.len() as f64) || facts.skipped.len() * SKIPPED_SHARE > facts.planned;
         let mut report = RoundReport {
             session: session.to_string(),
             round,
@@ -483,9 +488,7 @@ impl Poster {
         }
         o.peer_spans.extend_from_slice(&spans);
         o.drops += 1;
-        let f = &o.facts;
-        let (tol, guard) = (f.tol_us, f.guard_us);
-        let outcome = secret::derive_round(&o.board, f.t_start, f.t_end, &o.timed, to_sync(f.sync), self.me, tol, guard, &o.peer_spans);
+        let outcome = derive(&o.board, &o.facts, &o.timed, self.me, &o.peer_spans);
         let (session, drops) = (o.session.clone(), o.drops);
         let RoundOutcome::Ok(view) = outcome else {
             // Cannot happen (spans only leave entries out), but never confirm on it.
@@ -710,6 +713,12 @@ impl Poster {
 
 fn abort_desync() -> Action {
     Action::Send(ClientMsg::Abort { reason: "desync".into() })
+}
+
+/// Our view of a closed round: its entries, less our spans (unmatched and skipped posts) and
+/// the peer's.
+fn derive(board: &[Entry], f: &RoundFacts, timed: &[OwnPost], me: Label, peer_spans: &[Span]) -> RoundOutcome {
+    secret::derive_with_skips(board, (f.t_start, f.t_end), timed, &f.skipped, to_sync(f.sync), me, (f.tol_us, f.guard_us), peer_spans)
 }
 
 fn to_sync(s: SyncSample) -> secret::Sync {

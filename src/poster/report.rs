@@ -46,7 +46,8 @@ pub struct RoundFacts {
     /// `--testing-hold-post`: the recorded send times of the posts held back.
     pub held: Vec<i64>,
     pub planned: usize,
-    pub skipped: u32,
+    /// The planned send times (local µs) of the posts skipped by the late rule.
+    pub skipped: Vec<i64>,
     /// How long after its target the latest skipped post was due to leave, µs.
     pub skip_late_us: i64,
     /// Local time `done` was sent (None: cut short).
@@ -63,9 +64,11 @@ impl RoundFacts {
     pub fn late_us(&self) -> i64 {
         self.late.iter().copied().max().unwrap_or(0)
     }
-    /// The late rule: a skipped post, a post later than the limit, or no `done`.
+    /// The late rule spoiled the round: more than one planned post in `SKIPPED_SHARE`
+    /// skipped, a post that left later than the limit, or no `done`. (Fewer skipped posts
+    /// cost spans, not the round.)
     pub fn spoiled(&self) -> bool {
-        self.skipped > 0 || self.late_us() > self.late_limit_us || self.done_us.is_none()
+        self.skipped.len() * super::SKIPPED_SHARE > self.planned || self.late_us() > self.late_limit_us || self.done_us.is_none()
     }
     /// The posts whose time the board reflects: all but those coalesced with a later message.
     pub fn timed(&self) -> Vec<OwnPost> {
@@ -172,6 +175,9 @@ impl RoundReport {
                 v["spans"] = json!(view.spans);
                 v["posts"] = json!(f.posts.len());
                 v["strength"] = json!(self.ledger.as_ref().map_or(0, |l| l.strength));
+                if !f.skipped.is_empty() {
+                    v["skipped"] = json!(f.skipped.len());
+                }
             }
             (Outcome::Desync, _, Some((unmatched, total))) => {
                 v["unmatched"] = json!(unmatched);
@@ -180,7 +186,7 @@ impl RoundReport {
             _ => {
                 v["posts"] = json!(f.posts.len());
                 v["late_us"] = json!(f.late_us());
-                v["skipped"] = json!(f.skipped);
+                v["skipped"] = json!(f.skipped.len());
             }
         }
         v
