@@ -110,7 +110,7 @@ pub struct ParamsIn {
 /// room runs each round at the widest τ and the largest divisor its two posters asked
 /// (`Params::tuned`), a poster without an ask counting as the room's own τ and divisor 1.
 /// `lead_ms`, if given, is the least lead this poster needs before a window opens (the
-/// room's default, 50 ms, if not: a page is still drawing when it says `ready`).
+/// room's default, 50 ms, if not).
 #[derive(Clone, Copy, Debug, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Ask {

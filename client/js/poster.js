@@ -145,6 +145,8 @@ export class Poster {
     this.readyFor = null;
     /** Our ask for the next round (`adapt`); null: the room's parameters, and every failure counts. */
     this.asking = null;
+    /** The least lead (ms) we ask for with each ask (askLead); null: the room's default. */
+    this.leadMs = null;
     /** Our own verdict on the last round's failure, if we made one: whether it came at the widest ask. */
     this.failedWidest = null;
   }
@@ -158,9 +160,16 @@ export class Poster {
     this.asking = new Adapt(floorUs, ceilUs);
   }
 
+  /** Asks for a lead of `ms` (docs/protocol.md §3) with each ask (so only if we adapt). */
+  askLead(ms) {
+    this.leadMs = ms;
+  }
+
   /** `ready`, with our ask if we adapt. */
   ready() {
-    return { send: this.asking ? { type: 'ready', ask: this.asking.ask() } : { type: 'ready' } };
+    if (!this.asking) return { send: { type: 'ready' } };
+    const ask = this.leadMs === null ? this.asking.ask() : { ...this.asking.ask(), lead_ms: this.leadMs };
+    return { send: { type: 'ready', ask } };
   }
 
   /** Joined as a poster, to make a key: sync first. */

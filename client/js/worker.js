@@ -20,6 +20,14 @@ import {
 } from './waits.js';
 
 const PING_TIMEOUT_MS = 5_000;
+/**
+ * The least lead this page asks for (ms; docs/protocol.md §3): a window opens at least this
+ * long after the second `ready`. The room's default of 50 ms was set when a post that missed
+ * τ cost its round: with a 20 ms lead 11-20 % of the posts in a round's first 25 ms missed
+ * (the page still drawing). A miss now costs a span of ~18τ, and 30 ms less a round is worth
+ * more (BENCHMARKS.md, "Web client").
+ */
+const PAGE_LEAD_MS = 20;
 
 // ---------------------------------------------------------------------------------------
 // State of the connection. A poster's session is its engine's (S.poster).
@@ -217,6 +225,7 @@ function adaptFrom(P, range, delays) {
   const floorMs = range.fixed || range.measured ? range.floor_ms : toleranceRule(range.floor_ms, null, delays).ms;
   const floorUs = secret.msToUs(floorMs);
   P.adapt(floorUs, range.fixed ? floorUs : widestUs(delays));
+  P.askLead(PAGE_LEAD_MS);
 }
 
 function showSync({ s, n }) {

@@ -35,10 +35,11 @@ impl Limits {
     /// sent → its verdict received, µs) and the lead each asked for (µs; none: `lead_us`).
     /// A turnaround is at least a round trip, so twice it is at least four one-way delays:
     /// the `start` reaches the slower poster well before the window opens, however far away
-    /// it is. The asked leads are the posters' own floors: 50 ms by default, because a page
-    /// is still drawing the last round when it has said `ready` (with 20 ms, measured in two
-    /// Chromium tabs, 11-20 % of the posts of a round's first 25 ms missed τ, 0.4-2 % later);
-    /// `sgp pair`, which draws nothing, asks for less.
+    /// it is. The asked leads are the posters' own floors: 50 ms for a poster that asks for
+    /// none, what a page needed when a missed post cost its round (it is still drawing the
+    /// last round when it has said `ready`: with 20 ms, measured in two Chromium tabs,
+    /// 11-20 % of the posts of a round's first 25 ms missed τ, 0.4-2 % later). The page now
+    /// asks for 20 ms and `sgp pair` for 10 (docs/protocol.md §3).
     pub fn lead_for(&self, turns: [Option<i64>; 2], asked: [Option<i64>; 2]) -> i64 {
         let floor = asked.iter().map(|a| a.unwrap_or(self.lead_us)).max().unwrap_or(self.lead_us);
         let turn = match turns {
