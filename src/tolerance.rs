@@ -16,12 +16,12 @@ use crate::secret::UNMATCHED_SHARE;
 /// The widest default, ms.
 pub const MAX_DEFAULT_TOLERANCE_MS: f64 = 5.0;
 /// A page's floor, cross-origin isolated or not (BENCHMARKS.md, "Web client").
-pub const FLOOR_ISOLATED_MS: f64 = 1.5;
-pub const FLOOR_NOT_ISOLATED_MS: f64 = 2.0;
+pub const FLOOR_ISOLATED_MS: f64 = 0.25;
+pub const FLOOR_NOT_ISOLATED_MS: f64 = 1.0;
 /// A terminal's floor: what loopback and a quiet wired LAN sustain.
 pub const TERMINAL_FLOOR_MS: f64 = 0.1;
 /// Per round, besides its window (ms): the server's lead, `done`, the board and `ready`.
-pub const ROUND_OVERHEAD_MS: f64 = 70.0;
+pub const ROUND_OVERHEAD_MS: f64 = 35.0;
 /// Round sizes (posts per poster) to choose from.
 pub const ROUND_SIZES: [u32; 6] = [10, 15, 20, 30, 40, 60];
 /// Posts per poster per round without a measurement.

@@ -111,22 +111,27 @@ export function summary(values) {
  * bits).
  *
  * The floor: timers must resolve τ (ten ticks of performance.now() within it), and
- * FLOOR_MS[isolated]: 1.5 ms where the page is cross-origin isolated; on pages that are not
- * (plain http to a LAN address: 100 µs timers, no Atomics.wait) 2 ms, from the measurements in
- * BENCHMARKS.md ("Web client"). Without a usable measurement: the floor and POSTS_PER_ROUND.
+ * FLOOR_MS[isolated]: 0.25 ms (the grid's first step) where the page is cross-origin isolated
+ * (its worker waits with Atomics.wait; its posts arrive within ~0.1 ms of their prediction nine
+ * times in ten, spans make the rarer far one cheap, and the rounds widen τ if they cost too
+ * much); on pages that are not (plain http to a LAN address: 100 µs timers, no Atomics.wait)
+ * 1 ms, ten of their ticks (their posts arrive within ~0.3 ms nine times in ten); the
+ * measurements are in BENCHMARKS.md ("Web client"). Without a usable measurement
+ * (a joining tab): the floor and POSTS_PER_ROUND.
  *
  * `calib`: the worker's calibration, {ok, dev_series_us: [|one-way − median| per message, in
  * sending order], …}. Returns {ms, posts, widened, floor, success (estimated share of a
  * round's worth that survives, or null), ms_per_bit (expected, or null)}.
  */
 export const MAX_DEFAULT_TOLERANCE_MS = 5;
-export const FLOOR_MS = { isolated: 1.5, notIsolated: 2 };
+export const FLOOR_MS = { isolated: 0.25, notIsolated: 1 };
 /**
- * Per round, besides its window (ms): the server's lead (50 ms on one machine), `done`
- * (3 ms + 2τ after t_end), the board and `ready`. Measured: 64-67 ms from one round's t_end
- * to the next one's t_start (`make bench-browser`, "gaps").
+ * Per round, besides its window (ms): the server's lead (the page asks for PAGE_LEAD_MS, 20 ms),
+ * `done` (3 ms + 2τ after t_end), the board and `ready`. Measured: 30-34 ms from one round's
+ * t_end to the next one's t_start (`make bench-browser`, "gaps", 2026-12-07; 64-67 ms with the
+ * server's 50 ms lead).
  */
-export const ROUND_OVERHEAD_MS = 70;
+export const ROUND_OVERHEAD_MS = 35;
 /** Round sizes (posts per poster) to choose from. The calibration's 300 messages bound it. */
 export const ROUND_SIZES = [10, 15, 20, 30, 40, 60];
 /** Posts per poster per round without a measurement (and in rooms made before one). */

@@ -3,7 +3,7 @@
 // it: under the Create form, and when rounds keep falling out of sync.
 
 import { $, sgp, ui } from './state.js';
-import { defaultTolerance } from './timing.js';
+import { defaultTolerance, FLOOR_MS } from './timing.js';
 
 export const usefulCalibration = (c) => c.ok && !defaultToleranceFor(c).unsure;
 export const defaultToleranceFor = (c) => {
@@ -14,16 +14,15 @@ export const defaultToleranceFor = (c) => {
 /**
  * The range this poster's asks adapt in (docs/poster.md, "Adapting"), sent with Start: from the
  * tolerance this page picks for its own path (`floor_ms`, from its own measurement whoever
- * created the room; `measured` false: no jitter measurement says more, and the worker widens it
- * to what its clock-sync round trips ask, as `sgp pair` does) up to what those round trips need
- * (the worker's widestUs). A tolerance typed when creating this room is `fixed`: only the rate
+ * created the room; without one, its timers' floor, which the rounds widen if the path asks
+ * more) up to what its clock-sync round trips need (the worker's widestUs). A tolerance typed when creating this room is `fixed`: only the rate
  * adapts, as with `sgp pair --tolerance-ms`.
  */
 export function askRange() {
   const typed = ui.createdHere ? ui.typedTolerance : null;
-  if (typed != null && sgp.params && typed === sgp.params.tolerance_ms) return { floor_ms: typed, fixed: true, measured: true };
+  if (typed != null && sgp.params && typed === sgp.params.tolerance_ms) return { floor_ms: typed, fixed: true };
   const d = pageTolerance();
-  return { floor_ms: d.ms, fixed: false, measured: d.success != null && !d.unsure };
+  return { floor_ms: d.ms, fixed: false };
 }
 
 /** The tolerance this page would give a room it creates: {ms, widened, isolated, precision}. */
@@ -41,7 +40,7 @@ export function applyToleranceDefault() {
   const p = d.precision != null ? `${d.precision} µs` : 'coarsely';
   const base = d.isolated
     ? `This page is cross-origin isolated, so timers tick every ${p} and the worker sends each post on time: at least ${d.floor} ms.`
-    : `This page is not cross-origin isolated (plain http to another machine is not a secure context), so the browser coarsens timers to ${p}: at least ${d.floor} ms, more than the 1 ms of an isolated page.`;
+    : `This page is not cross-origin isolated (plain http to another machine is not a secure context), so the browser coarsens timers to ${p}: at least ${d.floor} ms, more than the ${FLOOR_MS.isolated} ms of an isolated page.`;
   let measured;
   if (ui.calibrating) measured = ' Measuring how much this browser\'s messages wander…';
   else if (!c) measured = '';

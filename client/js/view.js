@@ -207,8 +207,7 @@ function renderNotes() {
       ? `this browser's messages wander more than that (it would pick ${mine.ms} ms)`
       : `this page is not cross-origin isolated (plain http to another machine), so its timers are coarse and it would pick ${mine.ms} ms`;
     setText('tolerance-note', `This room's tolerance is ${room} ms, set by whoever created it, but ${why}. ` +
-      'Expect rounds to fall out of sync and be retried: slower, not less safe. For a faster key, ' +
-      `create a new room from a page like this one (or with a tolerance of ${mine.ms} ms) and send that link instead.`);
+      `So this page asks for rounds of at least ${mine.ms} ms, and the room runs the wider ask: a key takes longer, and is no less safe.`);
   }
 }
 

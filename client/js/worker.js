@@ -11,7 +11,7 @@
 
 import * as secret from './secret.js';
 import {
-  SYNC_SAMPLES, sample, best, poisson, labelsFromBytes, summary, toleranceRule,
+  SYNC_SAMPLES, sample, best, poisson, labelsFromBytes, summary,
 } from './timing.js';
 import { Poster, RETRIES, GIVE_UP_US, cleanSpans } from './poster.js';
 import { widestUs } from './adapt.js';
@@ -48,7 +48,7 @@ const S = {
   open: null, // the page's `round` message of the engine's open round, sent again after `dropped`
   lastKey: null, // the last `key` action, for the `confirming` phase
   leaving: false,
-  askRange: null, // the page's {floor_ms, fixed, measured} with Start: the engine adapts within it
+  askRange: null, // the page's {floor_ms, fixed} with Start: the engine adapts within it
   // What `sgp pair --record` keeps, since the last `joined`: every round this poster posted
   // in (its posts, the sync they were posted with, the board) and every message heard but
   // pongs, with the local receive time. Times are this worker's clock (nowUs).
@@ -217,13 +217,13 @@ async function syncClock() {
 
 /**
  * The engine's ask range at Start (docs/poster.md, "Adapting"), from the page's `range` and
- * this sync's round trips: the floor is the page's pick for its own path (widened by the
- * tolerance rule to what the round trips ask where the page measured nothing, as `sgp pair`
- * does), the ceiling what the round trips need (widestUs); a fixed τ is both.
+ * this sync's round trips: the floor is the page's pick for its own path (where the page
+ * measured nothing, a joining tab say, its timers' floor: the rounds widen it if the path asks
+ * more, and a narrow round that fails is short), the ceiling what the round trips need
+ * (widestUs); a fixed τ is both.
  */
 function adaptFrom(P, range, delays) {
-  const floorMs = range.fixed || range.measured ? range.floor_ms : toleranceRule(range.floor_ms, null, delays).ms;
-  const floorUs = secret.msToUs(floorMs);
+  const floorUs = secret.msToUs(range.floor_ms);
   P.adapt(floorUs, range.fixed ? floorUs : widestUs(delays));
   P.askLead(PAGE_LEAD_MS);
 }

@@ -88,8 +88,10 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   // Coarse timers raise the floor: ten ticks within τ.
   assert.equal(defaultTolerance(true, 300, null).ms, 3);
   const series = (n, f) => Array.from({ length: n }, (_, i) => f(i));
-  // A quiet machine: 150-400 µs of jitter. The floor covers it, in the longest rounds.
-  const quiet = series(300, (i) => 150 + ((i * 37) % 250));
+  // A quiet machine: 20-140 µs of jitter (a cross-origin isolated Chromium's posts on loopback
+  // arrive within 110 µs of their prediction nine times in ten: BENCHMARKS.md). The floor
+  // covers it, in the longest rounds.
+  const quiet = series(300, (i) => 20 + ((i * 37) % 120));
   const q = defaultTolerance(true, 5, { ok: true, dev_series_us: quiet });
   assert.equal(q.ms, FLOOR_MS.isolated);
   assert.equal(q.posts, ROUND_SIZES.at(-1));
@@ -98,6 +100,9 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   // One 50 ms stall (five messages in a row): no τ ≤ 5 ms covers it, so it is not widened for.
   const stall = quiet.map((x, i) => (i >= 40 && i < 45 ? 50_000 : x));
   assert.equal(defaultTolerance(true, 5, { ok: true, dev_series_us: stall }).ms, FLOOR_MS.isolated, 'a stall is not worth widening for');
+  // 150-400 µs of jitter: widened until 3τ/5 covers it (0.75 ms), no further.
+  const noisier = defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, (i) => 150 + ((i * 37) % 250)) });
+  assert.deepEqual([noisier.ms, noisier.posts, noisier.widened], [0.75, ROUND_SIZES.at(-1), true], JSON.stringify(noisier));
   // Jitter up to 1.6 ms all along (a busy machine): widened until 3τ/5 covers most of it.
   const busy = series(300, (i) => ((i * 7919) % 1600));
   const b = defaultTolerance(true, 5, { ok: true, dev_series_us: busy });
