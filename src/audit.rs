@@ -417,6 +417,10 @@ impl Ctx {
         let ms = |d: Option<i64>| d.map_or(MISSING, |d| d as f64 / 1000.0);
         let rel = r.relayed;
         let round = vec![
+            // The round's own τ and rate, which adapting changes from round to round (public:
+            // the room's `start` says them).
+            r.tolerance_us as f64 / 1000.0,
+            r.rate_hz,
             n as f64 / expected.max(1.0),
             n as f64,
             r.kept.len() as f64,

@@ -6,8 +6,8 @@
 //! deviations (µs: how far each of a burst of posting-like messages landed from the median
 //! one-way delay; the page measures them) and clock-sync round trips (µs). With a calibration
 //! of at least 120 messages: for each τ on a 0.25 ms grid from the floor to 5 ms and each round
-//! size, the share of a round's worth that survives (stalls spoil the round, jitter beyond
-//! 3τ/5 costs spans, too much of it costs the round), and the pair with the least expected
+//! size, the share of a round's worth that survives (a post beyond 3τ/5, stalls included,
+//! costs a span, too many of them cost the round), and the pair with the least expected
 //! time per bit. Without one: the floor, widened to six times the round trips' jitter (what
 //! `sgp pair`'s creator measures). docs/protocol.md §6 and timing.js say why.
 
@@ -30,8 +30,6 @@ pub const POSTS_PER_ROUND: u32 = 40;
 pub const MIN_USEFUL_SUCCESS: f64 = 0.2;
 /// A calibration's messages miss τ this many times as often as a round's posts do.
 pub const CALIBRATION_EXCESS: f64 = 3.0;
-/// Deviations beyond this are stalls (they spoil their round), not jitter.
-pub const STALL_MS: f64 = 5.0;
 /// Board a span costs, in τ.
 pub const SPAN_TAUS: f64 = 18.0;
 /// A post is surely matched within this share of τ (docs/protocol.md §5.3: 3τ/5).
@@ -156,14 +154,13 @@ fn binom_cdf(n: u32, p: f64, k: u32) -> f64 {
 }
 
 /// The estimated share of a round's worth that survives, for rounds of `w` posts (both
-/// posters'): no stall, each poster's doubtful posts at most a quarter of its own, and what
-/// the spans leave.
+/// posters'): each poster's doubtful posts (stalls included) at most a quarter of its own,
+/// and what the spans leave.
 pub fn round_success(devs: &[i64], tol_ms: f64, w: u32) -> f64 {
-    let stall = miss_share(devs, STALL_MS);
-    let q = (miss_share(devs, SURE_SHARE * tol_ms) - stall).max(0.0);
+    let q = miss_share(devs, SURE_SHARE * tol_ms);
     let per_poster = w / 2;
     let in_sync = binom_cdf(per_poster, q, per_poster / UNMATCHED_SHARE as u32).powi(2);
-    (1.0 - stall).powf(f64::from(w)) * in_sync * (1.0 - (SPAN_TAUS / 4.0) * q).max(0.0)
+    in_sync * (1.0 - (SPAN_TAUS / 4.0) * q).max(0.0)
 }
 
 /// The round length (ms) for about `posts` posts per poster at the rate 1/(8τ), plus the two

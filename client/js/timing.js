@@ -98,12 +98,13 @@ export function summary(values) {
  * its round (docs/protocol.md §5.3: about 18τ of board, both posters' entries), more than a quarter of
  * a poster's posts doing so costs the round, a round's length grows with τ and with its number
  * of posts, and a browser's delays come in two kinds — a body of sub-millisecond jitter that a
- * wider τ does cover, and stalls of 5-70 ms (a busy machine, a page still loading) that no
- * τ ≤ 5 ms covers. So, for each τ on a 0.25 ms grid from the floor to
- * MAX_DEFAULT_TOLERANCE_MS and each round size m in ROUND_SIZES (posts per poster), estimate
- * the share of a round's worth that survives (roundSuccess: stalls spoil the round, jitter
- * beyond 3τ/5 costs spans, too much of it costs the round) and pick the pair with the least
- * expected time per bit of strength:
+ * wider τ does cover, and stalls of 5-200 ms (a busy machine, a page still loading, a lost
+ * segment held for its retransmission) that no τ ≤ 5 ms covers, but which cost only spans as
+ * long as they hold less than a quarter of a round's posts. So, for each τ on a 0.25 ms grid
+ * from the floor to MAX_DEFAULT_TOLERANCE_MS and each round size m in ROUND_SIZES (posts per
+ * poster), estimate the share of a round's worth that survives (roundSuccess: posts beyond
+ * 3τ/5 cost spans, too many of them cost the round) and pick the pair with the least expected
+ * time per bit of strength:
  *
  *   (roundDurationMs(τ, m) + ROUND_OVERHEAD_MS) / (share × log2 C(k, ⌊k/2⌋)),  k = 2m/e
  *
@@ -250,11 +251,6 @@ export function missShare(devs, tolMs) {
   return (over + 1) / (devs.length + 2) / CALIBRATION_EXCESS;
 }
 
-/**
- * Deviations beyond this are stalls, not jitter: the model takes a stall as spoiling its round
- * (a poster held up past the late rule), not as a span.
- */
-export const STALL_MS = 5;
 /** Board a span costs, in τ: from the previous own post − τ to the next + τ, gaps of 8τ. */
 export const SPAN_TAUS = 18;
 const SURE_SHARE = SURE[0] / SURE[1];
@@ -273,20 +269,20 @@ function binomCdf(n, p, k) {
 /**
  * The estimated share of a round's worth that survives, for rounds of `w` posts (default
  * ROUND_POSTS, both posters' together):
- *   - no stall among the w posts (a deviation beyond STALL_MS): (1 − s)^w;
- *   - each poster's posts further than 3τ/5 (but not stalls, share q each) at most a quarter
+ *   - each poster's posts further than 3τ/5 (share q each, stalls included) at most a quarter
  *     of its w/2, else the round is out of sync: P(Binomial(w/2, q) ≤ ⌊w/8⌋)²;
  *   - of what is left, the spans take about w·q·SPAN_TAUS·τ of the w/2·8τ posting window:
  *     a share 1 − (SPAN_TAUS/4)·q survives.
- * A stall of several messages counts as several, so it makes rounds shorter rather than τ
- * wider (it raises the stall share at every τ alike).
+ * A stall counts as a miss for each message it held, at every τ alike, so it lowers the
+ * share without asking for a wider τ. (Before 2026-12-07 a stall beyond 5 ms was taken to spoil
+ * its round, as before spans it did: that made the page pick 10-post rounds on wifi, where
+ * the relay's lost segments are held 200 ms; docs/journal/2026-12-07-page-floor.md.)
  */
 export function roundSuccess(devs, tolMs, w = ROUND_POSTS) {
-  const stall = missShare(devs, STALL_MS);
-  const q = Math.max(0, missShare(devs, SURE_SHARE * tolMs) - stall);
+  const q = missShare(devs, SURE_SHARE * tolMs);
   const perPoster = Math.floor(w / 2);
   const inSync = binomCdf(perPoster, q, Math.floor(perPoster / UNMATCHED_SHARE)) ** 2;
-  return (1 - stall) ** w * inSync * Math.max(0, 1 - (SPAN_TAUS / 4) * q);
+  return inSync * Math.max(0, 1 - (SPAN_TAUS / 4) * q);
 }
 
 /**

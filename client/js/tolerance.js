@@ -51,7 +51,7 @@ export function applyToleranceDefault() {
     const share = d.success == null || d.unsure ? '' : ` At ${d.ms} ms, in rounds of ${d.posts} posts each, about ${Math.round(100 * d.success)}% of each round's entries would count:`;
     const why = d.widened
       ? ' the fastest choice on this machine now (a wider tolerance makes each round longer; at a narrower one more posts land too far from where they were expected, and each costs the stretch of its round around it).'
-      : ' nothing wider would be faster (a post that lands too far from where it was expected costs only the stretch of its round around it, a stall the round, and a wider tolerance makes every round longer).';
+      : ' nothing wider would be faster (a post that lands too far from where it was expected costs only the stretch of its round around it, as a stall does unless it holds up a quarter of the round, and a wider tolerance makes every round longer).';
     const unsure = d.unsure
       ? ` This machine was too busy while measuring to judge (no tolerance up to 5 ms would keep most rounds in sync), so the default is the floor, in short rounds of ${d.posts} posts, which a stall spoils the least of.`
       : '';

@@ -44,7 +44,12 @@ import * as h from './e2e/harness.mjs';
 import { defaultTolerance, roundSize } from '../js/timing.js';
 
 const HERE = dirname(fileURLToPath(import.meta.url));
-if (!process.env.SGP_BIN) process.env.SGP_BIN = resolve(HERE, '../../target/release/sgp');
+// harness.mjs reads SGP_BIN when it is imported (before this line runs) and falls back to the
+// debug build, which would mislead a benchmark: so it must be given.
+if (!process.env.SGP_BIN) {
+  console.error(`SGP_BIN is required: the release build, e.g. SGP_BIN=${resolve(HERE, '../../target/release/sgp')} (make bench-browser sets it)`);
+  process.exit(2);
+}
 const RUNS = Number(process.env.RUNS || 10);
 const TOL = process.env.TOLERANCE_MS;
 // The paths of `sgp bench net` (src/bench/net.rs PROFILES), the same each way.
@@ -193,7 +198,24 @@ async function roundsOf(A, B) {
     round_tolerance_ms: rec.rounds.map((r) => r.params.tolerance_us / 1000),
     round_rate_hz: rec.rounds.map((r) => r.params.rate_hz),
     windows_ms: rec.rounds.reduce((a, r) => a + (r.t_end_us - r.t_start_us) / 1000, 0),
+    siftS: siftSeconds(sa && sa.key, own),
   };
+}
+
+/**
+ * The sift's posting time for the key (s), as `sgp bench net` has it (src/bench/net.rs,
+ * `sift_posting_s_per_key`): each kept round's kept entries at the ceiling 1/(4τe) a second for
+ * the τ that round ran at. Null without a key or a round's τ.
+ */
+function siftSeconds(key, own) {
+  if (!key || !Array.isArray(key.per_round)) return null;
+  let s = 0;
+  for (const r of key.per_round) {
+    const x = own.get(`${key.session}/${r.round}`);
+    if (!x || !x.params || !(x.params.tolerance_us > 0)) return null;
+    s += r.n * 4 * (x.params.tolerance_us / 1e6) * Math.E;
+  }
+  return Math.round(s * 1000) / 1000;
 }
 
 /** min / median / max of xs (null if none). */
@@ -289,6 +311,7 @@ async function tabsToKey(A, B, i) {
     rate_hz: sa.params.rate_hz,
     duration_ms: sa.params.duration_ms,
     strength: Number(ka.strength),
+    sift_s: ro.siftS,
     rounds,
     dropped,
     dropped_late: ro.dropped_late,
@@ -373,7 +396,7 @@ try {
     if (!JSON_OUT) {
       console.log(r.ok
         ? `run ${i} (${PROFILE}): ${r.ms} ms, ${r.rounds} rounds (${r.dropped} dropped: late ${r.dropped_late}, desync ${r.dropped_desync}, other ${r.dropped_other}; ` +
-          `rounds' τ ${fmtSpread(spread(r.round_tolerance_ms), 'ms')}, rate ${fmtSpread(spread(r.round_rate_hz), 'Hz')} (min/median/max); in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, τ ${r.tolerance_ms} ms${TOL ? ` (default ${r.default_ms})` : ''}, ` +
+          `rounds' τ ${fmtSpread(spread(r.round_tolerance_ms), 'ms')}, rate ${fmtSpread(spread(r.round_rate_hz), 'Hz')} (min/median/max); in sync ${r.actual_success}, model ${r.predicted_success}, ${r.posts_per_round} posts each), strength ${r.strength}, sift's time ${r.sift_s} s, τ ${r.tolerance_ms} ms${TOL ? ` (default ${r.default_ms})` : ''}, ` +
           `rate ${r.rate_hz} Hz, window ${r.duration_ms} ms; tabs' rates ${r.tabs.map((t) => t.rate_hz.toFixed(1)).join('/')} Hz, ` +
           `late p50/p90 ${r.tabs.map((t) => `${t.late_p50_us}/${t.late_p90_us}`).join(', ')} µs, ` +
           `|arrival error| p50/p90/p99/max ${r.tabs.map((t) => `${t.abs_err_p50_us}/${t.abs_err_p90_us}/${t.abs_err_p99_us}/${t.abs_err_max_us}`).join(', ')} µs, ` +
@@ -402,6 +425,9 @@ try {
     time_to_key_ms_p90: quantile(good.map((r) => r.ms), 0.9),
     time_to_key_ms_min: good.length ? Math.min(...good.map((r) => r.ms)) : null,
     time_to_key_ms_max: good.length ? Math.max(...good.map((r) => r.ms)) : null,
+    // The sift's posting time per key (as `sgp bench net`), and the median time over it.
+    sift_posting_s_p50: median(good.map((r) => r.sift_s).filter((x) => x != null)),
+    time_over_sift_p50: median(good.filter((r) => r.sift_s > 0).map((r) => Math.round((100 * r.ms) / 1000 / r.sift_s) / 100)),
     rounds_per_key_p50: median(good.map((r) => r.rounds)),
     windows_share_p50: median(good.map((r) => Math.round((100 * r.windows_ms) / r.ms) / 100)),
     gap_between_rounds_ms_p50: median(good.flatMap((r) => r.gaps_ms)),

@@ -6,7 +6,7 @@ import assert from 'node:assert/strict';
 import {
   sample, best, poisson, uniformFrom, labelsFromBytes, refineBias, quantile, defaultTolerance,
   roundDurationMs, roundSuccess, roundSize, roundBits, POSTS_PER_ROUND, ROUND_POSTS, ROUND_SIZES, FLOOR_MS,
-  CALIBRATION_EXCESS, missShare, MAX_DEFAULT_TOLERANCE_MS, SPAN_TAUS, STALL_MS,
+  CALIBRATION_EXCESS, missShare, MAX_DEFAULT_TOLERANCE_MS, SPAN_TAUS,
 } from '../js/timing.js';
 
 /** A seeded uniform generator (xorshift), so the statistics below are reproducible. */
@@ -113,14 +113,19 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   const sc = defaultTolerance(true, 5, { ok: true, dev_series_us: scattered });
   assert.deepEqual([sc.ms, sc.posts, sc.widened], [FLOOR_MS.isolated, ROUND_SIZES.at(-1), false], JSON.stringify(sc));
   assert.ok(sc.success < q.success, JSON.stringify(sc));
-  // Beyond STALL_MS they are stalls, which spoil a round: still the floor, in shorter rounds.
+  // Stalls beyond any τ (6 ms) cost a span each, as the 2 ms outliers do: the same pick.
   const far = quiet.map((x, i) => (i % 60 === 7 ? 6_000 : x));
   const fa = defaultTolerance(true, 5, { ok: true, dev_series_us: far });
-  assert.deepEqual([fa.ms, fa.widened], [FLOOR_MS.isolated, false], JSON.stringify(fa));
-  assert.ok(fa.posts < ROUND_SIZES.at(-1) && fa.success < q.success, JSON.stringify(fa));
-  // At a τ the user typed, stalls call for shorter rounds.
+  assert.deepEqual([fa.ms, fa.posts, fa.widened, fa.success], [sc.ms, sc.posts, sc.widened, sc.success], JSON.stringify(fa));
+  // At a τ the user typed, a stall costs spans: the longest rounds still.
   const typed = roundSize({ ok: true, dev_series_us: stall }, 1.5);
-  assert.ok(typed.posts < ROUND_SIZES.at(-1) && typed.success > 0.3, JSON.stringify(typed));
+  assert.ok(typed.posts === ROUND_SIZES.at(-1) && typed.success > 0.9, JSON.stringify(typed));
+  // Wifi: 1-3 ms of jitter, and a lost segment held 200 ms (50 messages in a row, a sixth of
+  // the measurement): τ covers the jitter, in the longest rounds (a hold of five posts is a
+  // span there, a desync in a round of ten), and the measurement is not "unsure".
+  const wifi = series(300, (i) => 1_000 + ((i * 7919) % 2_000)).map((x, i) => (i >= 100 && i < 150 ? 200_000 : x));
+  const wf = defaultTolerance(false, 100, { ok: true, dev_series_us: wifi });
+  assert.ok(!wf.unsure && wf.ms >= 4 && wf.posts === ROUND_SIZES.at(-1), JSON.stringify(wf));
   assert.deepEqual(roundSize(null, 1), { posts: POSTS_PER_ROUND, success: null, ms_per_bit: null });
   // Never beyond the maximum, however bad; and a measurement in which nothing works says nothing.
   const hopeless = defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, () => 40_000) });
@@ -129,36 +134,39 @@ test('tolerance default: the floor without a measurement, the fastest τ with on
   assert.ok(defaultTolerance(true, 5, { ok: true, dev_series_us: series(300, (i) => (i * 13) % 4_600) }).ms <= MAX_DEFAULT_TOLERANCE_MS);
 });
 
-test('round success: stalls spoil the round, posts beyond 3τ/5 cost spans, too many of them the round', () => {
+test('round success: posts beyond 3τ/5 (stalls too) cost spans, too many of them the round', () => {
   const all = Array(298).fill(100);
+  const near = (a, b) => Math.abs(a - b) < 1e-12;
   // A clean measurement of 298 messages: about one in 300, over CALIBRATION_EXCESS.
   assert.equal(CALIBRATION_EXCESS, 3);
   assert.equal(missShare(all, 1), 1 / 300 / 3);
-  // That one message's worth of doubt is taken as a stall (the worse case): no spans.
-  assert.equal(roundSuccess(all, 1, 120), (1 - 1 / 900) ** 120);
+  // That one message's worth of doubt costs spans like any miss; out of sync (16 of 60 a
+  // poster) is ~1e-30.
+  assert.equal(SPAN_TAUS, 18);
+  assert.ok(near(roundSuccess(all, 1, 120), 1 - (18 / 4) / 900), `${roundSuccess(all, 1, 120)}`);
   const two = all.map((x, i) => (i < 2 ? 1_500 : x)); // beyond 1 ms, within 1.5 ms
   assert.equal(missShare(two, 1), 3 / 900);
   assert.equal(missShare(two, 1.5), 1 / 900, 'a deviation equal to or below the bound is within it');
-  // At τ = 1 ms they are beyond 3τ/5: each post misses with 2/900 and costs SPAN_TAUS·τ of the
-  // posting window (60 posts × 8τ a poster); out of sync (16 of 60 a poster) is ~1e-30.
-  assert.equal(SPAN_TAUS, 18);
-  assert.ok(Math.abs(roundSuccess(two, 1, 120) - (1 - 1 / 900) ** 120 * (1 - (18 / 4) * (2 / 900))) < 1e-12, `${roundSuccess(two, 1, 120)}`);
-  // Sure at τ = 2.5 ms (3τ/5 = 1.5 ms): no spans.
-  assert.equal(roundSuccess(two, 2.5, 120), (1 - 1 / 900) ** 120);
-  // Longer rounds: more posts that may stall.
-  assert.ok(roundSuccess(all, 1, 20) > roundSuccess(all, 1, 120));
-  // Beyond STALL_MS a deviation is a stall: it spoils the round instead of costing a span.
-  const stalls = all.map((x, i) => (i < 2 ? STALL_MS * 1000 + 1 : x));
-  assert.equal(roundSuccess(stalls, 1, 120), (1 - 3 / 900) ** 120);
+  // At τ = 1 ms they are beyond 3τ/5: each post misses with 3/900 and costs SPAN_TAUS·τ of the
+  // posting window (60 posts × 8τ a poster).
+  assert.ok(near(roundSuccess(two, 1, 120), 1 - (18 / 4) * (3 / 900)), `${roundSuccess(two, 1, 120)}`);
+  // Sure at τ = 2.5 ms (3τ/5 = 1.5 ms): only the doubt.
+  assert.equal(roundSuccess(two, 2.5, 120), roundSuccess(all, 2.5, 120));
+  // A stall far beyond τ costs what a miss just beyond it costs: a span, not the round.
+  const stalls = all.map((x, i) => (i < 2 ? 200_000 : x));
+  assert.equal(roundSuccess(stalls, 1, 120), roundSuccess(two, 1, 120));
   // Most messages beyond 3τ/5: more than a quarter of a poster's posts would miss, so the
   // round is out of sync (and the spans would take it all anyway).
   const loose = all.map((x, i) => (i % 10 < 9 ? 800 : x));
   assert.equal(roundSuccess(loose, 1, 120), 0);
-  assert.equal(roundSuccess(loose, 1.5, 120), (1 - 1 / 900) ** 120, 'sure at 1.5 ms: no spans');
-  // Out of sync alone: a tenth of messages beyond (q = 1/30 + doubt) in rounds of 10 a poster.
+  assert.equal(roundSuccess(loose, 1.5, 120), roundSuccess(all, 1.5, 120), 'sure at 1.5 ms: only the doubt');
+  // Out of sync alone: a tenth of messages beyond (q = 1/30 + doubt) in rounds of 10 a poster
+  // are more often a quarter of a poster's posts than in rounds of 60.
   const tenth = all.map((x, i) => (i % 10 === 0 ? 800 : x));
+  const spans = 1 - (18 / 4) * missShare(tenth, 0.6);
   const r = roundSuccess(tenth, 1, 20);
-  assert.ok(r < (1 - 1 / 900) ** 20 * (1 - (18 / 4) * missShare(tenth, 0.6)) && r > 0.5, `${r}`);
+  assert.ok(r < spans && r > 0.5, `${r}`);
+  assert.ok(roundSuccess(tenth, 1, 120) > r, 'longer rounds desync less');
 });
 
 test('what a round is worth: log2 C(k, k/2) with k = 2m/e kept entries', () => {

@@ -7,7 +7,7 @@
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
 import * as h from './harness.mjs';
-import { defaultTolerance, roundDurationMs } from '../../js/timing.js';
+import { defaultTolerance, roundDurationMs, FLOOR_MS, MAX_DEFAULT_TOLERANCE_MS } from '../../js/timing.js';
 
 let fx;
 
@@ -48,7 +48,7 @@ test('the page loads with no request leaving 127.0.0.1, cross-origin isolated', 
   assert.equal(timing.isolated, true, 'the worker measured an isolated context');
   const expect = defaultTolerance(true, timing.precision_us, calibration);
   assert.equal(tol, expect.ms, `the field holds what timing.js picks from the page's own measurements (${JSON.stringify(expect)})`);
-  assert.ok(tol >= 1, `an isolated page's default is at least 1 ms (${tol})`);
+  assert.ok(tol >= FLOOR_MS.isolated && tol <= MAX_DEFAULT_TOLERANCE_MS, `an isolated page's default is within [${FLOOR_MS.isolated}, ${MAX_DEFAULT_TOLERANCE_MS}] ms (${tol})`);
   assert.ok(why.startsWith(`Default ${tol} ms.`), `tolerance-why names the default: "${why}"`);
   assert.match(why, /is cross-origin isolated/, 'tolerance-why says the page is isolated');
   assert.ok(why.includes(`timers tick every ${timing.precision_us} µs`), 'tolerance-why names the measured timer precision');
