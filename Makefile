@@ -50,8 +50,8 @@ test-browser: client/node_modules/.stamp chromium build
 ## loops), Chromium tabs (alone, through the lan path, with two busy loops), the leaky testing
 ## schedules, and loopback with spans in every round (`--testing-hold-post`), each to ≥ 100 000
 ## scored entries or its time limit; about 8 hours (9.2 if every scenario ran to its time
-## limit), 6.5 of them the three Chromium scenarios (45 minutes each alone and through the lan
-## path; 5 hours with two busy loops, which starve the tab in the background). `--only` in
+## limit), 6.8 of them the three Chromium scenarios (45 minutes alone, 65 through the lan path,
+## 5 hours with two busy loops, which starve the tab in the background). `--only` in
 ## audit/run.py picks scenarios. The records (key material)
 ## stay in AUDIT_OUT, a 0700 folder. The posters, server and delay relays are light but
 ## timing-sensitive, so they run at normal priority; the attacker, which is CPU-heavy, runs
