@@ -467,7 +467,7 @@ def namespaced_plan():
 # How long each Chromium scenario runs (minutes, x --time-scale), to reach 100 000 scored
 # entries a target (half the rounds train). At the page's 0.25 ms floor two tabs keep about
 # 100 entries a second on this machine (the chromium audit of 2026-12-07: 243 035 kept in 40
-# minutes, N 122 084 / 118 995; SECURITY.md), so 45 minutes; through the lan path ~70 a second
+# minutes, N 122 084 / 118 995; SECURITY.md), so 45 minutes; through the lan path ~60 a second
 # (74 818 scored in 40 minutes), so 65. With two busy loops the tab in
 # the background is starved (a 1024-bit key took 1.6 minutes against 14 s quiet, about 1 400
 # kept entries each), so chromium-busy needs about four hours: 300 minutes.
