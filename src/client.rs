@@ -33,31 +33,93 @@ impl std::fmt::Display for ClientError {
     }
 }
 
-/// `http://host:port` (or `ws://…`, with or without `/ws`) → `ws://host:port/ws`.
-pub fn ws_url(server: &str) -> Result<String, String> {
-    let s = server.trim().trim_end_matches('/');
-    let rest = if let Some(r) = s.strip_prefix("http://").or_else(|| s.strip_prefix("ws://")) {
-        r
-    } else if s.starts_with("https://") || s.starts_with("wss://") {
-        return Err(format!("{server}: TLS is not supported; put sgp behind a proxy or use http://"));
-    } else if s.contains("://") {
-        return Err(format!("{server}: expected an http:// or ws:// URL"));
-    } else {
-        s
-    };
-    let rest = rest.strip_suffix("/ws").unwrap_or(rest);
-    if rest.is_empty() || rest.contains('/') {
-        return Err(format!("{server}: expected http://HOST:PORT"));
+/// A server as the clients are given it: `http://host:port`, `https://host/sub/path/`,
+/// `ws://…/ws`, `wss://…`, or a bare `host:port`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct ServerUrl {
+    pub tls: bool,
+    /// `host:port` as given (the port may be left out: 80, or 443 with TLS).
+    pub authority: String,
+    /// The path before `/ws`, without a trailing slash (`""` at the root, `/sgp` under one).
+    pub path: String,
+}
+
+impl ServerUrl {
+    pub fn parse(server: &str) -> Result<ServerUrl, String> {
+        let s = server.trim();
+        let (tls, rest) = if let Some(r) = s.strip_prefix("http://").or_else(|| s.strip_prefix("ws://")) {
+            (false, r)
+        } else if let Some(r) = s.strip_prefix("https://").or_else(|| s.strip_prefix("wss://")) {
+            (true, r)
+        } else if s.contains("://") {
+            return Err(format!("{server}: expected an http://, https://, ws:// or wss:// URL"));
+        } else {
+            (false, s)
+        };
+        let (authority, path) = rest.split_once('/').map_or((rest, ""), |(a, p)| (a, p));
+        if authority.is_empty() || authority.contains(['?', '#', '@', ' ']) || path.contains(['?', '#', ' ']) {
+            return Err(format!("{server}: expected http[s]://HOST[:PORT][/PATH]"));
+        }
+        let path = path.trim_end_matches('/');
+        let path = path.strip_suffix("/ws").or_else(|| (path == "ws").then_some("")).unwrap_or(path);
+        let path = if path.is_empty() { String::new() } else { format!("/{path}") };
+        Ok(ServerUrl { tls, authority: authority.to_string(), path })
     }
-    Ok(format!("ws://{rest}/ws"))
+
+    /// The WebSocket URL: `ws[s]://host:port[/path]/ws`.
+    pub fn ws(&self) -> String {
+        format!("{}://{}{}/ws", if self.tls { "wss" } else { "ws" }, self.authority, self.path)
+    }
+
+    /// The host without the port (brackets kept for IPv6).
+    pub fn host(&self) -> &str {
+        let a = self.authority.as_str();
+        match a.rsplit_once(':') {
+            Some((h, p)) if !p.contains(']') && p.chars().all(|c| c.is_ascii_digit()) => h,
+            _ => a,
+        }
+    }
+
+    /// The port, given or the scheme's.
+    pub fn port(&self) -> u16 {
+        let given = self.authority.len() > self.host().len();
+        match given {
+            true => self.authority[self.host().len() + 1..].parse().unwrap_or(0),
+            false if self.tls => 443,
+            false => 80,
+        }
+    }
+}
+
+/// `http://host:port` (or any form [`ServerUrl::parse`] takes) → `ws[s]://host:port[/path]/ws`.
+pub fn ws_url(server: &str) -> Result<String, String> {
+    ServerUrl::parse(server).map(|u| u.ws())
+}
+
+/// Opens a WebSocket to `server` (wss with the clients' TLS settings, see [`crate::tls`]).
+pub async fn open(server: &str) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, String> {
+    let url = ServerUrl::parse(server)?;
+    let connector = match url.tls {
+        true => Some(tokio_tungstenite::Connector::Rustls(crate::tls::client_config()?)),
+        false => None,
+    };
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.ws().as_str(), None, true, connector)
+        .await
+        .map_err(|e| {
+            let e = e.to_string();
+            let hint = if e.contains("certificate") {
+                " (the server's certificate is not from a CA this machine trusts: for `sgp serve --tls-self-signed`, save the CA it printed and pass it with --ca-file)"
+            } else {
+                ""
+            };
+            format!("cannot reach the server at {server}: {e}{hint}")
+        })?;
+    Ok(ws)
 }
 
 impl Client {
     pub async fn connect(server: &str) -> Result<Client, ClientError> {
-        let url = ws_url(server).map_err(ClientError::Gone)?;
-        let (ws, _) = tokio_tungstenite::connect_async_with_config(url.as_str(), None, true)
-            .await
-            .map_err(|e| ClientError::Gone(format!("cannot reach the server at {server}: {e}")))?;
+        let ws = open(server).await.map_err(ClientError::Gone)?;
         Ok(Client { ws, clock: Clock::new(), pending: VecDeque::new() })
     }
 
@@ -154,7 +216,7 @@ impl Client {
 
 #[cfg(test)]
 mod tests {
-    use super::ws_url;
+    use super::{ws_url, ServerUrl};
 
     #[test]
     fn urls() {
@@ -162,8 +224,18 @@ mod tests {
         assert_eq!(ws_url("http://127.0.0.1:8080/").unwrap(), "ws://127.0.0.1:8080/ws");
         assert_eq!(ws_url("ws://h:1/ws").unwrap(), "ws://h:1/ws");
         assert_eq!(ws_url("h:1").unwrap(), "ws://h:1/ws");
-        assert!(ws_url("https://h").is_err());
-        assert!(ws_url("ftp://h").is_err());
-        assert!(ws_url("http://h/x/y").is_err());
+        assert_eq!(ws_url("https://h").unwrap(), "wss://h/ws");
+        assert_eq!(ws_url("wss://h:8443/ws").unwrap(), "wss://h:8443/ws");
+        assert_eq!(ws_url("https://example.org/sgp/").unwrap(), "wss://example.org/sgp/ws");
+        assert_eq!(ws_url("https://example.org/a/b/ws").unwrap(), "wss://example.org/a/b/ws");
+        assert_eq!(ws_url("http://h/x/y").unwrap(), "ws://h/x/y/ws");
+        for bad in ["ftp://h", "http://", "https:///x", "http://h?room=1", "http://u@h", "http://h/a#b", ""] {
+            assert!(ws_url(bad).is_err(), "{bad}");
+        }
+        let u = ServerUrl::parse("https://[::1]:8443/sgp").unwrap();
+        assert_eq!((u.host(), u.port(), u.path.as_str()), ("[::1]", 8443, "/sgp"));
+        assert_eq!(ServerUrl::parse("https://h").unwrap().port(), 443);
+        assert_eq!(ServerUrl::parse("http://h").unwrap().port(), 80);
+        assert_eq!(ServerUrl::parse("[::1]").unwrap().host(), "[::1]");
     }
 }

@@ -79,6 +79,9 @@ enum End {
 pub enum ServerIo {
     #[cfg(target_os = "linux")]
     Stamped(StampedTcp),
+    /// Through TLS (`--tls-cert`): what hyper had read past the request, then the stream,
+    /// whose socket is stamped as above.
+    Tls(bytes::Bytes, Box<TlsTcp>),
     Plain(TokioIo<hyper::upgrade::Upgraded>),
     /// A socket lost between the upgrade and the first read: reads end, writes fail.
     Gone,
@@ -94,13 +97,20 @@ impl ServerIo {
                     // The socket could not be taken over: the connection ends at once.
                     Err(_) => ServerIo::Gone,
                 },
-                Err(upgraded) => ServerIo::Plain(TokioIo::new(upgraded)),
+                Err(upgraded) => ServerIo::tls_or_plain(upgraded),
             }
         }
         #[cfg(not(target_os = "linux"))]
         {
             let _ = clock;
-            ServerIo::Plain(TokioIo::new(upgraded))
+            ServerIo::tls_or_plain(upgraded)
+        }
+    }
+
+    fn tls_or_plain(upgraded: hyper::upgrade::Upgraded) -> ServerIo {
+        match upgraded.downcast::<TokioIo<TlsTcp>>() {
+            Ok(parts) => ServerIo::Tls(bytes::Bytes::copy_from_slice(&parts.read_buf), Box::new(parts.io.into_inner())),
+            Err(upgraded) => ServerIo::Plain(TokioIo::new(upgraded)),
         }
     }
 
@@ -109,7 +119,9 @@ impl ServerIo {
         match self {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => s.rx_us,
-            ServerIo::Plain(_) | ServerIo::Gone => None,
+            #[cfg(target_os = "linux")]
+            ServerIo::Tls(pre, tls) if pre.is_empty() => tls.get_ref().0.rx_us,
+            ServerIo::Tls(..) | ServerIo::Plain(_) | ServerIo::Gone => None,
         }
     }
 }
@@ -119,6 +131,12 @@ impl AsyncRead for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => s.poll_read(cx, buf),
+            ServerIo::Tls(pre, _) if !pre.is_empty() => {
+                let n = pre.len().min(buf.remaining());
+                buf.put_slice(&pre.split_to(n));
+                Poll::Ready(Ok(()))
+            }
+            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
             ServerIo::Plain(p) => Pin::new(p).poll_read(cx, buf),
             ServerIo::Gone => Poll::Ready(Ok(())),
         }
@@ -130,6 +148,7 @@ impl AsyncWrite for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => s.poll_write(cx, buf),
+            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
             ServerIo::Plain(p) => Pin::new(p).poll_write(cx, buf),
             ServerIo::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
@@ -138,6 +157,7 @@ impl AsyncWrite for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(_) => Poll::Ready(Ok(())),
+            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_flush(cx),
             ServerIo::Plain(p) => Pin::new(p).poll_flush(cx),
             ServerIo::Gone => Poll::Ready(Ok(())),
         }
@@ -146,9 +166,48 @@ impl AsyncWrite for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => Poll::Ready(s.fd.get_ref().shutdown(std::net::Shutdown::Write)),
+            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
             ServerIo::Plain(p) => Pin::new(p).poll_shutdown(cx),
             ServerIo::Gone => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// A TLS connection as the server accepts it: over a stamped socket where there is one.
+pub type TlsTcp = tokio_rustls::server::TlsStream<RawTcp>;
+#[cfg(target_os = "linux")]
+pub type RawTcp = StampedTcp;
+#[cfg(not(target_os = "linux"))]
+pub type RawTcp = tokio::net::TcpStream;
+
+/// An accepted socket, ready to carry TLS: stamped from its first byte where the OS can.
+pub fn raw_tcp(tcp: tokio::net::TcpStream, clock: Clock) -> io::Result<RawTcp> {
+    #[cfg(target_os = "linux")]
+    return StampedTcp::new(tcp, bytes::Bytes::new(), clock);
+    #[cfg(not(target_os = "linux"))]
+    {
+        let _ = clock;
+        Ok(tcp)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl AsyncRead for StampedTcp {
+    fn poll_read(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.get_mut().poll_read(cx, buf)
+    }
+}
+
+#[cfg(target_os = "linux")]
+impl AsyncWrite for StampedTcp {
+    fn poll_write(self: Pin<&mut Self>, cx: &mut Context<'_>, buf: &[u8]) -> Poll<io::Result<usize>> {
+        self.get_mut().poll_write(cx, buf)
+    }
+    fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(Ok(()))
+    }
+    fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Poll::Ready(self.fd.get_ref().shutdown(std::net::Shutdown::Write))
     }
 }
 

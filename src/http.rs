@@ -39,18 +39,45 @@ impl Origins {
         }
     }
 
-    /// Same host as the request, or listed, or `*`.
+    /// Same host as the request, or listed, or `*`. A port that is the origin's scheme's
+    /// default (`:443` for https, `:80` for http) counts as left out, on either side.
     pub fn permits(&self, origin: &str, host: Option<&str>) -> bool {
         let origin = origin.trim().trim_end_matches('/').to_ascii_lowercase();
         if self.any || self.allowed.contains(&origin) {
             return true;
         }
-        let authority = origin.strip_prefix("http://").or_else(|| origin.strip_prefix("https://"));
-        match (authority, host) {
-            (Some(a), Some(h)) => a == h.trim().to_ascii_lowercase(),
-            _ => false,
+        let (authority, default_port) = match (origin.strip_prefix("http://"), origin.strip_prefix("https://")) {
+            (Some(a), _) => (a, ":80"),
+            (_, Some(a)) => (a, ":443"),
+            _ => return false,
+        };
+        match host {
+            Some(h) => {
+                let h = h.trim().to_ascii_lowercase();
+                authority.strip_suffix(default_port).unwrap_or(authority) == h.strip_suffix(default_port).unwrap_or(&h)
+            }
+            None => false,
         }
     }
+}
+
+/// The host the client asked for: with `trust_proxy`, what the proxy in front says
+/// (`Forwarded: host=`, else `X-Forwarded-Host`; the last value of each, the one the nearest
+/// proxy wrote), else `Host`. Without it those headers are ignored.
+pub fn client_host(h: &HeaderMap, trust_proxy: bool) -> Option<String> {
+    let forwarded = || {
+        let last = h.get_all(header::FORWARDED).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last()?;
+        last.split(';').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("host").then(|| v.trim().trim_matches('"').to_string())
+        })
+    };
+    let x_forwarded = || {
+        let last = h.get_all("x-forwarded-host").iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last()?;
+        Some(last.trim().to_string())
+    };
+    let trusted = if trust_proxy { forwarded().or_else(x_forwarded).filter(|v| !v.is_empty()) } else { None };
+    trusted.or_else(|| header_str(h, header::HOST).map(str::to_string))
 }
 
 /// Why an upgrade request was refused.
@@ -82,7 +109,7 @@ fn valid_key(key: &str) -> bool {
 }
 
 /// Decides whether `req` is a WebSocket upgrade we accept; returns the client's key.
-pub fn check_upgrade<B>(req: &Request<B>, origins: &Origins) -> Result<String, Refusal> {
+pub fn check_upgrade<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) -> Result<String, Refusal> {
     let h = req.headers();
     let wants_upgrade = h.contains_key(header::UPGRADE) || has_token(h, header::CONNECTION, "upgrade");
     if !wants_upgrade {
@@ -126,11 +153,14 @@ pub fn check_upgrade<B>(req: &Request<B>, origins: &Origins) -> Result<String, R
         }
     };
     if let Some(origin) = h.get(header::ORIGIN) {
-        let ok = origin.to_str().map(|o| origins.permits(o, header_str(h, header::HOST))).unwrap_or(false);
+        let host = client_host(h, trust_proxy);
+        let ok = origin.to_str().map(|o| origins.permits(o, host.as_deref())).unwrap_or(false);
         if !ok {
             return Err(Refusal {
                 status: StatusCode::FORBIDDEN,
-                message: "This Origin may not open sgp's WebSocket; start the server with --allow-origin.\n",
+                message: "This Origin may not open sgp's WebSocket: it is not the host the request was \
+                          sent to. Behind a proxy, start the server with --trust-proxy (and have the proxy \
+                          send X-Forwarded-Host), or list the page's origin with --allow-origin.\n",
             });
         }
     }
@@ -228,10 +258,10 @@ fn asset(path: &str, gzip: bool) -> Option<Response<Body>> {
 }
 
 /// What to answer to `req`.
-pub fn route<B>(req: &Request<B>, origins: &Origins) -> Route {
+pub fn route<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) -> Route {
     let path = req.uri().path();
     if path == "/ws" {
-        return match check_upgrade(req, origins) {
+        return match check_upgrade(req, origins, trust_proxy) {
             Ok(key) => Route::Upgrade { accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()) },
             Err(refusal) => {
                 let mut r = text(refusal.status, refusal.message);
@@ -293,20 +323,20 @@ mod tests {
     }
 
     fn status(req: Request<()>) -> StatusCode {
-        check_upgrade(&req, &Origins::default()).unwrap_err().status
+        check_upgrade(&req, &Origins::default(), false).unwrap_err().status
     }
 
     #[test]
     fn accepts_a_valid_upgrade() {
         let req = upgrade().body(()).unwrap();
-        assert_eq!(check_upgrade(&req, &Origins::default()), Ok(KEY.to_string()));
+        assert_eq!(check_upgrade(&req, &Origins::default(), false), Ok(KEY.to_string()));
         // RFC 6455's own example.
-        let Route::Upgrade { accept } = route(&req, &Origins::default()) else { panic!() };
+        let Route::Upgrade { accept } = route(&req, &Origins::default(), false) else { panic!() };
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let req = upgrade().header("origin", "http://127.0.0.1:8080").body(()).unwrap();
-        assert!(check_upgrade(&req, &Origins::default()).is_ok());
+        assert!(check_upgrade(&req, &Origins::default(), false).is_ok());
         let req = upgrade().header("connection", "UPGRADE").body(()).unwrap();
-        assert!(check_upgrade(&req, &Origins::default()).is_ok());
+        assert!(check_upgrade(&req, &Origins::default(), false).is_ok());
     }
 
     #[test]
@@ -388,6 +418,7 @@ mod tests {
                 .body(())
                 .unwrap(),
             &Origins::default(),
+            false,
         ) else {
             panic!()
         };
@@ -398,17 +429,63 @@ mod tests {
     fn origins() {
         let none = Origins::default();
         let req = upgrade().header("origin", "http://evil.example").body(()).unwrap();
-        assert_eq!(check_upgrade(&req, &none).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert_eq!(check_upgrade(&req, &none, false).unwrap_err().status, StatusCode::FORBIDDEN);
         let listed = Origins::new(&["http://evil.example/".to_string()]);
-        assert!(check_upgrade(&req, &listed).is_ok());
+        assert!(check_upgrade(&req, &listed, false).is_ok());
         let any = Origins::new(&["*".to_string()]);
-        assert!(check_upgrade(&req, &any).is_ok());
+        assert!(check_upgrade(&req, &any, false).is_ok());
         let file = upgrade().header("origin", "null").body(()).unwrap();
-        assert_eq!(check_upgrade(&file, &none).unwrap_err().status, StatusCode::FORBIDDEN);
-        assert!(check_upgrade(&file, &any).is_ok());
+        assert_eq!(check_upgrade(&file, &none, false).unwrap_err().status, StatusCode::FORBIDDEN);
+        assert!(check_upgrade(&file, &any, false).is_ok());
         assert!(none.permits("HTTP://LOCALHOST:8080", Some("localhost:8080")));
         assert!(!none.permits("http://localhost:8081", Some("localhost:8080")));
         assert!(!none.permits("http://localhost:8080", None));
+        // Default ports count as left out, by the origin's scheme.
+        assert!(none.permits("https://sgp.example", Some("sgp.example:443")));
+        assert!(none.permits("https://sgp.example:443", Some("sgp.example")));
+        assert!(!none.permits("https://sgp.example", Some("sgp.example:80")));
+        assert!(none.permits("http://sgp.example", Some("sgp.example:80")));
+    }
+
+    #[test]
+    fn forwarded_host_counts_only_with_trust_proxy() {
+        // nginx's default Host is its upstream's address; the page's origin is the proxy's.
+        let behind = |extra: &[(&str, &str)]| {
+            let mut b = upgrade().header("origin", "https://sgp.example").header("host", "127.0.0.1:8080");
+            for (k, v) in extra {
+                b = b.header(*k, *v);
+            }
+            b.body(()).unwrap()
+        };
+        let none = Origins::default();
+        let refused = |r: &Request<()>, trust| check_upgrade(r, &none, trust).map_err(|e| e.status);
+        // No forwarded header: refused either way.
+        assert_eq!(refused(&behind(&[]), true), Err(StatusCode::FORBIDDEN));
+        // X-Forwarded-Host / Forwarded: only with --trust-proxy.
+        let xfh = behind(&[("x-forwarded-host", "sgp.example"), ("x-forwarded-proto", "https")]);
+        assert_eq!(refused(&xfh, false), Err(StatusCode::FORBIDDEN));
+        assert!(refused(&xfh, true).is_ok());
+        let fwd = behind(&[("forwarded", "for=192.0.2.1;proto=https;host=\"sgp.example\"")]);
+        assert_eq!(refused(&fwd, false), Err(StatusCode::FORBIDDEN));
+        assert!(refused(&fwd, true).is_ok());
+        // The last value is the nearest proxy's: a client's own earlier value does not count.
+        let spoofed = behind(&[("x-forwarded-host", "sgp.example, evil.example")]);
+        assert_eq!(refused(&spoofed, true), Err(StatusCode::FORBIDDEN));
+        let spoofed = behind(&[("forwarded", "host=sgp.example, for=192.0.2.1;host=evil.example")]);
+        assert_eq!(refused(&spoofed, true), Err(StatusCode::FORBIDDEN));
+        // Forwarded wins over X-Forwarded-Host; empty or hostless values fall back to Host.
+        let both = behind(&[("forwarded", "host=sgp.example"), ("x-forwarded-host", "evil.example")]);
+        assert!(refused(&both, true).is_ok());
+        let empty = behind(&[("x-forwarded-host", ""), ("forwarded", "for=192.0.2.1")]);
+        assert_eq!(client_host(empty.headers(), true).as_deref(), Some("127.0.0.1:8080"));
+        // Hostile values: not UTF-8, huge, many, odd syntax. Refused, never a panic.
+        for v in ["\"", "host", "host=", ";;;", "=,=,=", &"x".repeat(8000)] {
+            let r = behind(&[("forwarded", v), ("x-forwarded-host", v)]);
+            assert_eq!(refused(&r, true), Err(StatusCode::FORBIDDEN), "{v:?}");
+        }
+        let mut r = behind(&[]);
+        r.headers_mut().insert("x-forwarded-host", HeaderValue::from_bytes(b"sgp.ex\xffample").unwrap());
+        assert_eq!(refused(&r, true), Err(StatusCode::FORBIDDEN));
     }
 
     #[test]
@@ -462,7 +539,7 @@ mod tests {
             if let Some(e) = enc {
                 b = b.header(header::ACCEPT_ENCODING, e);
             }
-            let Route::Reply(r) = route(&b.body(()).unwrap(), &o) else { panic!() };
+            let Route::Reply(r) = route(&b.body(()).unwrap(), &o, false) else { panic!() };
             r
         };
         let plain = get(None);
@@ -486,19 +563,19 @@ mod tests {
     #[test]
     fn routes_and_headers() {
         let o = Origins::default();
-        let Route::Reply(r) = route(&Request::get("/").body(()).unwrap(), &o) else { panic!() };
+        let Route::Reply(r) = route(&Request::get("/").body(()).unwrap(), &o, false) else { panic!() };
         assert_eq!(r.status(), StatusCode::OK);
         assert_eq!(r.headers()["content-type"], "text/html; charset=utf-8");
         assert_eq!(r.headers()["cross-origin-opener-policy"], "same-origin");
         assert_eq!(r.headers()["cross-origin-embedder-policy"], "require-corp");
-        let Route::Reply(r) = route(&Request::get("/nope").body(()).unwrap(), &o) else { panic!() };
+        let Route::Reply(r) = route(&Request::get("/nope").body(()).unwrap(), &o, false) else { panic!() };
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
         assert_eq!(r.headers()["cross-origin-opener-policy"], "same-origin");
-        let Route::Reply(r) = route(&Request::get("/../Cargo.toml").body(()).unwrap(), &o) else { panic!() };
+        let Route::Reply(r) = route(&Request::get("/../Cargo.toml").body(()).unwrap(), &o, false) else { panic!() };
         assert_eq!(r.status(), StatusCode::NOT_FOUND);
-        let Route::Reply(r) = route(&Request::delete("/").body(()).unwrap(), &o) else { panic!() };
+        let Route::Reply(r) = route(&Request::delete("/").body(()).unwrap(), &o, false) else { panic!() };
         assert_eq!(r.status(), StatusCode::METHOD_NOT_ALLOWED);
-        assert!(matches!(route(&Request::get("/healthz").body(()).unwrap(), &o), Route::Health));
+        assert!(matches!(route(&Request::get("/healthz").body(()).unwrap(), &o, false), Route::Health));
         assert_eq!(content_type("a/b.js"), "text/javascript; charset=utf-8");
         assert_eq!(content_type("x.css"), "text/css; charset=utf-8");
     }

@@ -11,6 +11,7 @@
 //! - [`conn`]: one WebSocket connection: frames ⇄ messages, receive timestamps, the only writer.
 //! - [`legacy`]: the original student client's dialect (`--legacy`), a state machine.
 //! - [`server`]: `sgp serve`: the accept loop, shared state, timers and shutdown.
+//! - [`tls`]: TLS settings: the server's certificate (files or `--tls-self-signed`), the clients' roots.
 //! - [`client`]: a small WebSocket client used by the terminal commands.
 //! - [`schedule`]: the Poisson posting schedule and precise waiting.
 //! - [`poster`]: one poster's protocol logic as a state machine (no I/O, time passed in);
@@ -35,4 +36,5 @@ pub mod room;
 pub mod schedule;
 pub mod secret;
 pub mod server;
+pub mod tls;
 pub mod tolerance;

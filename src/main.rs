@@ -10,6 +10,7 @@ sgp — shared secret generation over an anonymous broadcast channel
 
 usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
+              [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--trust-proxy]
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--no-adapt] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow] [--record FILE]
   sgp eve --attack RECORD... [--json]
@@ -25,8 +26,19 @@ serve   serve the web client on / and the protocol on /ws
         --ping-secs N         ping each WebSocket every N seconds (default 20)
         --silence-secs N      close a WebSocket silent for N seconds, checked at each
                               ping (default 60)
+        --tls-cert FILE       serve https and wss with this certificate chain (PEM,
+        --tls-key FILE        leaf first) and its private key (PEM); plain http without
+        --tls-self-signed     https with a CA and certificate made at start for this
+                              machine's names and addresses (one run only): prints the
+                              fingerprints and the CA for `sgp pair --ca-file` (docs/deploy.md)
+        --trust-proxy         behind a reverse proxy: take the page's host from Forwarded /
+                              X-Forwarded-Host (the last value) for the Origin check; off,
+                              those headers are ignored
 pair    make a key from this terminal: without --room, create a room and print its code
-        --server URL          default http://127.0.0.1:8080
+        --server URL          default http://127.0.0.1:8080; https:// for TLS, with a path
+                              if the server lives under one (https://example.org/sgp/)
+        --ca-file FILE        trust the CA certificates in FILE (PEM) for https, instead of
+                              the system's (also for eve and bench)
         --room CODE           join this room instead of creating one
         --tolerance-ms T      recognition tolerance in ms (creator only; default: measured
                               from the round trips to the server, 0.1 to 5)
@@ -84,7 +96,13 @@ bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything el
 
 fn main() -> ExitCode {
     match parse() {
-        Ok(cmd) => run(cmd),
+        Ok(cmd) => {
+            if let Some(Err(e)) = CA_FILE.get().map(|f| sgp::tls::set_ca_file(f)) {
+                eprintln!("sgp: {e}");
+                return ExitCode::from(2);
+            }
+            run(cmd)
+        }
         Err(e) => {
             eprintln!("sgp: {e}\n\n{USAGE}");
             ExitCode::from(2)
@@ -95,7 +113,7 @@ fn main() -> ExitCode {
 enum Cmd {
     Help,
     Version,
-    Serve { bind: String, port: u16, config: server::Config },
+    Serve { bind: String, port: u16, config: server::Config, tls: Tls },
     Pair(pair::Opts),
     Eve(eve::Opts),
     Bench(bench::Opts),
@@ -103,6 +121,16 @@ enum Cmd {
 }
 
 const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
+
+/// `--ca-file` (pair, eve, bench), checked in `main` before anything connects.
+static CA_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// How `sgp serve` is to do TLS, resolved in `run` before it listens.
+enum Tls {
+    None,
+    Files { cert: String, key: String },
+    SelfSigned,
+}
 
 fn parse() -> Result<Cmd, lexopt::Error> {
     let mut p = lexopt::Parser::from_env();
@@ -137,6 +165,10 @@ struct Args {
     legacy: bool,
     ping_secs: u32,
     silence_secs: u32,
+    tls_cert: Option<String>,
+    tls_key: Option<String>,
+    tls_self_signed: bool,
+    trust_proxy: bool,
     // pair, eve (and bench, which runs pairs)
     server: String,
     server_set: bool,
@@ -182,6 +214,10 @@ impl Default for Args {
             legacy: false,
             ping_secs: 20,
             silence_secs: 60,
+            tls_cert: None,
+            tls_key: None,
+            tls_self_signed: false,
+            trust_proxy: false,
             server: DEFAULT_SERVER.to_string(),
             server_set: false,
             room: None,
@@ -241,6 +277,10 @@ impl Args {
             "legacy" => self.legacy = true,
             "ping-secs" => self.ping_secs = p.value()?.parse()?,
             "silence-secs" => self.silence_secs = p.value()?.parse()?,
+            "tls-cert" => self.tls_cert = Some(p.value()?.string()?),
+            "tls-key" => self.tls_key = Some(p.value()?.string()?),
+            "tls-self-signed" => self.tls_self_signed = true,
+            "trust-proxy" => self.trust_proxy = true,
             _ => return Ok(false),
         }
         Ok(true)
@@ -255,6 +295,9 @@ impl Args {
                 self.server_set = true;
             }
             "room" => self.room = Some(p.value()?.string()?),
+            "ca-file" => {
+                let _ = CA_FILE.set(p.value()?.string()?);
+            }
             "tolerance-ms" => self.tol = Some(p.value()?.parse::<f64>()?),
             "target-bits" => self.target = Some(p.value()?.parse::<u32>()?),
             "retries" => self.retries = p.value()?.parse()?,
@@ -322,10 +365,18 @@ impl Args {
         if !(1..=3600).contains(&self.ping_secs) || !(1..=86_400).contains(&self.silence_secs) {
             return Err("--ping-secs takes 1 to 3600 seconds, --silence-secs 1 to 86400".into());
         }
+        let tls = match (self.tls_cert, self.tls_key, self.tls_self_signed) {
+            (None, None, false) => Tls::None,
+            (None, None, true) => Tls::SelfSigned,
+            (Some(cert), Some(key), false) => Tls::Files { cert, key },
+            (_, _, true) => return Err("--tls-self-signed makes its own certificate: no --tls-cert/--tls-key with it".into()),
+            _ => return Err("--tls-cert and --tls-key go together".into()),
+        };
         let mut config = server::Config::new(Origins::new(&self.origins), self.legacy);
         config.ping_every = std::time::Duration::from_secs(self.ping_secs.into());
         config.silence = std::time::Duration::from_secs(self.silence_secs.into());
-        Ok(Cmd::Serve { bind: self.bind, port: self.port, config })
+        config.trust_proxy = self.trust_proxy;
+        Ok(Cmd::Serve { bind: self.bind, port: self.port, config, tls })
     }
 
     fn pair(self) -> Result<Cmd, lexopt::Error> {
@@ -433,6 +484,54 @@ fn lan_address(v6: bool) -> Option<String> {
     (!ip.is_loopback() && !ip.is_unspecified()).then(|| if v6 { format!("[{ip}]") } else { ip.to_string() })
 }
 
+/// The server's TLS configuration, before it listens (a bad file is an error here).
+fn tls_config(tls: &Tls, bind: &str) -> Result<(Option<std::sync::Arc<rustls::ServerConfig>>, Option<sgp::tls::SelfSigned>), String> {
+    match tls {
+        Tls::None => Ok((None, None)),
+        Tls::Files { cert, key } => Ok((Some(sgp::tls::load(cert, key)?), None)),
+        Tls::SelfSigned => {
+            let made = sgp::tls::self_signed(&self_signed_names(bind))?;
+            Ok((Some(made.config.clone()), Some(made)))
+        }
+    }
+}
+
+/// The names a self-signed certificate is for: localhost, the loopback addresses, this
+/// machine's host name and its LAN addresses, and the address it binds to.
+fn self_signed_names(bind: &str) -> Vec<String> {
+    let mut names = vec!["localhost".to_string(), "127.0.0.1".to_string(), "::1".to_string()];
+    if let Some(h) = hostname() {
+        names.push(h);
+    }
+    for v6 in [false, true] {
+        names.extend(lan_address(v6).map(|a| a.trim_matches(['[', ']']).to_string()));
+    }
+    if bind.parse::<std::net::IpAddr>().is_ok_and(|ip| !ip.is_unspecified()) {
+        names.push(bind.to_string());
+    }
+    let mut seen = std::collections::HashSet::new();
+    names.retain(|n| seen.insert(n.clone()));
+    names
+}
+
+fn hostname() -> Option<String> {
+    let mut buf = [0u8; 256];
+    // SAFETY: gethostname writes at most buf.len() bytes into buf.
+    let r = unsafe { libc::gethostname(buf.as_mut_ptr().cast(), buf.len()) };
+    let name = std::ffi::CStr::from_bytes_until_nul(&buf).ok()?.to_str().ok()?;
+    (r == 0 && !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).then(|| name.to_string())
+}
+
+/// How to accept the certificate `--tls-self-signed` made.
+fn print_self_signed(made: &sgp::tls::SelfSigned, port: u16) {
+    eprintln!("sgp: --tls-self-signed: a certificate for this run only, from a CA made for it (its key is gone)");
+    eprintln!("sgp:   a browser warns once: check that the certificate it shows has SHA-256 fingerprint");
+    eprintln!("sgp:     {}", made.leaf_sha256);
+    eprintln!("sgp:   sgp pair: save the CA below as sgp-ca.pem, then sgp pair --server https://HOST:{port} --ca-file sgp-ca.pem");
+    eprintln!("sgp:     (the CA's SHA-256 fingerprint: {})", made.ca_sha256);
+    print!("{}", made.ca_pem);
+}
+
 fn run(cmd: Cmd) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -451,7 +550,18 @@ fn run(cmd: Cmd) -> ExitCode {
             println!("sgp {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Serve { bind, port, config } => local.block_on(&rt, async move {
+        Cmd::Serve { bind, port, mut config, tls } => local.block_on(&rt, async move {
+            let self_signed = match tls_config(&tls, &bind) {
+                Ok((cfg, made)) => {
+                    config.tls = cfg;
+                    made
+                }
+                Err(e) => {
+                    eprintln!("sgp: {e}");
+                    return ExitCode::from(2);
+                }
+            };
+            let scheme = if config.tls.is_some() { "https" } else { "http" };
             let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -467,11 +577,17 @@ fn run(cmd: Cmd) -> ExitCode {
                 }
             };
             let host = if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
-            println!("sgp listening on http://{host}:{}/", addr.port());
+            println!("sgp listening on {scheme}://{host}:{}/", addr.port());
             if addr.ip().is_unspecified() {
                 if let Some(ip) = lan_address(addr.is_ipv6()) {
-                    eprintln!("sgp: other machines on your network can open http://{ip}:{}/", addr.port());
+                    eprintln!("sgp: other machines on your network can open {scheme}://{ip}:{}/", addr.port());
+                    if scheme == "http" {
+                        eprintln!("sgp: (over plain http at a LAN address the page is not a secure context and makes keys more slowly; --tls-self-signed serves https: docs/deploy.md)");
+                    }
                 }
+            }
+            if let Some(made) = self_signed {
+                print_self_signed(&made, addr.port());
             }
             server::run(listener, config, server::signal()).await;
             ExitCode::SUCCESS

@@ -14,6 +14,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
 use std::rc::Rc;
+use std::sync::Arc;
 use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
@@ -28,12 +29,16 @@ pub struct Config {
     pub ping_every: Duration,
     /// …and closes one from which no frame of any kind came for this long.
     pub silence: Duration,
+    /// Serve https and wss with this (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
+    pub tls: Option<Arc<rustls::ServerConfig>>,
+    /// Take the client's host and scheme from `Forwarded` / `X-Forwarded-*` (`--trust-proxy`).
+    pub trust_proxy: bool,
 }
 
 impl Config {
     /// What `sgp serve` uses unless told otherwise.
     pub fn new(origins: Origins, legacy: bool) -> Config {
-        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60) }
+        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false }
     }
 }
 
@@ -174,7 +179,7 @@ impl Shared {
 }
 
 async fn handle(req: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<http::Body>, std::convert::Infallible> {
-    Ok(match http::route(&req, &shared.config.origins) {
+    Ok(match http::route(&req, &shared.config.origins, shared.config.trust_proxy) {
         Route::Reply(r) => r,
         Route::Health => http::json(shared.health()),
         Route::Upgrade { accept } => {
@@ -203,9 +208,38 @@ async fn timers(shared: Rc<Shared>) {
     }
 }
 
+/// A TLS handshake must finish in this long, as a request's headers must arrive in
+/// `HEADER_TIMEOUT`: a client that stalls, or speaks plain HTTP to the TLS port, is closed.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// HTTP/1.1 (and the WebSocket upgrade) on one accepted connection, plain or TLS.
+async fn serve_http<I>(io: I, shared: Rc<Shared>)
+where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let svc = service_fn(move |req| handle(req, shared.clone()));
+    let _ = hyper::server::conn::http1::Builder::new()
+        .timer(TokioTimer::new())
+        .header_read_timeout(HEADER_TIMEOUT)
+        .max_buf_size(16 * 1024)
+        .serve_connection(TokioIo::new(io), svc)
+        .with_upgrades()
+        .await;
+}
+
+/// The TLS handshake, then HTTP. A failed or stalled handshake just closes this connection.
+async fn serve_https(stream: tokio::net::TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared: Rc<Shared>) {
+    let Ok(raw) = crate::conn::raw_tcp(stream, shared.clock) else { return };
+    if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(raw)).await {
+        serve_http(tls, shared).await;
+    }
+}
+
 /// Serves on `listener` until `shutdown` resolves; then every WebSocket gets close 1001.
 /// Must run inside a `LocalSet`.
 pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+    let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let shared = Shared::new(config);
     let timer_task = tokio::task::spawn_local(timers(shared.clone()));
     tokio::pin!(shutdown);
@@ -219,16 +253,14 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                tokio::task::spawn_local(async move {
-                    let svc = service_fn(move |req| handle(req, shared.clone()));
-                    let _ = hyper::server::conn::http1::Builder::new()
-                        .timer(TokioTimer::new())
-                        .header_read_timeout(Duration::from_secs(10))
-                        .max_buf_size(16 * 1024)
-                        .serve_connection(TokioIo::new(stream), svc)
-                        .with_upgrades()
-                        .await;
-                });
+                match &acceptor {
+                    None => {
+                        tokio::task::spawn_local(serve_http(stream, shared));
+                    }
+                    Some(acceptor) => {
+                        tokio::task::spawn_local(serve_https(stream, acceptor.clone(), shared));
+                    }
+                }
             }
             _ = &mut shutdown => break,
         }

@@ -15,8 +15,8 @@ pub async fn bench_idle(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     let started = Instant::now();
     let mut conns = Vec::with_capacity(n);
     for k in 0..n {
-        match tokio::time::timeout(Duration::from_secs(10), tokio_tungstenite::connect_async(ws.as_str())).await {
-            Ok(Ok((c, _))) => conns.push(c),
+        match tokio::time::timeout(Duration::from_secs(10), crate::client::open(&ws)).await {
+            Ok(Ok(c)) => conns.push(c),
             Ok(Err(e)) => return Err(format!("connection {k} failed: {e} (raise `ulimit -n`?)")),
             Err(_) => return Err(format!("connection {k} timed out")),
         }

@@ -32,9 +32,9 @@ const GAP_US: (f64, f64) = (100_000.0, 4_100_000.0);
 const FLOOD_ROWS: u64 = 100_000;
 
 async fn connect(ws: &str) -> Result<Ws, String> {
-    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async_with_config(ws, None, true)).await {
-        Ok(Ok((w, _))) => Ok(w),
-        Ok(Err(e)) => Err(format!("cannot connect to {ws}: {e}")),
+    match tokio::time::timeout(WAIT, crate::client::open(ws)).await {
+        Ok(Ok(w)) => Ok(w),
+        Ok(Err(e)) => Err(e),
         Err(_) => Err(format!("connecting to {ws} timed out")),
     }
 }

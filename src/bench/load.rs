@@ -264,9 +264,8 @@ fn spawn_loaders(
 }
 
 async fn connect(ws: &str) -> Result<Ws, String> {
-    let c = tokio_tungstenite::connect_async_with_config(ws, None, true);
-    match tokio::time::timeout(WAIT, c).await {
-        Ok(Ok((w, _))) => Ok(w),
+    match tokio::time::timeout(WAIT, crate::client::open(ws)).await {
+        Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err(format!("cannot connect a loader: {e} (raise `ulimit -n`?)")),
         Err(_) => Err("a loader's connection timed out".into()),
     }

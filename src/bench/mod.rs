@@ -170,8 +170,7 @@ fn thread_cpu_s() -> f64 {
 /// and memory can be read for a server given with `--server`, when we may read its fds).
 fn local_pid(url: &str) -> Option<u32> {
     require_loopback(url).ok()?;
-    let ws = crate::client::ws_url(url).ok()?;
-    let port: u16 = ws.trim_end_matches("/ws").rsplit_once(':')?.1.parse().ok()?;
+    let port = crate::client::ServerUrl::parse(url).ok()?.port();
     let mut inodes = Vec::new();
     for table in ["/proc/net/tcp", "/proc/net/tcp6"] {
         for line in std::fs::read_to_string(table).unwrap_or_default().lines().skip(1) {
@@ -200,15 +199,20 @@ fn local_pid(url: &str) -> Option<u32> {
 
 /// The server's `GET /healthz` (`{ok, version, rooms, connections}`), if it answers in 5 s.
 /// A blocking request (one, to this machine): the std socket is already in the binary.
+/// Plain HTTP only: through TLS there is no answer (the figures it gives are then left out).
 fn healthz(url: &str) -> Option<Value> {
     use std::io::{Read, Write};
-    let ws = crate::client::ws_url(url).ok()?;
-    let host = ws.trim_start_matches("ws://").trim_end_matches("/ws");
-    let addr = std::net::ToSocketAddrs::to_socket_addrs(host).ok()?.next()?;
+    let u = crate::client::ServerUrl::parse(url).ok()?;
+    if u.tls {
+        return None;
+    }
+    let host = u.authority.as_str();
+    let path = u.path.as_str();
+    let addr = std::net::ToSocketAddrs::to_socket_addrs(&(u.host().trim_matches(['[', ']']), u.port())).ok()?.next()?;
     let limit = std::time::Duration::from_secs(5);
     let mut s = std::net::TcpStream::connect_timeout(&addr, limit).ok()?;
     s.set_read_timeout(Some(limit)).ok()?;
-    s.write_all(format!("GET /healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
+    s.write_all(format!("GET {path}/healthz HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n").as_bytes()).ok()?;
     let mut text = String::new();
     s.read_to_string(&mut text).ok()?;
     serde_json::from_str(text.split_once("\r\n\r\n")?.1).ok()
@@ -216,10 +220,7 @@ fn healthz(url: &str) -> Option<Value> {
 
 /// Loads are only ever sent to this machine.
 fn require_loopback(url: &str) -> Result<(), String> {
-    let ws = crate::client::ws_url(url)?;
-    let host = ws.trim_start_matches("ws://").trim_end_matches("/ws");
-    let host = host.rsplit_once(':').map_or(host, |(h, _)| h);
-    match host {
+    match crate::client::ServerUrl::parse(url)?.host() {
         "127.0.0.1" | "localhost" | "[::1]" => Ok(()),
         _ => Err(format!("{url}: this benchmark sends a load, and loads go to 127.0.0.1 only")),
     }
