@@ -81,7 +81,7 @@ pub enum ServerIo {
     Stamped(StampedTcp),
     /// Through TLS (`--tls-cert`): what hyper had read past the request, then the stream,
     /// whose socket is stamped as above.
-    Tls(bytes::Bytes, Box<TlsTcp>),
+    Tls(Box<TlsConn>),
     Plain(TokioIo<hyper::upgrade::Upgraded>),
     /// A socket lost between the upgrade and the first read: reads end, writes fail.
     Gone,
@@ -109,7 +109,7 @@ impl ServerIo {
 
     fn tls_or_plain(upgraded: hyper::upgrade::Upgraded) -> ServerIo {
         match upgraded.downcast::<TokioIo<TlsTcp>>() {
-            Ok(parts) => ServerIo::Tls(bytes::Bytes::copy_from_slice(&parts.read_buf), Box::new(parts.io.into_inner())),
+            Ok(parts) => ServerIo::Tls(Box::new(TlsConn::new(bytes::Bytes::copy_from_slice(&parts.read_buf), parts.io.into_inner()))),
             Err(upgraded) => ServerIo::Plain(TokioIo::new(upgraded)),
         }
     }
@@ -120,8 +120,8 @@ impl ServerIo {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => s.rx_us,
             #[cfg(target_os = "linux")]
-            ServerIo::Tls(pre, tls) if pre.is_empty() => tls.get_ref().0.rx_us,
-            ServerIo::Tls(..) | ServerIo::Plain(_) | ServerIo::Gone => None,
+            ServerIo::Tls(t) if !t.from_pre => t.tls.get_ref().0.rx_us,
+            ServerIo::Tls(_) | ServerIo::Plain(_) | ServerIo::Gone => None,
         }
     }
 }
@@ -131,12 +131,7 @@ impl AsyncRead for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => s.poll_read(cx, buf),
-            ServerIo::Tls(pre, _) if !pre.is_empty() => {
-                let n = pre.len().min(buf.remaining());
-                buf.put_slice(&pre.split_to(n));
-                Poll::Ready(Ok(()))
-            }
-            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_read(cx, buf),
+            ServerIo::Tls(t) => t.poll_read(cx, buf),
             ServerIo::Plain(p) => Pin::new(p).poll_read(cx, buf),
             ServerIo::Gone => Poll::Ready(Ok(())),
         }
@@ -148,7 +143,7 @@ impl AsyncWrite for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => s.poll_write(cx, buf),
-            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_write(cx, buf),
+            ServerIo::Tls(t) => Pin::new(&mut t.tls).poll_write(cx, buf),
             ServerIo::Plain(p) => Pin::new(p).poll_write(cx, buf),
             ServerIo::Gone => Poll::Ready(Err(io::ErrorKind::NotConnected.into())),
         }
@@ -157,7 +152,7 @@ impl AsyncWrite for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(_) => Poll::Ready(Ok(())),
-            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_flush(cx),
+            ServerIo::Tls(t) => Pin::new(&mut t.tls).poll_flush(cx),
             ServerIo::Plain(p) => Pin::new(p).poll_flush(cx),
             ServerIo::Gone => Poll::Ready(Ok(())),
         }
@@ -166,10 +161,34 @@ impl AsyncWrite for ServerIo {
         match self.get_mut() {
             #[cfg(target_os = "linux")]
             ServerIo::Stamped(s) => Poll::Ready(s.fd.get_ref().shutdown(std::net::Shutdown::Write)),
-            ServerIo::Tls(_, tls) => Pin::new(tls.as_mut()).poll_shutdown(cx),
+            ServerIo::Tls(t) => Pin::new(&mut t.tls).poll_shutdown(cx),
             ServerIo::Plain(p) => Pin::new(p).poll_shutdown(cx),
             ServerIo::Gone => Poll::Ready(Ok(())),
         }
+    }
+}
+
+/// An upgraded TLS connection: what hyper had read past the request (decrypted), then the
+/// stream. `from_pre`: the last read came from the former, which has no receive time.
+pub struct TlsConn {
+    pre: bytes::Bytes,
+    tls: TlsTcp,
+    from_pre: bool,
+}
+
+impl TlsConn {
+    pub fn new(pre: bytes::Bytes, tls: TlsTcp) -> TlsConn {
+        TlsConn { pre, tls, from_pre: false }
+    }
+
+    fn poll_read(&mut self, cx: &mut Context<'_>, buf: &mut ReadBuf<'_>) -> Poll<io::Result<()>> {
+        self.from_pre = !self.pre.is_empty();
+        if self.from_pre {
+            let n = self.pre.len().min(buf.remaining());
+            buf.put_slice(&self.pre.split_to(n));
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut self.tls).poll_read(cx, buf)
     }
 }
 
@@ -622,6 +641,7 @@ where
 mod tests {
     use super::*;
     use std::io::Write;
+    use std::sync::Arc;
     use std::net::{TcpListener, TcpStream};
 
     fn wall_ns() -> i64 {
@@ -662,5 +682,65 @@ mod tests {
         c2.write_all(b"x").unwrap();
         std::thread::sleep(Duration::from_millis(5));
         assert_eq!(recv_stamped(&s2, &mut buf).unwrap(), (1, None));
+    }
+
+    /// Through TLS the socket under the stream is stamped too: a frame's time is when its
+    /// bytes arrived, not when this thread decrypted them.
+    #[test]
+    fn tls_reads_carry_the_kernels_time() {
+        use rustls::pki_types::pem::PemObject;
+        let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+        rt.block_on(async {
+            let made = crate::tls::self_signed(&["localhost".to_string()]).unwrap();
+            let l = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+            let addr = l.local_addr().unwrap();
+            let mut roots = rustls::RootCertStore::empty();
+            roots.add(rustls::pki_types::CertificateDer::from_pem_slice(made.ca_pem.as_bytes()).unwrap()).unwrap();
+            let cfg = rustls::ClientConfig::builder().with_root_certificates(roots).with_no_client_auth();
+            let client = async {
+                let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+                // Else Nagle holds a small write until the last one's (delayed) ack.
+                tcp.set_nodelay(true).unwrap();
+                let name = rustls::pki_types::ServerName::try_from("localhost").unwrap();
+                tokio_rustls::TlsConnector::from(Arc::new(cfg)).connect(name, tcp).await.unwrap()
+            };
+            let server = async {
+                let (tcp, _) = l.accept().await.unwrap();
+                let raw = raw_tcp(tcp, Clock::new()).unwrap();
+                tokio_rustls::TlsAcceptor::from(made.config.clone()).accept(raw).await.unwrap()
+            };
+            let (mut c, s) = tokio::join!(client, server);
+            let mut io = ServerIo::Tls(Box::new(TlsConn::new(bytes::Bytes::from_static(b"pre"), s)));
+            let clock = Clock::new();
+            let mut buf = [0u8; 64];
+            // What hyper had read first comes first, with no time of its own.
+            let n = io.read(&mut buf).await.unwrap();
+            assert_eq!((&buf[..n], io.rx_us()), (&b"pre"[..], None));
+            // Warm the kernel's stamping (see above), then time one message.
+            let mut stamped = None;
+            for _ in 0..200 {
+                c.write_all(b"w").await.unwrap();
+                c.flush().await.unwrap();
+                let n = io.read(&mut buf).await.unwrap();
+                assert_eq!(&buf[..n], b"w");
+                stamped = io.rx_us();
+                if stamped.is_some() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(5)).await;
+            }
+            assert!(stamped.is_some(), "never stamped through TLS");
+            c.write_all(b"hello").await.unwrap();
+            c.flush().await.unwrap();
+            let sent = clock.now_us();
+            std::thread::sleep(Duration::from_millis(30));
+            let n = io.read(&mut buf).await.unwrap();
+            let read = clock.now_us();
+            assert_eq!(&buf[..n], b"hello");
+            let t = io.rx_us().expect("a receive time through TLS");
+            // Within a few ms of sending (the two clocks agree to the wall clock's reading),
+            // and well before it was read 30 ms later.
+            assert!(t >= sent - 5_000 && t <= read - 20_000, "sent {sent}, stamped {t}, read {read}");
+        });
     }
 }
