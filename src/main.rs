@@ -61,7 +61,8 @@ eve     watch a room as the eavesdropper: boards, the public sift, confirmation 
                               both posters of each room, and of sgp eve --record): can the
                               public part tell the posters apart? (SECURITY.md)
 bench   measure, against a server it starts itself unless --server is given
-        (loads go to 127.0.0.1 only; --json prints one JSON object):
+        (loads go to 127.0.0.1 only; --json prints one JSON object; --tls: the server
+        it starts serves https and wss, --tls-self-signed, for what TLS costs):
         key    [--pairs N] [--tolerance-ms T] [--target-bits N] [--duration-ms MS]
                N (default 20) pairs of sgp pair in turn: time to a confirmed key, dropped
                rounds by cause, kept entries against 1/(4τe), the guard's cost and use
@@ -193,6 +194,7 @@ struct Args {
     tolerances: Option<Vec<f64>>,
     rate_hz: Option<f64>,
     flood: bool,
+    tls: bool,
     time_scale: Option<f64>,
     profiles: Option<Vec<String>>,
     // bench relay (hidden)
@@ -240,6 +242,7 @@ impl Default for Args {
             tolerances: None,
             rate_hz: None,
             flood: false,
+            tls: false,
             time_scale: None,
             profiles: None,
             listen: None,
@@ -325,6 +328,7 @@ impl Args {
             "seconds" => self.seconds = Some(p.value()?.parse::<f64>()?),
             "rate-hz" => self.rate_hz = Some(p.value()?.parse::<f64>()?),
             "flood" => self.flood = true,
+            "tls" => self.tls = true,
             "time-scale" => self.time_scale = Some(p.value()?.parse::<f64>()?),
             "profiles" => self.profiles = Some(p.value()?.string()?.split(',').map(|n| n.trim().to_string()).collect()),
             // `bench relay`, not in the usage.
@@ -435,6 +439,9 @@ impl Args {
         if what == "net" && self.server_set {
             return Err("bench net starts its own servers (in namespaces or on loopback): no --server".into());
         }
+        if self.tls && (self.server_set || what == "net") {
+            return Err("--tls makes the server bench starts serve https; with --server, give an https:// URL (and --ca-file)".into());
+        }
         let relay = if what == bench::HIDDEN { Some(self.relay_opts()?) } else { None };
         Ok(Cmd::Bench(bench::Opts {
             what,
@@ -449,6 +456,7 @@ impl Args {
             rate_hz: self.rate_hz,
             duration_ms: self.duration_ms,
             flood: self.flood,
+            tls: self.tls,
             time_scale: self.time_scale,
             profiles: self.profiles,
             relay,

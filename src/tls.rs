@@ -101,6 +101,11 @@ pub fn set_ca_file(path: &str) -> Result<(), String> {
     Ok(())
 }
 
+/// The `--ca-file` given, for the clients this process starts (`sgp bench key`'s pairs).
+pub fn ca_file() -> Option<&'static str> {
+    CA_FILE.get().map(String::as_str)
+}
+
 fn read_roots(path: &str) -> Result<rustls::RootCertStore, String> {
     let certs = CertificateDer::pem_file_iter(path)
         .and_then(|it| it.collect::<Result<Vec<_>, _>>())

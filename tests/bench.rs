@@ -247,8 +247,30 @@ fn legacy_against_a_server_without_the_dialect() {
 }
 
 #[test]
+fn key_and_load_through_tls() {
+    // --tls: the server bench starts serves https (--tls-self-signed), and its clients, the
+    // pairs it starts among them, trust that server's CA alone.
+    let v = bench(&["key", "--tls", "--pairs", "1", "--target-bits", "64"], Duration::from_secs(90));
+    key_row(&v, 1, v["guards"].as_array().unwrap());
+    assert!(v["server"].as_str().unwrap().starts_with("https://127.0.0.1:"), "{v}");
+    let v = bench(&["load", "--tls", "--rooms", "2", "--seconds", "1"], Duration::from_secs(90));
+    assert!(v["server"].as_str().unwrap().starts_with("https://"), "{v}");
+    assert!(v["steps"].as_array().is_some_and(|s| !s.is_empty()), "{v}");
+    // Without --tls, plain http.
+    let v = bench(&["idle", "--connections", "5"], Duration::from_secs(60));
+    assert!(v["server"].as_str().unwrap().starts_with("http://127.0.0.1:"), "{v}");
+}
+
+#[test]
 fn bad_usage_is_refused() {
-    for args in [&["bench"][..], &["bench", "nothing"], &["bench", "sweep", "--tolerances", "0.25,x"]] {
+    for args in [
+        &["bench"][..],
+        &["bench", "nothing"],
+        &["bench", "sweep", "--tolerances", "0.25,x"],
+        &["bench", "load", "--tls", "--server", "https://127.0.0.1:9"],
+        &["bench", "net", "--tls"],
+        &["bench", "key", "--ca-file", "/nonexistent/ca.pem", "--server", "https://127.0.0.1:9"],
+    ] {
         let out = Command::new(SGP).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }

@@ -40,10 +40,10 @@ pub(super) fn wait_until(child: &mut Child, deadline: Instant) -> Option<i32> {
 }
 
 /// A private folder for the records, removed when dropped.
-struct PrivateDir(std::path::PathBuf);
+pub(super) struct PrivateDir(pub(super) std::path::PathBuf);
 
 impl PrivateDir {
-    fn new() -> Result<PrivateDir, String> {
+    pub(super) fn new() -> Result<PrivateDir, String> {
         use std::os::unix::fs::DirBuilderExt;
         let stamp = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_nanos());
         let path = std::env::temp_dir().join(format!("sgp-bench-key-{}-{stamp}", std::process::id()));
@@ -118,6 +118,8 @@ fn one_pair(seats: &Seats, opts: &PairOpts, deadline: Instant) -> Result<PairRun
     let rec = RECORDS.map(|name| dir.0.join(name));
     let mut args = vec!["pair".to_string(), "--json".into(), "--server".into(), seats.creator.url.clone()];
     args.extend(["--record".to_string(), rec[0].display().to_string()]);
+    let ca: Vec<String> = crate::tls::ca_file().map(|f| vec!["--ca-file".to_string(), f.to_string()]).unwrap_or_default();
+    args.extend(ca.iter().cloned());
     if let Some(t) = opts.tolerance_ms {
         args.extend(["--tolerance-ms".to_string(), t.to_string()]);
     }
@@ -139,7 +141,8 @@ fn one_pair(seats: &Seats, opts: &PairOpts, deadline: Instant) -> Result<PairRun
         // It said something else (an error line) or nothing: it is ending, or is made to.
         return Err(PairFailure { creator: wait_until(&mut creator, Instant::now() + Duration::from_secs(5)), ..no_start() });
     };
-    let joiner_args = ["pair", "--json", "--server", &seats.joiner.url, "--room", &code, "--record", &rec[1].display().to_string()].map(String::from);
+    let mut joiner_args = ["pair", "--json", "--server", &seats.joiner.url, "--room", &code, "--record", &rec[1].display().to_string()].map(String::from).to_vec();
+    joiner_args.extend(ca);
     let Some(mut joiner) = spawn(&seats.joiner, &joiner_args) else {
         return Err(PairFailure { creator: wait_until(&mut creator, Instant::now()), ..no_start() });
     };

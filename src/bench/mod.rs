@@ -45,6 +45,8 @@ pub struct Opts {
     pub duration_ms: Option<u32>,
     /// `legacy`: flood instead of the two-client flow.
     pub flood: bool,
+    /// The server it starts serves https and wss (`--tls-self-signed`), its clients trusting it.
+    pub tls: bool,
     /// `legacy`: the original page's gaps multiplied by this (1: as the page; 0.01: fast).
     pub time_scale: Option<f64>,
     /// `net`: the profiles to run (default all).
@@ -75,10 +77,11 @@ fn stopping() -> bool {
     STOP.load(std::sync::atomic::Ordering::Relaxed)
 }
 
-/// A server we started, stopped when dropped.
+/// A server we started, stopped when dropped (with the folder of its CA, if TLS).
 struct OwnServer {
     child: Child,
     url: String,
+    _ca_dir: Option<key::PrivateDir>,
 }
 
 impl Drop for OwnServer {
@@ -120,10 +123,30 @@ fn start_server_in(ns: Option<&str>, extra: &[&str]) -> Result<OwnServer, String
         .spawn()
         .map_err(|e| format!("cannot start sgp serve: {e}"))?;
     let mut line = String::new();
-    let stdout = child.stdout.take().ok_or("no stdout")?;
-    BufReader::new(stdout).read_line(&mut line).map_err(|e| e.to_string())?;
-    let url = line.trim().strip_prefix("sgp listening on ").ok_or_else(|| format!("unexpected: {line}"))?;
-    Ok(OwnServer { url: url.trim_end_matches('/').to_string(), child })
+    let mut stdout = BufReader::new(child.stdout.take().ok_or("no stdout")?);
+    stdout.read_line(&mut line).map_err(|e| e.to_string())?;
+    let url = line.trim().strip_prefix("sgp listening on ").ok_or_else(|| format!("unexpected: {line}"))?.trim_end_matches('/').to_string();
+    let ca_dir = match extra.contains(&"--tls-self-signed") {
+        true => Some(trust_own_ca(&mut stdout)?),
+        false => None,
+    };
+    Ok(OwnServer { url, child, _ca_dir: ca_dir })
+}
+
+/// Reads the CA that `sgp serve --tls-self-signed` printed, saves it in a private folder and
+/// makes this process's clients (and the pairs it starts) trust it alone.
+fn trust_own_ca(stdout: &mut impl BufRead) -> Result<key::PrivateDir, String> {
+    let mut pem = String::new();
+    while !pem.contains("-----END CERTIFICATE-----") {
+        if stdout.read_line(&mut pem).map_err(|e| e.to_string())? == 0 {
+            return Err("sgp serve --tls-self-signed printed no CA".into());
+        }
+    }
+    let dir = key::PrivateDir::new()?;
+    let path = dir.0.join("ca.pem");
+    std::fs::write(&path, pem).map_err(|e| format!("cannot write {}: {e}", path.display()))?;
+    crate::tls::set_ca_file(&path.to_string_lossy())?;
+    Ok(dir)
 }
 
 /// The p-th quantile (nearest rank) of sorted values.
@@ -248,7 +271,12 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
         // `net` starts its servers itself, in namespaces or on loopback.
         Some(_) => None,
         None if opts.what == "net" => None,
-        None => Some(start_server(if opts.what == "legacy" { &["--legacy"] } else { &[] })?),
+        None => {
+            let mut extra = vec![];
+            extra.extend(opts.tls.then_some("--tls-self-signed"));
+            extra.extend((opts.what == "legacy").then_some("--legacy"));
+            Some(start_server(&extra)?)
+        }
     };
     let url = opts.server.clone().or_else(|| own.as_ref().map(|s| s.url.clone())).unwrap_or_default();
     let pid = own.as_ref().map(|s| s.child.id()).or_else(|| local_pid(&url));
@@ -261,6 +289,11 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
         "net" => net::bench_net(opts).await?,
         _ => legacy::bench_legacy(&url, pid, opts).await?,
     };
+    // Which server was measured (http or https, its own or given).
+    let mut result = result;
+    if let (Some(o), false) = (result.as_object_mut(), url.is_empty()) {
+        o.insert("server".into(), json!(url));
+    }
     if opts.json {
         println!("{result}");
     } else {
