@@ -8,6 +8,7 @@ import { stopTicker } from './view.js';
 import { maybeCalibrate, onCalibration } from './calibrate.js';
 import { applyToleranceDefault } from './tolerance.js';
 import { peerLeft, onPhase, onStart, onRound, onDroppedSpans, onKeyVoid, onKey, onConfirmed, onAborted, onStopped } from './session.js';
+import { landingUrl } from './urls.js';
 
 export function onWorker(m) {
   switch (m.type) {
@@ -248,5 +249,5 @@ export function backToLanding() {
   ui.joining = null;
   ui.lastJoin = null;
   ui.recordRounds = 0;
-  history.replaceState(null, '', '/');
+  history.replaceState(null, '', landingUrl(location.href));
 }

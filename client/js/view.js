@@ -4,6 +4,7 @@
 
 import { $, sgp, ui, isPoster, peerOf } from './state.js';
 import { pageTolerance } from './tolerance.js';
+import { roomLink } from './urls.js';
 
 // ---------------------------------------------------------------------------------------
 // Round progress ticker (time through the window).
@@ -91,7 +92,7 @@ function renderView() {
 /** The room card: code, link, who is here, the controls, status, notes and progress. */
 function renderRoom() {
   setText('room-code', sgp.room || '');
-  const link = `${location.origin}/?room=${encodeURIComponent(sgp.room || '')}`;
+  const link = sgp.room ? roomLink(location.href, sgp.room) : '';
   if ($('room-link').value !== link) $('room-link').value = link;
   setText('role', sgp.role || '');
   const p = sgp.peers;

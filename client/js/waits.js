@@ -1,6 +1,7 @@
 // waits.js — the worker's clock and precise waits (setTimeout free of the 4 ms clamp, then Atomics.wait or a spin), and what they and the network can do on this browser: the timer measurements and the calibration of message jitter behind the tolerance default (timing.js, defaultTolerance). Worker-only (performance, Atomics, MessageChannel, a throwaway WebSocket); it knows nothing of rooms or posters.
 
 import { poisson, uniformFrom, summary } from './timing.js';
+import { socketUrl, pageFolder } from './urls.js';
 
 // ---------------------------------------------------------------------------------------
 // The local clock: µs since the Unix epoch, monotonic (performance.timeOrigin + now()).
@@ -173,8 +174,7 @@ const CALIB_WARMUP_MS = 400;
 const CALIB_MS = 1200;
 
 export async function calibrate() {
-  const proto = self.location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const ws = new WebSocket(`${proto}//${self.location.host}/ws`);
+  const ws = new WebSocket(socketUrl(pageFolder()));
   const fwd = [];
   let measuredFrom = Infinity; // pings sent from this local time on count
   ws.onmessage = (ev) => {

@@ -15,6 +15,7 @@ import {
 } from './timing.js';
 import { Poster, RETRIES, GIVE_UP_US, cleanSpans } from './poster.js';
 import { widestUs } from './adapt.js';
+import { socketUrl, pageFolder } from './urls.js';
 import {
   nowUs, getRandom, uniform, POST_HOLD_US, blockUntil, waitUntil, measureTimers, calibrate, stopCalibration,
 } from './waits.js';
@@ -104,11 +105,13 @@ function phase(name, extra = {}) {
 function connect(hello) {
   if (S.ws) closeSocket();
   S.leaving = false;
-  const proto = self.location.protocol === 'https:' ? 'wss:' : 'ws:';
-  const url = `${proto}//${self.location.host}/ws`;
-  toPage({ type: 'conn', state: 'connecting', url });
+  // `ws` beside the page, wherever a proxy serves it (not `self.location`: that is this
+  // script's URL, in the page's js/ folder).
+  let url;
   let ws;
   try {
+    url = socketUrl(pageFolder());
+    toPage({ type: 'conn', state: 'connecting', url });
     ws = new WebSocket(url);
   } catch (e) {
     toPage({ type: 'conn', state: 'closed', code: 0, reason: e.message });
