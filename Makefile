@@ -6,8 +6,11 @@ CARGO ?= cargo
 NPM ?= npm
 PORT ?= 8080
 CHROMIUM ?= /usr/bin/chromium
+NGINX ?= /usr/sbin/nginx
+CADDY ?= /usr/bin/caddy
+OPENSSL ?= /usr/bin/openssl
 
-.PHONY: all build release run test test-rust test-vectors test-js test-browser chromium clean audit
+.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy chromium proxies clean audit
 
 all: release
 
@@ -41,8 +44,15 @@ test-vectors:
 test-js: client/node_modules/.stamp
 	node --test client/test/*.test.mjs
 
-test-browser: client/node_modules/.stamp chromium build
-	SGP_BIN=$(CURDIR)/target/debug/sgp CHROMIUM=$(CHROMIUM) node --test --test-concurrency=1 client/test/e2e/*.test.mjs
+## Every browser test, the proxy tests (client/test/e2e/proxy.test.mjs) among them.
+E2E_ENV = SGP_BIN=$(CURDIR)/target/debug/sgp CHROMIUM=$(CHROMIUM) NGINX=$(NGINX) CADDY=$(CADDY) OPENSSL=$(OPENSSL)
+test-browser: client/node_modules/.stamp chromium proxies build
+	$(E2E_ENV) node --test --test-concurrency=1 client/test/e2e/*.test.mjs
+
+## The proxy tests alone: the page and `sgp pair` over https through nginx and Caddy (with
+## deploy/'s configs) and through sgp's own TLS.
+test-proxy: client/node_modules/.stamp chromium proxies build
+	$(E2E_ENV) node --test --test-concurrency=1 client/test/e2e/proxy.test.mjs
 
 ## The full eavesdropper's audit (SECURITY.md): real pairs on loopback, across network
 ## namespaces with 20 ± 5 ms of delay (needs root), the field profiles of issue 14 with
@@ -66,6 +76,21 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+## Debian's nginx, caddy and openssl for the proxy tests (as root, or with sudo). The tests run
+## their own nginx and caddy from a temporary folder; on a machine with systemd, Debian also
+## starts the packages' own services (nginx on port 80): `systemctl disable --now nginx caddy`
+## if you do not want them.
+proxies:
+	@missing=; \
+	[ -x "$(NGINX)" ] || missing="$$missing nginx"; \
+	[ -x "$(CADDY)" ] || missing="$$missing caddy"; \
+	[ -x "$(OPENSSL)" ] || missing="$$missing openssl"; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing Debian's$$missing for the proxy tests"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
 	fi
 
 clean:

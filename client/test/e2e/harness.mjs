@@ -69,7 +69,9 @@ const children = new Set();
 function killChildren() {
   for (const c of children) {
     try {
-      c.kill('SIGKILL');
+      // SIGKILL, unless the child asked for another last signal: nginx's master killed
+      // outright would leave its workers behind, SIGTERM makes it take them down.
+      c.kill(c.lastSignal || 'SIGKILL');
     } catch {
       // already gone
     }
@@ -91,7 +93,17 @@ function track(child) {
   return child;
 }
 
-async function stopChild(child, ms = 5000) {
+/** Starts `cmd` as a child that is killed with the test run at the latest (as every child
+ *  here): for the proxies and tools a test runs beside sgp. `lastSignal`: the signal that
+ *  kills it then (SIGKILL by default). */
+export function spawnTracked(cmd, args, opts, { lastSignal } = {}) {
+  const child = track(spawn(cmd, args, opts));
+  if (lastSignal) child.lastSignal = lastSignal;
+  return child;
+}
+
+/** Stops a child: SIGTERM, then SIGKILL after `ms`; resolves once it is gone. */
+export async function stopChild(child, ms = 5000) {
   if (child.exitCode !== null || child.signalCode !== null) return;
   const gone = once(child, 'exit');
   child.kill('SIGTERM');
@@ -101,12 +113,54 @@ async function stopChild(child, ms = 5000) {
 }
 
 // ---------------------------------------------------------------------------------------
+// Ports.
+
+/** A TCP port free on 127.0.0.1 right now (the kernel's pick; bind it soon). */
+export async function freePort() {
+  const { createServer } = await import('node:net');
+  const srv = createServer();
+  await new Promise((res, rej) => {
+    srv.once('error', rej);
+    srv.listen(0, '127.0.0.1', res);
+  });
+  const { port } = srv.address();
+  await new Promise((res) => srv.close(res));
+  return port;
+}
+
+/**
+ * Resolves once something accepts TCP connections on 127.0.0.1:`port`; rejects after `ms`, or
+ * as soon as `child` (the process that should listen there) exits, with `what()` (its log).
+ */
+export async function waitPort(port, { child, ms = 30_000, what = () => '' } = {}) {
+  const { connect } = await import('node:net');
+  const t0 = Date.now();
+  for (;;) {
+    if (child && (child.exitCode !== null || child.signalCode !== null)) {
+      throw new Error(`exited (code ${child.exitCode}, signal ${child.signalCode}) before listening on 127.0.0.1:${port}: ${what()}`);
+    }
+    const ok = await new Promise((res) => {
+      const sock = connect({ host: '127.0.0.1', port });
+      sock.once('connect', () => {
+        sock.destroy();
+        res(true);
+      });
+      sock.once('error', () => res(false));
+    });
+    if (ok) return;
+    if (Date.now() - t0 > ms) throw new Error(`nothing listens on 127.0.0.1:${port} after ${ms} ms: ${what()}`);
+    await sleep(100);
+  }
+}
+
+// ---------------------------------------------------------------------------------------
 // The server.
 
 /**
  * Starts `sgp serve --port 0` (or opts.port; plus `extra` arguments) and waits for its
- * `sgp listening on http://HOST:PORT/` line. Returns {url, port, host, proc, stderr(), stop()};
- * `url` is on 127.0.0.1 (also when the server listens on every address: --bind 0.0.0.0).
+ * `sgp listening on http://HOST:PORT/` line (https:// with TLS). Returns {url, port, host,
+ * proc, stderr(), stop()}; `url` is on 127.0.0.1 (also when the server listens on every
+ * address: --bind 0.0.0.0), with the scheme the line says.
  */
 export async function startServer(extra = [], { port: askPort = 0 } = {}) {
   const proc = track(spawn(SGP_BIN, ['serve', '--port', String(askPort), ...extra], { stdio: ['ignore', 'pipe', 'pipe'] }));
@@ -125,11 +179,11 @@ export async function startServer(extra = [], { port: askPort = 0 } = {}) {
   });
   const listening = (async () => {
     for await (const line of lines) {
-      const m = /^sgp listening on http:\/\/(\[[0-9a-f:]+\]|[^/:\s]+):(\d+)\//i.exec(line);
+      const m = /^sgp listening on (https?):\/\/(\[[0-9a-f:]+\]|[^/:\s]+):(\d+)\//i.exec(line);
       if (m) {
-        const host = m[1];
+        const host = m[2];
         const local = host === '0.0.0.0' || host === '[::]' ? '127.0.0.1' : host;
-        return { url: `http://${local}:${m[2]}`, port: Number(m[2]), host };
+        return { url: `${m[1].toLowerCase()}://${local}:${m[3]}`, port: Number(m[3]), host };
       }
       throw new Error(`unexpected first line from sgp serve: ${JSON.stringify(line)}`);
     }
@@ -141,7 +195,7 @@ export async function startServer(extra = [], { port: askPort = 0 } = {}) {
   spawnError.catch(() => {});
   exited.catch(() => {});
   return {
-    url, // http://127.0.0.1:PORT (no trailing slash)
+    url, // http://127.0.0.1:PORT (no trailing slash; https:// with TLS)
     port,
     host, // as the listening line says it (0.0.0.0 with --bind 0.0.0.0)
     proc,
