@@ -8,7 +8,7 @@ import { stopTicker } from './view.js';
 import { maybeCalibrate, onCalibration } from './calibrate.js';
 import { applyToleranceDefault } from './tolerance.js';
 import { peerLeft, onPhase, onStart, onRound, onDroppedSpans, onKeyVoid, onKey, onConfirmed, onAborted, onStopped } from './session.js';
-import { landingUrl } from './urls.js';
+import { landingUrl, roomLink } from './urls.js';
 
 export function onWorker(m) {
   switch (m.type) {
@@ -136,8 +136,7 @@ function onJoined(m) {
   ui.focusTo = 'room-title';
   ui.recordRounds = 0; // the worker starts a new record at every `joined`
   if (!sameRoom) clearRoom();
-  const url = `/?room=${encodeURIComponent(m.room)}${m.role === 'observer' ? '&watch' : ''}`;
-  history.replaceState(null, '', url);
+  history.replaceState(null, '', roomLink(location.href, m.room, { watch: m.role === 'observer' }));
   if (m.role === 'observer') {
     setStatus(`Watching room ${m.room} as the eavesdropper: you see the board and the tags, never who posted what. Waiting for a round.`);
   } else {
