@@ -193,8 +193,8 @@ export async function startNginx(dir, conf, ports) {
 }
 
 /**
- * The shipped deploy/Caddyfile as a test runs it: the site at https://`name`:`port` bound to
- * 127.0.0.1 with the test certificate (so Caddy never asks a certificate authority), in front
+ * The shipped deploy/Caddyfile as a test runs it: the site at https://`name`:`port` (and
+ * https://127.0.0.1:`port`) bound to 127.0.0.1 with the test certificate (so Caddy never asks a certificate authority), in front
  * of sgp on `upstreamPort`; no admin endpoint, no automatic https, nothing stored outside `dir`.
  */
 export function caddyfile(dir, { name, port, upstreamPort, cert, key }) {
@@ -207,7 +207,8 @@ export function caddyfile(dir, { name, port, upstreamPort, cert, key }) {
       '\tskip_install_trust',
       `\tstorage file_system {\n\t\troot ${dir}/data\n\t}`,
     ].join('\n')],
-    [/^example\.org \{$/m, `https://${name}:${port} {\n\t# ---- the test's address and certificate ----\n\tbind 127.0.0.1\n\ttls ${cert} ${key}\n`],
+    // Also at 127.0.0.1: `sgp pair` cannot resolve `name`, and Caddy picks a site by Host.
+    [/^example\.org \{$/m, `https://${name}:${port}, https://127.0.0.1:${port} {\n\t# ---- the test's address and certificate ----\n\tbind 127.0.0.1\n\ttls ${cert} ${key}`],
     [/^(\t+)reverse_proxy 127\.0\.0\.1:8080 \{$/m, `\t\treverse_proxy 127.0.0.1:${upstreamPort} {`],
   ], 'deploy/Caddyfile');
 }
