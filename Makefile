@@ -1,6 +1,7 @@
 # sgp — build, run and test. `make run` and `make test` work on a fresh machine with Rust
 # and Node.js: cargo fetches the crates, npm the client's packages (Bootstrap, and
-# playwright-core for the browser tests), and `make test` installs Debian's chromium.
+# playwright-core for the browser tests), and `make test` installs Debian's chromium, and
+# nginx, caddy and openssl for the proxy tests.
 
 CARGO ?= cargo
 NPM ?= npm
