@@ -129,7 +129,7 @@ export function nginxConf(dir, site) {
     const groups = readFileSync('/etc/group', 'utf8');
     user = `user nobody ${/^nogroup:/m.test(groups) ? 'nogroup' : 'nobody'};`;
     chmodSync(dir, 0o711);
-    chmodSync(resolve(dir, 'tmp'), 0o777);
+    chmodSync(resolve(dir, 'tmp'), 0o711);
   }
   return `# nginx.conf for one proxy test: generated around deploy/nginx.conf (see below).
 ${user}

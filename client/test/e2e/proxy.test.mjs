@@ -101,9 +101,10 @@ async function nginx(undo, upstreamPort, opts = {}) {
 
 /**
  * Two tabs (a context each) of this file's Chromium open `base`/ (the page's folder, no
- * trailing slash in `base`), make a room and a key; checks the key, the room link, that each
- * page is a secure context and cross-origin isolated, and that every request it made stayed
- * under `base`/. Returns {key, ms}.
+ * trailing slash in `base`), make a room and a key; checks the key, the room link and the
+ * address bar (under `base`/, on joining and after leaving), that each page is a secure
+ * context and cross-origin isolated, and that every request it made stayed under `base`/.
+ * Returns {key, ms}.
  */
 async function twoTabsKey(t, base, label, undo) {
   const A = await h.newPage(browser, `alice (${label})`);
@@ -126,8 +127,13 @@ async function twoTabsKey(t, base, label, undo) {
     assert.equal(env.isolated, true, `${who}: crossOriginIsolated at ${env.href} (the proxy passed COOP and COEP on)`);
     const outside = p.sgpWatch.requests.filter((u) => !/^(data|blob|about):/.test(u) && !u.startsWith(`${base}/`));
     assert.deepEqual(outside, [], `${who}: every request under ${base}/`);
-    await h.assertClean(p);
+    assert.equal(env.href, `${base}/?room=${encodeURIComponent(code)}`, `${who}: the address bar names the room under the page's folder`);
   }
+  // Leaving puts the landing page's address back: the folder, not the server's /.
+  await h.click(B, 'leave');
+  await h.byTestid(B, 'create').waitFor({ state: 'visible', timeout: 15_000 });
+  assert.equal(await B.evaluate(() => location.href), `${base}/`, 'B left: its address bar is the page\'s folder');
+  for (const p of [A, B]) await h.assertClean(p);
   t.diagnostic(`${label}: room ${code}, key ${ka.key.slice(0, 16)}… strength ${ka.strength} in ${ms} ms (${(await h.state(A)).rounds.length} round(s))`);
   return { key: ka.key, ms };
 }
