@@ -2,7 +2,8 @@
 // headless Chromium (Debian's, through playwright-core) with a fresh profile, pages that
 // record their own errors and every request they make, `sgp pair --json` as a child process,
 // and small helpers to read the page through its DOM contract (`data-testid` attributes and
-// `window.sgpState`, nothing else).
+// `window.sgpState`, nothing else), and for tests that run other servers beside sgp (the proxy
+// tests, with proxies.mjs): free ports, waiting for a port, children killed with the run.
 //
 // Strict by default: after EVERY test (a global afterEach), every page a test used must have
 // had no uncaught error, no console error, no error the page itself noted in
