@@ -116,7 +116,7 @@ pub fn check_upgrade<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) 
         return Err(Refusal {
             status: StatusCode::UPGRADE_REQUIRED,
             message: "This is sgp's WebSocket endpoint: connect to it with a WebSocket client \
-                      (the page at / does). A plain HTTP request cannot use it.\n",
+                      (sgp's page does). A plain HTTP request cannot use it.\n",
         });
     }
     if req.method() != Method::GET {

@@ -570,6 +570,7 @@ fn run(cmd: Cmd) -> ExitCode {
                 }
             };
             let scheme = if config.tls.is_some() { "https" } else { "http" };
+            let trust_proxy = config.trust_proxy;
             let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
                 Ok(l) => l,
                 Err(e) => {
@@ -593,6 +594,9 @@ fn run(cmd: Cmd) -> ExitCode {
                         eprintln!("sgp: (over plain http at a LAN address the page is not a secure context and makes keys more slowly; --tls-self-signed serves https: docs/deploy.md)");
                     }
                 }
+            }
+            if trust_proxy && !addr.ip().is_loopback() {
+                eprintln!("sgp: --trust-proxy while listening on {host}: whoever reaches this port directly, not through the proxy, can set X-Forwarded-Host; let only the proxy reach it (--bind 127.0.0.1 beside the proxy, or a firewall)");
             }
             if let Some(made) = self_signed {
                 print_self_signed(&made, addr.port());

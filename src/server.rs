@@ -31,7 +31,7 @@ pub struct Config {
     pub silence: Duration,
     /// Serve https and wss with this (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Take the client's host and scheme from `Forwarded` / `X-Forwarded-*` (`--trust-proxy`).
+    /// Take the page's host from `Forwarded` / `X-Forwarded-Host` (`--trust-proxy`).
     pub trust_proxy: bool,
 }
 

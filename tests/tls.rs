@@ -260,6 +260,29 @@ fn forwarded_headers_count_only_with_trust_proxy() {
     }
 }
 
+#[test]
+fn trust_proxy_on_a_public_address_warns() {
+    let stderr_of = |bind: &str| {
+        let mut child = Command::new(SGP)
+            .args(["serve", "--port", "0", "--trust-proxy", "--bind", bind])
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let mut first = String::new();
+        BufReader::new(child.stdout.take().unwrap()).read_line(&mut first).unwrap();
+        assert!(first.starts_with("sgp listening on http://"), "{first}");
+        // What it said once listening: it says nothing more until it stops.
+        std::thread::sleep(Duration::from_millis(300));
+        let _ = child.kill();
+        let out = child.wait_with_output().unwrap();
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    };
+    let public = stderr_of("0.0.0.0");
+    assert!(public.contains("--trust-proxy while listening on 0.0.0.0"), "{public}");
+    assert!(!stderr_of("127.0.0.1").contains("--trust-proxy while"));
+}
+
 /// `GET path` over https with `ca` as the only root, as `host`; the raw response.
 fn https_get(port: u16, host: &str, path: &str, ca: &str) -> String {
     use rustls::pki_types::pem::PemObject;
