@@ -22,6 +22,12 @@
 //   it: plain http to a host that is not localhost, so not cross-origin isolated. The default
 //   for lan and wifi (a person on a LAN opens http://<the server's address>:PORT/); LAN=0
 //   opens them at 127.0.0.1 instead. No traffic leaves loopback.
+//   TLS=1: the server serves https itself (`--tls-cert`/`--tls-key`, a throwaway certificate
+//   for sgp.test from proxies.mjs), and the tabs open https://sgp.test:PORT/: a LAN page
+//   over https, a secure context, so cross-origin isolated. PROXY=nginx: the shipped
+//   deploy/nginx.conf in front (TLS at nginx, sgp on plain http with --trust-proxy), the tabs
+//   at https://sgp.test:PORT/sgp/. Chromium trusts the certificate by its public key
+//   (--ignore-certificate-errors-spki-list), as the proxy tests do. Loopback or busy only.
 //   DUMP=FILE: every run's figures as JSON, with the measurement the default came from.
 //   CALIBRATE=N: also take N fresh jitter measurements per run (window.sgpCalibrate()) once the
 //   key is made, to compare with the one the page took while loading.
@@ -67,6 +73,16 @@ if (!PROFILES[PROFILE]) {
 const { path: PATH, busy: BUSY } = PROFILES[PROFILE];
 // The LAN name where a person on a LAN would use one: through a path (lan, wifi), or LAN=1.
 const LAN = process.env.LAN ? process.env.LAN !== '0' : !!PATH;
+const TLS = process.env.TLS === '1';
+const PROXY = process.env.PROXY || '';
+if ((TLS || PROXY) && PATH) {
+  console.error('TLS=1 and PROXY=nginx go with PROFILE=loopback or busy (the relay speaks plain TCP to the page)');
+  process.exit(2);
+}
+if (PROXY && PROXY !== 'nginx') {
+  console.error(`PROXY=${PROXY}: only nginx`);
+  process.exit(2);
+}
 const describePath = (p) => (p ? `${p.delay_ms}±${p.jitter_ms} ms${p.loss ? `, ${p.loss * 100}% loss` : ''}${p.reorder ? `, ${p.reorder * 100}% reorder` : ''}` : 'direct');
 const CALIBRATE = Number(process.env.CALIBRATE || 0);
 const JSON_OUT = process.argv.includes('--json');
@@ -343,6 +359,12 @@ const pick = (c) => (c && c.ok ? { samples: c.samples, p90: c.dev_p90_us, p99: c
 async function pageWeight(fx) {
   const p = await fx.page('weight');
   await p.goto(`${base}/`, { waitUntil: 'networkidle' });
+  // Through TLS, node would not trust the throwaway certificate: the same files, weighed once
+  // over plain http.
+  if (TLS || PROXY) {
+    await p.context().close();
+    return { files: [], bytes: null, gzip9: null, wire: null };
+  }
   await h.click(p, 'create');
   await h.waitRole(p, 'alice');
   await p.waitForLoadState('networkidle');
@@ -368,14 +390,31 @@ async function pageWeight(fx) {
   };
 }
 
-const fx = await h.fixture(LAN ? { args: h.LAN_ARGS } : {});
-if (LAN) h.allowHost(h.LAN_NAME);
+// TLS, PROXY: a throwaway certificate for the LAN name, trusted by Chromium by its key.
+const px = TLS || PROXY ? await import('./e2e/proxies.mjs') : null;
+const certDir = px ? px.tempDir('sgp-bench-browser-') : null;
+const certs = px ? px.makeCerts(certDir.dir, h.LAN_NAME) : null;
+const fx = await h.fixture({
+  ...(LAN || px ? { args: [...h.LAN_ARGS, ...(certs ? [`--ignore-certificate-errors-spki-list=${certs.spki}`] : [])] } : {}),
+  serverArgs: TLS ? ['--tls-cert', certs.cert, '--tls-key', certs.key] : PROXY ? ['--trust-proxy'] : [],
+});
+if (LAN || px) h.allowHost(h.LAN_NAME);
 let relay = null;
+let nginx = null;
 const busy = [];
 try {
   // lan, wifi: the tabs reach the server only through the relay (pages, scripts, WebSockets).
   if (PATH) relay = await startRelay(fx.server.port, PATH);
-  base = `http://${LAN ? h.LAN_NAME : '127.0.0.1'}:${relay ? relay.port : fx.server.port}`;
+  if (PROXY) {
+    const [httpsPort, httpPort] = [await h.freePort(), await h.freePort()];
+    const site = px.nginxSite({ name: h.LAN_NAME, httpsPort, httpPort, upstreamPort: fx.server.port, cert: certs.cert, key: certs.key });
+    nginx = await px.startNginx(certDir.dir, px.nginxConf(certDir.dir, site), [httpsPort, httpPort]);
+    base = `https://${h.LAN_NAME}:${httpsPort}/sgp`;
+  } else if (TLS) {
+    base = `https://${h.LAN_NAME}:${fx.server.port}`;
+  } else {
+    base = `http://${LAN ? h.LAN_NAME : '127.0.0.1'}:${relay ? relay.port : fx.server.port}`;
+  }
   const weight = await pageWeight(fx);
   // busy: the loops run from before the first run's page loads (its measurement included) to
   // after the last key.
@@ -452,6 +491,7 @@ try {
     // The share of all rounds that would have been in sync at τ' (their worst error within it).
     in_sync_at: Object.fromEntries(GRID.map((t) => [t.toFixed(2), share(good.flatMap((r) => r.worst_error_us), t)])),
     lan: LAN,
+    tls: TLS ? 'sgp' : PROXY ? PROXY : null,
     page_url: base,
     load_average: (await import('node:os')).loadavg().map((x) => x.toFixed(2)).join(' '),
     page_bytes: weight.bytes,
@@ -465,5 +505,7 @@ try {
 } finally {
   for (const c of busy) await stopMine(c);
   if (relay) await stopMine(relay.proc);
+  if (nginx) await nginx.stop();
   await fx.close();
+  if (certDir) certDir.remove();
 }
