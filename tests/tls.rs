@@ -123,6 +123,12 @@ fn self_signed_serves_https_and_pair_makes_a_key_with_its_ca() {
     assert_eq!(out.status.code(), Some(5));
     let err = String::from_utf8_lossy(&out.stderr);
     assert!(err.contains("certificate") && err.contains("--ca-file"), "{err}");
+    // sgp eve over wss: with the CA it reaches the server (which has no such room: exit 4).
+    let eve = |ca_args: &[&str]| {
+        Command::new(SGP).args(["eve", "--room", "AAAAA-AAAAA", "--server", &format!("https://localhost:{}/", s.port)]).args(ca_args).output().unwrap()
+    };
+    assert_eq!(eve(&["--ca-file", ca]).status.code(), Some(4));
+    assert_eq!(eve(&[]).status.code(), Some(5));
     // The page and its headers, over https.
     let body = https_get(s.port, "localhost", "/", ca);
     assert!(body.starts_with("HTTP/1.1 200"), "{body}");
