@@ -62,8 +62,10 @@ enum Dialect {
 
 /// How a connection ended, for the close frame.
 enum End {
-    /// The peer closed or the socket went away: nothing more to send.
+    /// The socket went away: nothing more to send.
     Gone,
+    /// The peer sent a close frame, which the codec has answered: flush the answer.
+    Answered,
     /// We close with this code and reason.
     Close(CloseCode, &'static str),
     /// After a protocol or size error the codec cannot be trusted: write the close frame raw.
@@ -356,9 +358,10 @@ fn recv_stamped(tcp: &std::net::TcpStream, dst: &mut [u8]) -> io::Result<(usize,
     }
 }
 
-/// Serves one upgraded connection until it ends.
-pub async fn run(io: ServerIo, shared: Rc<Shared>) {
+/// Serves one upgraded connection from `addr` (the client's, for the caps) until it ends.
+pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
+    let ctx = Ctx { shared: &shared, addr };
     let (id, mut rx) = shared.register();
     // Whatever ends this task, a panic included, the connection leaves its room and the
     // server's count: a seat must never stay taken by a connection that is gone.
@@ -404,22 +407,27 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
                 // read while a whole frame waits in its buffer).
                 let kernel_rx = ws.get_ref().rx_us();
                 let rx = kernel_rx.map_or(now, |t| t.min(now));
+                // Every frame a client sends counts toward the flood limit, pings and pongs too
+                // (the codec answers each ping with a pong: a ping flood is work for us).
+                if matches!(frame, Some(Ok(Message::Text(_) | Message::Ping(_) | Message::Pong(_) | Message::Frame(_)))) {
+                    let (tokens, at) = &mut flood;
+                    *tokens = (*tokens + (now - *at) as f64 * (FLOOD_PER_SEC / 1e6)).min(FLOOD_BURST) - 1.0;
+                    *at = now;
+                    if *tokens < 0.0 {
+                        break End::Close(CloseCode::Policy, "flood: too many messages");
+                    }
+                }
                 match frame {
                     None => break End::Gone,
                     Some(Ok(Message::Text(text))) => {
-                        let (tokens, at) = &mut flood;
-                        *tokens = (*tokens + (now - *at) as f64 * (FLOOD_PER_SEC / 1e6)).min(FLOOD_BURST) - 1.0;
-                        *at = now;
-                        if *tokens < 0.0 {
-                            break End::Close(CloseCode::Policy, "flood: too many messages");
-                        }
                         let stamp = kernel_rx.map(|_| rx);
-                        if let Err(end) = on_text(&mut ws, &shared, id, &text, rx, stamp, &mut dialect, &mut coalescing).await {
+                        if let Err(end) = on_text(&mut ws, &ctx, id, &text, rx, stamp, &mut dialect, &mut coalescing).await {
                             break end;
                         }
                     }
                     Some(Ok(Message::Binary(_))) => break End::Close(CloseCode::Unsupported, "binary frames are not spoken here"),
-                    Some(Ok(Message::Close(_))) => break End::Gone,
+                    // The codec has queued its answer (the same code, RFC 6455 §5.5.1): send it.
+                    Some(Ok(Message::Close(_))) => break End::Answered,
                     Some(Ok(_)) => {} // ping (answered by the codec), pong, raw frame
                     Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
                         break End::RawClose(1009, "message too large")
@@ -444,6 +452,9 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>) {
     seat.leave();
     match end {
         End::Gone => {}
+        End::Answered => {
+            let _ = timeout(Duration::from_secs(1), ws.flush()).await;
+        }
         End::Close(code, reason) => {
             let frame = CloseFrame { code, reason: reason.into() };
             if timeout(WRITE_TIMEOUT, ws.close(Some(frame))).await.is_ok() {
@@ -518,9 +529,15 @@ impl Coalescing {
 /// One text frame, received at `now` (`stamp`: the kernel's time, if it gave one). `Err`
 /// ends the connection.
 #[allow(clippy::too_many_arguments)]
+/// What `on_text` needs of the server: the shared state and the client's address.
+struct Ctx<'a> {
+    shared: &'a Shared,
+    addr: std::net::IpAddr,
+}
+
 async fn on_text<S>(
     ws: &mut WebSocketStream<S>,
-    shared: &Shared,
+    ctx: &Ctx<'_>,
     id: u64,
     text: &str,
     now: i64,
@@ -531,6 +548,7 @@ async fn on_text<S>(
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let shared = ctx.shared;
     if dialect.is_none() {
         if legacy::looks_legacy(text) {
             if !shared.config.legacy {
@@ -561,6 +579,11 @@ where
         Ok(ClientMsg::Board {}) => {
             shared.board_request(id, now);
             Ok(())
+        }
+        Ok(ClientMsg::Create { .. }) if !shared.gate.borrow_mut().may_create(ctx.addr, now) => {
+            let n = shared.gate.borrow().caps().rooms_per_minute;
+            let e = ProtoError::new(ErrorCode::TooManyRooms, format!("this address has created {n} rooms in the last minute, the most it may; wait a little"));
+            send(ws, to_text(&e.to_msg()).into()).await
         }
         Ok(msg) => {
             let outs = shared.engine.borrow_mut().handle(id, msg, now);

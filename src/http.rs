@@ -61,6 +61,34 @@ impl Origins {
     }
 }
 
+/// The client's address: the peer's, or with `trust_proxy` what the nearest proxy says it is
+/// (the `for=` of the last `Forwarded` element, else the last `X-Forwarded-For` value; a
+/// value that is not an address, such as `unknown` or an obfuscated name, is ignored).
+pub fn client_ip(h: &HeaderMap, trust_proxy: bool, peer: std::net::IpAddr) -> std::net::IpAddr {
+    if !trust_proxy {
+        return peer;
+    }
+    let last = |name: &str| h.get_all(name).iter().filter_map(|v| v.to_str().ok()).flat_map(|v| v.split(',')).last().map(str::trim);
+    let forwarded = last("forwarded").and_then(|el| {
+        el.split(';').find_map(|pair| {
+            let (k, v) = pair.split_once('=')?;
+            k.trim().eq_ignore_ascii_case("for").then(|| v.trim().trim_matches('"'))
+        })
+    });
+    forwarded.and_then(parse_node).or_else(|| last("x-forwarded-for").and_then(parse_node)).unwrap_or(peer)
+}
+
+/// An address as proxies write it: `192.0.2.1`, `192.0.2.1:4711`, `[2001:db8::1]:4711`, `2001:db8::1`.
+fn parse_node(v: &str) -> Option<std::net::IpAddr> {
+    if let Ok(ip) = v.parse() {
+        return Some(ip);
+    }
+    if let Some(rest) = v.strip_prefix('[') {
+        return rest.split_once(']').and_then(|(ip, _)| ip.parse().ok());
+    }
+    v.rsplit_once(':').and_then(|(ip, port)| port.parse::<u16>().ok().and(ip.parse().ok()))
+}
+
 /// The host the client asked for: with `trust_proxy`, what the proxy in front says
 /// (`Forwarded: host=`, else `X-Forwarded-Host`; the last value of each, the one the nearest
 /// proxy wrote), else `Host`. Without it those headers are ignored.
@@ -257,6 +285,19 @@ fn asset(path: &str, gzip: bool) -> Option<Response<Body>> {
     Some(finish(r))
 }
 
+/// 429 for a WebSocket over a cap: the stable code first, then what to do.
+pub fn too_many(refused: crate::gate::Refused) -> Response<Body> {
+    let body = match refused {
+        crate::gate::Refused::ServerFull => "server_full: this server holds as many WebSockets as it takes (--max-connections); try again later.\n",
+        crate::gate::Refused::AddressFull => {
+            "too_many_connections: your address has as many WebSockets open as one address may (--max-per-address); close some.\n"
+        }
+    };
+    let mut r = text(StatusCode::TOO_MANY_REQUESTS, body);
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("10"));
+    r
+}
+
 /// What to answer to `req`.
 pub fn route<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) -> Route {
     let path = req.uri().path();
@@ -445,6 +486,28 @@ mod tests {
         assert!(none.permits("https://sgp.example:443", Some("sgp.example")));
         assert!(!none.permits("https://sgp.example", Some("sgp.example:80")));
         assert!(none.permits("http://sgp.example", Some("sgp.example:80")));
+    }
+
+    #[test]
+    fn the_client_address_is_the_peer_unless_a_trusted_proxy_says() {
+        let peer: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+        let h = |pairs: &[(&str, &str)]| {
+            let mut m = HeaderMap::new();
+            for (k, v) in pairs {
+                m.append(header::HeaderName::from_bytes(k.as_bytes()).unwrap(), HeaderValue::from_str(v).unwrap());
+            }
+            m
+        };
+        let ip = |s: &str| s.parse::<std::net::IpAddr>().unwrap();
+        let xff = h(&[("x-forwarded-for", "203.0.113.9, 198.51.100.7")]);
+        assert_eq!(client_ip(&xff, false, peer), peer, "ignored without --trust-proxy");
+        assert_eq!(client_ip(&xff, true, peer), ip("198.51.100.7"), "the last value, the nearest proxy's");
+        let fwd = h(&[("forwarded", "for=203.0.113.9, for=\"[2001:db8::7]:4711\";proto=https"), ("x-forwarded-for", "198.51.100.7")]);
+        assert_eq!(client_ip(&fwd, true, peer), ip("2001:db8::7"));
+        assert_eq!(client_ip(&h(&[("forwarded", "for=192.0.2.1:80")]), true, peer), ip("192.0.2.1"));
+        for bad in ["unknown", "_hidden", "", "999.1.1.1", "[::1", "a:b:c"] {
+            assert_eq!(client_ip(&h(&[("forwarded", &format!("for={bad}")), ("x-forwarded-for", bad)]), true, peer), peer, "{bad:?}");
+        }
     }
 
     #[test]

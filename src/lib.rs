@@ -10,6 +10,7 @@
 //! - [`http`]: HTTP routes, the embedded web client and the WebSocket upgrade check.
 //! - [`conn`]: one WebSocket connection: frames ⇄ messages, receive timestamps, the only writer.
 //! - [`legacy`]: the original student client's dialect (`--legacy`), a state machine.
+//! - [`gate`]: caps on WebSockets in all and per address, and on room creation per address.
 //! - [`server`]: `sgp serve`: the accept loop, shared state, timers and shutdown.
 //! - [`tls`]: TLS settings: the server's certificate (files or `--tls-self-signed`), the clients' roots.
 //! - [`client`]: a small WebSocket client used by the terminal commands.
@@ -27,6 +28,7 @@ pub mod client;
 pub mod clock;
 pub mod conn;
 pub mod eve;
+pub mod gate;
 pub mod http;
 pub mod legacy;
 pub mod pair;

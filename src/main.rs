@@ -32,8 +32,14 @@ serve   serve the web client on / and the protocol on /ws
                               machine's names and addresses (one run only): prints the
                               fingerprints and the CA for `sgp pair --ca-file` (docs/deploy.md)
         --trust-proxy         behind a reverse proxy: take the page's host from Forwarded /
-                              X-Forwarded-Host (the last value) for the Origin check; off,
-                              those headers are ignored
+                              X-Forwarded-Host, and the client's address from Forwarded /
+                              X-Forwarded-For (the last values), for the Origin check and
+                              the caps below; off, those headers are ignored
+        --max-connections N   WebSockets open at once (default: the open-file limit, raised
+                              to its hard limit, less a reserve for /healthz and pages)
+        --max-per-address N   WebSockets open at once from one address (IPv6: one /64;
+                              default 64); over a cap, the upgrade gets 429
+        --rooms-per-minute N  rooms one address may create a minute (default 30)
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080; https:// for TLS, with a path
                               if the server lives under one (https://example.org/sgp/)
@@ -114,7 +120,7 @@ fn main() -> ExitCode {
 enum Cmd {
     Help,
     Version,
-    Serve { bind: String, port: u16, config: server::Config, tls: Tls },
+    Serve { bind: String, port: u16, config: server::Config, tls: Tls, caps: CapsAsked },
     Pair(pair::Opts),
     Eve(eve::Opts),
     Bench(bench::Opts),
@@ -125,6 +131,52 @@ const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// `--ca-file` (pair, eve, bench), checked in `main` before anything connects.
 static CA_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+/// The caps given on the command line; the rest come from the file-descriptor limit.
+struct CapsAsked {
+    max_connections: Option<usize>,
+    per_address: Option<u32>,
+    rooms_per_minute: Option<u32>,
+}
+
+impl CapsAsked {
+    /// Raises this process's open-file limit to its hard limit, and returns the caps.
+    fn resolve(&self) -> sgp::gate::Caps {
+        let nofile = raise_nofile();
+        let mut caps = sgp::gate::Caps::for_fd_limit(nofile);
+        if let Some(n) = self.max_connections {
+            if n > caps.max_connections {
+                eprintln!(
+                    "sgp: --max-connections {n} is more than the open-file limit allows ({nofile}, keeping {} for the rest): the limit will be met first",
+                    (nofile as usize).saturating_sub(caps.max_connections)
+                );
+            }
+            caps.max_connections = n;
+        }
+        caps.per_address = self.per_address.unwrap_or(caps.per_address);
+        caps.rooms_per_minute = self.rooms_per_minute.unwrap_or(caps.rooms_per_minute);
+        caps
+    }
+}
+
+/// The open-file limit, first raised to the hard limit (as servers do; the soft default of
+/// 1024 would make a small cap on connections).
+fn raise_nofile() -> u64 {
+    let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+    // SAFETY: getrlimit and setrlimit read and write only the rlimit struct passed.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) != 0 {
+            return 1024;
+        }
+        if lim.rlim_cur < lim.rlim_max {
+            let raised = libc::rlimit { rlim_cur: lim.rlim_max, rlim_max: lim.rlim_max };
+            if libc::setrlimit(libc::RLIMIT_NOFILE, &raised) == 0 {
+                lim.rlim_cur = lim.rlim_max;
+            }
+        }
+    }
+    lim.rlim_cur as u64
+}
 
 /// How `sgp serve` is to do TLS, resolved in `run` before it listens.
 enum Tls {
@@ -170,6 +222,9 @@ struct Args {
     tls_key: Option<String>,
     tls_self_signed: bool,
     trust_proxy: bool,
+    max_connections: Option<usize>,
+    max_per_address: Option<u32>,
+    rooms_per_minute: Option<u32>,
     // pair, eve (and bench, which runs pairs)
     server: String,
     server_set: bool,
@@ -220,6 +275,9 @@ impl Default for Args {
             tls_key: None,
             tls_self_signed: false,
             trust_proxy: false,
+            max_connections: None,
+            max_per_address: None,
+            rooms_per_minute: None,
             server: DEFAULT_SERVER.to_string(),
             server_set: false,
             room: None,
@@ -284,6 +342,9 @@ impl Args {
             "tls-key" => self.tls_key = Some(p.value()?.string()?),
             "tls-self-signed" => self.tls_self_signed = true,
             "trust-proxy" => self.trust_proxy = true,
+            "max-connections" => self.max_connections = Some(p.value()?.parse()?),
+            "max-per-address" => self.max_per_address = Some(p.value()?.parse()?),
+            "rooms-per-minute" => self.rooms_per_minute = Some(p.value()?.parse()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -380,7 +441,14 @@ impl Args {
         config.ping_every = std::time::Duration::from_secs(self.ping_secs.into());
         config.silence = std::time::Duration::from_secs(self.silence_secs.into());
         config.trust_proxy = self.trust_proxy;
-        Ok(Cmd::Serve { bind: self.bind, port: self.port, config, tls })
+        if self.max_connections == Some(0) || !(1..=1_000_000).contains(&self.max_per_address.unwrap_or(1)) {
+            return Err("--max-connections takes 1 or more, --max-per-address 1 to 1000000".into());
+        }
+        if !(1..=100_000).contains(&self.rooms_per_minute.unwrap_or(1)) {
+            return Err("--rooms-per-minute takes 1 to 100000".into());
+        }
+        let caps = CapsAsked { max_connections: self.max_connections, per_address: self.max_per_address, rooms_per_minute: self.rooms_per_minute };
+        Ok(Cmd::Serve { bind: self.bind, port: self.port, config, tls, caps })
     }
 
     fn pair(self) -> Result<Cmd, lexopt::Error> {
@@ -558,7 +626,8 @@ fn run(cmd: Cmd) -> ExitCode {
             println!("sgp {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Serve { bind, port, mut config, tls } => local.block_on(&rt, async move {
+        Cmd::Serve { bind, port, mut config, tls, caps } => local.block_on(&rt, async move {
+            config.caps = caps.resolve();
             let self_signed = match tls_config(&tls, &bind) {
                 Ok((cfg, made)) => {
                     config.tls = cfg;

@@ -459,6 +459,10 @@ pub enum ErrorCode {
     TooManyPosts,
     /// `post` onto a round's board that is full.
     BoardFull,
+    /// `create` above this address's rate of new rooms (`--rooms-per-minute`).
+    TooManyRooms,
+    /// `join` as an observer of a room that has `max_observers` of them.
+    TooManyObservers,
 }
 
 impl ErrorCode {
@@ -481,6 +485,8 @@ impl ErrorCode {
             ErrorCode::OutsideWindow => "outside_window",
             ErrorCode::TooManyPosts => "too_many_posts",
             ErrorCode::BoardFull => "board_full",
+            ErrorCode::TooManyRooms => "too_many_rooms",
+            ErrorCode::TooManyObservers => "too_many_observers",
         }
     }
 }

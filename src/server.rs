@@ -3,6 +3,7 @@
 //! each connection) on one thread: `RefCell`, no locks, and no borrow held across `.await`.
 
 use crate::clock::Clock;
+use crate::gate::{Caps, Gate};
 use crate::http::{self, Origins, Route};
 use crate::legacy::{self, Legacy};
 use crate::protocol::{board_text, to_text};
@@ -13,6 +14,7 @@ use hyper::{Request, Response};
 use hyper_util::rt::{TokioIo, TokioTimer};
 use std::cell::{Cell, RefCell};
 use std::future::Future;
+use std::net::IpAddr;
 use std::rc::Rc;
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,14 +33,17 @@ pub struct Config {
     pub silence: Duration,
     /// Serve https and wss with this (`--tls-cert`/`--tls-key` or `--tls-self-signed`).
     pub tls: Option<Arc<rustls::ServerConfig>>,
-    /// Take the page's host from `Forwarded` / `X-Forwarded-Host` (`--trust-proxy`).
+    /// Take the page's host and the client's address from `Forwarded` / `X-Forwarded-*`
+    /// (`--trust-proxy`).
     pub trust_proxy: bool,
+    /// Open WebSockets in all and per address, rooms per address per minute.
+    pub caps: Caps,
 }
 
 impl Config {
     /// What `sgp serve` uses unless told otherwise.
     pub fn new(origins: Origins, legacy: bool) -> Config {
-        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false }
+        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false, caps: Caps::for_fd_limit(1024) }
     }
 }
 
@@ -58,6 +63,8 @@ pub struct Shared {
     /// Boards already serialised for `board` requests, by version: observers polling one
     /// board share one copy, and a request costs no serialisation while the board stands.
     board_texts: RefCell<FastMap<u64, Utf8Bytes>>,
+    /// Who may open a WebSocket or create a room.
+    pub gate: RefCell<Gate>,
 }
 
 /// Boards kept serialised at once (the cache is emptied when it grows past this).
@@ -75,6 +82,7 @@ pub fn os_random(buf: &mut [u8]) {
 impl Shared {
     pub fn new(config: Config) -> Rc<Shared> {
         Rc::new(Shared {
+            gate: RefCell::new(Gate::new(config.caps.clone())),
             clock: Clock::new(),
             engine: RefCell::new(Engine::new(Limits::default(), Box::new(os_random))),
             legacy: RefCell::new(Legacy::new(legacy::local_utc_offset_s())),
@@ -178,21 +186,47 @@ impl Shared {
     }
 }
 
-async fn handle(req: Request<Incoming>, shared: Rc<Shared>) -> Result<Response<http::Body>, std::convert::Infallible> {
+async fn handle(req: Request<Incoming>, shared: Rc<Shared>, peer: IpAddr) -> Result<Response<http::Body>, std::convert::Infallible> {
     Ok(match http::route(&req, &shared.config.origins, shared.config.trust_proxy) {
         Route::Reply(r) => r,
         Route::Health => http::json(shared.health()),
         Route::Upgrade { accept } => {
+            let addr = http::client_ip(req.headers(), shared.config.trust_proxy, peer);
+            let admitted = match Admission::new(&shared, addr) {
+                Ok(a) => a,
+                Err(refused) => return Ok(http::too_many(refused)),
+            };
             // Spawned before the 101 goes out: hyper resolves the upgrade once it has.
             tokio::task::spawn_local(async move {
                 if let Ok(upgraded) = hyper::upgrade::on(req).await {
                     let io = crate::conn::ServerIo::new(upgraded, shared.clock);
-                    crate::conn::run(io, shared).await;
+                    crate::conn::run(io, shared.clone(), addr).await;
                 }
+                drop(admitted);
             });
             http::switching(&accept)
         }
     })
+}
+
+/// A WebSocket's place under the caps, given back when it is dropped (when its task ends,
+/// however it ends).
+struct Admission {
+    shared: Rc<Shared>,
+    addr: IpAddr,
+}
+
+impl Admission {
+    fn new(shared: &Rc<Shared>, addr: IpAddr) -> Result<Admission, crate::gate::Refused> {
+        shared.gate.borrow_mut().admit(addr)?;
+        Ok(Admission { shared: shared.clone(), addr })
+    }
+}
+
+impl Drop for Admission {
+    fn drop(&mut self) {
+        self.shared.gate.borrow_mut().release(self.addr);
+    }
 }
 
 /// Closes rounds past their grace and removes idle rooms, waking when the engine says.
@@ -214,11 +248,11 @@ const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// HTTP/1.1 (and the WebSocket upgrade) on one accepted connection, plain or TLS.
-async fn serve_http<I>(io: I, shared: Rc<Shared>)
+async fn serve_http<I>(io: I, shared: Rc<Shared>, peer: IpAddr)
 where
     I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
 {
-    let svc = service_fn(move |req| handle(req, shared.clone()));
+    let svc = service_fn(move |req| handle(req, shared.clone(), peer));
     let _ = hyper::server::conn::http1::Builder::new()
         .timer(TokioTimer::new())
         .header_read_timeout(HEADER_TIMEOUT)
@@ -229,10 +263,10 @@ where
 }
 
 /// The TLS handshake, then HTTP. A failed or stalled handshake just closes this connection.
-async fn serve_https(stream: tokio::net::TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared: Rc<Shared>) {
+async fn serve_https(stream: tokio::net::TcpStream, acceptor: tokio_rustls::TlsAcceptor, shared: Rc<Shared>, peer: IpAddr) {
     let Ok(raw) = crate::conn::raw_tcp(stream, shared.clock) else { return };
     if let Ok(Ok(tls)) = tokio::time::timeout(HANDSHAKE_TIMEOUT, acceptor.accept(raw)).await {
-        serve_http(tls, shared).await;
+        serve_http(tls, shared, peer).await;
     }
 }
 
@@ -246,7 +280,7 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
     loop {
         tokio::select! {
             accepted = listener.accept() => {
-                let Ok((stream, _)) = accepted else {
+                let Ok((stream, peer)) = accepted else {
                     // Out of file descriptors or similar: back off a moment rather than spin.
                     tokio::time::sleep(Duration::from_millis(10)).await;
                     continue;
@@ -255,10 +289,10 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
                 let shared = shared.clone();
                 match &acceptor {
                     None => {
-                        tokio::task::spawn_local(serve_http(stream, shared));
+                        tokio::task::spawn_local(serve_http(stream, shared, peer.ip()));
                     }
                     Some(acceptor) => {
-                        tokio::task::spawn_local(serve_https(stream, acceptor.clone(), shared));
+                        tokio::task::spawn_local(serve_https(stream, acceptor.clone(), shared, peer.ip()));
                     }
                 }
             }

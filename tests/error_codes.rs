@@ -8,7 +8,7 @@ const ALL: &[sgp::protocol::ErrorCode] = {
     use sgp::protocol::ErrorCode::*;
     &[
         BadJson, UnknownType, BadField, NoSuchRoom, RoomFull, NotAllowed, RateLimited, TooLarge, LegacyDisabled, RoundRunning,
-        RoundDropped, StaleConfirm, TooEarly, NoRound, OutsideWindow, TooManyPosts, BoardFull,
+        RoundDropped, StaleConfirm, TooEarly, NoRound, OutsideWindow, TooManyPosts, BoardFull, TooManyRooms, TooManyObservers,
     ]
 };
 

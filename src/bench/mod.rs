@@ -77,6 +77,9 @@ fn stopping() -> bool {
     STOP.load(std::sync::atomic::Ordering::Relaxed)
 }
 
+/// The caps of the servers bench starts: its loads come from one address, by design.
+pub const LOAD_CAPS: &[&str] = &["--max-per-address", "1000000", "--rooms-per-minute", "100000"];
+
 /// A server we started, stopped when dropped (with the folder of its CA, if TLS).
 struct OwnServer {
     child: Child,
@@ -117,6 +120,8 @@ fn start_server(extra: &[&str]) -> Result<OwnServer, String> {
 fn start_server_in(ns: Option<&str>, extra: &[&str]) -> Result<OwnServer, String> {
     let mut child = sgp_command(ns)?
         .args(["serve", "--port", "0"])
+        // A benchmark is one address making many connections and rooms on purpose.
+        .args(LOAD_CAPS)
         .args(extra)
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())

@@ -22,6 +22,8 @@ pub struct Limits {
     pub post_slack_hz: f64,
     /// At most this many rooms at once.
     pub max_rooms: usize,
+    /// At most this many observers in one room (each is sent every board).
+    pub max_observers: usize,
     /// At most this many entries on one round's board (bounds memory and every reply).
     pub max_board: usize,
     /// `board` requests a connection may send at once, and per second after that: each
@@ -62,6 +64,7 @@ impl Default for Limits {
             post_rate_factor: 4.0,
             post_slack_hz: 100.0,
             max_rooms: 100_000,
+            max_observers: 64,
             max_board: 100_000,
             board_burst: 20.0,
             board_per_sec: 10.0,

@@ -186,6 +186,10 @@ impl Engine {
             return err(conn, ErrorCode::NoSuchRoom, format!("no such room {code}"));
         };
         let role = if as_ == Some(JoinAs::Observer) {
+            if r.observers.len() >= self.limits.max_observers {
+                let n = self.limits.max_observers;
+                return err(conn, ErrorCode::TooManyObservers, format!("room {code} has {n} observers already, the most one room takes"));
+            }
             r.observers.push(conn);
             Role::Observer
         } else if let Some(k) = r.posters.iter().position(Option::is_none) {
@@ -597,6 +601,23 @@ mod tests {
         assert_eq!(error_code(&e.handle(5, ClientMsg::Join { room: "x".repeat(100_000), as_: None }, T0)), ErrorCode::BadField);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Join { room: code, as_: None }, T0)), ErrorCode::NotAllowed);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Create { params: None }, T0)), ErrorCode::NotAllowed);
+    }
+
+    #[test]
+    fn observers_are_capped_per_room() {
+        let mut e = engine();
+        let code = room_with_three(&mut e); // one observer already
+        let max = Limits::default().max_observers as u64;
+        for c in 10..10 + max - 1 {
+            let out = e.handle(c, ClientMsg::Join { room: code.clone(), as_: Some(JoinAs::Observer) }, T0);
+            assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Observer, .. }), "{c}");
+        }
+        let late = 10 + max;
+        assert_eq!(error_code(&e.handle(late, ClientMsg::Join { room: code.clone(), as_: Some(JoinAs::Observer) }, T0)), ErrorCode::TooManyObservers);
+        // One leaves: one more may watch.
+        e.disconnect(10);
+        let out = e.handle(late, ClientMsg::Join { room: code, as_: Some(JoinAs::Observer) }, T0);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Observer, .. }));
     }
 
     #[test]

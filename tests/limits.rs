@@ -1,0 +1,224 @@
+//! Caps that hold under abuse (issue 16): WebSockets per address and in all, rooms created per
+//! address per minute, pings and pongs under the flood limit, a close frame answered. Each
+//! abuse comes from its own loopback address (127.0.0.2 and up: all of 127/8 is this
+//! machine), while a pair from 127.0.0.1 still makes its key.
+
+mod common;
+
+use common::*;
+use futures_util::{SinkExt, StreamExt};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+use tokio_tungstenite::tungstenite::Message;
+
+/// A TCP connection to the server from `from` (a loopback address).
+async fn tcp_from(server: &Server, from: &str) -> TcpStream {
+    let s = TcpSocket::new_v4().unwrap();
+    s.bind(format!("{from}:0").parse().unwrap()).unwrap();
+    s.connect(format!("127.0.0.1:{}", server.port).parse().unwrap()).await.unwrap()
+}
+
+/// A WebSocket upgrade from `from` with `extra` headers: the status, and the open socket.
+async fn upgrade_from(server: &Server, from: &str, extra: &str) -> (u16, String, TcpStream) {
+    let mut s = tcp_from(server, from).await;
+    let req = format!(
+        "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n{extra}\r\n",
+        server.port
+    );
+    s.write_all(req.as_bytes()).await.unwrap();
+    let mut head = Vec::new();
+    let mut b = [0u8; 1];
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !head.ends_with(b"\r\n\r\n") && Instant::now() < deadline {
+        match tokio::time::timeout(Duration::from_secs(10), s.read(&mut b)).await {
+            Ok(Ok(1)) => head.push(b[0]),
+            _ => break,
+        }
+    }
+    let text = String::from_utf8_lossy(&head).into_owned();
+    let status = text.split_whitespace().nth(1).and_then(|c| c.parse().ok()).unwrap_or(0);
+    // A refusal's body: its stable code comes first.
+    let mut body = String::new();
+    if status != 101 {
+        let mut rest = vec![0u8; 512];
+        if let Ok(Ok(n)) = tokio::time::timeout(Duration::from_secs(2), s.read(&mut rest)).await {
+            body = String::from_utf8_lossy(&rest[..n]).into_owned();
+        }
+    }
+    (status, body, s)
+}
+
+/// Two `sgp pair` from 127.0.0.1 make a key. Blocking, on purpose: the held sockets need no
+/// polling, and the server is another process.
+fn pair_meanwhile(server: &Server) {
+    let (a, b) = live_pair(server, &[]);
+    assert_eq!(a["key"], b["key"]);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn per_address_cap_refuses_with_429_and_others_go_on() {
+    let server = Server::start(&["--max-per-address", "8"]);
+    let mut held = Vec::new();
+    for k in 0..8 {
+        let (status, _, s) = upgrade_from(&server, "127.0.0.2", "").await;
+        assert_eq!(status, 101, "socket {k}");
+        held.push(s);
+    }
+    let (status, body, _) = upgrade_from(&server, "127.0.0.2", "").await;
+    assert_eq!(status, 429);
+    assert!(body.contains("too_many_connections"), "{body}");
+    // Another address is not affected: a pair from 127.0.0.1 makes its key.
+    pair_meanwhile(&server);
+    // One closes: one more may open.
+    drop(held.pop());
+    let mut ok = false;
+    for _ in 0..50 {
+        let (status, _, s) = upgrade_from(&server, "127.0.0.2", "").await;
+        if status == 101 {
+            held.push(s);
+            ok = true;
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert!(ok, "a closed socket gives its place back");
+    assert_eq!(server.healthz()["connections"], 8);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn the_server_cap_keeps_healthz_and_refuses_the_rest() {
+    let server = Server::start(&["--max-connections", "6", "--max-per-address", "100"]);
+    let mut held = Vec::new();
+    for _ in 0..6 {
+        let (status, _, s) = upgrade_from(&server, "127.0.0.3", "").await;
+        assert_eq!(status, 101);
+        held.push(s);
+    }
+    for from in ["127.0.0.3", "127.0.0.4", "127.0.0.1"] {
+        let (status, body, _) = upgrade_from(&server, from, "").await;
+        assert_eq!((status, body.starts_with("server_full")), (429, true), "{from}: {body}");
+    }
+    // The page and /healthz are still served at the cap.
+    assert_eq!(server.healthz()["connections"], 6);
+    assert_eq!(server.get("/").0, 200);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn rooms_per_address_per_minute() {
+    let server = Server::start(&["--rooms-per-minute", "3"]);
+    let create_from = |from: &'static str| {
+        let server = &server;
+        async move {
+            let tcp = tcp_from(server, from).await;
+            let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+            send(&mut ws, serde_json::json!({"type": "create"})).await;
+            let v = recv(&mut ws).await;
+            (v, ws)
+        }
+    };
+    let mut rooms = Vec::new();
+    for _ in 0..3 {
+        let (v, ws) = create_from("127.0.0.5").await;
+        assert_eq!(v["type"], "joined", "{v}");
+        rooms.push(ws);
+    }
+    let (v, _) = create_from("127.0.0.5").await;
+    assert_eq!((v["type"].as_str(), v["code"].as_str()), (Some("error"), Some("too_many_rooms")), "{v}");
+    // Another address creates as it likes.
+    let (v, _) = create_from("127.0.0.1").await;
+    assert_eq!(v["type"], "joined", "{v}");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_ping_flood_is_closed_with_1008() {
+    let server = Server::start(&[]);
+    let tcp = tcp_from(&server, "127.0.0.6").await;
+    let (ws, _) = tokio_tungstenite::client_async(server.ws_url(), tcp).await.unwrap();
+    let (mut tx, mut rx) = ws.split();
+    let flood = tokio::spawn(async move {
+        for _ in 0..2_000_000u32 {
+            if tx.feed(Message::Ping(Default::default())).await.is_err() {
+                break;
+            }
+        }
+        let _ = tx.flush().await;
+    });
+    let code = tokio::time::timeout(Duration::from_secs(30), async {
+        while let Some(m) = rx.next().await {
+            match m {
+                Ok(Message::Close(f)) => return f.map(|f| u16::from(f.code)),
+                Ok(_) => {}
+                Err(_) => return None,
+            }
+        }
+        None
+    })
+    .await
+    .expect("closed within 30 s");
+    flood.abort();
+    assert_eq!(code, Some(1008), "a ping flood is a flood");
+    assert_eq!(server.healthz()["ok"], true);
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn a_close_frame_is_answered_with_one() {
+    let server = Server::start(&[]);
+    let mut ws = ws(&server).await;
+    ws.send(Message::Close(Some(CloseFrame { code: CloseCode::Normal, reason: "bye".into() }))).await.unwrap();
+    let answer = tokio::time::timeout(Duration::from_secs(5), async {
+        while let Some(m) = ws.next().await {
+            if let Ok(Message::Close(f)) = m {
+                return f.map(|f| u16::from(f.code));
+            }
+        }
+        None
+    })
+    .await
+    .expect("an answer within 5 s");
+    assert_eq!(answer, Some(1000), "the server answers a close frame with its own (RFC 6455 §5.5.1)");
+}
+
+#[tokio::test(flavor = "current_thread")]
+async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+    let xff = |a: &str| format!("X-Forwarded-For: 203.0.113.50, {a}\r\n");
+    let trusting = Server::start(&["--trust-proxy", "--max-per-address", "2"]);
+    let mut held = Vec::new();
+    for _ in 0..2 {
+        let (status, _, s) = upgrade_from(&trusting, "127.0.0.7", &xff("198.51.100.1")).await;
+        assert_eq!(status, 101);
+        held.push(s);
+    }
+    assert_eq!(upgrade_from(&trusting, "127.0.0.7", &xff("198.51.100.1")).await.0, 429);
+    // Through the same proxy (one peer address), another client is another address.
+    assert_eq!(upgrade_from(&trusting, "127.0.0.7", &xff("198.51.100.2")).await.0, 101);
+    // Without --trust-proxy the header is ignored: the peer's address is the one counted.
+    let plain = Server::start(&["--max-per-address", "2"]);
+    let mut held = Vec::new();
+    for a in ["198.51.100.1", "198.51.100.2"] {
+        let (status, _, s) = upgrade_from(&plain, "127.0.0.8", &xff(a)).await;
+        assert_eq!(status, 101);
+        held.push(s);
+    }
+    assert_eq!(upgrade_from(&plain, "127.0.0.8", &xff("198.51.100.3")).await.0, 429);
+}
+
+#[test]
+fn bad_cap_values_are_exit_2() {
+    for args in [
+        &["--max-connections", "0"][..],
+        &["--max-connections", "-1"],
+        &["--max-connections", "many"],
+        &["--max-per-address", "0"],
+        &["--max-per-address", "99999999999"],
+        &["--rooms-per-minute", "0"],
+        &["--rooms-per-minute", "1e3"],
+    ] {
+        let out = std::process::Command::new(SGP).args(["serve", "--port", "0"]).args(args).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}");
+        assert!(out.stdout.is_empty(), "{args:?}: nothing listened");
+    }
+}
