@@ -140,17 +140,34 @@ fn a_post_held_back_each_round_costs_a_span_not_the_round() {
     assert!(!drops.is_empty(), "bob dropped nothing in {b_rounds} rounds");
     let left_out: u64 = drops.iter().map(|d| d["left_out"].as_u64().unwrap()).sum();
     assert!(left_out > 0, "the spans left out no kept entry at all");
-    assert_eq!(heard.len(), drops.len(), "alice heard every drop");
-    for (d, h) in drops.iter().zip(&heard) {
-        assert_eq!((&d["session"], &d["round"], &d["spans"]), (&h["session"], &h["round"], &h["spans"]));
-        let kept = |lines: &[Value]| lines.iter().filter_map(|v| v.get("round")).find(|r| r["round"] == d["round"] && r["session"] == d["session"]).map(|r| r["kept"].clone());
+    // Alice heard each drop of a round she kept (a round her own view found out of sync on a
+    // busy machine is gone for her, and a `dropped` for it changes nothing), and derived the
+    // round again with it. She holds nothing back, but on a busy machine her own late posts
+    // cost spans too; in a round where both dropped, each count is taken at another moment.
+    let same = |x: &Value, y: &Value| x["session"] == y["session"] && x["round"] == y["round"];
+    let a_drops: Vec<&Value> = a_lines.iter().filter_map(|v| v.get("drop")).collect();
+    let a_kept = |d: &Value| a_lines.iter().filter_map(|v| v.get("round")).any(|r| same(r, d) && r["kept"].is_u64());
+    let mut checked = 0;
+    for d in drops.iter().filter(|d| a_kept(d)) {
+        let h = heard.iter().find(|h| same(h, d)).unwrap_or_else(|| panic!("alice, who kept round {}, heard no drop of it", d["round"]));
+        assert_eq!(d["spans"], h["spans"]);
+        let kept = |lines: &[Value]| lines.iter().filter_map(|v| v.get("round")).find(|r| same(r, d)).map(|r| r["kept"].clone());
         // Bob's round report comes after his drop; alice's "dropped" line has her count after it.
-        assert_eq!(kept(&b_lines), Some(h["kept"].clone()), "both count the same entries in round {}", d["round"]);
+        if !a_drops.iter().any(|a| same(a, d)) {
+            assert_eq!(kept(&b_lines), Some(h["kept"].clone()), "both count the same entries in round {}", d["round"]);
+        }
+        checked += 1;
     }
-    // Eve heard the same spans, with no word of who sent them.
+    assert!(checked > 0, "no round both kept had a drop of bob's");
+    // Eve heard the same spans, with no word of who sent them: every drop a poster heard, and
+    // no more than both made.
     let _ = wait_output(eve, Duration::from_secs(30));
     let eve_drops: Vec<Value> = json_lines(&eve_reader.join().unwrap()).into_iter().filter_map(|v| v.get("dropped").cloned()).collect();
-    assert_eq!(eve_drops.len(), drops.len());
+    let b_heard: Vec<&Value> = b_lines.iter().filter_map(|v| v.get("dropped")).collect();
+    for h in heard.iter().chain(&b_heard) {
+        assert!(eve_drops.iter().any(|e| same(e, h) && e["spans"] == h["spans"]), "eve missed {h}");
+    }
+    assert!(eve_drops.len() <= drops.len() + a_drops.len(), "eve heard {} drops of {} made", eve_drops.len(), drops.len() + a_drops.len());
     for d in &eve_drops {
         let keys: Vec<&String> = d.as_object().unwrap().keys().collect();
         assert_eq!(keys, ["round", "session", "spans"], "{d}");
