@@ -7,7 +7,7 @@
 //! too slow a reader, 1001 shutdown or silence.
 
 use crate::legacy;
-use crate::protocol::{parse_client, to_text, ClientMsg, ErrorCode, ProtoError, ServerMsg};
+use crate::protocol::{parse_client, to_text, ClientMsg, ErrorCode, JoinAs, ProtoError, ServerMsg};
 use crate::server::Shared;
 use crate::clock::Clock;
 use futures_util::{SinkExt, StreamExt};
@@ -361,7 +361,7 @@ fn recv_stamped(tcp: &std::net::TcpStream, dst: &mut [u8]) -> io::Result<(usize,
 /// Serves one upgraded connection from `addr` (the client's, for the caps) until it ends.
 pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
-    let ctx = Ctx { shared: &shared, addr };
+    let ctx = Ctx { shared: &shared, addr, observing: std::cell::Cell::new(false) };
     let (id, mut rx) = shared.register();
     // Whatever ends this task, a panic included, the connection leaves its room and the
     // server's count: a seat must never stay taken by a connection that is gone.
@@ -529,10 +529,26 @@ impl Coalescing {
 /// One text frame, received at `now` (`stamp`: the kernel's time, if it gave one). `Err`
 /// ends the connection.
 #[allow(clippy::too_many_arguments)]
-/// What `on_text` needs of the server: the shared state and the client's address.
+/// What `on_text` needs of the server: the shared state and the client's address, and
+/// whether this connection counts as one of its address's observers (given back on drop).
 struct Ctx<'a> {
     shared: &'a Shared,
     addr: std::net::IpAddr,
+    observing: std::cell::Cell<bool>,
+}
+
+impl Ctx<'_> {
+    fn stop_observing(&self) {
+        if self.observing.replace(false) {
+            self.shared.gate.borrow_mut().unobserve(self.addr);
+        }
+    }
+}
+
+impl Drop for Ctx<'_> {
+    fn drop(&mut self) {
+        self.stop_observing();
+    }
 }
 
 async fn on_text<S>(
@@ -585,8 +601,20 @@ where
             let e = ProtoError::new(ErrorCode::TooManyRooms, format!("this address has created {n} rooms in the last minute, the most it may; wait a little"));
             send(ws, to_text(&e.to_msg()).into()).await
         }
+        Ok(ClientMsg::Join { as_: Some(JoinAs::Observer), .. }) if !shared.gate.borrow().may_observe(ctx.addr) => {
+            let n = shared.gate.borrow().caps().observers_per_address;
+            let e = ProtoError::new(ErrorCode::TooManyObservers, format!("this address watches {n} rooms already, the most one address may"));
+            send(ws, to_text(&e.to_msg()).into()).await
+        }
         Ok(msg) => {
+            let (watch, leave) = (matches!(msg, ClientMsg::Join { as_: Some(JoinAs::Observer), .. }), matches!(msg, ClientMsg::Leave {}));
             let outs = shared.engine.borrow_mut().handle(id, msg, now);
+            if watch && outs.iter().any(|o| o.to == [id] && matches!(o.msg, ServerMsg::Joined { role: crate::protocol::Role::Observer, .. })) {
+                shared.gate.borrow_mut().observe(ctx.addr);
+                ctx.observing.set(true);
+            } else if leave {
+                ctx.stop_observing();
+            }
             shared.dispatch(outs);
             Ok(())
         }

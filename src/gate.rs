@@ -16,6 +16,8 @@ pub struct Caps {
     pub per_address: u32,
     /// Rooms one address may create per minute (`--rooms-per-minute`), a burst of as many.
     pub rooms_per_minute: u32,
+    /// Connections of one address watching a room as observers (each is sent every board).
+    pub observers_per_address: u32,
 }
 
 /// File descriptors kept for what is not a WebSocket (the listener, `/healthz`, `/metrics`,
@@ -27,7 +29,7 @@ impl Caps {
     pub fn for_fd_limit(nofile: u64) -> Caps {
         let nofile = usize::try_from(nofile).unwrap_or(usize::MAX);
         let reserve = FD_RESERVE.max(nofile / 20);
-        Caps { max_connections: nofile.saturating_sub(reserve).max(1), per_address: 64, rooms_per_minute: 30 }
+        Caps { max_connections: nofile.saturating_sub(reserve).max(1), per_address: 64, rooms_per_minute: 30, observers_per_address: 16 }
     }
 }
 
@@ -72,11 +74,12 @@ pub struct Gate {
     open: HashMap<IpAddr, u32>,
     total: usize,
     creates: HashMap<IpAddr, (Bucket, i64)>,
+    observers: HashMap<IpAddr, u32>,
 }
 
 impl Gate {
     pub fn new(caps: Caps) -> Gate {
-        Gate { caps, open: HashMap::new(), total: 0, creates: HashMap::new() }
+        Gate { caps, open: HashMap::new(), total: 0, creates: HashMap::new(), observers: HashMap::new() }
     }
 
     pub fn caps(&self) -> &Caps {
@@ -115,6 +118,26 @@ impl Gate {
         }
     }
 
+    /// May one more connection of `addr` watch a room?
+    pub fn may_observe(&self, addr: IpAddr) -> bool {
+        self.observers.get(&key(addr)).copied().unwrap_or(0) < self.caps.observers_per_address
+    }
+
+    /// A connection of `addr` now watches a room (it must [`Gate::unobserve`] when it stops).
+    pub fn observe(&mut self, addr: IpAddr) {
+        *self.observers.entry(key(addr)).or_insert(0) += 1;
+    }
+
+    pub fn unobserve(&mut self, addr: IpAddr) {
+        let k = key(addr);
+        if let Some(n) = self.observers.get_mut(&k) {
+            *n -= 1;
+            if *n == 0 {
+                self.observers.remove(&k);
+            }
+        }
+    }
+
     /// May `addr` create a room at `now` (µs)? Takes one from its bucket if so.
     pub fn may_create(&mut self, addr: IpAddr, now: i64) -> bool {
         let burst = f64::from(self.caps.rooms_per_minute);
@@ -139,7 +162,7 @@ mod tests {
 
     #[test]
     fn per_address_and_total_caps() {
-        let mut g = Gate::new(Caps { max_connections: 5, per_address: 2, rooms_per_minute: 30 });
+        let mut g = Gate::new(Caps { max_connections: 5, per_address: 2, rooms_per_minute: 30, observers_per_address: 1 });
         assert_eq!(g.admit(ip("127.0.0.2")), Ok(()));
         assert_eq!(g.admit(ip("127.0.0.2")), Ok(()));
         assert_eq!(g.admit(ip("127.0.0.2")), Err(Refused::AddressFull));
@@ -161,7 +184,7 @@ mod tests {
 
     #[test]
     fn an_ipv6_machine_is_its_slash_64() {
-        let mut g = Gate::new(Caps { max_connections: 100, per_address: 2, rooms_per_minute: 30 });
+        let mut g = Gate::new(Caps { max_connections: 100, per_address: 2, rooms_per_minute: 30, observers_per_address: 1 });
         assert_eq!(g.admit(ip("2001:db8:1:2::1")), Ok(()));
         assert_eq!(g.admit(ip("2001:db8:1:2:ffff::7")), Ok(()));
         assert_eq!(g.admit(ip("2001:db8:1:2::9")), Err(Refused::AddressFull));
@@ -172,7 +195,7 @@ mod tests {
 
     #[test]
     fn room_creation_rate_per_address() {
-        let mut g = Gate::new(Caps { max_connections: 100, per_address: 2, rooms_per_minute: 3 });
+        let mut g = Gate::new(Caps { max_connections: 100, per_address: 2, rooms_per_minute: 3, observers_per_address: 1 });
         let t = 1_000_000_000;
         for _ in 0..3 {
             assert!(g.may_create(ip("127.0.0.2"), t));
@@ -182,6 +205,22 @@ mod tests {
         // One more every 20 s.
         assert!(!g.may_create(ip("127.0.0.2"), t + 19_000_000));
         assert!(g.may_create(ip("127.0.0.2"), t + 21_000_000));
+    }
+
+    #[test]
+    fn observers_per_address() {
+        let mut g = Gate::new(Caps { max_connections: 100, per_address: 50, rooms_per_minute: 3, observers_per_address: 2 });
+        for _ in 0..2 {
+            assert!(g.may_observe(ip("127.0.0.2")));
+            g.observe(ip("127.0.0.2"));
+        }
+        assert!(!g.may_observe(ip("127.0.0.2")));
+        assert!(g.may_observe(ip("127.0.0.3")));
+        g.unobserve(ip("127.0.0.2"));
+        assert!(g.may_observe(ip("127.0.0.2")));
+        g.unobserve(ip("127.0.0.2"));
+        g.unobserve(ip("127.0.0.2")); // once too often: nothing below zero
+        assert!(g.observers.is_empty());
     }
 
     #[test]

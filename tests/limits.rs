@@ -206,6 +206,42 @@ async fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
     assert_eq!(upgrade_from(&plain, "127.0.0.8", &xff("198.51.100.3")).await.0, 429);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn observers_that_never_read_do_not_hold_up_a_pair() {
+    let server = Server::start(&[]);
+    let args = ["--tolerance-ms", "1", "--target-bits", "64", "--retries", "60"];
+    let (creator, code, rest) = spawn_creator(&server, &args);
+    // 16 observers from one address join the pair's room and never read a byte.
+    let mut watchers = Vec::new();
+    for k in 0..17 {
+        let tcp = tcp_from(&server, "127.0.0.9").await;
+        let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+        send(&mut ws, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
+        let v = recv(&mut ws).await;
+        if k < 16 {
+            assert_eq!(v["type"], "joined", "observer {k}: {v}");
+            watchers.push(ws);
+        } else {
+            // The 17th of one address is turned away; the room itself still takes observers.
+            assert_eq!(v["code"], "too_many_observers", "{v}");
+        }
+    }
+    let joiner = spawn_pair(&server, &["--room", &code, "--retries", "60"]);
+    let reader = read_rest(rest);
+    let (b, a) = tokio::task::spawn_blocking(move || (wait_output(joiner, Duration::from_secs(90)), wait_output(creator, Duration::from_secs(90))))
+        .await
+        .unwrap();
+    let ka = key_of(&a, &reader.join().unwrap());
+    assert_eq!(ka["key"], key_of(&b, "")["key"]);
+    assert_eq!(ka["confirmed"], true);
+    // Another address may still watch.
+    let mut ws = ws(&server).await;
+    send(&mut ws, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
+    let v = recv(&mut ws).await;
+    assert!(v["type"] == "joined" || v["code"] == "no_such_room", "{v}");
+    drop(watchers);
+}
+
 #[test]
 fn bad_cap_values_are_exit_2() {
     for args in [
