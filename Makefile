@@ -11,7 +11,7 @@ NGINX ?= /usr/sbin/nginx
 CADDY ?= /usr/bin/caddy
 OPENSSL ?= /usr/bin/openssl
 
-.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy chromium proxies clean audit
+.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-install test-vendor vendor chromium proxies systemd clean audit
 
 all: release
 
@@ -31,8 +31,8 @@ run: release
 	./target/release/sgp serve --port $(PORT)
 
 ## Every test: Rust (unit, vectors, integration), the vectors' independent Python check,
-## JavaScript (unit), browser (end to end).
-test: test-rust test-vectors test-js test-browser
+## JavaScript (unit), the install without Node and the systemd unit, browser (end to end).
+test: test-rust test-vectors test-js test-install test-browser
 
 test-rust: client/node_modules/.stamp
 	$(CARGO) test --all-targets
@@ -54,6 +54,30 @@ test-browser: client/node_modules/.stamp chromium proxies build
 ## deploy/'s configs) and through sgp's own TLS.
 test-proxy: client/node_modules/.stamp chromium proxies build
 	$(E2E_ENV) node --test --test-concurrency=1 client/test/e2e/proxy.test.mjs
+
+## What the page uses from npm packages, committed in client/vendor/ so that the build needs
+## no Node (build.rs embeds client/vendor/; it never reads node_modules).
+VENDOR = bootstrap/dist/css/bootstrap.min.css
+
+## Refresh client/vendor/ from the npm packages (after changing client/package.json), then commit it.
+vendor: client/node_modules/.stamp
+	mkdir -p client/vendor
+	for f in $(VENDOR); do cp client/node_modules/$$f client/vendor/; done
+
+## client/vendor/ holds exactly $(VENDOR), byte for byte as npm ci installs them.
+test-vendor: client/node_modules/.stamp
+	@for f in $(VENDOR); do \
+	  cmp -s client/node_modules/$$f client/vendor/$${f##*/} \
+	    || { echo "test-vendor: FAIL: client/vendor/$${f##*/} is not the npm package's $$f: run make vendor and commit it" >&2; exit 1; }; \
+	done
+	@extra=$$(ls -A client/vendor | grep -vxF "$$(printf '%s\n' $(notdir $(VENDOR)))" || true); \
+	if [ -n "$$extra" ]; then echo "test-vendor: FAIL: client/vendor/ has files not in the Makefile's VENDOR: $$extra" >&2; exit 1; fi
+	@echo "test-vendor: client/vendor/ is the npm packages' $(notdir $(VENDOR))"
+
+## `cargo install` from a copy of the tree without node_modules, node or npm; the installed
+## binary serves the page; `systemd-analyze verify` passes deploy/sgp.service (tests/install.sh).
+test-install: test-vendor systemd
+	CARGO_TARGET_DIR=$(CURDIR)/target tests/install.sh
 
 ## The full eavesdropper's audit (SECURITY.md): real pairs on loopback, across network
 ## namespaces with 20 ± 5 ms of delay (needs root), the field profiles of issue 14 with
@@ -92,6 +116,15 @@ proxies:
 	  echo "installing Debian's$$missing for the proxy tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq $$missing; \
+	fi
+
+## Debian's systemd, for systemd-analyze in test-install (as root, or with sudo). In a container
+## it only installs files: systemd does not start unless it is the container's init.
+systemd:
+	@if ! command -v systemd-analyze >/dev/null; then \
+	  echo "installing Debian's systemd for systemd-analyze (the systemd unit's check)"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends systemd; \
 	fi
 
 clean:
