@@ -11,7 +11,7 @@ NGINX ?= /usr/sbin/nginx
 CADDY ?= /usr/bin/caddy
 OPENSSL ?= /usr/bin/openssl
 
-.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-install test-vendor vendor chromium proxies systemd clean audit
+.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-install test-vendor test-dist vendor dist chromium proxies systemd clean audit
 
 all: release
 
@@ -79,6 +79,30 @@ test-vendor: client/node_modules/.stamp
 test-install: test-vendor systemd
 	CARGO_TARGET_DIR=$(CURDIR)/target tests/install.sh
 
+## A tarball to install from: dist/sgp-VERSION-ARCH-linux.tar.gz, holding sgp-VERSION/ with the
+## release binary, README.md, LICENSE, deploy/ (the systemd unit, nginx and Caddy) and
+## docs/deploy.md. Sorted, owned by 0, every file dated from the last commit, so two builds of
+## one commit make the same tarball when the binaries are the same.
+VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
+ARCH = $(shell uname -m)
+DIST = dist/sgp-$(VERSION)-$(ARCH)-linux.tar.gz
+DIST_FILES = README.md LICENSE deploy/sgp.service deploy/nginx.conf deploy/Caddyfile docs/deploy.md
+dist: release
+	rm -rf dist/sgp-$(VERSION) $(DIST)
+	mkdir -p dist/sgp-$(VERSION)
+	cp target/release/sgp dist/sgp-$(VERSION)/
+	cp --parents $(DIST_FILES) dist/sgp-$(VERSION)/
+	tar -C dist --sort=name --owner=0 --group=0 --numeric-owner --mode='u=rwX,go=rX' \
+	  --mtime=@$$(git log -1 --format=%ct 2>/dev/null || echo 0) \
+	  -cf - sgp-$(VERSION) | gzip -9n > $(DIST)
+	rm -rf dist/sgp-$(VERSION)
+	@echo "made $(DIST)"
+
+## The tarball holds exactly what dist says, and its binary runs (needs the release build: a
+## minute or more after a change to src/, so it is not part of `make test`).
+test-dist: dist
+	tests/dist.sh $(DIST) sgp-$(VERSION) "$(VERSION)" $(DIST_FILES)
+
 ## The full eavesdropper's audit (SECURITY.md): real pairs on loopback, across network
 ## namespaces with 20 ± 5 ms of delay (needs root), the field profiles of issue 14 with
 ## sgp's adapting defaults (wifi, wan-near-far, wan-far across namespaces; busy: two busy
@@ -129,7 +153,7 @@ systemd:
 
 clean:
 	$(CARGO) clean
-	rm -rf client/node_modules
+	rm -rf client/node_modules dist
 
 ## Measure two Chromium tabs to a confirmed key (median of RUNS=10) and the page's weight;
 ## PROFILE=loopback (default), lan, wifi or busy puts `sgp bench net`'s path (or busy loops)
