@@ -1,7 +1,8 @@
-# sgp — build, run and test. `make run` and `make test` work on a fresh machine with Rust
-# and Node.js: cargo fetches the crates, npm the client's packages (Bootstrap, and
-# playwright-core for the browser tests), and `make test` installs Debian's chromium, and
-# nginx, caddy and openssl for the proxy tests.
+# sgp — build, run and test. `make run` works on a fresh machine with Rust (the page's one
+# npm file, Bootstrap's CSS, is committed in client/vendor/); `make test` also needs Node.js:
+# npm fetches the client's packages (Bootstrap, to check client/vendor/ against, and
+# playwright-core for the browser tests), and `make test` installs Debian's chromium, nginx,
+# caddy and openssl for the proxy tests, and systemd for systemd-analyze.
 
 CARGO ?= cargo
 NPM ?= npm
@@ -20,10 +21,10 @@ client/node_modules/.stamp: client/package.json client/package-lock.json
 	cd client && $(NPM) ci --no-audit --no-fund
 	touch $@
 
-build: client/node_modules/.stamp
+build:
 	$(CARGO) build
 
-release: client/node_modules/.stamp
+release:
 	$(CARGO) build --release
 
 ## Build in release mode and serve on 127.0.0.1:$(PORT).
