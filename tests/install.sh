@@ -2,8 +2,8 @@
 # tests/install.sh — checks that sgp installs on a machine without Node (`cargo install` from a copy of the source tree with no client/node_modules and no node or npm to run), that the installed binary serves the page and its CSS, and that deploy/sgp.service passes `systemd-analyze verify`.
 #
 # Run by `make test-install` (and so by `make test`) from the repository's root, with
-# CARGO_TARGET_DIR pointing at its target/ so that the build reuses the compiled crates and
-# only compiles sgp itself (about 40 s on 2 cores). Without systemd-analyze the unit check is
+# CARGO_TARGET_DIR pointing at its target/ (the default), whose compiled crates the build
+# reuses: it compiles only sgp itself (about 20 to 40 s on 2 cores). Without systemd-analyze the unit check is
 # skipped with a loud message; `make test-install` installs Debian's systemd package first,
 # so under make it always runs.
 set -euo pipefail
@@ -41,10 +41,13 @@ done
 path="$fake:$(dirname "$(command -v cargo)"):/usr/bin:/bin"
 
 # 3. cargo install, as README's Install section says, but --debug (the release profile's
-#    fat LTO takes minutes; `make test-dist` checks a release build) and into a temporary root.
+#    fat LTO takes a minute; `make test-dist` checks a release build) and into a temporary
+#    root. The compiled crates are the tree's (cargo's build-dir: target/), and only sgp is
+#    compiled again; the binary it links lands in a temporary target-dir, so the tree's
+#    target/debug/sgp is not touched.
 root="$tmp/root"
 start=$(date +%s)
-if ! env PATH="$path" CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$PWD/target}" \
+if ! env PATH="$path" CARGO_BUILD_BUILD_DIR="${CARGO_TARGET_DIR:-$PWD/target}" CARGO_TARGET_DIR="$tmp/target" \
         cargo install --quiet --locked --debug --path "$src" --root "$root" 2> "$tmp/install.log"; then
     cat "$tmp/install.log" >&2
     fail "cargo install --path (a copy without node_modules, node and npm failing) did not build"
