@@ -11,6 +11,7 @@ set -euo pipefail
 fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
 [ -f Cargo.toml ] && [ -d client/vendor ] || fail "run me from the repository's root"
 command -v cargo >/dev/null || fail "cargo is not on PATH"
+git rev-parse --is-inside-work-tree >/dev/null 2>&1 || fail "needs a git checkout (it copies the files git knows)"
 
 tmp=$(mktemp -d /tmp/sgp-install-test.XXXXXX)
 server=
