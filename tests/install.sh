@@ -3,9 +3,9 @@
 #
 # Run by `make test-install` (and so by `make test`) from the repository's root, with
 # CARGO_TARGET_DIR pointing at its target/ (the default), whose compiled crates the build
-# reuses: it compiles only sgp itself (about 20 to 40 s on 2 cores). Without systemd-analyze the unit check is
-# skipped with a loud message; `make test-install` installs Debian's systemd package first,
-# so under make it always runs.
+# reuses: it compiles only sgp itself (about 20 to 40 s on 2 cores). Without
+# systemd-analyze the unit check is skipped with a loud message; `make test-install`
+# installs Debian's systemd package first, so under make it always runs.
 set -euo pipefail
 
 fail() { echo "test-install: FAIL: $*" >&2; exit 1; }
@@ -26,10 +26,10 @@ trap cleanup EXIT
 src="$tmp/src"
 mkdir -p "$src"
 git ls-files -z --cached --others --exclude-standard | while IFS= read -r -d '' f; do
-    [ -e "$f" ] && printf '%s\0' "$f"
+    if [ -e "$f" ]; then printf '%s\0' "$f"; fi   # not a tracked file deleted in the tree
 done | xargs -0 cp --parents -t "$src"
 [ ! -e "$src/client/node_modules" ] || fail "the copy has client/node_modules"
-[ -f "$src/client/vendor/bootstrap.min.css" ] || fail "the copy has no client/vendor/bootstrap.min.css (is it committed?)"
+[ -f "$src/client/vendor/bootstrap.min.css" ] || fail "the copy has no client/vendor/bootstrap.min.css (git must know it: commit it)"
 
 # 2. A PATH where node and npm fail loudly, ahead of the system's (Debian's node is in
 #    /usr/bin, beside the linker the build needs).
