@@ -95,6 +95,8 @@ pub struct Engine {
     board_asks: FastMap<ConnId, Bucket>,
     /// The last board version handed out.
     versions: u64,
+    /// Rooms removed since the last `take_removed`, and why (`empty` or `idle`).
+    removed: Vec<(String, &'static str)>,
 }
 
 /// A board as a `board` request sees it, borrowed from the engine. Equal `version`s mean
@@ -114,11 +116,25 @@ impl Engine {
     /// `random` fills buffers with unpredictable bytes (the OS generator in the server,
     /// a seeded one in tests); room codes and session nonces come from it.
     pub fn new(limits: Limits, random: Box<dyn FnMut(&mut [u8])>) -> Engine {
-        Engine { rooms: FastMap::default(), seats: FastMap::default(), random, limits, board_asks: FastMap::default(), versions: 0 }
+        Engine {
+            rooms: FastMap::default(),
+            seats: FastMap::default(),
+            random,
+            limits,
+            board_asks: FastMap::default(),
+            versions: 0,
+            removed: Vec::new(),
+        }
     }
 
     pub fn rooms(&self) -> usize {
         self.rooms.len()
+    }
+
+    /// The rooms removed since the last call (their codes, and `empty` or `idle`), for the
+    /// server's log and counters. A caller that never asks keeps a growing list.
+    pub fn take_removed(&mut self) -> Vec<(String, &'static str)> {
+        std::mem::take(&mut self.removed)
     }
 
     /// The role a connection holds, if any (for tests and the server's bookkeeping).
@@ -232,6 +248,7 @@ impl Engine {
         }
         if r.is_empty() {
             self.rooms.remove(&code);
+            self.removed.push((code, "empty"));
             return out;
         }
         let members = r.members();
@@ -328,6 +345,7 @@ impl Engine {
                     self.board_asks.remove(c);
                 }
                 out.push(Out { to: members, msg: ServerMsg::Aborted { reason: "idle".into() } });
+                self.removed.push((code, "idle"));
             }
         }
         out
@@ -839,6 +857,11 @@ mod tests {
         e.disconnect(2);
         assert_eq!(e.rooms(), 0);
         assert_eq!(e.next_deadline(), None);
+        // Both removals are told once, with their reasons.
+        let removed = e.take_removed();
+        assert_eq!(removed.iter().map(|(_, why)| *why).collect::<Vec<_>>(), ["idle", "empty"]);
+        assert_eq!(removed[1].0, code);
+        assert!(e.take_removed().is_empty());
     }
 
     #[test]
