@@ -72,6 +72,24 @@ enum End {
     RawClose(u16, &'static str),
 }
 
+impl End {
+    /// What `sgp_connections_closed_total` calls this end (`metrics::CLOSE_REASONS`).
+    fn reason(&self) -> &'static str {
+        match self {
+            End::Gone | End::Answered => "peer",
+            End::Close(CloseCode::Away, r) if r.starts_with("silent") => "silence",
+            End::Close(CloseCode::Away, _) => "shutdown",
+            End::Close(CloseCode::Policy, r) if r.starts_with("flood") => "flood",
+            End::Close(CloseCode::Policy, r) if r.starts_with("too slow") => "too_slow",
+            End::Close(CloseCode::Unsupported, _) => "binary",
+            End::RawClose(1009, _) => "size",
+            End::RawClose(1007, _) => "utf8",
+            End::RawClose(1002, _) => "protocol",
+            _ => "other",
+        }
+    }
+}
+
 /// The socket of an upgraded connection. On Linux it is read with `recvmsg` and
 /// `SO_TIMESTAMPNS`, so that each read brings the kernel's receive time of its data: a
 /// frame's stamp is then when it reached this machine, not when this single thread got
@@ -420,6 +438,9 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
                 match frame {
                     None => break End::Gone,
                     Some(Ok(Message::Text(text))) => {
+                        if let Some(t) = kernel_rx {
+                            shared.metrics.frame_delay(now - t);
+                        }
                         let stamp = kernel_rx.map(|_| rx);
                         if let Err(end) = on_text(&mut ws, &ctx, id, &text, rx, stamp, &mut dialect, &mut coalescing).await {
                             break end;
@@ -450,6 +471,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
         }
     };
     seat.leave();
+    shared.connection_closed(end.reason());
     match end {
         End::Gone => {}
         End::Answered => {
@@ -572,6 +594,7 @@ where
                     ErrorCode::LegacyDisabled,
                     "this is the original student client's dialect; start the server with `sgp serve --legacy` to speak it",
                 );
+                shared.refused(e.code.as_str());
                 return send(ws, to_text(&e.to_msg()).into()).await;
             }
             *dialect = Some(Dialect::Legacy);
@@ -580,14 +603,16 @@ where
         }
     }
     if *dialect == Some(Dialect::Legacy) {
-        let outs = shared.legacy.borrow_mut().handle(id, text, now);
-        shared.dispatch_legacy(outs);
+        shared.legacy_message(id, text, now);
         return Ok(());
     }
     let msg = parse_client(text);
     coalescing.before(shared, id, stamp, matches!(msg, Ok(ClientMsg::Post { .. })));
     match msg {
-        Err(e) => send(ws, to_text(&e.to_msg()).into()).await,
+        Err(e) => {
+            shared.refused(e.code.as_str());
+            send(ws, to_text(&e.to_msg()).into()).await
+        }
         Ok(ClientMsg::Ping { t0_us }) => {
             let pong = ServerMsg::Pong { t0_us, t1_us: now, t2_us: shared.clock.now_us() };
             send(ws, to_text(&pong).into()).await
@@ -599,23 +624,25 @@ where
         Ok(ClientMsg::Create { .. }) if !shared.gate.borrow_mut().may_create(ctx.addr, now) => {
             let n = shared.gate.borrow().caps().rooms_per_minute;
             let e = ProtoError::new(ErrorCode::TooManyRooms, format!("this address has created {n} rooms in the last minute, the most it may; wait a little"));
+            shared.refused(e.code.as_str());
             send(ws, to_text(&e.to_msg()).into()).await
         }
         Ok(ClientMsg::Join { as_: Some(JoinAs::Observer), .. }) if !shared.gate.borrow().may_observe(ctx.addr) => {
             let n = shared.gate.borrow().caps().observers_per_address;
             let e = ProtoError::new(ErrorCode::TooManyObservers, format!("this address watches {n} rooms already, the most one address may"));
+            shared.refused(e.code.as_str());
             send(ws, to_text(&e.to_msg()).into()).await
         }
         Ok(msg) => {
             let (watch, leave) = (matches!(msg, ClientMsg::Join { as_: Some(JoinAs::Observer), .. }), matches!(msg, ClientMsg::Leave {}));
-            let outs = shared.engine.borrow_mut().handle(id, msg, now);
+            let outs = shared.handle(id, msg, now);
             if watch && outs.iter().any(|o| o.to == [id] && matches!(o.msg, ServerMsg::Joined { role: crate::protocol::Role::Observer, .. })) {
                 shared.gate.borrow_mut().observe(ctx.addr);
                 ctx.observing.set(true);
             } else if leave {
                 ctx.stop_observing();
             }
-            shared.dispatch(outs);
+            shared.deliver_all(outs);
             Ok(())
         }
     }

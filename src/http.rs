@@ -20,6 +20,8 @@ pub enum Route {
     Reply(Response<Body>),
     /// `/healthz`: the server fills in its counters.
     Health,
+    /// `/metrics`: the server's counters, if it serves them (`--metrics`), else 404.
+    Metrics,
     /// A valid WebSocket upgrade: answer 101 with this `Sec-WebSocket-Accept`.
     Upgrade { accept: String },
 }
@@ -219,6 +221,37 @@ pub fn json(body: String) -> Response<Body> {
     finish(r)
 }
 
+/// The `/metrics` page (Prometheus text exposition format 0.0.4).
+pub fn metrics(body: String) -> Response<Body> {
+    let mut r = Response::new(Full::new(Bytes::from(body)));
+    r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("text/plain; version=0.0.4; charset=utf-8"));
+    r.headers_mut().insert(header::CACHE_CONTROL, HeaderValue::from_static("no-store"));
+    finish(r)
+}
+
+pub fn not_found() -> Response<Body> {
+    text(StatusCode::NOT_FOUND, "Not found.\n")
+}
+
+fn get_or_head_only() -> Response<Body> {
+    let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are served here.\n");
+    r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
+    r
+}
+
+/// What the separate metrics listener (`--metrics-bind`) answers: `/metrics` and `/healthz`
+/// only, never the page or the WebSocket.
+pub fn metrics_route<B>(req: &Request<B>) -> Route {
+    if req.method() != Method::GET && req.method() != Method::HEAD {
+        return Route::Reply(get_or_head_only());
+    }
+    match req.uri().path() {
+        "/metrics" => Route::Metrics,
+        "/healthz" => Route::Health,
+        _ => Route::Reply(not_found()),
+    }
+}
+
 pub fn content_type(path: &str) -> &'static str {
     match path.rsplit('.').next().unwrap_or("") {
         "html" => "text/html; charset=utf-8",
@@ -322,16 +355,16 @@ pub fn route<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) -> Route
         };
     }
     if req.method() != Method::GET && req.method() != Method::HEAD {
-        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET and HEAD are served here.\n");
-        r.headers_mut().insert(header::ALLOW, HeaderValue::from_static("GET, HEAD"));
-        return Route::Reply(r);
+        return Route::Reply(get_or_head_only());
     }
-    if path == "/healthz" {
-        return Route::Health;
+    match path {
+        "/healthz" => return Route::Health,
+        "/metrics" => return Route::Metrics,
+        _ => {}
     }
     match asset(path, accepts_gzip(req.headers())) {
         Some(r) => Route::Reply(r),
-        None => Route::Reply(text(StatusCode::NOT_FOUND, "Not found.\n")),
+        None => Route::Reply(not_found()),
     }
 }
 

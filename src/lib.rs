@@ -12,6 +12,8 @@
 //! - [`legacy`]: the original student client's dialect (`--legacy`), a state machine.
 //! - [`gate`]: caps on WebSockets in all and per address, and on room creation per address.
 //! - [`server`]: `sgp serve`: the accept loop, shared state, timers and shutdown.
+//! - [`metrics`]: the server's aggregate counters and their `/metrics` page.
+//! - [`logs`]: the server's log (tracing, RUST_LOG, text or JSON) and its salted room names.
 //! - [`tls`]: TLS settings: the server's certificate (files or `--tls-self-signed`), the clients' roots.
 //! - [`client`]: a small WebSocket client used by the terminal commands.
 //! - [`schedule`]: the Poisson posting schedule and precise waiting.
@@ -31,6 +33,8 @@ pub mod eve;
 pub mod gate;
 pub mod http;
 pub mod legacy;
+pub mod logs;
+pub mod metrics;
 pub mod pair;
 pub mod poster;
 pub mod protocol;

@@ -11,6 +11,7 @@ sgp — shared secret generation over an anonymous broadcast channel
 usage:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
               [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--trust-proxy]
+              [--log-format text|json] [--metrics] [--metrics-bind ADDR:PORT]
   sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--no-adapt] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--json] [--follow] [--record FILE]
   sgp eve --attack RECORD... [--json]
@@ -40,6 +41,12 @@ serve   serve the web client on / and the protocol on /ws
         --max-per-address N   WebSockets open at once from one address (IPv6: one /64;
                               default 64); over a cap, the upgrade gets 429
         --rooms-per-minute N  rooms one address may create a minute (default 30)
+        --log-format F        log lines on stderr as text (default) or json; which ones:
+                              RUST_LOG (default info; e.g. debug, sgp=trace). Logs never
+                              name a room's code, a connection's posts, tags, bits or keys
+        --metrics             serve GET /metrics (Prometheus text format) on this listener
+        --metrics-bind A:P    serve /metrics and /healthz on a separate plain-http listener
+                              at IP:PORT instead (e.g. 127.0.0.1:9100; port 0 = any)
 pair    make a key from this terminal: without --room, create a room and print its code
         --server URL          default http://127.0.0.1:8080; https:// for TLS, with a path
                               if the server lives under one (https://example.org/sgp/)
@@ -120,7 +127,7 @@ fn main() -> ExitCode {
 enum Cmd {
     Help,
     Version,
-    Serve { bind: String, port: u16, config: server::Config, tls: Tls, caps: CapsAsked },
+    Serve { bind: String, port: u16, config: server::Config, tls: Tls, caps: CapsAsked, log: sgp::logs::Format, metrics_bind: Option<std::net::SocketAddr> },
     Pair(pair::Opts),
     Eve(eve::Opts),
     Bench(bench::Opts),
@@ -225,6 +232,9 @@ struct Args {
     max_connections: Option<usize>,
     max_per_address: Option<u32>,
     rooms_per_minute: Option<u32>,
+    log_format: Option<String>,
+    metrics: bool,
+    metrics_bind: Option<String>,
     // pair, eve (and bench, which runs pairs)
     server: String,
     server_set: bool,
@@ -278,6 +288,9 @@ impl Default for Args {
             max_connections: None,
             max_per_address: None,
             rooms_per_minute: None,
+            log_format: None,
+            metrics: false,
+            metrics_bind: None,
             server: DEFAULT_SERVER.to_string(),
             server_set: false,
             room: None,
@@ -345,6 +358,9 @@ impl Args {
             "max-connections" => self.max_connections = Some(p.value()?.parse()?),
             "max-per-address" => self.max_per_address = Some(p.value()?.parse()?),
             "rooms-per-minute" => self.rooms_per_minute = Some(p.value()?.parse()?),
+            "log-format" => self.log_format = Some(p.value()?.string()?),
+            "metrics" => self.metrics = true,
+            "metrics-bind" => self.metrics_bind = Some(p.value()?.string()?),
             _ => return Ok(false),
         }
         Ok(true)
@@ -448,7 +464,13 @@ impl Args {
             return Err("--rooms-per-minute takes 1 to 100000".into());
         }
         let caps = CapsAsked { max_connections: self.max_connections, per_address: self.max_per_address, rooms_per_minute: self.rooms_per_minute };
-        Ok(Cmd::Serve { bind: self.bind, port: self.port, config, tls, caps })
+        config.metrics = self.metrics;
+        let log = sgp::logs::Format::parse(self.log_format.as_deref().unwrap_or("text"))?;
+        let metrics_bind = match self.metrics_bind {
+            None => None,
+            Some(v) => Some(v.parse().map_err(|e| format!("--metrics-bind {v:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9100)"))?),
+        };
+        Ok(Cmd::Serve { bind: self.bind, port: self.port, config, tls, caps, log, metrics_bind })
     }
 
     fn pair(self) -> Result<Cmd, lexopt::Error> {
@@ -598,6 +620,35 @@ fn hostname() -> Option<String> {
     (r == 0 && !name.is_empty() && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '-' || c == '.')).then(|| name.to_string())
 }
 
+/// The start event: the version and the settings that matter.
+fn log_start(bind: &str, port: u16, config: &server::Config, tls: &Tls, metrics_bind: Option<std::net::SocketAddr>) {
+    let tls = match tls {
+        Tls::None => "off",
+        Tls::Files { .. } => "files",
+        Tls::SelfSigned => "self-signed",
+    };
+    tracing::info!(
+        version = env!("CARGO_PKG_VERSION"),
+        bind,
+        port,
+        tls,
+        legacy = config.legacy,
+        trust_proxy = config.trust_proxy,
+        any_origin = config.origins.any,
+        allowed_origins = config.origins.allowed.len(),
+        ping_secs = config.ping_every.as_secs(),
+        silence_secs = config.silence.as_secs(),
+        metrics = config.metrics,
+        metrics_bind = %metrics_bind.map_or("off".to_string(), |a| a.to_string()),
+        "sgp serve starting"
+    );
+}
+
+/// The `--metrics-bind` listener, bound before the server says it listens.
+async fn bind_metrics(addr: std::net::SocketAddr) -> Result<tokio::net::TcpListener, String> {
+    tokio::net::TcpListener::bind(addr).await.map_err(|e| format!("cannot listen on {addr} (--metrics-bind): {e}"))
+}
+
 /// How to accept the certificate `--tls-self-signed` made.
 fn print_self_signed(made: &sgp::tls::SelfSigned, port: u16) {
     eprintln!("sgp: --tls-self-signed: a certificate for this run only, from a CA made for it (its key is gone)");
@@ -626,7 +677,14 @@ fn run(cmd: Cmd) -> ExitCode {
             println!("sgp {}", env!("CARGO_PKG_VERSION"));
             ExitCode::SUCCESS
         }
-        Cmd::Serve { bind, port, mut config, tls, caps } => local.block_on(&rt, async move {
+        Cmd::Serve { bind, port, mut config, tls, caps, log, metrics_bind } => local.block_on(&rt, async move {
+            match sgp::logs::filter(std::env::var("RUST_LOG").ok().as_deref()) {
+                Ok(filter) => sgp::logs::init(log, filter),
+                Err(e) => {
+                    eprintln!("sgp: {e}");
+                    return ExitCode::from(2);
+                }
+            }
             config.caps = caps.resolve();
             let self_signed = match tls_config(&tls, &bind) {
                 Ok((cfg, made)) => {
@@ -654,8 +712,24 @@ fn run(cmd: Cmd) -> ExitCode {
                     return ExitCode::FAILURE;
                 }
             };
+            let metrics = match metrics_bind.map(bind_metrics) {
+                None => None,
+                Some(fut) => match fut.await {
+                    Ok(l) => Some(l),
+                    Err(e) => {
+                        eprintln!("sgp: {e}");
+                        return ExitCode::FAILURE;
+                    }
+                },
+            };
+            log_start(&bind, port, &config, &tls, metrics_bind);
             let host = if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
             println!("sgp listening on {scheme}://{host}:{}/", addr.port());
+            tracing::info!(url = %format!("{scheme}://{host}:{}/", addr.port()), "listening");
+            if let Some(m) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
+                println!("sgp metrics on http://{m}/metrics");
+                tracing::info!(url = %format!("http://{m}/metrics"), "metrics listening");
+            }
             if addr.ip().is_unspecified() {
                 if let Some(ip) = lan_address(addr.is_ipv6()) {
                     eprintln!("sgp: other machines on your network can open {scheme}://{ip}:{}/", addr.port());
@@ -670,7 +744,7 @@ fn run(cmd: Cmd) -> ExitCode {
             if let Some(made) = self_signed {
                 print_self_signed(&made, addr.port());
             }
-            server::run(listener, config, server::signal()).await;
+            server::run(listener, metrics, config, server::signal()).await;
             ExitCode::SUCCESS
         }),
         Cmd::Pair(opts) => local.block_on(&rt, async move {

@@ -6,7 +6,9 @@ use crate::clock::Clock;
 use crate::gate::{Caps, Gate};
 use crate::http::{self, Origins, Route};
 use crate::legacy::{self, Legacy};
-use crate::protocol::{board_text, to_text};
+use crate::logs::room_tag;
+use crate::metrics::Metrics;
+use crate::protocol::{board_text, to_text, ClientMsg, ServerMsg};
 use crate::room::{ConnId, Engine, FastMap, Limits, Out};
 use hyper::body::Incoming;
 use hyper::service::service_fn;
@@ -21,6 +23,7 @@ use std::time::Duration;
 use tokio::net::TcpListener;
 use tokio::sync::{mpsc, watch};
 use tokio_tungstenite::tungstenite::Utf8Bytes;
+use tracing::{debug, info};
 
 /// What `sgp serve` was asked for.
 #[derive(Clone, Debug)]
@@ -38,12 +41,14 @@ pub struct Config {
     pub trust_proxy: bool,
     /// Open WebSockets in all and per address, rooms per address per minute.
     pub caps: Caps,
+    /// Serve `/metrics` on the main listener (`--metrics`).
+    pub metrics: bool,
 }
 
 impl Config {
     /// What `sgp serve` uses unless told otherwise.
     pub fn new(origins: Origins, legacy: bool) -> Config {
-        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false, caps: Caps::for_fd_limit(1024) }
+        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false, caps: Caps::for_fd_limit(1024), metrics: false }
     }
 }
 
@@ -54,6 +59,8 @@ pub struct Shared {
     /// The original client's shared table (used only with `--legacy`).
     pub legacy: RefCell<Legacy>,
     pub config: Config,
+    /// Aggregate counters for `/metrics` (kept whether it is served or not).
+    pub metrics: Metrics,
     /// Each connection's outbound queue. Dropping a sender tells that connection to close.
     queues: RefCell<FastMap<ConnId, mpsc::Sender<Utf8Bytes>>>,
     next_id: Cell<ConnId>,
@@ -87,6 +94,7 @@ impl Shared {
             engine: RefCell::new(Engine::new(Limits::default(), Box::new(os_random))),
             legacy: RefCell::new(Legacy::new(legacy::local_utc_offset_s())),
             config,
+            metrics: Metrics::default(),
             queues: RefCell::new(FastMap::default()),
             next_id: Cell::new(1),
             tasks: Cell::new(0),
@@ -99,6 +107,7 @@ impl Shared {
         let id = self.next_id.get();
         self.next_id.set(id + 1);
         self.tasks.set(self.tasks.get() + 1);
+        self.metrics.connection_opened();
         let (tx, rx) = mpsc::channel(crate::conn::OUT_QUEUE);
         self.queues.borrow_mut().insert(id, tx);
         (id, rx)
@@ -109,6 +118,7 @@ impl Shared {
         self.legacy.borrow_mut().disconnect(id);
         let outs = self.engine.borrow_mut().disconnect(id);
         self.dispatch(outs);
+        self.note_removed();
     }
 
     /// The connection task has finished closing.
@@ -127,6 +137,12 @@ impl Shared {
     /// Delivers the engine's output: each message is serialised once. A connection whose
     /// queue is full is not reading: its queue is dropped, which makes it close.
     pub fn dispatch(&self, outs: Vec<Out>) {
+        self.note(&outs, false);
+        self.deliver_all(outs);
+    }
+
+    /// Delivers the engine's output, already noted (see [`Shared::handle`]).
+    pub fn deliver_all(&self, outs: Vec<Out>) {
         for out in outs {
             self.deliver(&out.to, Utf8Bytes::from(to_text(&out.msg)));
         }
@@ -135,6 +151,7 @@ impl Shared {
     /// Answers a `board` request through the connection's queue (so it stays in order with
     /// what the room sent before), from the cache when the board has not changed.
     pub fn board_request(&self, id: ConnId, now: i64) {
+        self.metrics.board_request();
         let text = match self.engine.borrow_mut().board(id, now) {
             Err(outs) => return self.dispatch(outs),
             Ok(b) => {
@@ -153,6 +170,117 @@ impl Shared {
             }
         };
         self.deliver(&[id], text);
+    }
+
+    /// One room message (not `board` or `ping`, which the connection answers) to the engine,
+    /// counted and logged (a `post`'s fate is counted, never logged); the answer is for
+    /// [`Shared::deliver_all`].
+    pub fn handle(&self, id: ConnId, msg: ClientMsg, now: i64) -> Vec<Out> {
+        let (post, create) = (matches!(msg, ClientMsg::Post { .. }), matches!(msg, ClientMsg::Create { .. }));
+        let outs = self.engine.borrow_mut().handle(id, msg, now);
+        if post {
+            match outs.iter().find_map(|o| if let ServerMsg::Error { code, .. } = &o.msg { Some(code.as_str()) } else { None }) {
+                None => self.metrics.post_accepted(),
+                Some(code) => self.metrics.post_refused(code),
+            }
+        }
+        if let (true, Some(ServerMsg::Joined { room, .. })) = (create, outs.first().map(|o| &o.msg)) {
+            self.metrics.room_created();
+            info!(room = %room_tag(room), "room created");
+        }
+        self.note(&outs, post);
+        self.note_removed();
+        outs
+    }
+
+    /// A message in the legacy dialect; its new rows are counted.
+    pub fn legacy_message(&self, id: ConnId, text: &str, now: i64) {
+        let before = self.legacy.borrow().rows();
+        let outs = self.legacy.borrow_mut().handle(id, text, now);
+        self.metrics.legacy_rows(self.legacy.borrow().rows().saturating_sub(before) as u64);
+        self.dispatch_legacy(outs);
+    }
+
+    /// Counts and logs what the engine sends. Never who sent what: no connection, seat or
+    /// post appears (SECURITY.md, "Logs and metrics"). `post`: `outs` answer a `post`, whose
+    /// refusal is counted but not logged.
+    fn note(&self, outs: &[Out], post: bool) {
+        for out in outs {
+            match &out.msg {
+                ServerMsg::Error { code, .. } => {
+                    self.metrics.refused(code.as_str());
+                    if !post {
+                        debug!(code = code.as_str(), "refused");
+                    }
+                }
+                ServerMsg::Closed { round, .. } => {
+                    self.metrics.round_closed();
+                    debug!(room = %self.tag_of(&out.to), round, "round closed");
+                }
+                ServerMsg::Aborted { reason } => self.note_abort(reason, &out.to),
+                ServerMsg::Confirmed { matched } => {
+                    self.metrics.key(*matched);
+                    let room = self.tag_of(&out.to);
+                    if *matched {
+                        info!(%room, "key confirmed: both tags match");
+                    } else {
+                        info!(%room, "key mismatched: the tags differ");
+                    }
+                }
+                ServerMsg::Dropped { round, spans, .. } => {
+                    self.metrics.span_drop();
+                    debug!(room = %self.tag_of(&out.to), round, spans = spans.len(), "spans dropped");
+                }
+                _ => {}
+            }
+        }
+    }
+
+    fn note_abort(&self, reason: &str, to: &[ConnId]) {
+        let reason = self.metrics.aborted(reason);
+        if reason == "desync" {
+            debug!(room = %self.tag_of(to), "round dropped: desync");
+        } else {
+            info!(room = %self.tag_of(to), reason, "session aborted");
+        }
+    }
+
+    /// Logs and counts the rooms the engine removed.
+    fn note_removed(&self) {
+        let Ok(mut engine) = self.engine.try_borrow_mut() else { return };
+        for (code, reason) in engine.take_removed() {
+            self.metrics.room_removed();
+            info!(room = %room_tag(&code), reason, "room removed");
+        }
+    }
+
+    /// The log's name for the room of the first of `to`, or `-` if it has none (any more).
+    fn tag_of(&self, to: &[ConnId]) -> String {
+        let engine = self.engine.try_borrow().ok();
+        let code = to.first().and_then(|c| engine.as_ref()?.seat(*c).map(|(code, _)| room_tag(code)));
+        code.unwrap_or_else(|| "-".into())
+    }
+
+    /// An `error` the connection sends itself (a message that does not parse, or speaks a
+    /// dialect the server was not started with): counted, and logged at debug.
+    pub fn refused(&self, code: &'static str) {
+        self.metrics.refused(code);
+        debug!(code, "refused");
+    }
+
+    /// A WebSocket connection ended for `reason` (one of `metrics::CLOSE_REASONS`): expected
+    /// ends are logged at debug, the server's limits and silence at info.
+    pub fn connection_closed(&self, reason: &'static str) {
+        self.metrics.closed(reason);
+        match reason {
+            "peer" | "shutdown" => debug!(reason, "connection closed"),
+            _ => info!(reason, "connection closed"),
+        }
+    }
+
+    /// The `/metrics` page.
+    pub fn metrics_text(&self) -> String {
+        self.metrics.render(self.connections(), self.engine.borrow().rooms())
     }
 
     /// The legacy dialect's replies, through the same queues.
@@ -188,13 +316,25 @@ impl Shared {
 
 async fn handle(req: Request<Incoming>, shared: Rc<Shared>, peer: IpAddr) -> Result<Response<http::Body>, std::convert::Infallible> {
     Ok(match http::route(&req, &shared.config.origins, shared.config.trust_proxy) {
-        Route::Reply(r) => r,
+        Route::Reply(r) => {
+            if req.uri().path() == "/ws" {
+                shared.metrics.upgrade_refused(r.status().as_u16());
+                debug!(status = r.status().as_u16(), "upgrade refused");
+            }
+            r
+        }
         Route::Health => http::json(shared.health()),
+        Route::Metrics if shared.config.metrics => http::metrics(shared.metrics_text()),
+        Route::Metrics => http::not_found(),
         Route::Upgrade { accept } => {
             let addr = http::client_ip(req.headers(), shared.config.trust_proxy, peer);
             let admitted = match Admission::new(&shared, addr) {
                 Ok(a) => a,
-                Err(refused) => return Ok(http::too_many(refused)),
+                Err(refused) => {
+                    shared.metrics.upgrade_refused(429);
+                    info!(reason = refused.code(), "connection refused");
+                    return Ok(http::too_many(refused));
+                }
             };
             // Spawned before the 101 goes out: hyper resolves the upgrade once it has.
             tokio::task::spawn_local(async move {
@@ -239,6 +379,7 @@ async fn timers(shared: Rc<Shared>) {
         tokio::time::sleep(Duration::from_micros(wait)).await;
         let outs = shared.engine.borrow_mut().on_timeout(shared.clock.now_us());
         shared.dispatch(outs);
+        shared.note_removed();
     }
 }
 
@@ -270,12 +411,42 @@ async fn serve_https(stream: tokio::net::TcpStream, acceptor: tokio_rustls::TlsA
     }
 }
 
-/// Serves on `listener` until `shutdown` resolves; then every WebSocket gets close 1001.
-/// Must run inside a `LocalSet`.
-pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Output = ()>) {
+/// `--metrics-bind`: plain HTTP on a listener of its own, serving `/metrics` and `/healthz`
+/// only, until the server stops.
+async fn metrics_listener(listener: TcpListener, shared: Rc<Shared>) {
+    loop {
+        let Ok((stream, _)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(10)).await;
+            continue;
+        };
+        let shared = shared.clone();
+        let svc = service_fn(move |req: Request<Incoming>| {
+            let r = match http::metrics_route(&req) {
+                Route::Metrics => http::metrics(shared.metrics_text()),
+                Route::Health => http::json(shared.health()),
+                Route::Reply(r) => r,
+                Route::Upgrade { .. } => http::not_found(),
+            };
+            std::future::ready(Ok::<_, std::convert::Infallible>(r))
+        });
+        let conn = hyper::server::conn::http1::Builder::new()
+            .timer(TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT)
+            .max_buf_size(16 * 1024)
+            .serve_connection(TokioIo::new(stream), svc);
+        tokio::task::spawn_local(async move {
+            let _ = conn.await;
+        });
+    }
+}
+
+/// Serves on `listener` (and `/metrics` on `metrics`, if given) until `shutdown` resolves;
+/// then every WebSocket gets close 1001. Must run inside a `LocalSet`.
+pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, config: Config, shutdown: impl Future<Output = ()>) {
     let acceptor = config.tls.clone().map(tokio_rustls::TlsAcceptor::from);
     let shared = Shared::new(config);
     let timer_task = tokio::task::spawn_local(timers(shared.clone()));
+    let metrics_task = metrics.map(|l| tokio::task::spawn_local(metrics_listener(l, shared.clone())));
     tokio::pin!(shutdown);
     loop {
         tokio::select! {
@@ -300,7 +471,11 @@ pub async fn run(listener: TcpListener, config: Config, shutdown: impl Future<Ou
         }
     }
     drop(listener);
+    info!(connections = shared.connections(), rooms = shared.engine.borrow().rooms(), "shutting down");
     timer_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
     let _ = shared.shutdown.send(true);
     // Give connections a moment to send their close frames.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
