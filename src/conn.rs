@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -455,6 +455,9 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
                     }
                     Some(Err(WsError::Capacity(_))) => break End::RawClose(1009, "message too large"),
                     Some(Err(WsError::Utf8(_))) => break End::RawClose(1007, "text frames must be UTF-8"),
+                    // The socket closed without a close frame (a tab or a process gone): not
+                    // a protocol error to answer, and nothing to answer it on.
+                    Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break End::Gone,
                     Some(Err(WsError::Protocol(_))) => break End::RawClose(1002, "protocol error"),
                     Some(Err(_)) => break End::Gone,
                 }
