@@ -2,7 +2,8 @@
 # npm file, Bootstrap's CSS, is committed in client/vendor/); `make test` also needs Node.js:
 # npm fetches the client's packages (Bootstrap, to check client/vendor/ against, and
 # playwright-core for the browser tests), and `make test` installs Debian's chromium, nginx,
-# caddy and openssl for the proxy tests, and systemd for systemd-analyze.
+# caddy and openssl for the proxy tests, systemd for systemd-analyze, and prometheus for
+# promtool, which checks the server's /metrics.
 
 CARGO ?= cargo
 NPM ?= npm
@@ -11,8 +12,9 @@ CHROMIUM ?= /usr/bin/chromium
 NGINX ?= /usr/sbin/nginx
 CADDY ?= /usr/bin/caddy
 OPENSSL ?= /usr/bin/openssl
+PROMTOOL ?= /usr/bin/promtool
 
-.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-install test-vendor test-dist vendor dist chromium proxies systemd clean audit
+.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-install test-vendor test-dist vendor dist chromium proxies systemd promtool clean audit
 
 all: release
 
@@ -35,8 +37,9 @@ run: release
 ## JavaScript (unit), the install without Node and the systemd unit, browser (end to end).
 test: test-rust test-vectors test-js test-install test-browser
 
-test-rust: client/node_modules/.stamp
-	$(CARGO) test --all-targets
+## tests/observability.rs runs promtool on the server's /metrics.
+test-rust: client/node_modules/.stamp promtool
+	PROMTOOL=$(PROMTOOL) $(CARGO) test --all-targets
 
 ## The derivation's vectors recomputed by a second implementation (python3, standard
 ## library only; a few seconds).
@@ -126,6 +129,16 @@ chromium:
 	  echo "installing Debian's chromium for the browser tests"; \
 	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
 	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq chromium; \
+	fi
+
+## Debian's prometheus package for its promtool, which checks /metrics in the Rust tests (as
+## root, or with sudo). Only the tool is used; on a machine with systemd, Debian also starts
+## the package's own service (port 9090): `systemctl disable --now prometheus` if unwanted.
+promtool:
+	@if [ ! -x "$(PROMTOOL)" ]; then \
+	  echo "installing Debian's prometheus for promtool"; \
+	  if [ "$$(id -u)" = 0 ]; then SUDO=; else SUDO=sudo; fi; \
+	  $$SUDO apt-get update -qq && DEBIAN_FRONTEND=noninteractive $$SUDO apt-get install -y -qq --no-install-recommends prometheus; \
 	fi
 
 ## Debian's nginx, caddy and openssl for the proxy tests (as root, or with sudo). The tests run

@@ -28,6 +28,9 @@ impl Server {
         let mut child = Command::new(SGP)
             .args(["serve", "--port", "0"])
             .args(extra)
+            // The server's info log (rooms, keys, closed connections) would fill the tests'
+            // output; tests that read the log set RUST_LOG themselves.
+            .env("RUST_LOG", "warn")
             .envs(env.iter().copied())
             .stdout(Stdio::piped())
             .stderr(Stdio::inherit())
