@@ -95,6 +95,7 @@ pub struct Metrics {
     board_requests: Cell<u64>,
     legacy_rows: Cell<u64>,
     closed: Tally<&'static str>,
+    refused_connections: Tally<&'static str>,
     upgrades_refused: Tally<u16>,
     frame_delay: Histogram,
 }
@@ -116,6 +117,7 @@ impl Default for Metrics {
             board_requests: Cell::new(0),
             legacy_rows: Cell::new(0),
             closed: Tally::new(),
+            refused_connections: Tally::new(),
             upgrades_refused: Tally::new(),
             frame_delay: Histogram { counts: Default::default(), count: Cell::new(0), sum_us: Cell::new(0) },
         }
@@ -168,6 +170,10 @@ impl Metrics {
     pub fn closed(&self, reason: &'static str) {
         self.closed.add(reason);
     }
+    /// A connection turned away before it became a WebSocket (a server limit), by reason.
+    pub fn connection_refused(&self, reason: &'static str) {
+        self.refused_connections.add(reason);
+    }
     /// A request to `/ws` answered with this status instead of `101`.
     pub fn upgrade_refused(&self, status: u16) {
         self.upgrades_refused.add(status);
@@ -205,6 +211,8 @@ impl Metrics {
         counter(&mut o, "sgp_legacy_rows_total", "rows added to the legacy dialect's table", self.legacy_rows.get());
         head(&mut o, "sgp_connections_closed_total", "WebSocket connections ended, by reason", "counter");
         self.closed.render(&mut o, "sgp_connections_closed_total", "reason");
+        head(&mut o, "sgp_connections_refused_total", "connections turned away by a server limit before the upgrade, by reason", "counter");
+        self.refused_connections.render(&mut o, "sgp_connections_refused_total", "reason");
         head(&mut o, "sgp_upgrades_refused_total", "requests to /ws refused, by HTTP status", "counter");
         self.upgrades_refused.render(&mut o, "sgp_upgrades_refused_total", "status");
         head(&mut o, "sgp_frame_delay_seconds", "from a text frame's kernel receive stamp to its handling", "histogram");
@@ -244,6 +252,7 @@ mod tests {
         assert_eq!(m.aborted("anything_a_client_says"), "other");
         m.closed("flood");
         m.upgrade_refused(403);
+        m.connection_refused("max_connections");
         m.frame_delay(7);
         m.frame_delay(40);
         m.frame_delay(1_000_000);
@@ -257,6 +266,7 @@ mod tests {
             "sgp_aborts_total{reason=\"other\"} 1",
             "sgp_connections_closed_total{reason=\"flood\"} 1",
             "sgp_upgrades_refused_total{status=\"403\"} 1",
+            "sgp_connections_refused_total{reason=\"max_connections\"} 1",
             "sgp_frame_delay_seconds_bucket{le=\"0.000005\"} 0",
             "sgp_frame_delay_seconds_bucket{le=\"0.00001\"} 1",
             "sgp_frame_delay_seconds_bucket{le=\"0.00005\"} 2",
