@@ -332,6 +332,7 @@ async fn handle(req: Request<Incoming>, shared: Rc<Shared>, peer: IpAddr) -> Res
                 Ok(a) => a,
                 Err(refused) => {
                     shared.metrics.upgrade_refused(429);
+                    shared.metrics.connection_refused(refused.code());
                     info!(reason = refused.code(), "connection refused");
                     return Ok(http::too_many(refused));
                 }

@@ -260,3 +260,18 @@ fn bad_log_and_metrics_values_stop_before_listening() {
         assert!(!err.contains("panicked"), "{err}");
     }
 }
+
+#[test]
+fn a_cap_reports_its_refusals_into_the_counters() {
+    let server = Server::start(&["--metrics", "--max-per-address", "1"]);
+    let rt = tokio::runtime::Builder::new_current_thread().enable_all().build().unwrap();
+    rt.block_on(async {
+        let _first = ws(&server).await;
+        let second = tokio_tungstenite::connect_async(server.ws_url()).await;
+        assert!(second.is_err(), "a second WebSocket from this address is over the cap");
+        let m = metrics(&server);
+        assert_eq!(get(&m, "sgp_connections_refused_total{reason=\"too_many_connections\"}"), 1.0, "{m:?}");
+        assert_eq!(get(&m, "sgp_upgrades_refused_total{status=\"429\"}"), 1.0, "{m:?}");
+        assert_eq!(get(&m, "sgp_connections"), 1.0);
+    });
+}
