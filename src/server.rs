@@ -333,7 +333,7 @@ async fn handle(req: Request<Incoming>, shared: Rc<Shared>, peer: IpAddr) -> Res
                 Err(refused) => {
                     shared.metrics.upgrade_refused(429);
                     shared.metrics.connection_refused(refused.code());
-                    info!(reason = refused.code(), "connection refused");
+                    debug!(reason = refused.code(), "connection refused");
                     return Ok(http::too_many(refused));
                 }
             };
