@@ -5,7 +5,9 @@
 
 use sha2::{Digest, Sha256};
 use std::sync::OnceLock;
-use tracing_subscriber::EnvFilter;
+use tracing_subscriber::filter::Targets;
+use tracing_subscriber::layer::SubscriberExt;
+use tracing_subscriber::util::SubscriberInitExt;
 
 /// How log lines look (`--log-format`).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -24,19 +26,22 @@ impl Format {
     }
 }
 
-/// The filter from `RUST_LOG` (unset or empty: `info`); a bad directive is an error.
-pub fn filter(rust_log: Option<&str>) -> Result<EnvFilter, String> {
+/// The filter from `RUST_LOG` (unset or empty: `info`): a level, and/or `target=level` pairs,
+/// comma-separated (`debug`, `sgp=trace,info`). tracing's `Targets`, not `EnvFilter`: the
+/// latter's span and field-value syntax brings a regex engine (362 KB of the binary) that an
+/// operator's `RUST_LOG=debug` does not need. A bad directive is an error.
+pub fn filter(rust_log: Option<&str>) -> Result<Targets, String> {
     let spec = rust_log.map(str::trim).filter(|s| !s.is_empty()).unwrap_or("info");
-    EnvFilter::builder().parse(spec).map_err(|e| format!("RUST_LOG {spec:?}: {e}"))
+    spec.parse::<Targets>().map_err(|e| format!("RUST_LOG {spec:?}: {e} (expected a level, or target=level pairs separated by commas)"))
 }
 
 /// Sends this process's events to stderr. Call once, before the server starts.
-pub fn init(format: Format, filter: EnvFilter) {
-    let b = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr).with_target(true);
+pub fn init(format: Format, filter: Targets) {
+    let layer = tracing_subscriber::fmt::layer().with_writer(std::io::stderr).with_target(true).with_ansi(false);
     // `try_init` fails only if a subscriber is already set (tests): keep that one.
     let _ = match format {
-        Format::Text => b.try_init(),
-        Format::Json => b.json().flatten_event(true).try_init(),
+        Format::Text => tracing_subscriber::registry().with(layer).with(filter).try_init(),
+        Format::Json => tracing_subscriber::registry().with(layer.json().flatten_event(true)).with(filter).try_init(),
     };
 }
 
