@@ -18,6 +18,9 @@ pub const MAX_ROWS: usize = 100_000;
 /// each answer is the whole table (up to 6 MB), and the original page asks once per run.
 pub const TABLE_BURST: f64 = 10.0;
 pub const TABLE_PER_SEC: f64 = 5.0;
+/// The confirmation's text, the original server's French sentence word for word (its page
+/// shows whatever string comes, but a class comparing the two servers sees the same words).
+pub const CONFIRMATION: &str = "Tous les clients ont terminé d'envoyer des requêtes.";
 
 /// Does this first message speak the legacy dialect? (An object without `type` that has
 /// one of its keys.)
@@ -185,7 +188,7 @@ impl Legacy {
                     return Vec::new();
                 }
                 self.done.clear();
-                let text = json!({ "confirmation": "Both clients have finished sending: the table is complete." }).to_string().into();
+                let text = json!({ "confirmation": CONFIRMATION }).to_string().into();
                 vec![Out { to: self.ids.keys().copied().collect(), text }]
             }
         }
@@ -291,7 +294,7 @@ mod tests {
         assert!(l.handle(7, r#"{"client_a_terminer_denvoyer":1}"#, 3).is_empty(), "one connection twice is not two");
         let out = l.handle(9, r#"{"client_a_terminer_denvoyer":2}"#, 4);
         assert_eq!(out[0].to, vec![7, 9]);
-        assert!(out[0].text.starts_with(r#"{"confirmation":"#));
+        assert_eq!(out[0].text, r#"{"confirmation":"Tous les clients ont terminé d'envoyer des requêtes."}"#);
         let out = l.handle(9, r#"{"obtenir_tableau":true}"#, 5);
         assert_eq!(
             out[0].text,

@@ -56,6 +56,9 @@ async fn connect(ws_url: &str) -> Ws {
 /// (the table request in `timestamps_carry_the_local_utc_offset` comes `TABLE_AFTER` later)
 /// is not within this.
 const STAMP_SLACK_US: i64 = 250_000;
+/// The original server's confirmation, word for word (written out here, not taken from
+/// src/legacy.rs, so that a changed sentence fails).
+const ORIGINAL_CONFIRMATION: &str = "Tous les clients ont terminé d'envoyer des requêtes.";
 const TABLE_AFTER: Duration = Duration::from_millis(400);
 
 /// Two legacy clients through the whole original flow; returns the table.
@@ -82,7 +85,7 @@ async fn legacy_run(ws_url: &str, posts: usize) -> Vec<Value> {
     send_json(&mut b, json!({"client_a_terminer_denvoyer": idb})).await;
     for w in [&mut a, &mut b] {
         let c = recv(w).await;
-        assert!(c["confirmation"].is_string(), "{c}");
+        assert_eq!(c["confirmation"], ORIGINAL_CONFIRMATION, "{c}");
     }
     let confirmed = now_us();
     send_json(&mut a, json!({"obtenir_tableau": true})).await;
@@ -280,8 +283,8 @@ fn a_peer_leaving_mid_run_does_not_poison_the_next_run() {
         send_json(&mut c, json!({"client_a_terminer_denvoyer": 1})).await;
         assert!(tokio::time::timeout(Duration::from_millis(300), c.next()).await.is_err(), "a half-count carried over");
         send_json(&mut d, json!({"client_a_terminer_denvoyer": 2})).await;
-        assert!(recv(&mut c).await["confirmation"].is_string());
-        assert!(recv(&mut d).await["confirmation"].is_string());
+        assert_eq!(recv(&mut c).await["confirmation"], ORIGINAL_CONFIRMATION);
+        assert_eq!(recv(&mut d).await["confirmation"], ORIGINAL_CONFIRMATION);
     });
     // A new pair runs the whole flow (legacy_run resets the table and checks ids and rows).
     both_dialects_still_work(&mut server);

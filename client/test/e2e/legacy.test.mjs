@@ -18,6 +18,7 @@ window.result = null;
 const ws = new WebSocket(${JSON.stringify(ws)});
 let id = null;
 const sent = [];
+let confirmation = null;
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 ws.onopen = () => ws.send(JSON.stringify({ client_pret: true }));
 ws.onmessage = async (ev) => {
@@ -32,12 +33,13 @@ ws.onmessage = async (ev) => {
     }
     ws.send(JSON.stringify({ client_a_terminer_denvoyer: id }));
   } else if (msg.confirmation !== undefined) {
+    confirmation = msg.confirmation;
     ws.send(JSON.stringify({ obtenir_tableau: true }));
   } else if (Array.isArray(msg)) {
     const mine = msg.filter((row) => row.Value === id).map((row) => Date.parse(row.Timestamp));
     const errs = sent.map((s, k) => Math.abs(Date.parse(s) - mine[k]));
     window.result = { id, rows: msg.length, mine: mine.length, sent: sent.length, maxErrMs: Math.max(...errs), errs,
-      fields: Object.keys(msg[0] || {}).sort(), sample: msg[0] };
+      fields: Object.keys(msg[0] || {}).sort(), sample: msg[0], confirmation };
   }
 };
 </script>`;
@@ -74,6 +76,7 @@ test('the original flow runs against sgp serve --legacy from another origin', { 
     assert.equal(r.mine, 16);
     assert.equal(r.sent, 16);
     assert.deepEqual(r.fields, ['Timestamp', 'Value']);
+    assert.equal(r.confirmation, "Tous les clients ont terminé d'envoyer des requêtes.", 'the original server\'s French confirmation');
     assert.match(r.sample.Timestamp, /^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{9}(Z|[+-]\d\d:\d\d)$/);
     // The original page expects 10 ms, and on a quiet machine that is what it gets (the Rust
     // tests hold the server's stamps to 2 ms). A busy machine holds a tab's send back after it
