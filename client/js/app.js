@@ -4,7 +4,9 @@
 // connection, the clock sync, the posting schedule and the derivation, and reports events that
 // events.js and session.js turn into state (state.js), which view.js draws.
 
-import { $, sgp, ui, isPoster, setStatus, addError, command, setWorker } from './state.js';
+import { $, sgp, ui, isPoster, setStatus, retellStatus, addError, command, setWorker } from './state.js';
+import { t, msg, initLang, setLang, lang, applyStatic, onLangChange } from './i18n.js';
+import { redrawAll, renderLegend } from './rounds.js';
 import { pageTolerance, applyToleranceDefault, askRange } from './tolerance.js';
 import { maybeCalibrate } from './calibrate.js';
 import { render } from './view.js';
@@ -19,7 +21,7 @@ function startWorker() {
   try {
     worker = new Worker(new URL('./worker.js', import.meta.url), { type: 'module' });
   } catch (e) {
-    fatal(`This browser cannot run the page's background worker (${e.message}). A recent Chrome, Edge, Firefox or Safari can.`);
+    fatal(msg('status.noWorker', { detail: e.message }));
     return;
   }
   setWorker(worker);
@@ -32,15 +34,15 @@ function startWorker() {
     render();
   };
   worker.onerror = (ev) => {
-    fatal(`The page's background worker failed: ${ev.message || 'unknown error'}. Reload the page.`);
+    fatal(msg('status.workerFailed', { detail: ev.message || msg('status.unknownError') }));
     render();
   };
 }
 
-function fatal(text) {
-  addError('page', text);
-  setStatus(text);
-  ui.alert = { text, rejoin: false };
+function fatal(m) {
+  addError('page', t(m, undefined, 'en'));
+  setStatus(m);
+  ui.alert = { msg: m, rejoin: false };
 }
 
 /** The poster's record for the eavesdropper audit, as `sgp pair --record` writes it. */
@@ -71,7 +73,7 @@ async function downloadRecord() {
   a.click();
   a.remove();
   setTimeout(() => URL.revokeObjectURL(a.href), 10_000);
-  announce(`Record downloaded: ${rec.rounds.length} round${rec.rounds.length === 1 ? '' : 's'}.`);
+  announce(t('record.done', { rounds: rec.rounds.length }));
 }
 
 function announce(text) {
@@ -91,7 +93,7 @@ function join(room, observer) {
   $('join-code').classList.remove('is-invalid');
   ui.alert = null;
   ui.joining = { room: code, observer };
-  setStatus(`Joining ${code}…`);
+  setStatus('status.joining', { room: code });
   command({ cmd: 'join', room: code, observer });
   render();
 }
@@ -112,7 +114,7 @@ function create() {
   ui.alert = null;
   ui.joining = { create: true };
   ui.typedTolerance = ui.tolEdited ? tol : null;
-  setStatus('Creating a room…');
+  setStatus('status.creating');
   // Rounds sized for this τ from the same measurement (shorter where posts often run late).
   const d = pageTolerance();
   const posts = tol === d.ms ? d.posts : roundSize(sgp.calibration, tol).posts;
@@ -125,7 +127,7 @@ function leave() {
   backToLanding();
   ui.alert = null;
   ui.focusTo = 'landing-title';
-  setStatus('You left the room.');
+  setStatus('status.left');
   maybeCalibrate();
   render();
 }
@@ -156,12 +158,13 @@ async function copyText(text, button) {
     }
     ta.remove();
   }
-  const label = button.dataset.label || button.textContent;
-  button.dataset.label = label;
-  button.textContent = ok ? 'Copied' : 'Select and copy by hand';
-  announce(ok ? 'Copied.' : 'Could not copy: select the text and copy it by hand.');
-  setTimeout(() => {
-    button.textContent = label;
+  // The button says so for a moment, then its own label again (data-i18n: in the language
+  // chosen by then).
+  button.textContent = t(ok ? 'copy.done' : 'copy.byHand');
+  announce(t(ok ? 'copy.doneSaid' : 'copy.failedSaid'));
+  clearTimeout(button.sgpRestore);
+  button.sgpRestore = setTimeout(() => {
+    button.textContent = t(button.dataset.i18n);
   }, 1500);
 }
 
@@ -201,7 +204,7 @@ function wire() {
     sgp.running = true;
     ui.gaveUp = false;
     ui.alert = null;
-    setStatus('Syncing clocks with the server…');
+    setStatus('status.syncing');
     command({ cmd: 'start', adapt: askRange() });
     render();
   });
@@ -214,6 +217,7 @@ function wire() {
   $('copy-key').addEventListener('click', (e) => copyText($('key').textContent, e.currentTarget));
   $('room-link').addEventListener('focus', (e) => e.target.select());
   $('theme').addEventListener('click', toggleTheme);
+  $('lang').addEventListener('change', (e) => setLang(e.target.value));
   $('alert-close').addEventListener('click', () => {
     ui.alert = null;
     render();
@@ -223,7 +227,24 @@ function wire() {
   });
 }
 
+/** The switch shows the language in use; a change of language redraws everything that has
+ *  words (the status and alert are messages, drawn again; so are the timeline's pictures). */
+function wireLang() {
+  initLang();
+  applyStatic();
+  $('lang').value = lang();
+  onLangChange((l) => {
+    $('lang').value = l;
+    retellStatus();
+    applyToleranceDefault();
+    renderLegend();
+    redrawAll();
+    render();
+  });
+}
+
 function main() {
+  wireLang();
   wire();
   renderTheme();
   applyToleranceDefault();
@@ -235,7 +256,7 @@ function main() {
     join(room, q.has('watch'));
   } else {
     ui.calibrating = true; // until the worker has measured (it starts once it is up)
-    setStatus('Create a room, or join one by its code.');
+    setStatus('status.landing');
   }
   setTimeout(() => {
     if (ui.calibrating && !ui.calibStarted) {

@@ -9,6 +9,7 @@ import { maybeCalibrate, onCalibration } from './calibrate.js';
 import { applyToleranceDefault } from './tolerance.js';
 import { peerLeft, onPhase, onStart, onRound, onDroppedSpans, onKeyVoid, onKey, onConfirmed, onAborted, onStopped } from './session.js';
 import { landingUrl, roomLink } from './urls.js';
+import { msg } from './i18n.js';
 
 export function onWorker(m) {
   switch (m.type) {
@@ -64,7 +65,7 @@ export function onWorker(m) {
     case 'reset':
       clearRoom();
       sgp.running = false;
-      setStatus('The room was reset: the board and any key are gone. Press Start for a new session.');
+      setStatus('status.reset');
       return;
     case 'error':
       return onError(m);
@@ -84,7 +85,7 @@ export function onWorker(m) {
 function onConn(m) {
   if (m.state === 'connecting') {
     sgp.connected = false;
-    if (ui.view === 'landing') setStatus('Connecting to the server…');
+    if (ui.view === 'landing') setStatus('status.connecting');
     return;
   }
   if (m.state === 'open') {
@@ -97,27 +98,26 @@ function onConn(m) {
   sgp.running = false;
   stopTicker();
   if (m.leaving) return;
-  const why = m.reason ? `: ${m.reason}` : '';
-  const code = m.code ? ` (WebSocket close code ${m.code}${why})` : '';
+  const code = !m.code ? '' : m.reason ? msg('conn.codeWhy', { code: m.code, reason: m.reason }) : msg('conn.code', { code: m.code });
+  const host = location.host;
   if (ui.view === 'room') {
-    const room = ui.lastJoin ? ` room ${ui.lastJoin.room}` : '';
+    const room = ui.lastJoin ? ui.lastJoin.room : '';
     const text = ui.joining
-      ? `Could not reach the server at ${location.host}: is sgp serve still running there? Press Reconnect to try again${code}.`
-      : `Lost the connection to the server at ${location.host}: it stopped or restarted, or the network dropped. ` +
-        `Any session in progress stopped. Press Reconnect to join${room} again${code}.`;
+      ? msg('conn.unreachableRoom', { host, code })
+      : msg('conn.lost', { host, room, code });
     ui.joining = null;
     setStatus(text);
-    ui.alert = { text, rejoin: true };
+    ui.alert = { msg: text, rejoin: true };
   } else {
     const text = was || ui.joining === null
-      ? `The server closed the connection${code}.`
-      : `Could not reach the server at ${location.host}${code}. Is sgp serve running?`;
+      ? msg('conn.closed', { code })
+      : msg('conn.unreachable', { host, code });
     setStatus(text);
-    ui.alert = { text, rejoin: false };
+    ui.alert = { msg: text, rejoin: false };
     ui.joining = null;
     maybeCalibrate();
   }
-  addError('connection', `closed${code}`);
+  addError('connection', `closed${m.code ? ` (WebSocket close code ${m.code}${m.reason ? `: ${m.reason}` : ''})` : ''}`);
 }
 
 function onJoined(m) {
@@ -138,7 +138,7 @@ function onJoined(m) {
   if (!sameRoom) clearRoom();
   history.replaceState(null, '', roomLink(location.href, m.room, { watch: m.role === 'observer' }));
   if (m.role === 'observer') {
-    setStatus(`Watching room ${m.room} as the eavesdropper: you see the board and the tags, never who posted what. Waiting for a round.`);
+    setStatus('status.watching', { room: m.room });
   } else {
     setStatus(idleSentence());
   }
@@ -150,8 +150,8 @@ const sameRoomAsLast = (room) => !!ui.lastJoin && ui.lastJoin.room === room;
 /** What a poster with no session running should read. */
 function idleSentence() {
   const peer = peerOf(sgp.role);
-  if (!sgp.peers[peer]) return `Waiting for a peer: send them the link (or the code ${sgp.room}).`;
-  return `${cap(peer)} is here. Press Start when you are both ready.`;
+  if (!sgp.peers[peer]) return msg('status.waitPeer', { room: sgp.room });
+  return msg('status.peerHere', { peer: cap(peer) });
 }
 
 function onPeer(m) {
@@ -161,31 +161,29 @@ function onPeer(m) {
   }
   sgp.peers[m.role] = m.event === 'joined';
   if (sgp.role === 'observer') {
-    setStatus(`${cap(m.role)} ${m.event === 'joined' ? 'joined' : 'left'} the room.`);
+    setStatus(m.event === 'joined' ? 'status.peerJoinedSeen' : 'status.peerLeftSeen', { role: cap(m.role) });
     return;
   }
   if (m.event === 'joined') {
-    if (!sgp.running) setStatus(`${cap(m.role)} joined. Press Start when you are both ready.`);
+    if (!sgp.running) setStatus('status.peerJoined', { role: cap(m.role) });
   } else {
     peerLeft(m.role);
   }
 }
 
-/** A refusal of `join`/`create` in words a person understands. */
+/** A refusal of `join`/`create` in words a person understands (by its code; the server's
+ *  own words only where no code says more). */
 function joinRefusal(code, message, room) {
-  const r = room ? ` ${room}` : '';
+  const r = room || '';
   switch (code) {
     case 'no_such_room':
-      return `There is no room${r} on this server. Check the code (it looks like ABCDE-FGHJK), or ask for a new link: ` +
-        'a room ends when everyone has left it, after 10 minutes without activity, or when the server restarts.';
+      return msg('refuse.noSuchRoom', { room: r });
     case 'room_full':
-      return `Room${r} already has both of its posters. You can still watch it as the eavesdropper (Watch).`;
+      return msg('refuse.roomFull', { room: r });
     case 'bad_field':
-      return `The server did not accept these settings: ${message}.`;
-    default: {
-      const msg = String(message);
-      return /[.!?]$/.test(msg) ? msg : `${msg}.`;
-    }
+      return msg('refuse.badField', { message: String(message) });
+    default:
+      return msg('refuse.other', { message: String(message) });
   }
 }
 
@@ -194,7 +192,7 @@ function onError(m) {
   if (m.quiet) return;
   if (m.code === 'connection' && !sgp.connected) return; // the lost connection is already said
   if (PAGE_FAULTS.has(m.code) || m.code === 'connection') {
-    setStatus(`Something went wrong on this page: ${m.message}. Reload the page if it stops moving.`);
+    setStatus('status.pageFault', { message: String(m.message) });
     return;
   }
   if (ui.joining) {
@@ -203,7 +201,7 @@ function onError(m) {
     const text = joinRefusal(m.code, m.message, room);
     command({ cmd: 'leave' });
     backToLanding();
-    ui.alert = { text, rejoin: false };
+    ui.alert = { msg: text, rejoin: false };
     setStatus(text);
     if (room) $('join-code').value = room;
     ui.focusTo = room ? 'join-code' : 'landing-title';
@@ -212,11 +210,11 @@ function onError(m) {
   }
   if (ui.view === 'landing') {
     const text = joinRefusal(m.code, m.message, null);
-    ui.alert = { text, rejoin: false };
+    ui.alert = { msg: text, rejoin: false };
     setStatus(text);
     return;
   }
-  setStatus(`The server refused a message (${m.code}): ${m.message}.`);
+  setStatus('status.refused', { code: m.code, message: String(m.message) });
 }
 
 function clearRoom() {
@@ -228,7 +226,7 @@ function clearRoom() {
   ui.strength = 0;
   ui.keptTotal = 0;
   ui.roundPct = 0;
-  ui.roundText = '';
+  ui.roundNo = null;
   ui.window = null;
   stopTicker();
   clearTimeline();

@@ -2,8 +2,9 @@
 // late posts, its sgpState.rounds entry) and the Timeline card's figures (timeline.js draws
 // the pictures).
 
-import { $, sgp, peerOf } from './state.js';
+import { $, sgp, ui, peerOf } from './state.js';
 import { roundSvg, legend } from './timeline.js';
+import { t } from './i18n.js';
 
 export const roundKey = (session, round) => `${session}/${round}`;
 
@@ -77,17 +78,17 @@ function roundFigure(pic) {
   fig.dataset.session = m.session;
   fig.dataset.round = m.round;
   const cap = document.createElement('figcaption');
-  let text = `Session ${m.session.slice(0, 4)}… round ${m.round} · ${m.board.length} entries · ${st.kept} kept`;
-  if (st.leftOut > 0) text += ` · ${st.leftOut} entr${st.leftOut === 1 ? 'y' : 'ies'} left out around ${st.spans.length === 1 ? 'a late post' : 'late posts'}`;
-  if (!observer && m.desync) text += ' · out of sync for me: dropped';
-  else if (!observer) text += ` · ${m.mine.length} mine · ${st.kept - m.mine.length} ${peerOf(sgp.role)}'s`;
-  if (observer && !m.window_known) text += ' · window unknown (joined mid-round)';
+  let text = t('caption.head', { session: m.session.slice(0, 4), round: m.round, entries: m.board.length, kept: st.kept });
+  if (st.leftOut > 0) text += t('caption.leftOut', { count: st.leftOut, spans: st.spans.length });
+  if (!observer && m.desync) text += t('caption.desync');
+  else if (!observer) text += t('caption.mine', { mine: m.mine.length, peerCount: st.kept - m.mine.length, peer: peerOf(sgp.role) });
+  if (observer && !m.window_known) text += t('caption.windowUnknown');
   cap.textContent = text;
   fig.append(svg, cap);
-  if ((!observer && m.desync) || pic.whole) {
+  if ((!observer && m.desync) || pic.whole || pic.marked) {
     fig.dataset.dropped = 'true';
     svg.dataset.dropped = 'true';
-    if (!m.desync) cap.textContent += ' · dropped (out of sync)';
+    if (!m.desync) cap.textContent += t('caption.dropped');
   }
   return fig;
 }
@@ -118,13 +119,23 @@ export function redrawRound(pic) {
 export function markDropped(session, round) {
   for (const fig of $('timeline').querySelectorAll('figure')) {
     if (String(fig.dataset.round) === String(round) && (!session || fig.dataset.session === session)) {
+      const pic = ui.pictures.get(roundKey(fig.dataset.session, round));
+      if (pic) pic.marked = true; // drawn so again (a change of language draws every picture again)
       if (fig.dataset.dropped !== 'true') {
         fig.dataset.dropped = 'true';
         fig.querySelector('svg').dataset.dropped = 'true';
-        fig.querySelector('figcaption').textContent += ' · dropped (out of sync)';
+        fig.querySelector('figcaption').textContent += t('caption.dropped');
       }
       return;
     }
+  }
+}
+
+/** Every picture still shown, drawn again (after a change of language). */
+export function redrawAll() {
+  for (const fig of $('timeline').querySelectorAll('figure')) {
+    const pic = ui.pictures.get(roundKey(fig.dataset.session, fig.dataset.round));
+    if (pic) fig.replaceWith(roundFigure(pic));
   }
 }
 
@@ -132,7 +143,7 @@ export function renderLegend() {
   const observer = sgp.role === 'observer';
   const box = $('legend');
   box.replaceChildren();
-  box.append(observer ? 'What the eavesdropper knows: each entry\'s time and label (A above the line, B below).' : 'Each entry at its board time; A labels above the line, B below.');
+  box.append(t(observer ? 'legend.observer' : 'legend.poster'));
   for (const [cls, text] of legend(observer, peerOf(sgp.role))) {
     const sw = document.createElement('span');
     sw.className = `swatch swatch-${cls}`;
@@ -151,6 +162,7 @@ function emptyNote() {
   const p = document.createElement('p');
   p.id = 'timeline-empty';
   p.className = 'text-body-secondary small mb-0';
-  p.textContent = "Each round's board appears here once it closes.";
+  p.dataset.i18n = 'timeline.empty';
+  p.textContent = t('timeline.empty');
   return p;
 }

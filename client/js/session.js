@@ -5,45 +5,45 @@ import { sgp, ui, isPoster, peerOf, pageNowUs, setStatus } from './state.js';
 import { roundKey, unionSpans, roundEntry, applyRoundState, MAX_PICTURES, drawRound, redrawRound, markDropped } from './rounds.js';
 import { tooTight } from './tolerance.js';
 import { startTicker, stopTicker } from './view.js';
+import { msg } from './i18n.js';
 
 export function peerLeft(role) {
   const who = role || peerOf(sgp.role);
   sgp.running = false;
   stopTicker();
-  const kept = sgp.key && sgp.key.confirmed ? ' Your confirmed key stays below.' : ' The session stopped.';
-  setStatus(`The peer left (${who} closed the page or left the room).${kept} Send the link to someone; once they join, press Start.`);
+  setStatus(sgp.key && sgp.key.confirmed ? 'status.peerLeftKept' : 'status.peerLeft', { who });
 }
 
 export function onPhase(m) {
   const peer = peerOf(sgp.role);
-  const retry = m.failures > 0 ? ` (${m.failures} dropped in a row; it gives up after ${m.give_up_s} s without one that counts)` : '';
+  const retry = m.failures > 0 ? msg('retry.count', { failures: m.failures, giveUp: m.give_up_s }) : '';
   switch (m.phase) {
     case 'syncing':
       sgp.running = true;
-      setStatus(m.why === 'start' ? 'Syncing clocks with the server…' : `Syncing clocks again before another try${retry}…`);
+      setStatus(m.why === 'start' ? msg('status.syncing') : msg('status.syncAgain', { retry }));
       return;
     case 'waiting':
       if (m.next) {
-        setStatus(`Round ${m.round} done: ${m.strength} of ${sgp.params.target_bits} bits so far. Waiting for the next round…`);
+        setStatus('status.roundDone', { round: m.round, strength: m.strength, target: sgp.params.target_bits });
       } else if (m.why && m.why !== 'start') {
-        const what = m.why === 'desync' ? 'a dropped round' : m.why;
-        setStatus(`Trying again after ${what}${retry}: waiting for the next round…`);
+        const what = m.why === 'desync' ? msg('why.desync') : String(m.why);
+        setStatus('status.tryAgain', { what, retry });
       } else if (!sgp.peers[peer]) {
-        setStatus(`Ready. Waiting for a peer to join and press Start${retry}.`);
+        setStatus('status.readyNoPeer', { retry });
       } else {
-        setStatus(`Ready. Waiting for ${peer} to press Start${retry}.`);
+        setStatus('status.readyPeer', { peer, retry });
       }
       return;
     case 'posting':
       ui.window = windowOnPage(m.start_local_us, m.end_local_us, m.now_us);
       startTicker();
-      setStatus(`Round ${m.round}: posting at random times (about ${Math.round(m.rate_hz ?? sgp.params.rate_hz)} posts a second each, tolerance ${m.tolerance_ms ?? sgp.params.tolerance_ms} ms)…`);
+      setStatus('status.posting', { round: m.round, rate: Math.round(m.rate_hz ?? sgp.params.rate_hz), tol: m.tolerance_ms ?? sgp.params.tolerance_ms });
       return;
     case 'closing':
-      setStatus(`Round ${m.round}: window closed, waiting for the board…`);
+      setStatus('status.closing', { round: m.round });
       return;
     case 'confirming':
-      setStatus(`Key derived: checking with ${peer} that both hold the same one…`);
+      setStatus('status.confirming', { peer });
       return;
     default:
   }
@@ -68,14 +68,14 @@ export function onStart(m) {
     ui.keptTotal = 0;
   }
   ui.roundPct = 0;
-  ui.roundText = `round ${m.round}`;
+  ui.roundNo = m.round;
   if (m.params) ui.roundTolerance = m.params.tolerance_ms; // each round's follows the posters' asks
   if (isPoster()) {
     sgp.running = true;
   } else {
     ui.window = windowOnPage(m.start_local_us, m.end_local_us, m.now_us);
     startTicker();
-    setStatus(`Round ${m.round} is running: the posters are posting.`);
+    setStatus('status.roundRunning', { round: m.round });
   }
 }
 
@@ -111,19 +111,17 @@ export function onRound(m) {
   drawRound(pic);
   if (m.observer) {
     ui.keptTotal += st.kept;
-    setStatus(`Round ${m.round} closed: ${m.board.length} entries on the board, ${m.kept_pos.length} kept by the public sift.`);
+    setStatus('status.roundClosedSeen', { round: m.round, entries: m.board.length, kept: m.kept_pos.length });
     return;
   }
   if (m.desync && m.desync.late) {
-    const what = m.desync.skipped > 0 ? `${m.desync.skipped} post${m.desync.skipped > 1 ? 's' : ''} had to be skipped` : `a post left ${(m.desync.late_us / 1000).toFixed(1)} ms late`;
-    setStatus(`Round ${m.round} is dropped: this page fell behind its own posting schedule (${what}; a busy machine). ` +
-      'A stretch in which one poster falls silent would tell an eavesdropper whose posts are whose, so such a round gives no bits. Another round follows.');
+    const what = m.desync.skipped > 0 ? msg('late.skipped', { count: m.desync.skipped }) : msg('late.late', { ms: (m.desync.late_us / 1000).toFixed(1) });
+    setStatus('status.behind', { round: m.round, what });
     return;
   }
   if (m.desync) {
-    const tol = sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : '';
-    setStatus(`Round ${m.round} is out of sync for me: ${m.desync.unmatched} of my ${m.desync.total} posts reached the server further from ` +
-      `when they were expected than the tolerance${tol} allows, so I cannot be sure which posts are mine. The round is dropped and another one follows.`);
+    const tol = sgp.params ? sgp.params.tolerance_ms : '';
+    setStatus('status.desync', { round: m.round, unmatched: m.desync.unmatched, total: m.desync.total, tol });
     return;
   }
   ui.strength = m.ledger.strength;
@@ -148,8 +146,7 @@ function onRoundUpdate(m) {
   ui.strength = m.ledger.strength;
   ui.keptTotal = m.ledger.n;
   const out = m.left_out.length;
-  setStatus(`Round ${m.round}: a post of ${peerOf(sgp.role)}'s missed the tolerance, so both of us leave out the kept entries around it ` +
-    `(${out} of this round in all): ${m.ledger.strength} of ${sgp.params.target_bits} bits so far.`);
+  setStatus('status.peerSpans', { round: m.round, peer: peerOf(sgp.role), out, strength: m.ledger.strength, target: sgp.params.target_bits });
 }
 
 /** An observer hears that spans of a round were left out (never whose they were). */
@@ -162,7 +159,7 @@ export function onDroppedSpans(m) {
   const st = applyRoundState(entry, pic);
   ui.keptTotal += st.kept - before;
   redrawRound(pic);
-  setStatus(`Round ${m.round}: a poster left out ${st.leftOut} entr${st.leftOut === 1 ? 'y' : 'ies'} around a late post; ${st.kept} kept entries count.`);
+  setStatus('status.spansSeen', { round: m.round, leftOut: st.leftOut, kept: st.kept });
 }
 
 /** The worker's key no longer holds: the peer's spans took the session below the target. */
@@ -205,15 +202,13 @@ export function onConfirmed(m) {
       sgp.key.confirmed = state === 'match';
     }
     if (state === 'mismatch') {
-      setStatus('The confirmation tags differ, so the two keys differ: this key is discarded and a new session starts.');
+      setStatus('status.mismatch');
     }
     return;
   }
   sgp.confirm.state = m.match ? 'match' : 'mismatch';
   if (!isPoster()) {
-    setStatus(m.match
-      ? 'Both posters confirmed the same key (their tags match). You saw every board and both tags, and still cannot compute it.'
-      : 'The posters\' tags differ: their keys differ and they start again.');
+    setStatus(m.match ? 'status.matchSeen' : 'status.mismatchSeen');
   }
 }
 
@@ -243,39 +238,36 @@ export function onAborted(m) {
       } else if (r) {
         ui.keptTotal -= before;
       }
-      const which = m.round == null ? 'The last round' : `Round ${m.round}`;
-      const tol = sgp.params ? ` (${sgp.params.tolerance_ms} ms)` : '';
+      const which = m.round == null ? msg('which.last') : msg('which.round', { round: m.round });
+      const tol = sgp.params ? sgp.params.tolerance_ms : '';
       // A poster whose session has stopped (it gave up, or its peer did) keeps saying so: a
       // drop that crossed that on the way changes nothing.
       if (isPoster() && !sgp.running) return;
       if (isPoster()) {
-        setStatus(`${which} was dropped: a post reached the server further from when it was expected than this room's tolerance${tol} allows, ` +
-          'so whose posts are whose was not certain. Nothing of it is used; another round follows.');
+        setStatus('status.dropped', { which, tol });
       } else {
-        setStatus(`${which} was dropped: a poster found it out of sync (a post further off than the tolerance${tol}). Another round follows.`);
+        setStatus('status.droppedSeen', { which, tol });
       }
       return;
     }
     case 'peer_left':
       if (isPoster()) peerLeft(null);
-      else setStatus('A poster left (peer left): the session stopped.');
+      else setStatus('status.posterLeftSeen');
       return;
     case 'idle':
       sgp.running = false;
-      setStatus('The server closed the room after a long time without activity. Leave and create a new one.');
+      setStatus('status.idle');
       return;
     case 'disagree':
-      setStatus('One side had enough bits for a key and the other did not: starting a new session.');
+      setStatus('status.disagree');
       return;
     case 'gave_up':
       // Our own `abort {gave_up}` comes back to us too: we said it already (onStopped).
       if (ui.gaveUp) return;
-      setStatus(isPoster()
-        ? `The peer gave up after too many rounds in a row were dropped. Press Start to try again; if it keeps happening, ${tooTight()}`
-        : 'A poster gave up after too many rounds in a row were dropped.');
+      setStatus(isPoster() ? msg('status.peerGaveUp', { advice: tooTight() }) : msg('status.posterGaveUpSeen'));
       return;
     default:
-      setStatus(`The session was aborted (${m.reason}).`);
+      setStatus('status.aborted', { reason: String(m.reason) });
   }
 }
 
@@ -284,18 +276,18 @@ export function onStopped(m) {
   stopTicker();
   switch (m.reason) {
     case 'key':
-      setStatus(`Key confirmed: both sides hold the same ${sgp.key ? sgp.key.strength : ''}-bit key.`.replace('same -bit', 'same'));
+      setStatus('status.keyConfirmed', { strength: sgp.key ? sgp.key.strength : '' });
       return;
     case 'gave_up': {
       if (m.last == null) return; // the peer gave up: onAborted said so
       ui.gaveUp = true;
-      const last = m.last === 'desync' ? 'a round out of sync' : m.last === 'confirmation mismatch' ? 'the two keys differed' : m.last;
-      const count = m.in_a_row ? `${m.failures} rounds or sessions in a row failed, over ${m.stuck_s} s` : `${m.total_failures} rounds or sessions failed`;
-      setStatus(`Gave up after ${count} (the last: ${last}). Press Start to try again; if it keeps happening, ${tooTight()}`);
+      const last = m.last === 'desync' ? msg('last.desync') : m.last === 'confirmation mismatch' ? msg('last.mismatch') : String(m.last);
+      const count = m.in_a_row ? msg('gaveUp.inARow', { failures: m.failures, seconds: m.stuck_s }) : msg('gaveUp.total', { failures: m.total_failures });
+      setStatus('status.gaveUp', { count, last, advice: tooTight() });
       return;
     }
     case 'sync_failed':
-      setStatus(`Could not sync clocks with the server: ${m.message}.`);
+      setStatus('status.syncFailed', { message: String(m.message) });
       return;
     case 'peer_left':
       peerLeft(null);

@@ -1,13 +1,16 @@
 // state.js — the page's state: `window.sgpState` (the plain object browser tests read) and the
 // view's own, the small helpers every part of the page uses, and the line to the worker (`command`).
 
+import { t, msg } from './i18n.js';
+
 export const $ = (id) => document.getElementById(id);
 
 /** The test hook: a plain object kept up to date (see client/js/README.md). */
 export const sgp = {
   role: null,
   room: null,
-  status: 'Loading…',
+  status: t('status.loading'),
+  statusId: 'status.loading', // the status sentence's message id (i18n/en.js): tests key off it, not its words
   params: null,
   sync: { offset_us: null, delay_us: null },
   rounds: [],
@@ -36,14 +39,15 @@ export const ui = {
   keptTotal: 0,
   window: null, // {start, end} on the page's clock (ms, performance.now()) while a round runs
   roundPct: 0,
-  roundText: '',
+  roundNo: null, // the running or last round's number (the progress bar's words)
   tolEdited: false,
   typedTolerance: null, // the tolerance typed for the room this page created (fixed: only the rate adapts)
   roundTolerance: null, // the running or last round's τ (ms): it follows the posters' asks
   calibrating: false, // the Create button waits for the jitter measurement
   calibStarted: false,
   tick: null,
-  alert: null, // {text, rejoin}
+  statusMsg: msg('status.loading'), // the status as a message, drawn again when the language changes
+  alert: null, // {msg, rejoin}: msg as the status's (i18n.js msg)
   gaveUp: false,
   createdHere: false, // this page created the room it is in // this page gave up the last session (too many failures)
   focusTo: null, // an element id to focus after the next render (view changes)
@@ -60,8 +64,16 @@ export const isPoster = () => sgp.role === 'alice' || sgp.role === 'bob';
 export const cap = (s) => (s ? s[0].toUpperCase() + s.slice(1) : s);
 export const pageNowUs = () => Math.round((performance.timeOrigin + performance.now()) * 1000);
 
-export function setStatus(text) {
-  sgp.status = text;
+/** Sets the status sentence: message `id` of i18n/en.js with `params` (or a msg object). */
+export function setStatus(id, params) {
+  ui.statusMsg = id && typeof id === 'object' ? id : msg(id, params);
+  sgp.statusId = ui.statusMsg.id;
+  sgp.status = t(ui.statusMsg);
+}
+
+/** The status sentence again, in the language now chosen. */
+export function retellStatus() {
+  sgp.status = t(ui.statusMsg);
 }
 
 /** Codes of errors that are this page's own bugs (not the server's refusals or the network):

@@ -6,6 +6,8 @@
 // are drawn alike whoever announced them).
 // DOM only (no network, no clock); the data comes from the worker's `round` message.
 
+import { t } from './i18n.js';
+
 const NS = 'http://www.w3.org/2000/svg';
 const W = 1000;
 const H = 100;
@@ -69,13 +71,14 @@ export function roundSvg(r) {
     paths[cls] += `M${x(e.t_us)} ${AXIS}V${y}`;
   });
 
-  const peerName = r.peer || 'peer';
-  const out = leftOut > 0 ? ` ${leftOut} more left out around late posts (shaded).` : '';
+  const peer = r.peer || 'peer';
+  const out = leftOut > 0 ? t('svg.leftOut', { count: leftOut }) : '';
+  const counts = { round: r.round, entries: board.length, kept: kept.size, sifted: board.length - sifted.size };
   const summary = observer
-    ? `Round ${r.round}: ${board.length} entries, ${kept.size} kept, ${board.length - sifted.size} dropped by the public sift.${out} Times and labels only: nothing tells the posters apart.`
+    ? t('svg.observer', { ...counts, out })
     : unknown
-      ? `Round ${r.round}: ${board.length} entries, ${kept.size} kept; out of sync, so whose they are is unknown and the round is dropped.`
-      : `Round ${r.round}: ${board.length} entries, ${kept.size} kept (${nMine} mine, ${nPeer} ${peerName}'s), ${board.length - sifted.size} dropped by the sift.${out}`;
+      ? t('svg.unknown', counts)
+      : t('svg.poster', { ...counts, mine: nMine, peerCount: nPeer, peer, out });
 
   const svg = el('svg', {
     viewBox: `0 0 ${W} ${H}`,
@@ -120,6 +123,6 @@ export function roundSvg(r) {
 /** The legend under the timeline's title, as HTML-free text pieces: [[class, text], …]. */
 export function legend(observer, peerName) {
   return observer
-    ? [['kept', 'kept entry'], ['dropped', 'sifted or left out'], ['guard', 'guard zone'], ['span', 'left out around a late post']]
-    : [['mine', 'mine'], ['peer', `${peerName}'s`], ['dropped', 'sifted or left out'], ['guard', 'guard zone'], ['span', 'left out around a late post']];
+    ? [['kept', t('legend.kept')], ['dropped', t('legend.dropped')], ['guard', t('legend.guard')], ['span', t('legend.span')]]
+    : [['mine', t('legend.mine')], ['peer', t('legend.peer', { peer: peerName })], ['dropped', t('legend.dropped')], ['guard', t('legend.guard')], ['span', t('legend.span')]];
 }

@@ -4,6 +4,7 @@
 
 import { $, sgp, ui } from './state.js';
 import { defaultTolerance, FLOOR_MS } from './timing.js';
+import { t, msg } from './i18n.js';
 
 export const usefulCalibration = (c) => c.ok && !defaultToleranceFor(c).unsure;
 export const defaultToleranceFor = (c) => {
@@ -37,27 +38,26 @@ export function applyToleranceDefault() {
   const c = sgp.calibration;
   const d = pageTolerance();
   if (!ui.tolEdited) $('tolerance').value = String(d.ms);
-  const p = d.precision != null ? `${d.precision} µs` : 'coarsely';
+  const p = d.precision != null ? t('tol.precision', { us: d.precision }) : t('tol.coarsely');
   const base = d.isolated
-    ? `This page is cross-origin isolated, so timers tick every ${p} and the worker sends each post on time: at least ${d.floor} ms.`
-    : `This page is not cross-origin isolated (plain http to another machine is not a secure context), so the browser coarsens timers to ${p}: at least ${d.floor} ms, more than the ${FLOOR_MS.isolated} ms of an isolated page.`;
+    ? t('tol.isolated', { p, floor: d.floor })
+    : t('tol.notIsolated', { p, floor: d.floor, isolatedFloor: FLOOR_MS.isolated });
   let measured;
-  if (ui.calibrating) measured = ' Measuring how much this browser\'s messages wander…';
+  if (ui.calibrating) measured = t('tol.measuring');
   else if (!c) measured = '';
-  else if (!c.ok) measured = ` (Could not measure the message jitter: ${c.message}.)`;
+  else if (!c.ok) measured = t('tol.measureFailed', { message: String(c.message) });
   else {
-    const spread = `Measured: of ${c.samples} test messages sent like posts, half reached the server within ${(c.dev_series_us ? median(c.dev_series_us) / 1000 : 0).toFixed(2)} ms ` +
-      `of the usual delay, 99.6% within ${(c.dev_p996_us / 1000).toFixed(2)} ms.`;
-    const share = d.success == null || d.unsure ? '' : ` At ${d.ms} ms, in rounds of ${d.posts} posts each, about ${Math.round(100 * d.success)}% of each round's entries would count:`;
-    const why = d.widened
-      ? ' the fastest choice on this machine now (a wider tolerance makes each round longer; at a narrower one more posts land too far from where they were expected, and each costs the stretch of its round around it).'
-      : ' nothing wider would be faster (a post that lands too far from where it was expected costs only the stretch of its round around it, as a stall does unless it holds up a quarter of the round, and a wider tolerance makes every round longer).';
-    const unsure = d.unsure
-      ? ` This machine was too busy while measuring to judge (no tolerance up to 5 ms would keep most rounds in sync), so the default is the floor, in short rounds of ${d.posts} posts, which a stall spoils the least of.`
-      : '';
+    const spread = t('tol.spread', {
+      samples: c.samples,
+      half: (c.dev_series_us ? median(c.dev_series_us) / 1000 : 0).toFixed(2),
+      p996: (c.dev_p996_us / 1000).toFixed(2),
+    });
+    const share = d.success == null || d.unsure ? '' : t('tol.share', { ms: d.ms, posts: d.posts, pct: Math.round(100 * d.success) });
+    const why = t(d.widened ? 'tol.widened' : 'tol.floor');
+    const unsure = d.unsure ? t('tol.unsure', { posts: d.posts }) : '';
     measured = ` ${spread}${share}${share ? why : ''}${unsure}`;
   }
-  $('tolerance-why').textContent = `Default ${d.ms} ms. ${base}${measured}`;
+  $('tolerance-why').textContent = t('tol.why', { ms: d.ms, base, measured });
 }
 
 function median(xs) {
@@ -73,8 +73,6 @@ function median(xs) {
 export function tooTight() {
   const tol = sgp.params ? sgp.params.tolerance_ms : null;
   const d = pageTolerance().ms;
-  if (tol == null || tol < d) {
-    return `this room's tolerance${tol == null ? '' : ` (${tol} ms)`} is too tight for these browsers: create a room with the default tolerance.`;
-  }
-  return `these browsers are busier now than when this page measured them, too busy for this room's tolerance (${tol} ms): create a room with a wider one, or try again when the machine is quieter.`;
+  if (tol == null || tol < d) return msg('tol.tooTight', { tol: tol == null ? '' : tol });
+  return msg('tol.tooBusy', { tol });
 }

@@ -5,6 +5,7 @@
 import { $, sgp, ui, isPoster, peerOf } from './state.js';
 import { pageTolerance } from './tolerance.js';
 import { roomLink } from './urls.js';
+import { t } from './i18n.js';
 
 // ---------------------------------------------------------------------------------------
 // Round progress ticker (time through the window).
@@ -40,7 +41,7 @@ function renderProgress() {
   const rp = $('round-progress');
   rp.setAttribute('aria-valuenow', String(ui.roundPct));
   rp.firstElementChild.style.width = `${ui.roundPct}%`;
-  setText('round-text', ui.roundText ? `${ui.roundText}: ${ui.roundPct}%` : '');
+  setText('round-text', ui.roundNo != null ? t('progress.round', { round: ui.roundNo, pct: ui.roundPct }) : '');
   const target = sgp.params ? sgp.params.target_bits : 256;
   const sp = $('session-progress');
   if (sgp.role === 'observer') {
@@ -48,19 +49,19 @@ function renderProgress() {
     // public, and each is worth at most one bit.
     const need = target + (sgp.params ? sgp.params.tag_bits : 32) + 64;
     const k = Math.min(ui.keptTotal, need);
-    setText('session-label', 'Kept entries this session');
+    setText('session-label', t('progress.keptLabel'));
     sp.setAttribute('aria-valuemax', String(need));
     sp.setAttribute('aria-valuenow', String(k));
     sp.firstElementChild.style.width = `${Math.round((100 * k) / need)}%`;
-    setText('session-text', `${ui.keptTotal} kept (a ${target}-bit key needs more than ${need})`);
+    setText('session-text', t('progress.kept', { kept: ui.keptTotal, target, need }));
     return;
   }
   const s = Math.min(ui.strength, target);
-  setText('session-label', 'Key strength');
+  setText('session-label', t('progress.strengthLabel'));
   sp.setAttribute('aria-valuemax', String(target));
   sp.setAttribute('aria-valuenow', String(s));
   sp.firstElementChild.style.width = `${Math.round((100 * s) / target)}%`;
-  setText('session-text', `${ui.strength} of ${target} bits · ${ui.keptTotal} kept entries`);
+  setText('session-text', t('progress.strength', { strength: ui.strength, target, kept: ui.keptTotal }));
 }
 
 export function render() {
@@ -73,7 +74,7 @@ function renderView() {
   const al = $('alert');
   al.hidden = !ui.alert;
   if (ui.alert) {
-    setText('alert-text', ui.alert.text);
+    setText('alert-text', t(ui.alert.msg));
     $('alert-rejoin').hidden = !ui.alert.rejoin;
   }
   $('landing').hidden = ui.view !== 'landing';
@@ -82,7 +83,7 @@ function renderView() {
   for (const id of ['join', 'watch']) $(id).disabled = busy;
   // Creating waits for the jitter measurement that sets the default tolerance (~1.5 s).
   $('create').disabled = busy || ui.calibrating;
-  setText('create', ui.calibrating ? 'Measuring…' : 'Create room');
+  setText('create', t(ui.calibrating ? 'create.measuring' : 'create.button'));
   if (ui.view !== 'room') return;
   renderRoom();
   renderClock();
@@ -94,15 +95,15 @@ function renderRoom() {
   setText('room-code', sgp.room || '');
   const link = sgp.room ? roomLink(location.href, sgp.room) : '';
   if ($('room-link').value !== link) $('room-link').value = link;
-  setText('role', sgp.role || '');
+  setText('role', sgp.role ? t(`role.${sgp.role}`) : '');
   const p = sgp.peers;
   const names = [];
   for (const r of ['alice', 'bob']) {
-    if (p[r]) names.push(r === sgp.role ? `${r} (you)` : r);
+    if (p[r]) names.push(r === sgp.role ? t('peers.you', { role: r }) : r);
   }
-  let peersText = names.length ? `Here: ${names.join(', ')}` : 'No poster here';
-  if (p.observers > 0) peersText += `, ${p.observers} observer${p.observers > 1 ? 's' : ''}${sgp.role === 'observer' ? ' (you among them)' : ''}`;
-  if (isPoster() && !p[peerOf(sgp.role)]) peersText += ` · waiting for ${peerOf(sgp.role)}`;
+  let peersText = names.length ? t('peers.here', { names: names.join(', ') }) : t('peers.none');
+  if (p.observers > 0) peersText += t(sgp.role === 'observer' ? 'peers.observersYou' : 'peers.observers', { count: p.observers });
+  if (isPoster() && !p[peerOf(sgp.role)]) peersText += t('peers.waiting', { peer: peerOf(sgp.role) });
   setText('peers', peersText);
 
   const poster = isPoster();
@@ -112,7 +113,7 @@ function renderRoom() {
   const startOff = !poster || !sgp.connected || sgp.running;
   start.setAttribute('aria-disabled', String(startOff));
   start.classList.toggle('disabled', startOff);
-  setText('start', sgp.running ? 'Running…' : sgp.key && sgp.key.confirmed ? 'Start again' : 'Start');
+  setText('start', t(sgp.running ? 'room.running' : sgp.key && sgp.key.confirmed ? 'room.startAgain' : 'room.start'));
   renderNotes();
   $('reset').hidden = !poster;
   $('reset').disabled = !poster || !sgp.connected;
@@ -124,14 +125,12 @@ function renderRoom() {
 function renderClock() {
   setText('clock-offset', sgp.sync.offset_us == null ? '—' : String(sgp.sync.offset_us));
   setText('clock-delay', sgp.sync.delay_us == null ? '—' : String(sgp.sync.delay_us));
-  const t = sgp.timing;
-  setText('timer-precision', t && t.precision_us != null ? String(t.precision_us) : '—');
+  const tm = sgp.timing;
+  setText('timer-precision', tm && tm.precision_us != null ? String(tm.precision_us) : '—');
   const tol = ui.roundTolerance ?? (sgp.params ? sgp.params.tolerance_ms : null);
   setText('room-tolerance', tol == null ? '—' : String(tol));
-  const isolated = t ? t.isolated : !!window.crossOriginIsolated;
-  setText('isolation', isolated
-    ? `Cross-origin isolated: yes. Timers are precise${t ? ` (${t.precision_us} µs)` : ''} and the worker waits for each post with Atomics.wait, so posts leave on time.`
-    : `Cross-origin isolated: no. This page is not a secure, isolated context (plain http to another machine), so the browser coarsens timers${t ? ` to ${t.precision_us} µs` : ''}; rooms created here default to a wider tolerance. Everything still works.`);
+  const isolated = tm ? tm.isolated : !!window.crossOriginIsolated;
+  setText('isolation', t(isolated ? 'clock.isolatedYes' : 'clock.isolatedNo', { precision: tm ? tm.precision_us : '' }));
 }
 
 /** The Key card: the key and its ledger (posters), the confirmation, the record button. */
@@ -140,7 +139,7 @@ function renderResult() {
   const k = sgp.key;
   $('result-poster').hidden = !poster || !k;
   $('result-none').hidden = !!k || (!poster && sgp.confirm.alice !== null);
-  setText('result-none', poster ? 'No key yet: it appears once the rounds have earned the target strength.' : 'Observers get no key: only the posters can tell whose posts are whose.');
+  setText('result-none', t(poster ? 'key.none' : 'key.observer'));
   if (!k) {
     for (const id of ['key', 'strength', 'ledger-counts', 'ledger-sum', 'ledger-rounds', 'bits']) setText(id, '');
     setText('bits-count', '0');
@@ -156,15 +155,15 @@ function renderResult() {
   c.dataset.state = state;
   c.hidden = !k && !sgp.confirm.alice && !sgp.confirm.bob && state === 'pending';
   let ctext;
-  if (state === 'match') ctext = poster ? 'Confirmed: both tags match, both sides hold this key.' : 'Confirmed: the posters\' tags match.';
-  else if (state === 'mismatch') ctext = poster ? 'Mismatch: the tags differ, this key was discarded.' : 'Mismatch: the posters\' tags differ.';
-  else ctext = k ? 'Waiting for the peer\'s confirmation tag…' : 'Not confirmed yet.';
-  setText('confirmed-text', ctext);
+  if (state === 'match') ctext = poster ? 'confirm.match' : 'confirm.matchObserver';
+  else if (state === 'mismatch') ctext = poster ? 'confirm.mismatch' : 'confirm.mismatchObserver';
+  else ctext = k ? 'confirm.waiting' : 'confirm.notYet';
+  setText('confirmed-text', t(ctext));
   const tags = [];
-  if (sgp.confirm.alice) tags.push(`alice's tag ${sgp.confirm.alice}`);
-  if (sgp.confirm.bob) tags.push(`bob's tag ${sgp.confirm.bob}`);
-  if (k && !tags.length) tags.push(`my tag ${k.tag}`);
-  if (sgp.confirm.alice && sgp.confirm.bob) tags.push(sgp.confirm.alice === sgp.confirm.bob ? 'equal' : 'different');
+  if (sgp.confirm.alice) tags.push(t('tags.alice', { tag: sgp.confirm.alice }));
+  if (sgp.confirm.bob) tags.push(t('tags.bob', { tag: sgp.confirm.bob }));
+  if (k && !tags.length) tags.push(t('tags.mine', { tag: k.tag }));
+  if (sgp.confirm.alice && sgp.confirm.bob) tags.push(t(sgp.confirm.alice === sgp.confirm.bob ? 'tags.equal' : 'tags.different'));
   setText('tags', tags.join(' · '));
 
   $('record-box').hidden = !poster || ui.recordRounds === 0;
@@ -176,12 +175,10 @@ function renderResult() {
  * round is worth only its own binomial (docs/protocol.md, "Strength").
  */
 function renderLedger(k) {
-  const rounds = k.rounds === 1 ? 'round' : 'rounds';
-  setText('ledger-counts', `n = ${k.n} kept entries over ${k.rounds} ${rounds}, a = ${k.a} of them alice's.`);
-  setText('ledger-sum', `floor(log2 ∏ C(n_r, a_r)) = ${k.log2_binom} − ${k.tag_bits} tag bits − ${k.margin_bits} margin = ${k.strength} bits ` +
-    '(each round counts on its own: an eavesdropper may know every round\'s a_r).');
+  setText('ledger-counts', t('ledger.counts', { n: k.n, rounds: k.rounds, a: k.a }));
+  setText('ledger-sum', t('ledger.sum', { log2: k.log2_binom, tagBits: k.tag_bits, margin: k.margin_bits, strength: k.strength }));
   const per = (k.per_round || []).map((r) => `${r.round}: (${r.n}, ${r.a})`).join(' · ');
-  setText('ledger-rounds', per ? `Per round r: (n_r, a_r) = ${per}` : '');
+  setText('ledger-rounds', per ? t('ledger.rounds', { per }) : '');
 }
 
 const LOOPBACK = /^(localhost|.*\.localhost|127(\.\d{1,3}){3}|\[::1\])$/i;
@@ -193,9 +190,7 @@ function renderNotes() {
   const loop = LOOPBACK.test(location.hostname);
   ln.hidden = !loop || !isPoster();
   if (loop) {
-    setText('link-note', `This link uses ${location.hostname}, so it opens only on this computer (a second tab is fine). ` +
-      'For someone on another machine: start the server with sgp serve --bind 0.0.0.0, open this page at this ' +
-      'computer\'s LAN address (the http://… address the server prints, or see ip -4 addr), and create the room there.');
+    setText('link-note', t('note.link', { host: location.hostname }));
   }
   const tn = $('tolerance-note');
   const mine = pageTolerance();
@@ -204,11 +199,8 @@ function renderNotes() {
   const tight = isPoster() && !ui.createdHere && room !== null && room < mine.ms;
   tn.hidden = !tight;
   if (tight) {
-    const why = mine.isolated
-      ? `this browser's messages wander more than that (it would pick ${mine.ms} ms)`
-      : `this page is not cross-origin isolated (plain http to another machine), so its timers are coarse and it would pick ${mine.ms} ms`;
-    setText('tolerance-note', `This room's tolerance is ${room} ms, set by whoever created it, but ${why}. ` +
-      `So this page asks for rounds of at least ${mine.ms} ms, and the room runs the wider ask: a key takes longer, and is no less safe.`);
+    const why = t(mine.isolated ? 'note.tightIsolated' : 'note.tightCoarse', { ms: mine.ms });
+    setText('tolerance-note', t('note.tight', { room, why, ms: mine.ms }));
   }
 }
 
