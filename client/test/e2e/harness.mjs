@@ -42,6 +42,9 @@ export const CHROMIUM_ARGS = [
   '--disable-background-networking',
   '--disable-component-update',
   '--disable-sync',
+  // The page speaks the browser's language (client/js/i18n.js): the tests run in English
+  // whatever this machine's locale, unless a context asks for another (newPage opts.locale).
+  '--lang=en-US',
 ];
 
 /** Playwright's own defaults that keep background tabs at full speed. The background-tab test
@@ -361,7 +364,8 @@ export function watchPage(page, name) {
 
 /**
  * A new page (in `context`, or in a new context of `browser`) with its errors and requests
- * recorded. opts.viewport, opts.colorScheme, opts.permissions pass to the new context.
+ * recorded. opts.viewport, opts.colorScheme, opts.permissions and opts.locale (default
+ * en-US: the page's language follows it) pass to the new context.
  */
 export async function newPage(target, name = 'page', opts = {}) {
   const context = typeof target.newContext === 'function'
@@ -369,6 +373,7 @@ export async function newPage(target, name = 'page', opts = {}) {
       viewport: opts.viewport || { width: 1280, height: 900 },
       colorScheme: opts.colorScheme,
       permissions: opts.permissions,
+      locale: opts.locale || 'en-US',
     })
     : target;
   const page = await context.newPage();
@@ -580,8 +585,10 @@ export async function waitKey(page, timeout = 180_000) {
       const s = c && c.getAttribute('data-state');
       if (s === 'match' || s === 'mismatch') return s;
       const g = window.sgpState;
-      if (g && !g.running && /gave up/i.test(g.status || '')) return 'gave up';
-      return g && !g.running && !g.key && /peer left/i.test(g.status || '') ? 'peer left' : false;
+      // By the status's message id (client/js/i18n/en.js), not its words: any language.
+      const id = g && g.statusId;
+      if (g && !g.running && ['status.gaveUp', 'status.peerGaveUp', 'status.posterGaveUpSeen'].includes(id)) return 'gave up';
+      return g && !g.running && !g.key && ['status.peerLeft', 'status.peerLeftKept', 'status.posterLeftSeen'].includes(id) ? 'peer left' : false;
     }, null, { timeout, polling: 100 }).then((x) => x.jsonValue());
   } catch (e) {
     throw new Error(`${page.sgpWatch ? page.sgpWatch.name : 'page'}: no confirmation within ${timeout} ms (${e.message.split('\n')[0]}); ${await describe(page)}`);
