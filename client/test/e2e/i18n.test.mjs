@@ -5,6 +5,7 @@
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
+import { resolve } from 'node:path';
 import * as h from './harness.mjs';
 import en from '../../js/i18n/en.js';
 import fr from '../../js/i18n/fr.js';
@@ -149,6 +150,10 @@ test('two French tabs make a key; one switched to English mid-session still gets
     assert.equal(await h.text(p, 'status'), m['status.keyConfirmed']({ strength: s.key.strength }));
     assert.equal(s.status, await h.text(p, 'status'), 'sgpState.status is the sentence shown');
   }
+  // For people reading the French: the finished page, whole.
+  const shot = resolve(h.screenshotDir(), 'page-key-fr.png');
+  await B.screenshot({ path: shot, fullPage: true });
+  t.diagnostic(`screenshot: ${shot}`);
   // The timeline's words follow the language too, pictures already drawn included.
   const capB = await B.locator('#timeline figcaption').first().textContent();
   assert.match(capB, captionHead(fr), `a French caption: "${capB}"`);
