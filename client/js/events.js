@@ -180,6 +180,10 @@ function joinRefusal(code, message, room) {
       return msg('refuse.noSuchRoom', { room: r });
     case 'room_full':
       return msg('refuse.roomFull', { room: r });
+    case 'too_many_rooms':
+      return msg('refuse.tooManyRooms');
+    case 'too_many_observers':
+      return msg('refuse.tooManyObservers');
     case 'bad_field':
       return msg('refuse.badField', { message: String(message) });
     default:

@@ -176,6 +176,8 @@ export default {
   'refuse.noSuchRoom': ({ room }) => `There is no room${room === '' ? '' : ` ${room}`} on this server. Check the code (it looks like ABCDE-FGHJK), or ask for a new link: ` +
     'a room ends when everyone has left it, after 10 minutes without activity, or when the server restarts.',
   'refuse.roomFull': ({ room }) => `Room${room === '' ? '' : ` ${room}`} already has both of its posters. You can still watch it as the eavesdropper (Watch).`,
+  'refuse.tooManyRooms': 'This address has created too many rooms in the last minute. Wait a few seconds and try again.',
+  'refuse.tooManyObservers': 'This room has as many eavesdroppers as the server allows (or this address watches too many rooms already). Try again later.',
   'refuse.badField': ({ message }) => `The server did not accept these settings: ${message}.`,
   'refuse.other': ({ message }) => (/[.!?]$/.test(message) ? message : `${message}.`),
   'status.pageFault': ({ message }) => `Something went wrong on this page: ${message}. Reload the page if it stops moving.`,

@@ -178,6 +178,8 @@ export default {
   'refuse.noSuchRoom': ({ room }) => `Il n’y a pas de salle${room === '' ? '' : ` ${room}`} sur ce serveur. Vérifiez le code (il ressemble à ABCDE-FGHJK), ou demandez un nouveau lien : ` +
     'une salle prend fin quand tout le monde l’a quittée, après 10 minutes sans activité, ou quand le serveur redémarre.',
   'refuse.roomFull': ({ room }) => `La salle${room === '' ? '' : ` ${room}`} a déjà ses deux émetteurs. Vous pouvez encore l’observer en espion (Observer en espion).`,
+  'refuse.tooManyRooms': 'Cette adresse a créé trop de salles dans la dernière minute. Patientez quelques secondes et réessayez.',
+  'refuse.tooManyObservers': 'Cette salle a déjà autant d’espions que le serveur en accepte (ou cette adresse observe déjà trop de salles). Réessayez plus tard.',
   'refuse.badField': ({ message }) => `Le serveur n’a pas accepté ces réglages : ${message}.`,
   'refuse.other': ({ message }) => (/[.!?]$/.test(message) ? message : `${message}.`),
   'status.pageFault': ({ message }) => `Un problème est survenu sur cette page : ${message}. Rechargez la page si plus rien ne bouge.`,
