@@ -96,6 +96,7 @@ function renderRoom() {
   const link = sgp.room ? roomLink(location.href, sgp.room) : '';
   if ($('room-link').value !== link) $('room-link').value = link;
   setText('role', sgp.role ? t(`role.${sgp.role}`) : '');
+  $('role').dataset.role = sgp.role || ''; // the protocol's name, whatever the language
   const p = sgp.peers;
   const names = [];
   for (const r of ['alice', 'bob']) {

@@ -567,9 +567,13 @@ export async function createRoom(page, server, opts = {}) {
   return { code, link };
 }
 
-/** Waits for the page to show it is in a room with `role`. */
+/** Waits for the page to show it is in a room with `role` (by data-role: any language). */
 export async function waitRole(page, role, timeout = 30_000) {
-  return waitText(page, 'role', new RegExp(`^${role}$`, 'i'), timeout);
+  await page.waitForFunction((r) => {
+    const e = document.querySelector('[data-testid="role"]');
+    return e && e.dataset.role === r && e.textContent.trim() !== '';
+  }, role, { timeout, polling: 100 });
+  return text(page, 'role');
 }
 
 /**

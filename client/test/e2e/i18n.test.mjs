@@ -1,7 +1,8 @@
 // i18n.test.mjs — the page in French: a French-language browser gets the French page (texts
 // checked against client/js/i18n/fr.js, not written out here), the switch turns it to English
 // and back at once and is remembered (and still works where storage is refused), and two
-// French tabs make a key, one switched to English mid-session without disturbing it.
+// French tabs make a key (a French eavesdropper watching), one switched to English
+// mid-session without disturbing it.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -119,7 +120,12 @@ test('two French tabs make a key; one switched to English mid-session still gets
   const A = await fx.page('alice (fr)', FR);
   const B = await fx.page('bob (fr)', FR);
   // A generous tolerance, as keys.test.mjs: this test is about the words, not the timing.
-  await h.twoPosters(fx.server, A, B, { toleranceMs: 4 });
+  const { code } = await h.twoPosters(fx.server, A, B, { toleranceMs: 4 });
+  // A French eavesdropper too: its role by the protocol's name (data-role), shown in French.
+  const E = await fx.page('observer (fr)', FR);
+  await E.goto(`${fx.server.url}/?room=${encodeURIComponent(code)}&watch`);
+  await h.waitRole(E, 'observer');
+  assert.equal(await h.text(E, 'role'), fr['role.observer']);
   for (const p of [A, B]) {
     assert.equal(await h.text(p, 'start'), fr['room.start'], 'Start in French');
     assert.equal(await h.byTestid(p, 'lang').inputValue(), 'fr');
@@ -144,6 +150,8 @@ test('two French tabs make a key; one switched to English mid-session still gets
   assert.equal(ka.key, kb.key, 'the same key');
   assert.equal((await A.locator('#confirmed-text').textContent()), en['confirm.match'], 'A confirms in English');
   assert.equal((await B.locator('#confirmed-text').textContent()), fr['confirm.match'], 'B confirms in French');
+  await h.waitState(E, 'confirmed', ['match'], 30_000);
+  assert.equal((await E.locator('#confirmed-text').textContent()), fr['confirm.matchObserver'], 'the eavesdropper reads it in French');
   for (const [p, m] of [[A, en], [B, fr]]) {
     const s = await h.state(p);
     assert.equal(s.statusId, 'status.keyConfirmed');
@@ -162,5 +170,5 @@ test('two French tabs make a key; one switched to English mid-session still gets
   assert.match(capEn, captionHead(en), `drawn again in English: "${capEn}"`);
   assert.equal((await B.locator('#confirmed-text').textContent()), en['confirm.match'], 'and the rest of B\'s page');
   assert.equal(await h.text(B, 'status'), en['status.keyConfirmed']({ strength: (await h.state(B)).key.strength }));
-  for (const p of [A, B]) await h.assertClean(p);
+  for (const p of [A, B, E]) await h.assertClean(p);
 });
