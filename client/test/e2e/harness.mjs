@@ -567,13 +567,14 @@ export async function createRoom(page, server, opts = {}) {
   return { code, link };
 }
 
-/** Waits for the page to show it is in a room with `role` (by data-role: any language). */
+/** Waits for the page to show it is in a room with `role` (a name, or a pattern such as
+ *  '(alice|bob)'), by data-role, the protocol's name, in any language; returns that name. */
 export async function waitRole(page, role, timeout = 30_000) {
-  await page.waitForFunction((r) => {
+  const h = await page.waitForFunction((src) => {
     const e = document.querySelector('[data-testid="role"]');
-    return e && e.dataset.role === r && e.textContent.trim() !== '';
+    return e && e.textContent.trim() !== '' && new RegExp(`^(?:${src})$`).test(e.dataset.role) ? e.dataset.role : false;
   }, role, { timeout, polling: 100 });
-  return text(page, 'role');
+  return h.jsonValue();
 }
 
 /**
