@@ -1,140 +1,38 @@
-//! The `sgp` command: parses arguments, builds the single-threaded runtime and a
-//! `LocalSet`, and runs one subcommand (serve, pair, eve).
+//! The `sgp` command: takes the command line (`cli`), builds the single-threaded runtime
+//! and a `LocalSet`, and runs one subcommand (serve, pair, eve, bench, completions, man).
 
-use lexopt::prelude::*;
+mod cli;
+
+use clap::{CommandFactory, Parser};
+use cli::{BenchCmd, Cli, Command};
 use sgp::{bench, eve, http::Origins, pair, server};
 use std::process::ExitCode;
 
-const USAGE: &str = "\
-sgp — shared secret generation over an anonymous broadcast channel
-
-usage:
-  sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy]
-              [--tls-cert FILE --tls-key FILE | --tls-self-signed] [--trust-proxy]
-              [--log-format text|json] [--metrics] [--metrics-bind ADDR:PORT]
-  sgp pair [--server URL] [--room CODE] [--tolerance-ms T] [--target-bits N] [--duration-ms MS] [--retries N] [--no-adapt] [--json] [--record FILE]
-  sgp eve --room CODE [--server URL] [--json] [--follow] [--record FILE]
-  sgp eve --attack RECORD... [--json]
-  sgp bench key|sweep|jitter|load|idle|legacy|net [options] [--server URL] [--json]
-  sgp help | --version
-
-serve   serve the web client on / and the protocol on /ws
-        --bind ADDR           address to listen on (default 127.0.0.1; 0.0.0.0 for a LAN)
-        --port N              port (default 8080; 0 = any free port)
-        --allow-origin ORIGIN let pages from ORIGIN open /ws (repeatable; * = any)
-        --legacy              also speak the original student client's dialect on /ws
-                              (insecure by design: its table shows who posted what)
-        --ping-secs N         ping each WebSocket every N seconds (default 20)
-        --silence-secs N      close a WebSocket silent for N seconds, checked at each
-                              ping (default 60)
-        --tls-cert FILE       serve https and wss with this certificate chain (PEM,
-        --tls-key FILE        leaf first) and its private key (PEM); plain http without
-        --tls-self-signed     https with a CA and certificate made at start for this
-                              machine's names and addresses (one run only): prints the
-                              fingerprints and the CA for `sgp pair --ca-file` (docs/deploy.md)
-        --trust-proxy         behind a reverse proxy: take the page's host from Forwarded /
-                              X-Forwarded-Host, and the client's address from Forwarded /
-                              X-Forwarded-For (the last values), for the Origin check and
-                              the caps below; off, those headers are ignored
-        --max-connections N   WebSockets open at once (default: the open-file limit, raised
-                              to its hard limit, less a reserve for /healthz and pages)
-        --max-per-address N   WebSockets open at once from one address (IPv6: one /64;
-                              default 64); over a cap, the upgrade gets 429
-        --rooms-per-minute N  rooms one address may create a minute (default 30)
-        --log-format F        log lines on stderr as text (default) or json; which ones:
-                              RUST_LOG (default info; e.g. debug, sgp=trace). Logs never
-                              name a room's code, a connection's posts, tags, bits or keys
-        --metrics             serve GET /metrics (Prometheus text format) on this listener
-        --metrics-bind A:P    serve /metrics and /healthz on a separate plain-http listener
-                              at IP:PORT instead (e.g. 127.0.0.1:9100; port 0 = any)
-pair    make a key from this terminal: without --room, create a room and print its code
-        --server URL          default http://127.0.0.1:8080; https:// for TLS, with a path
-                              if the server lives under one (https://example.org/sgp/)
-        --ca-file FILE        trust the CA certificates in FILE (PEM) for https, instead of
-                              the system's (also for eve and bench)
-        --room CODE           join this room instead of creating one
-        --tolerance-ms T      recognition tolerance in ms (creator only; default: measured
-                              from the round trips to the server, 0.1 to 5)
-        --target-bits N       key strength to reach (creator only; default 256)
-        --duration-ms MS      each round's posting window (creator only; default: enough
-                              for a third of the target)
-        --retries N           failed rounds or sessions before giving up (default 100);
-                              a dropped round counts only once this poster asks the
-                              widest τ and lowest rate its path allows
-        --no-adapt            ask nothing: every round at the room's τ and rate (by
-                              default each poster asks for what its path and its last
-                              rounds need; docs/protocol.md §6)
-        --json                one JSON object per line on stdout
-        --record FILE         save what this poster knows (own posts, clock sync, boards,
-                              messages heard) as JSON when it ends: KEY MATERIAL, mode 0600
-eve     watch a room as the eavesdropper: boards, the public sift, confirmation tags
-        --follow              keep watching after a key is confirmed (until Ctrl-C)
-        --record FILE         save every message heard, with server-synced times, as JSON
-        --attack RECORD...    instead, audit recorded rounds (files of sgp pair --record,
-                              both posters of each room, and of sgp eve --record): can the
-                              public part tell the posters apart? (SECURITY.md)
-bench   measure, against a server it starts itself unless --server is given
-        (loads go to 127.0.0.1 only; --json prints one JSON object; --tls: the server
-        it starts serves https and wss, --tls-self-signed, for what TLS costs):
-        key    [--pairs N] [--tolerance-ms T] [--target-bits N] [--duration-ms MS]
-               N (default 20) pairs of sgp pair in turn: time to a confirmed key, dropped
-               rounds by cause, kept entries against 1/(4τe), the guard's cost and use
-        sweep  [--tolerances T,T,…] [--pairs N] [--target-bits N] [--duration-ms MS]
-               key at each tolerance (default 0.05 … 5 ms, 5 pairs each)
-        jitter [--rooms M] [--seconds S] [--rate-hz R] [--tolerance-ms T]
-               server_t − predicted_t of a prober's posts (raw, and less its bias), at
-               rest and while M rooms (default 100) post at R Hz per poster (default: the
-               default room's rate)
-        load   [--rooms M] [--seconds S] [--rate-hz R]
-               rooms × 2 posters at 90 % of their rate limit, stepping up to M rooms
-               (default 200): accepted posts/s, server CPU per post, jitter; the knee
-        idle   [--connections N]
-               N (default 1000) idle WebSockets: server memory per connection
-        legacy [--pairs N] [--time-scale F] | --flood [--seconds S] [--rate-hz R]
-               the original client's flow (2 clients × 16 posts after 100 ms + U(0, 4 s)
-               each, gaps × F, N runs), or a flood; against sgp serve --legacy, or any
-               server speaking it (--server URL)
-        net    [--pairs N] [--profiles P,P,…] [--seconds S]
-               key's pairs (default 10 per profile, each killed after 180 s; none past
-               S s of a profile) through field profiles: loopback; lan (0.2 ± 0.05 ms
-               each way); wifi (3 ± 2 ms, 0.5 % loss, 0.1 % reordering); wan-near-far
-               (alice direct, bob 20 ± 5 ms); wan-far (both 20 ± 5 ms); busy (loopback,
-               two busy loops). As root: network namespaces and veth links (10.78.x.x,
-               deleted after), delays by tc netem or else a delay relay; otherwise the
-               relay on 127.0.0.1. Success rate, time to a key, τ and rate per round,
-               kept entries against 1/(4τe), dropped rounds by cause, exit codes
-
-exit codes (pair, eve): 0 key confirmed, 2 usage, 3 peer left, 4 no such room / room full /
-bad parameters, 5 server unreachable or gone, 6 retries exhausted, 1 anything else
-";
-
 fn main() -> ExitCode {
-    match parse() {
-        Ok(cmd) => {
-            if let Some(Err(e)) = CA_FILE.get().map(|f| sgp::tls::set_ca_file(f)) {
-                eprintln!("sgp: {e}");
-                return ExitCode::from(2);
-            }
-            run(cmd)
-        }
+    // Usage errors: clap says what is wrong, with the usage, and exits 2; --help exits 0.
+    let cmd = match command(Cli::parse()) {
+        Ok(cmd) => cmd,
         Err(e) => {
-            eprintln!("sgp: {e}\n\n{USAGE}");
-            ExitCode::from(2)
+            eprintln!("sgp: {e}");
+            return ExitCode::from(2);
         }
+    };
+    if let Some(Err(e)) = CA_FILE.get().map(|f| sgp::tls::set_ca_file(f)) {
+        eprintln!("sgp: {e}");
+        return ExitCode::from(2);
     }
+    run(cmd)
 }
 
 enum Cmd {
-    Help,
-    Version,
+    Completions(clap_complete::Shell),
+    Man,
     Serve { bind: String, port: u16, config: server::Config, tls: Tls, caps: CapsAsked, log: sgp::logs::Format, metrics_bind: Option<std::net::SocketAddr> },
     Pair(pair::Opts),
     Eve(eve::Opts),
     Bench(bench::Opts),
     Attack { files: Vec<String>, json: bool },
 }
-
-const DEFAULT_SERVER: &str = "http://127.0.0.1:8080";
 
 /// `--ca-file` (pair, eve, bench), checked in `main` before anything connects.
 static CA_FILE: std::sync::OnceLock<String> = std::sync::OnceLock::new();
@@ -192,383 +90,144 @@ enum Tls {
     SelfSigned,
 }
 
-fn parse() -> Result<Cmd, lexopt::Error> {
-    let mut p = lexopt::Parser::from_env();
-    let mut args = Args::default();
-    while let Some(arg) = p.next()? {
-        match arg {
-            Short('h') | Long("help") => return Ok(Cmd::Help),
-            Short('V') | Long("version") => return Ok(Cmd::Version),
-            Value(v) => args.value(v)?,
-            Long(name) => {
-                let name = name.to_string();
-                let known = args.serve_option(&name, &mut p)? || args.client_option(&name, &mut p)? || args.bench_option(&name, &mut p)?;
-                if !known {
-                    return Err(Long(&name).unexpected());
-                }
-            }
-            _ => return Err(arg.unexpected()),
-        }
-    }
-    args.command()
-}
-
-/// Everything on the command line, whatever subcommand it is for: the subcommand may come
-/// after its options (and an option another subcommand takes is ignored, not refused), so
-/// they are gathered first and checked against the subcommand once all are read.
-struct Args {
-    sub: Option<String>,
-    // serve
-    bind: String,
-    port: u16,
-    origins: Vec<String>,
-    legacy: bool,
-    ping_secs: u32,
-    silence_secs: u32,
-    tls_cert: Option<String>,
-    tls_key: Option<String>,
-    tls_self_signed: bool,
-    trust_proxy: bool,
-    max_connections: Option<usize>,
-    max_per_address: Option<u32>,
-    rooms_per_minute: Option<u32>,
-    log_format: Option<String>,
-    metrics: bool,
-    metrics_bind: Option<String>,
-    // pair, eve (and bench, which runs pairs)
-    server: String,
-    server_set: bool,
-    room: Option<String>,
-    tol: Option<f64>,
-    target: Option<u32>,
-    retries: u32,
-    duration_ms: Option<u32>,
-    json: bool,
-    follow: bool,
-    record: Option<String>,
-    attack: Option<Vec<String>>,
-    plan: Option<String>,
-    hold_post: bool,
-    no_adapt: bool,
-    // bench
-    what: Option<String>,
-    pairs: Option<usize>,
-    connections: Option<usize>,
-    rooms: Option<usize>,
-    seconds: Option<f64>,
-    tolerances: Option<Vec<f64>>,
-    rate_hz: Option<f64>,
-    flood: bool,
-    tls: bool,
-    time_scale: Option<f64>,
-    profiles: Option<Vec<String>>,
-    // bench relay (hidden)
-    listen: Option<String>,
-    relay_target: Option<String>,
-    delay_ms: Option<f64>,
-    jitter_ms: Option<f64>,
-    loss: Option<f64>,
-    reorder: Option<f64>,
-}
-
-impl Default for Args {
-    fn default() -> Self {
-        Args {
-            sub: None,
-            bind: "127.0.0.1".to_string(),
-            port: 8080,
-            origins: Vec::new(),
-            legacy: false,
-            ping_secs: 20,
-            silence_secs: 60,
-            tls_cert: None,
-            tls_key: None,
-            tls_self_signed: false,
-            trust_proxy: false,
-            max_connections: None,
-            max_per_address: None,
-            rooms_per_minute: None,
-            log_format: None,
-            metrics: false,
-            metrics_bind: None,
-            server: DEFAULT_SERVER.to_string(),
-            server_set: false,
-            room: None,
-            tol: None,
-            target: None,
-            retries: 100,
-            duration_ms: None,
-            json: false,
-            follow: false,
-            record: None,
-            attack: None,
-            plan: None,
-            hold_post: false,
-            no_adapt: false,
-            what: None,
-            pairs: None,
-            connections: None,
-            rooms: None,
-            seconds: None,
-            tolerances: None,
-            rate_hz: None,
-            flood: false,
-            tls: false,
-            time_scale: None,
-            profiles: None,
-            listen: None,
-            relay_target: None,
-            delay_ms: None,
-            jitter_ms: None,
-            loss: None,
-            reorder: None,
-        }
+/// The subcommand, with what clap cannot check checked (a one-line error, exit 2).
+fn command(cli: Cli) -> Result<Cmd, String> {
+    match cli.command {
+        None => serve(cli.serve),
+        Some(Command::Serve(a)) => serve(a),
+        Some(Command::Pair(a)) => pair(a),
+        Some(Command::Eve(a)) => eve(a),
+        Some(Command::Bench(b)) => bench(b.what),
+        Some(Command::Completions { shell }) => Ok(Cmd::Completions(shell)),
+        Some(Command::Man) => Ok(Cmd::Man),
     }
 }
 
-impl Args {
-    /// A word that is not an option: the subcommand, then bench's measurement, or a file
-    /// to audit after `--attack`.
-    fn value(&mut self, v: std::ffi::OsString) -> Result<(), lexopt::Error> {
-        if self.sub.is_none() {
-            self.sub = Some(v.string()?);
-        } else if self.sub.as_deref() == Some("bench") && self.what.is_none() {
-            self.what = Some(v.string()?);
-        } else if let Some(files) = &mut self.attack {
-            files.push(v.string()?);
-        } else {
-            return Err(Value(v).unexpected());
-        }
-        Ok(())
+fn ca_file(f: Option<String>) {
+    if let Some(f) = f {
+        let _ = CA_FILE.set(f);
     }
+}
 
-    /// `sgp serve`'s options; false if `name` is not one of them.
-    fn serve_option(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
-        match name {
-            "bind" => self.bind = p.value()?.string()?,
-            "port" => self.port = p.value()?.parse()?,
-            "allow-origin" => self.origins.push(p.value()?.string()?),
-            "legacy" => self.legacy = true,
-            "ping-secs" => self.ping_secs = p.value()?.parse()?,
-            "silence-secs" => self.silence_secs = p.value()?.parse()?,
-            "tls-cert" => self.tls_cert = Some(p.value()?.string()?),
-            "tls-key" => self.tls_key = Some(p.value()?.string()?),
-            "tls-self-signed" => self.tls_self_signed = true,
-            "trust-proxy" => self.trust_proxy = true,
-            "max-connections" => self.max_connections = Some(p.value()?.parse()?),
-            "max-per-address" => self.max_per_address = Some(p.value()?.parse()?),
-            "rooms-per-minute" => self.rooms_per_minute = Some(p.value()?.parse()?),
-            "log-format" => self.log_format = Some(p.value()?.string()?),
-            "metrics" => self.metrics = true,
-            "metrics-bind" => self.metrics_bind = Some(p.value()?.string()?),
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
+fn serve(a: cli::ServeArgs) -> Result<Cmd, String> {
+    let tls = match (a.tls_cert, a.tls_key, a.tls_self_signed) {
+        (Some(cert), Some(key), _) => Tls::Files { cert, key },
+        (_, _, true) => Tls::SelfSigned,
+        _ => Tls::None,
+    };
+    let mut config = server::Config::new(Origins::new(&a.allow_origin), a.legacy);
+    config.ping_every = std::time::Duration::from_secs(a.ping_secs.into());
+    config.silence = std::time::Duration::from_secs(a.silence_secs.into());
+    config.trust_proxy = a.trust_proxy;
+    config.metrics = a.metrics;
+    let caps = CapsAsked {
+        max_connections: a.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
+        per_address: a.max_per_address,
+        rooms_per_minute: a.rooms_per_minute,
+    };
+    let log = match a.log_format {
+        cli::LogFormat::Text => sgp::logs::Format::Text,
+        cli::LogFormat::Json => sgp::logs::Format::Json,
+    };
+    Ok(Cmd::Serve { bind: a.bind, port: a.port, config, tls, caps, log, metrics_bind: a.metrics_bind })
+}
 
-    /// The options of the clients (`sgp pair`, `sgp eve`, and `sgp bench` for the rooms it
-    /// makes); false if `name` is not one of them.
-    fn client_option(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
-        match name {
-            "server" => {
-                self.server = p.value()?.string()?;
-                self.server_set = true;
+fn pair(a: cli::PairArgs) -> Result<Cmd, String> {
+    let schedule = match a.schedule {
+        None => sgp::schedule::Plan::Poisson,
+        Some(name) => {
+            let p = sgp::schedule::Plan::parse(&name)?;
+            if p.leaks() && std::env::var(sgp::schedule::LEAKY_ENV).as_deref() != Ok("1") {
+                return Err(format!(
+                    "--schedule {name} gives the posters away to an eavesdropper: it exists only to test the audit (set {}=1 to use it)",
+                    sgp::schedule::LEAKY_ENV
+                ));
             }
-            "room" => self.room = Some(p.value()?.string()?),
-            "ca-file" => {
-                let _ = CA_FILE.set(p.value()?.string()?);
+            p
+        }
+    };
+    ca_file(a.client.ca_file);
+    Ok(Cmd::Pair(pair::Opts {
+        server: a.client.server,
+        room: a.room,
+        tolerance_ms: a.tolerance_ms,
+        target_bits: a.target_bits,
+        json: a.json,
+        retries: a.retries,
+        record: a.record,
+        duration_ms: a.duration_ms,
+        schedule,
+        hold_post: a.testing_hold_post,
+        adapt: !a.no_adapt,
+    }))
+}
+
+fn eve(a: cli::EveArgs) -> Result<Cmd, String> {
+    if a.attack {
+        return Ok(Cmd::Attack { files: a.records, json: a.json });
+    }
+    ca_file(a.client.ca_file);
+    let room = a.room.ok_or("sgp eve needs --room CODE")?;
+    Ok(Cmd::Eve(eve::Opts { server: a.client.server, room, json: a.json, follow: a.follow, record: a.record }))
+}
+
+/// `sgp bench`'s options, as the one set bench reads (what a benchmark does not take is None).
+fn bench(what: BenchCmd) -> Result<Cmd, String> {
+    let mut o = bench::Opts::new(bench_name(&what));
+    let common = |c: cli::BenchCommon, o: &mut bench::Opts| {
+        ca_file(c.ca_file);
+        (o.server, o.tls, o.json) = (c.server, c.tls, c.json);
+    };
+    match what {
+        BenchCmd::Key { common: c, pairs, tolerance_ms, target_bits, duration_ms } => {
+            common(c, &mut o);
+            (o.pairs, o.tolerance_ms, o.target_bits, o.duration_ms) = (pairs, tolerance_ms, target_bits, duration_ms);
+        }
+        BenchCmd::Sweep { common: c, tolerances, pairs, target_bits, duration_ms } => {
+            common(c, &mut o);
+            (o.tolerances, o.pairs, o.target_bits, o.duration_ms) = (tolerances, pairs, target_bits, duration_ms);
+        }
+        BenchCmd::Jitter { common: c, rooms, seconds, rate_hz, tolerance_ms } => {
+            common(c, &mut o);
+            (o.rooms, o.seconds, o.rate_hz, o.tolerance_ms) = (rooms, seconds, rate_hz, tolerance_ms);
+        }
+        BenchCmd::Load { common: c, rooms, seconds, rate_hz } => {
+            common(c, &mut o);
+            (o.rooms, o.seconds, o.rate_hz) = (rooms, seconds, rate_hz);
+        }
+        BenchCmd::Idle { common: c, connections } => {
+            common(c, &mut o);
+            o.connections = connections;
+        }
+        BenchCmd::Legacy { common: c, pairs, time_scale, flood, seconds, rate_hz } => {
+            common(c, &mut o);
+            (o.pairs, o.time_scale, o.flood, o.seconds, o.rate_hz) = (pairs, time_scale, flood, seconds, rate_hz);
+        }
+        BenchCmd::Net { json, pairs, profiles, seconds } => {
+            if let Some(bad) = profiles.iter().flatten().find(|n| !bench::PROFILE_NAMES.split(", ").any(|k| k == n.as_str())) {
+                return Err(format!("--profiles: unknown profile {bad:?} (one of {})", bench::PROFILE_NAMES));
             }
-            "tolerance-ms" => self.tol = Some(p.value()?.parse::<f64>()?),
-            "target-bits" => self.target = Some(p.value()?.parse::<u32>()?),
-            "retries" => self.retries = p.value()?.parse()?,
-            "json" => self.json = true,
-            "follow" => self.follow = true,
-            "record" => self.record = Some(p.value()?.string()?),
-            "attack" => self.attack = Some(self.attack.take().unwrap_or_default()),
-            "duration-ms" => self.duration_ms = Some(p.value()?.parse::<u32>()?),
-            // Not in the usage on purpose: the other schedules leak (testing the audit only).
-            "schedule" => self.plan = Some(p.value()?.string()?),
-            // Not in the usage either: holds one post in 16 back, for the tests of `drop`.
-            "testing-hold-post" => self.hold_post = true,
-            "no-adapt" => self.no_adapt = true,
-            _ => return Ok(false),
+            (o.json, o.pairs, o.profiles, o.seconds) = (json, pairs, profiles, seconds);
         }
-        Ok(true)
-    }
-
-    /// `sgp bench`'s own options; false if `name` is not one of them.
-    fn bench_option(&mut self, name: &str, p: &mut lexopt::Parser) -> Result<bool, lexopt::Error> {
-        match name {
-            "pairs" => self.pairs = Some(p.value()?.parse()?),
-            "connections" => self.connections = Some(p.value()?.parse()?),
-            "rooms" => self.rooms = Some(p.value()?.parse()?),
-            "seconds" => self.seconds = Some(p.value()?.parse::<f64>()?),
-            "rate-hz" => self.rate_hz = Some(p.value()?.parse::<f64>()?),
-            "flood" => self.flood = true,
-            "tls" => self.tls = true,
-            "time-scale" => self.time_scale = Some(p.value()?.parse::<f64>()?),
-            "profiles" => self.profiles = Some(p.value()?.string()?.split(',').map(|n| n.trim().to_string()).collect()),
-            // `bench relay`, not in the usage.
-            "listen" => self.listen = Some(p.value()?.string()?),
-            "target" => self.relay_target = Some(p.value()?.string()?),
-            "delay-ms" => self.delay_ms = Some(p.value()?.parse::<f64>()?),
-            "jitter-ms" => self.jitter_ms = Some(p.value()?.parse::<f64>()?),
-            "loss" => self.loss = Some(p.value()?.parse::<f64>()?),
-            "reorder" => self.reorder = Some(p.value()?.parse::<f64>()?),
-            "tolerances" => {
-                let v = p.value()?.string()?;
-                let list: Result<Vec<f64>, _> = v.split(',').map(|t| t.trim().parse::<f64>()).collect();
-                self.tolerances = Some(list.map_err(|e| format!("--tolerances {v:?}: {e}"))?);
-            }
-            _ => return Ok(false),
-        }
-        Ok(true)
-    }
-
-    /// The subcommand (`serve` if none was given) with its options checked.
-    fn command(mut self) -> Result<Cmd, lexopt::Error> {
-        let sub = self.sub.take().unwrap_or_else(|| "serve".into());
-        match sub.as_str() {
-            "serve" => self.serve(),
-            "pair" => self.pair(),
-            "eve" if self.attack.is_some() => self.eve_attack(),
-            "eve" => self.eve(),
-            "bench" => self.bench(),
-            "help" => Ok(Cmd::Help),
-            other => Err(format!("unknown command {other:?}").into()),
+        BenchCmd::Relay { listen, target, delay_ms, jitter_ms, loss, reorder } => {
+            let spec = bench::relay::Spec { delay_ms, jitter_ms, loss, reorder };
+            spec.check()?;
+            o.relay = Some(bench::RelayOpts { listen, target, spec });
         }
     }
+    Ok(Cmd::Bench(o))
+}
 
-    fn serve(self) -> Result<Cmd, lexopt::Error> {
-        if self.room.is_some() || self.json {
-            return Err("--room/--json does not go with `sgp serve`".into());
-        }
-        if !(1..=3600).contains(&self.ping_secs) || !(1..=86_400).contains(&self.silence_secs) {
-            return Err("--ping-secs takes 1 to 3600 seconds, --silence-secs 1 to 86400".into());
-        }
-        let tls = match (self.tls_cert, self.tls_key, self.tls_self_signed) {
-            (None, None, false) => Tls::None,
-            (None, None, true) => Tls::SelfSigned,
-            (Some(cert), Some(key), false) => Tls::Files { cert, key },
-            (_, _, true) => return Err("--tls-self-signed makes its own certificate: no --tls-cert/--tls-key with it".into()),
-            _ => return Err("--tls-cert and --tls-key go together".into()),
-        };
-        let mut config = server::Config::new(Origins::new(&self.origins), self.legacy);
-        config.ping_every = std::time::Duration::from_secs(self.ping_secs.into());
-        config.silence = std::time::Duration::from_secs(self.silence_secs.into());
-        config.trust_proxy = self.trust_proxy;
-        if self.max_connections == Some(0) || !(1..=1_000_000).contains(&self.max_per_address.unwrap_or(1)) {
-            return Err("--max-connections takes 1 or more, --max-per-address 1 to 1000000".into());
-        }
-        if !(1..=100_000).contains(&self.rooms_per_minute.unwrap_or(1)) {
-            return Err("--rooms-per-minute takes 1 to 100000".into());
-        }
-        let caps = CapsAsked { max_connections: self.max_connections, per_address: self.max_per_address, rooms_per_minute: self.rooms_per_minute };
-        config.metrics = self.metrics;
-        let log = sgp::logs::Format::parse(self.log_format.as_deref().unwrap_or("text"))?;
-        let metrics_bind = match self.metrics_bind {
-            None => None,
-            Some(v) => Some(v.parse().map_err(|e| format!("--metrics-bind {v:?}: {e} (expected IP:PORT, e.g. 127.0.0.1:9100)"))?),
-        };
-        Ok(Cmd::Serve { bind: self.bind, port: self.port, config, tls, caps, log, metrics_bind })
-    }
-
-    fn pair(self) -> Result<Cmd, lexopt::Error> {
-        let schedule = match self.plan {
-            None => sgp::schedule::Plan::Poisson,
-            Some(name) => {
-                let p = sgp::schedule::Plan::parse(&name)?;
-                if p.leaks() && std::env::var(sgp::schedule::LEAKY_ENV).as_deref() != Ok("1") {
-                    return Err(format!(
-                        "--schedule {name} gives the posters away to an eavesdropper: it exists only to test the audit (set {}=1 to use it)",
-                        sgp::schedule::LEAKY_ENV
-                    )
-                    .into());
-                }
-                p
-            }
-        };
-        Ok(Cmd::Pair(pair::Opts {
-            server: self.server,
-            room: self.room,
-            tolerance_ms: self.tol,
-            target_bits: self.target,
-            json: self.json,
-            retries: self.retries,
-            record: self.record,
-            duration_ms: self.duration_ms,
-            schedule,
-            hold_post: self.hold_post,
-            adapt: !self.no_adapt,
-        }))
-    }
-
-    fn eve_attack(self) -> Result<Cmd, lexopt::Error> {
-        let files = self.attack.unwrap_or_default();
-        if files.is_empty() {
-            return Err("sgp eve --attack needs the RECORD files to audit".into());
-        }
-        Ok(Cmd::Attack { files, json: self.json })
-    }
-
-    fn eve(self) -> Result<Cmd, lexopt::Error> {
-        let room = self.room.ok_or_else(|| lexopt::Error::from("sgp eve needs --room CODE"))?;
-        Ok(Cmd::Eve(eve::Opts { server: self.server, room, json: self.json, follow: self.follow, record: self.record }))
-    }
-
-    fn bench(self) -> Result<Cmd, lexopt::Error> {
-        let what = self.what.clone().ok_or_else(|| lexopt::Error::from(format!("sgp bench needs what to measure: {}", bench::WHAT)))?;
-        if !bench::WHAT.split(", ").any(|w| w == what) && what != bench::HIDDEN {
-            return Err(format!("unknown benchmark {what:?} (one of {})", bench::WHAT).into());
-        }
-        if let Some(names) = &self.profiles {
-            if let Some(bad) = names.iter().find(|n| !bench::PROFILE_NAMES.split(", ").any(|k| k == n.as_str())) {
-                return Err(format!("--profiles: unknown profile {bad:?} (one of {})", bench::PROFILE_NAMES).into());
-            }
-        }
-        if what == "net" && self.server_set {
-            return Err("bench net starts its own servers (in namespaces or on loopback): no --server".into());
-        }
-        if self.tls && (self.server_set || what == "net") {
-            return Err("--tls makes the server bench starts serve https; with --server, give an https:// URL (and --ca-file)".into());
-        }
-        let relay = if what == bench::HIDDEN { Some(self.relay_opts()?) } else { None };
-        Ok(Cmd::Bench(bench::Opts {
-            what,
-            server: self.server_set.then_some(self.server),
-            pairs: self.pairs,
-            connections: self.connections,
-            tolerance_ms: self.tol,
-            tolerances: self.tolerances,
-            target_bits: self.target,
-            rooms: self.rooms,
-            seconds: self.seconds,
-            rate_hz: self.rate_hz,
-            duration_ms: self.duration_ms,
-            flood: self.flood,
-            tls: self.tls,
-            time_scale: self.time_scale,
-            profiles: self.profiles,
-            relay,
-            json: self.json,
-        }))
-    }
-
-    /// `bench relay`'s addresses and path, checked.
-    fn relay_opts(&self) -> Result<bench::RelayOpts, lexopt::Error> {
-        let addr = |name: &str, v: &Option<String>| -> Result<std::net::SocketAddr, lexopt::Error> {
-            let v = v.as_deref().ok_or_else(|| format!("bench relay needs --{name} HOST:PORT"))?;
-            v.parse().map_err(|e| format!("--{name} {v:?}: {e} (expected IP:PORT)").into())
-        };
-        let (listen, target) = (addr("listen", &self.listen)?, addr("target", &self.relay_target)?);
-        let spec = bench::relay::Spec {
-            delay_ms: self.delay_ms.ok_or("bench relay needs --delay-ms D")?,
-            jitter_ms: self.jitter_ms.unwrap_or(0.0),
-            loss: self.loss.unwrap_or(0.0),
-            reorder: self.reorder.unwrap_or(0.0),
-        };
-        spec.check()?;
-        Ok(bench::RelayOpts { listen, target, spec })
+fn bench_name(what: &BenchCmd) -> &'static str {
+    match what {
+        BenchCmd::Key { .. } => "key",
+        BenchCmd::Sweep { .. } => "sweep",
+        BenchCmd::Jitter { .. } => "jitter",
+        BenchCmd::Load { .. } => "load",
+        BenchCmd::Idle { .. } => "idle",
+        BenchCmd::Legacy { .. } => "legacy",
+        BenchCmd::Net { .. } => "net",
+        BenchCmd::Relay { .. } => bench::HIDDEN,
     }
 }
 
@@ -669,14 +328,17 @@ fn run(cmd: Cmd) -> ExitCode {
     };
     let local = tokio::task::LocalSet::new();
     match cmd {
-        Cmd::Help => {
-            print!("{USAGE}");
+        Cmd::Completions(shell) => {
+            clap_complete::generate(shell, &mut Cli::command(), "sgp", &mut std::io::stdout());
             ExitCode::SUCCESS
         }
-        Cmd::Version => {
-            println!("sgp {}", env!("CARGO_PKG_VERSION"));
-            ExitCode::SUCCESS
-        }
+        Cmd::Man => match clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout()) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => {
+                eprintln!("sgp man: {e}");
+                ExitCode::FAILURE
+            }
+        },
         Cmd::Serve { bind, port, mut config, tls, caps, log, metrics_bind } => local.block_on(&rt, async move {
             match sgp::logs::filter(std::env::var("RUST_LOG").ok().as_deref()) {
                 Ok(filter) => sgp::logs::init(log, filter),

@@ -111,7 +111,8 @@ fn bad_relay_arguments_are_refused() {
         assert_eq!(out.status.code(), Some(2), "{args:?}");
         let err = String::from_utf8_lossy(&out.stderr);
         let first = err.lines().next().unwrap_or("");
-        assert!(first.starts_with("sgp: ") && first.len() > 10, "{args:?}: {err}");
+        // Ours ("sgp: …") or the parser's ("error: …"): one line that says what is wrong.
+        assert!((first.starts_with("sgp: ") || first.starts_with("error: ")) && first.len() > 10, "{args:?}: {err}");
         assert!(out.stdout.is_empty(), "{args:?}: it must not listen");
     }
     for args in [&["--listen", "nowhere", "--target", "127.0.0.1:9", "--delay-ms", "1"][..], &["--listen", "127.0.0.1:0", "--delay-ms", "1"]] {

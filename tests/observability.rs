@@ -245,9 +245,10 @@ fn bad_log_and_metrics_values_stop_before_listening() {
     // (arguments, environment, exit code, what the first line of stderr says)
     type Case<'a> = (&'a [&'a str], &'a [(&'a str, &'a str)], i32, &'a str);
     let cases: [Case; 5] = [
-        (&["--log-format", "yaml"], &[], 2, "--log-format \"yaml\": expected text or json"),
-        (&["--metrics-bind", "garbage"], &[], 2, "--metrics-bind \"garbage\""),
-        (&["--metrics-bind", "localhost"], &[], 2, "expected IP:PORT"),
+        // The parser's words (clap): the value, and the flag it was for.
+        (&["--log-format", "yaml"], &[], 2, "'yaml' for '--log-format"),
+        (&["--metrics-bind", "garbage"], &[], 2, "'garbage' for '--metrics-bind"),
+        (&["--metrics-bind", "localhost"], &[], 2, "'localhost' for '--metrics-bind"),
         (&["--metrics-bind", &taken], &[], 1, "(--metrics-bind)"),
         (&[], &[("RUST_LOG", "sgp=loud")], 2, "RUST_LOG \"sgp=loud\""),
     ];

@@ -26,15 +26,106 @@ fn plain_sgp_serves_and_a_taken_port_is_a_readable_error() {
 }
 
 #[test]
-fn bad_usage_is_exit_2_with_the_usage() {
+fn bad_usage_is_exit_2_and_says_what_is_wrong() {
     for args in [vec!["serve", "--port", "x"], vec!["frobnicate"], vec!["eve"], vec!["pair", "--colour"]] {
         let out = Command::new(SGP).args(&args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
-        assert!(String::from_utf8_lossy(&out.stderr).contains("usage:"), "{args:?}");
+        // What is wrong, and the usage or where to find it.
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("error:") && (err.contains("Usage:") || err.contains("--help")), "{args:?}: {err}");
     }
     let out = Command::new(SGP).arg("--help").output().unwrap();
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("sgp pair"));
+}
+
+#[test]
+fn flags_of_another_command_are_refused_and_each_command_has_its_help() {
+    // A flag that belongs to another command, or to none, is exit 2 with the usage; it once
+    // ran (`sgp serve --follow` served).
+    for args in [
+        &["serve", "--follow"][..],
+        &["serve", "--room", "X"],
+        &["--json"],
+        &["pair", "--port", "1"],
+        &["eve", "--room", "X", "--attack", "f.json"],
+        &["bench", "net", "--server", "http://127.0.0.1:1"],
+        &["bench", "load", "--tls", "--server", "http://127.0.0.1:1"],
+        &["serve", "--tls-cert", "c.pem"],
+        &["serve", "--ping-secs", "0"],
+        &["completions", "tcsh"],
+    ] {
+        let out = Command::new(SGP).args(args).env_remove("SGP_SERVER").output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
+        assert!(out.stdout.is_empty(), "{args:?}");
+    }
+    for cmd in ["serve", "pair", "eve", "bench", "completions"] {
+        let out = Command::new(SGP).args(["help", cmd]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains(&format!("sgp {cmd}")), "help {cmd}: {text}");
+    }
+    let out = Command::new(SGP).args(["pair", "--help"]).output().unwrap();
+    assert!(String::from_utf8_lossy(&out.stdout).contains("--ca-file"));
+    assert!(!String::from_utf8_lossy(&out.stdout).contains("--testing-hold-post"), "testing flags stay hidden");
+}
+
+#[test]
+fn environment_variables_stand_for_flags_and_flags_win() {
+    let listening = |args: &[&str], env: &[(&str, &str)]| {
+        let mut c = Command::new(SGP)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let mut line = String::new();
+        std::io::BufRead::read_line(&mut std::io::BufReader::new(c.stdout.take().unwrap()), &mut line).unwrap();
+        let _ = c.kill();
+        let _ = c.wait();
+        line
+    };
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let p = port.to_string();
+    let line = listening(&["serve"], &[("SGP_PORT", &p), ("SGP_BIND", "127.0.0.1")]);
+    assert_eq!(line.trim(), format!("sgp listening on http://127.0.0.1:{port}/"));
+    let line = listening(&["serve", "--port", "0"], &[("SGP_PORT", &p)]);
+    assert!(!line.contains(&format!(":{port}/")), "the flag wins: {line}");
+    // SGP_SERVER is the clients' server; a bad value is the client's error, not ignored.
+    let out = Command::new(SGP).args(["pair"]).env("SGP_SERVER", "ftp://nowhere").output().unwrap();
+    assert_ne!(out.status.code(), Some(0));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://nowhere"), "{}", String::from_utf8_lossy(&out.stderr));
+    // SGP_ALLOW_ORIGIN: comma-separated origins.
+    let s = Server::start_env(&[], &[("SGP_ALLOW_ORIGIN", "https://a.example,https://b.example")]);
+    for (origin, ok) in [("https://a.example", true), ("https://b.example", true), ("https://c.example", false)] {
+        let r = s.raw_http(&format!(
+            "GET /ws HTTP/1.1\r\nHost: 127.0.0.1:{}\r\nOrigin: {origin}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+             Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            s.port
+        ));
+        assert_eq!(r.starts_with("HTTP/1.1 101"), ok, "{origin}: {r}");
+    }
+    // Bad values from the environment are usage errors too.
+    let out = Command::new(SGP).args(["serve"]).env("SGP_PORT", "eighty").output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+#[test]
+fn completions_and_a_man_page() {
+    for shell in ["bash", "zsh", "fish"] {
+        let out = Command::new(SGP).args(["completions", shell]).output().unwrap();
+        let text = String::from_utf8_lossy(&out.stdout);
+        assert!(out.status.success() && text.contains("tls-self-signed") && text.contains("ca-file"), "{shell}");
+    }
+    // bash can load its script.
+    if std::path::Path::new("/bin/bash").exists() {
+        let out = Command::new("/bin/bash").args(["-c", &format!("source <({SGP} completions bash) && complete -p sgp")]).output().unwrap();
+        assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    }
+    let out = Command::new(SGP).arg("man").output().unwrap();
+    let man = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success() && man.starts_with(".ie") || man.contains(".TH sgp"), "{}", &man[..man.len().min(200)]);
+    assert!(man.contains("pair") && man.contains("exit codes"));
 }
 
 #[test]

@@ -56,6 +56,13 @@ pub struct Opts {
     pub json: bool,
 }
 
+impl Opts {
+    /// Benchmark `what` with nothing else asked.
+    pub fn new(what: &str) -> Opts {
+        Opts { what: what.to_string(), ..Opts::default() }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct RelayOpts {
     pub listen: std::net::SocketAddr,
