@@ -672,10 +672,10 @@ where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let write = async {
-        ws.feed(Message::Text(first)).await?;
+        feed_text(ws, first).await?;
         for _ in 1..BATCH {
             match rx.try_recv() {
-                Ok(text) => ws.feed(Message::Text(text)).await?,
+                Ok(text) => feed_text(ws, text).await?,
                 Err(_) => break,
             }
         }
@@ -686,6 +686,34 @@ where
         Ok(Err(_)) => Err(End::Gone),
         Err(_) => Err(End::Close(CloseCode::Policy, "too slow: messages were not read")),
     }
+}
+
+/// Messages longer than this are sent in fragments of this size, each written out before the
+/// next is made.
+const FRAGMENT: usize = 64 * 1024;
+
+/// Queues one message. A long one (a big board, sent to every observer of a room) goes out in
+/// fragments, flushed one by one: the codec copies a message into the connection's write
+/// buffer whole, so a client that reads slowly would hold a copy of every board it is sent;
+/// now it holds one fragment, and the queue a reference to the shared text.
+async fn feed_text<S>(ws: &mut WebSocketStream<S>, text: Utf8Bytes) -> Result<(), WsError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    if text.len() <= FRAGMENT {
+        return ws.feed(Message::Text(text)).await;
+    }
+    use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+    use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+    let bytes = bytes::Bytes::from(text);
+    let mut at = 0;
+    while at < bytes.len() {
+        let end = (at + FRAGMENT).min(bytes.len());
+        let op = if at == 0 { Data::Text } else { Data::Continue };
+        ws.send(Message::Frame(Frame::message(bytes.slice(at..end), OpCode::Data(op), end == bytes.len()))).await?;
+        at = end;
+    }
+    Ok(())
 }
 
 /// Writes a close frame straight to the socket, then drains what the client still sends

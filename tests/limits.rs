@@ -242,6 +242,68 @@ async fn observers_that_never_read_do_not_hold_up_a_pair() {
     drop(watchers);
 }
 
+#[tokio::test(flavor = "current_thread")]
+async fn a_long_message_goes_out_in_fragments() {
+    // A reader that holds back is sent a big message a fragment at a time (64 KiB), so its
+    // connection holds one fragment, not a copy of the whole: a legacy table of 3000 rows.
+    let server = Server::start(&["--legacy"]);
+    let (status, _, mut s) = upgrade_from(&server, "127.0.0.1", "").await;
+    assert_eq!(status, 101);
+    let frame = |text: &str| {
+        let mut f = vec![0x81, 0x80 | 126];
+        f.extend_from_slice(&(text.len() as u16).to_be_bytes());
+        f.extend_from_slice(&[0, 0, 0, 0]); // mask of zeros: the payload as it is
+        f.extend_from_slice(text.as_bytes());
+        f
+    };
+    let mut out = frame(r#"{"reset_tableau":true}"#);
+    for _ in 0..3000 {
+        out.extend(frame(r#"{"nouvelle_valeur":3}"#));
+    }
+    out.extend(frame(r#"{"obtenir_tableau":true}"#));
+    s.write_all(&out).await.unwrap();
+    // Frames until a final one: (fin, opcode, length) each, and the long payload put together.
+    let mut frames = Vec::new();
+    let mut payload = Vec::new();
+    let read = async {
+        loop {
+            let mut h = [0u8; 2];
+            s.read_exact(&mut h).await.unwrap();
+            let len = match h[1] & 0x7f {
+                126 => {
+                    let mut b = [0u8; 2];
+                    s.read_exact(&mut b).await.unwrap();
+                    u16::from_be_bytes(b) as usize
+                }
+                127 => {
+                    let mut b = [0u8; 8];
+                    s.read_exact(&mut b).await.unwrap();
+                    u64::from_be_bytes(b) as usize
+                }
+                n => n as usize,
+            };
+            let mut p = vec![0u8; len];
+            s.read_exact(&mut p).await.unwrap();
+            let (fin, op) = (h[0] & 0x80 != 0, h[0] & 0x0f);
+            frames.push((fin, op, len));
+            if op == 0x1 && fin && payload.is_empty() {
+                continue; // a short message (an acknowledgement), whole
+            }
+            payload.extend(p);
+            if fin {
+                break;
+            }
+        }
+    };
+    tokio::time::timeout(Duration::from_secs(20), read).await.expect("the table within 20 s (a short one would never end this loop)");
+    let table: serde_json::Value = serde_json::from_slice(&payload).expect("the fragments make the table");
+    assert_eq!(table.as_array().map(|t| t.len()), Some(3000));
+    let parts: Vec<_> = frames.iter().filter(|f| !(f.0 && f.1 == 1)).collect();
+    assert!(parts.len() >= 2 && parts[0].1 == 0x1 && !parts[0].0, "first fragment: text, not final: {frames:?}");
+    assert!(parts[1..].iter().all(|f| f.1 == 0x0 && f.2 <= 64 * 1024), "then continuations of ≤ 64 KiB: {frames:?}");
+    assert!(parts.last().unwrap().0, "the last one final");
+}
+
 #[test]
 fn bad_cap_values_are_exit_2() {
     for args in [
