@@ -73,14 +73,14 @@ pub enum Command {
 
 #[derive(Args, Debug, Clone)]
 pub struct ServeArgs {
-    /// Address to listen on (0.0.0.0 for a LAN).
-    #[arg(long, env = "SGP_BIND", default_value = "127.0.0.1", value_name = "ADDR")]
+    /// Address to listen on: an IP address (0.0.0.0 for a LAN) or localhost.
+    #[arg(long, env = "SGP_BIND", default_value = "127.0.0.1", value_name = "ADDR", value_parser = bind_address)]
     pub bind: String,
     /// Port (0: any free port).
     #[arg(long, env = "SGP_PORT", default_value_t = 8080, value_name = "N")]
     pub port: u16,
     /// Let pages from ORIGIN open /ws (repeatable, or comma-separated in SGP_ALLOW_ORIGIN; * = any).
-    #[arg(long = "allow-origin", env = "SGP_ALLOW_ORIGIN", value_delimiter = ',', value_name = "ORIGIN")]
+    #[arg(long = "allow-origin", env = "SGP_ALLOW_ORIGIN", value_delimiter = ',', value_name = "ORIGIN", value_parser = origin)]
     pub allow_origin: Vec<String>,
     /// Also speak the original student client's dialect on /ws (insecure by design: its table
     /// shows who posted what).
@@ -138,7 +138,7 @@ pub enum LogFormat {
 #[derive(Args, Debug, Clone)]
 pub struct ClientArgs {
     /// The server: http[s]://HOST:PORT[/PATH] (https for TLS, with the path it lives under).
-    #[arg(long, env = "SGP_SERVER", default_value = "http://127.0.0.1:8080", value_name = "URL")]
+    #[arg(long, env = "SGP_SERVER", default_value = "http://127.0.0.1:8080", value_name = "URL", value_parser = server_url)]
     pub server: String,
     /// Trust the CA certificates in FILE (PEM) for https, instead of the system's.
     #[arg(long, value_name = "FILE")]
@@ -220,7 +220,7 @@ pub struct BenchArgs {
 pub struct BenchCommon {
     /// Measure this server instead of one bench starts (loads go to 127.0.0.1 only; not read
     /// from SGP_SERVER, so that a benchmark never loads a server by surprise).
-    #[arg(long, value_name = "URL")]
+    #[arg(long, value_name = "URL", value_parser = server_url)]
     pub server: Option<String>,
     /// Trust the CA certificates in FILE (PEM) for https, instead of the system's.
     #[arg(long, value_name = "FILE")]
@@ -343,6 +343,32 @@ pub enum BenchCmd {
     },
 }
 
+/// `--bind`: an IP address, or localhost.
+fn bind_address(v: &str) -> Result<String, String> {
+    match v.parse::<std::net::IpAddr>() {
+        Ok(_) => Ok(v.to_string()),
+        Err(_) if v.eq_ignore_ascii_case("localhost") => Ok(v.to_string()),
+        Err(_) => Err("expected an IP address (127.0.0.1, 0.0.0.0, ::) or localhost".into()),
+    }
+}
+
+/// `--allow-origin`: `*`, or scheme://host[:port] as a browser sends it.
+fn origin(v: &str) -> Result<String, String> {
+    let v = v.trim();
+    let ok = v == "*"
+        || v == "null"
+        || ["http://", "https://"].iter().any(|p| v.strip_prefix(p).is_some_and(|h| !h.is_empty() && !h.trim_end_matches('/').contains(['/', ' ', '?', '#'])));
+    match ok {
+        true => Ok(v.to_string()),
+        false => Err("expected an origin as browsers send it (https://example.org, http://192.168.1.20:8080) or *".into()),
+    }
+}
+
+/// `--server`: a URL the clients can use (`ServerUrl::parse`).
+fn server_url(v: &str) -> Result<String, String> {
+    sgp::client::ServerUrl::parse(v).map(|_| v.to_string())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -351,5 +377,18 @@ mod tests {
     #[test]
     fn the_definition_is_consistent() {
         Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn values_checked_before_anything_runs() {
+        assert!(bind_address("0.0.0.0").is_ok() && bind_address("::1").is_ok() && bind_address("LOCALHOST").is_ok());
+        assert!(bind_address("nowhere.example").is_err() && bind_address("").is_err() && bind_address("127.0.0.1:80").is_err());
+        for ok in ["*", "null", "https://a.example", "http://192.168.1.20:8080", "https://a.example/"] {
+            assert!(origin(ok).is_ok(), "{ok}");
+        }
+        for bad in ["a.example", "https://", "ftp://a.example", "https://a.example/path", "https://a b"] {
+            assert!(origin(bad).is_err(), "{bad}");
+        }
+        assert!(server_url("https://example.org/sgp/").is_ok() && server_url("ftp://x").is_err());
     }
 }

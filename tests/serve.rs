@@ -93,7 +93,7 @@ fn environment_variables_stand_for_flags_and_flags_win() {
     assert!(!line.contains(&format!(":{port}/")), "the flag wins: {line}");
     // SGP_SERVER is the clients' server; a bad value is the client's error, not ignored.
     let out = Command::new(SGP).args(["pair"]).env("SGP_SERVER", "ftp://nowhere").output().unwrap();
-    assert_ne!(out.status.code(), Some(0));
+    assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("ftp://nowhere"), "{}", String::from_utf8_lossy(&out.stderr));
     // SGP_ALLOW_ORIGIN: comma-separated origins.
     let s = Server::start_env(&[], &[("SGP_ALLOW_ORIGIN", "https://a.example,https://b.example")]);
@@ -105,9 +105,12 @@ fn environment_variables_stand_for_flags_and_flags_win() {
         ));
         assert_eq!(r.starts_with("HTTP/1.1 101"), ok, "{origin}: {r}");
     }
-    // Bad values from the environment are usage errors too.
-    let out = Command::new(SGP).args(["serve"]).env("SGP_PORT", "eighty").output().unwrap();
-    assert_eq!(out.status.code(), Some(2));
+    // Bad values from the environment are usage errors too, before anything listens.
+    for (var, bad) in [("SGP_PORT", "eighty"), ("SGP_PORT", "70000"), ("SGP_BIND", "nowhere.example"), ("SGP_ALLOW_ORIGIN", "a.example"), ("SGP_ALLOW_ORIGIN", "https://a.example,ftp://b")] {
+        let out = Command::new(SGP).args(["serve"]).env(var, bad).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{var}={bad}");
+        assert!(out.stdout.is_empty() && String::from_utf8_lossy(&out.stderr).contains(bad.split(',').last().unwrap()), "{var}={bad}");
+    }
 }
 
 #[test]
