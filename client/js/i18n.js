@@ -61,9 +61,9 @@ export function t(id, params, language = current) {
   if (typeof m !== 'function') return m;
   const p = {};
   for (const [k, v] of Object.entries(params || {})) p[k] = v && typeof v === 'object' && 'id' in v ? t(v, undefined, language) : v;
-  const text = m(p);
-  if (/\bundefined\b|\bNaN\b/.test(text)) fault(`message "${id}" printed "${text}" with ${JSON.stringify(params)}`);
-  return text;
+  const shown = m(p);
+  if (/\bundefined\b|\bNaN\b/.test(shown)) fault(`message "${id}" printed "${shown}" with ${JSON.stringify(params)}`);
+  return shown;
 }
 
 /** Fills every element under `root` that has data-i18n (its text) or data-i18n-ATTR (that
