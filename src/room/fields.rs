@@ -78,3 +78,24 @@ pub(super) fn valid_spans(spans: &[[i64; 2]], t_start: i64, t_end: i64) -> Resul
 pub(super) fn valid_reason(r: &str) -> bool {
     (1..=32).contains(&r.len()) && r.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// tests/vectors/codes/codes.json: the same codes as client/js/codes.js draws and reads.
+    #[test]
+    fn codes_match_the_shared_vectors() {
+        let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/vectors/codes/codes.json")).unwrap();
+        let v: serde_json::Value = serde_json::from_str(&text).unwrap();
+        for case in v["make"].as_array().unwrap() {
+            let bytes: Vec<u8> = case["bytes"].as_array().unwrap().iter().map(|b| b.as_u64().unwrap() as u8).collect();
+            let code = make_code(&mut |buf: &mut [u8]| buf.copy_from_slice(&bytes));
+            assert_eq!(code, case["code"].as_str().unwrap(), "{bytes:?}");
+        }
+        for case in v["normalize"].as_array().unwrap() {
+            let input = case["input"].as_str().unwrap();
+            assert_eq!(normalize_code(input).as_deref(), case["code"].as_str(), "{input:?}");
+        }
+    }
+}
