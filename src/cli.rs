@@ -279,7 +279,11 @@ pub enum BenchCmd {
         #[arg(long, value_name = "R")]
         rate_hz: Option<f64>,
         #[arg(long, value_name = "T")]
-        tolerance_ms: Option<f64>,
+        tolerance_ms: Option<f64>,        /// The server's processes whose CPU time is read (comma-separated PIDs; several sgp
+        /// serve behind a proxy). Default: the server bench starts, or the process listening on
+        /// --server's port (a proxy's, when there is one in front).
+        #[arg(long, value_name = "PID,PID,…", value_delimiter = ',', requires = "server")]
+        pid: Option<Vec<u32>>,
     },
     /// Rooms × 2 posters at 90 % of their rate limit, stepping up to M rooms (default 200):
     /// accepted posts/s, server CPU per post, jitter; the knee.
@@ -291,7 +295,11 @@ pub enum BenchCmd {
         #[arg(long, value_name = "S")]
         seconds: Option<f64>,
         #[arg(long, value_name = "R")]
-        rate_hz: Option<f64>,
+        rate_hz: Option<f64>,        /// The server's processes whose CPU time is read (comma-separated PIDs; several sgp
+        /// serve behind a proxy). Default: the server bench starts, or the process listening on
+        /// --server's port (a proxy's, when there is one in front).
+        #[arg(long, value_name = "PID,PID,…", value_delimiter = ',', requires = "server")]
+        pid: Option<Vec<u32>>,
     },
     /// N (default 1000) idle WebSockets: server memory per connection.
     Idle {

@@ -188,13 +188,13 @@ fn bench(what: BenchCmd) -> Result<Cmd, String> {
             common(c, &mut o);
             (o.tolerances, o.pairs, o.target_bits, o.duration_ms) = (tolerances, pairs, target_bits, duration_ms);
         }
-        BenchCmd::Jitter { common: c, rooms, seconds, rate_hz, tolerance_ms } => {
+        BenchCmd::Jitter { common: c, rooms, seconds, rate_hz, tolerance_ms, pid } => {
             common(c, &mut o);
-            (o.rooms, o.seconds, o.rate_hz, o.tolerance_ms) = (rooms, seconds, rate_hz, tolerance_ms);
+            (o.rooms, o.seconds, o.rate_hz, o.tolerance_ms, o.pids) = (rooms, seconds, rate_hz, tolerance_ms, pid);
         }
-        BenchCmd::Load { common: c, rooms, seconds, rate_hz } => {
+        BenchCmd::Load { common: c, rooms, seconds, rate_hz, pid } => {
             common(c, &mut o);
-            (o.rooms, o.seconds, o.rate_hz) = (rooms, seconds, rate_hz);
+            (o.rooms, o.seconds, o.rate_hz, o.pids) = (rooms, seconds, rate_hz, pid);
         }
         BenchCmd::Idle { common: c, connections } => {
             common(c, &mut o);

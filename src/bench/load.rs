@@ -11,8 +11,8 @@
 //!   the window in which every loader room posts; the server's CPU time is read from
 //!   /proc/PID/stat at the two ends of that window.
 
-use super::{cpu_s, cpu_split_s, quantile, r3, require_loopback, thread_cpu_s, Opts};
-use crate::client::{ws_url, Client, ClientError};
+use super::{cpu_split_sum, quantile, r3, require_loopback, thread_cpu_s, Opts};
+use crate::client::{Client, ClientError};
 use crate::clock::{self, Clock, SYNC_SAMPLES};
 use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, ServerMsg};
 use crate::room::Limits;
@@ -264,8 +264,10 @@ fn spawn_loaders(
     (wrx, orx)
 }
 
-async fn connect(ws: &str) -> Result<Ws, String> {
-    match tokio::time::timeout(WAIT, crate::client::open(ws)).await {
+/// A loader's connection for room `code`, named in the URL (`/ws?room=CODE`) as every
+/// client's is, so that a sharding proxy in front sends both posters to the room's server.
+async fn connect(url: &str, code: &str) -> Result<Ws, String> {
+    match tokio::time::timeout(WAIT, crate::client::open_room(url, Some(code))).await {
         Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err(format!("cannot connect a loader: {e} (raise `ulimit -n`?)")),
         Err(_) => Err("a loader's connection timed out".into()),
@@ -296,12 +298,14 @@ async fn recv_type(ws: &mut Ws, types: &[&str]) -> Result<Value, String> {
     }
 }
 
-async fn make_room(ws: &str, params: &Value) -> Result<(Ws, Ws), String> {
-    let mut a = connect(ws).await?;
-    send_value(&mut a, json!({"type": "create", "params": params})).await?;
-    let joined = recv_type(&mut a, &["joined"]).await?;
-    let code = joined["room"].as_str().ok_or("no room code")?.to_string();
-    let mut b = connect(ws).await?;
+/// A loader room: the creator draws its code (50 bits: a code already taken is a failure
+/// here, as likely as never), then both posters connect for it.
+async fn make_room(url: &str, params: &Value) -> Result<(Ws, Ws), String> {
+    let code = crate::room::make_code(&mut crate::server::os_random);
+    let mut a = connect(url, &code).await?;
+    send_value(&mut a, json!({"type": "create", "room": code, "params": params})).await?;
+    recv_type(&mut a, &["joined"]).await?;
+    let mut b = connect(url, &code).await?;
     send_value(&mut b, json!({"type": "join", "room": code})).await?;
     recv_type(&mut b, &["joined"]).await?;
     Ok((a, b))
@@ -331,7 +335,6 @@ async fn sleep_until(clock: Clock, local_us: i64) {
 }
 
 async fn loaders(url: &str, plan: &LoadPlan, clock: Clock, win_tx: oneshot::Sender<Window>) -> Result<LoadOutcome, String> {
-    let ws = ws_url(url)?;
     let mut params = json!({"duration_ms": plan.duration_ms});
     if let Some(r) = plan.room_rate_hz {
         params["rate_hz"] = json!(r);
@@ -339,7 +342,7 @@ async fn loaders(url: &str, plan: &LoadPlan, clock: Clock, win_tx: oneshot::Send
     let mut pairs: Vec<(Ws, Ws)> = Vec::with_capacity(plan.rooms);
     while pairs.len() < plan.rooms {
         let k = (plan.rooms - pairs.len()).min(64);
-        for made in futures_util::future::join_all((0..k).map(|_| make_room(&ws, &params))).await {
+        for made in futures_util::future::join_all((0..k).map(|_| make_room(url, &params))).await {
             pairs.push(made?);
         }
     }
@@ -508,13 +511,13 @@ fn probe_fields(row: &mut Value, p: &Probe) {
 }
 
 /// One measurement: `spec.rooms` loader rooms (none: at rest) and the prober among them.
-async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, String> {
+async fn step(url: &str, pids: &[u32], spec: &StepSpec) -> Result<Value, String> {
     let clock = Clock::new();
     let mut row = json!({"rooms": spec.rooms});
     if spec.rooms == 0 {
-        let (c0, t0) = (pid.and_then(cpu_s), clock.now_us());
+        let (c0, t0) = (cpu_split_sum(pids).map(|(u, s)| u + s), clock.now_us());
         let p = probe(url.to_string(), spec.seconds, spec.probe_tolerance_ms).await?;
-        let (c1, t1) = (pid.and_then(cpu_s), clock.now_us());
+        let (c1, t1) = (cpu_split_sum(pids).map(|(u, s)| u + s), clock.now_us());
         if let (Some(c0), Some(c1)) = (c0, c1) {
             row["server_cpu_pct"] = r3(100.0 * (c1 - c0) / ((t1 - t0) as f64 / 1e6));
         }
@@ -533,10 +536,10 @@ async fn step(url: &str, pid: Option<u32>, spec: &StepSpec) -> Result<Value, Str
         return Err(orx.await.map_err(|e| e.to_string())?.err().unwrap_or_else(|| "the loaders failed".into()));
     };
     sleep_until(clock, window.local_start).await;
-    let cpu0 = pid.and_then(cpu_split_s);
+    let cpu0 = cpu_split_sum(pids);
     let prober = tokio::task::spawn_local(probe(url.to_string(), spec.seconds, spec.probe_tolerance_ms));
     sleep_until(clock, window.local_end).await;
-    let cpu1 = pid.and_then(cpu_split_s);
+    let cpu1 = cpu_split_sum(pids);
     let p = prober.await.map_err(|e| e.to_string())??;
     let o = orx.await.map_err(|e| e.to_string())??;
     let window_s = (window.srv_end - window.srv_start) as f64 / 1e6;
@@ -572,7 +575,7 @@ fn room_rate_for(post_hz: f64) -> Option<f64> {
     (post_hz > UNDER_LIMIT * allowed).then(|| (post_hz / UNDER_LIMIT - l.post_slack_hz) / l.post_rate_factor)
 }
 
-pub async fn bench_jitter(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Value, String> {
+pub async fn bench_jitter(url: &str, pids: &[u32], opts: &Opts) -> Result<Value, String> {
     let rooms = opts.rooms.unwrap_or(100).min(5000);
     let seconds = opts.seconds.unwrap_or(5.0).clamp(0.5, 30.0);
     if rooms > 0 {
@@ -586,10 +589,10 @@ pub async fn bench_jitter(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Va
     let tol = opts.tolerance_ms;
     let probe_params = Params::resolve(&ParamsIn { tolerance_ms: tol, ..Default::default() })?;
     let rest = StepSpec { rooms: 0, probe_tolerance_ms: tol, post_hz, room_rate_hz: None, seconds };
-    let mut phases = vec![step(url, pid, &rest).await?];
+    let mut phases = vec![step(url, pids, &rest).await?];
     if rooms > 0 {
         let spec = StepSpec { rooms, probe_tolerance_ms: tol, post_hz, room_rate_hz: room_rate_for(post_hz), seconds };
-        phases.push(step(url, pid, &spec).await?);
+        phases.push(step(url, pids, &spec).await?);
     }
     for (p, name) in phases.iter_mut().zip(["rest", "load"]) {
         p["phase"] = json!(name);
@@ -612,7 +615,7 @@ fn ladder(max: usize) -> Vec<usize> {
     v
 }
 
-pub async fn bench_load(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Value, String> {
+pub async fn bench_load(url: &str, pids: &[u32], opts: &Opts) -> Result<Value, String> {
     require_loopback(url)?;
     let max = opts.rooms.unwrap_or(200).clamp(1, 5000);
     let seconds = opts.seconds.unwrap_or(2.0).clamp(0.5, 30.0);
@@ -626,7 +629,7 @@ pub async fn bench_load(url: &str, pid: Option<u32>, opts: &Opts) -> Result<Valu
     let (mut best, mut knee, mut flat) = (0.0f64, 0usize, 0);
     for m in ladder(max) {
         let spec = StepSpec { rooms: m, probe_tolerance_ms: opts.tolerance_ms, post_hz, room_rate_hz: room_rate_for(post_hz), seconds };
-        let row = step(url, pid, &spec).await?;
+        let row = step(url, pids, &spec).await?;
         let accepted = row["accepted_per_s"].as_f64().unwrap_or(0.0);
         rows.push(row);
         if accepted > 1.05 * best {

@@ -49,6 +49,9 @@ pub struct Opts {
     pub tls: bool,
     /// `legacy`: the original page's gaps multiplied by this (1: as the page; 0.01: fast).
     pub time_scale: Option<f64>,
+    /// `jitter`, `load`: the processes whose CPU time is the server's (`--pid`), if not the
+    /// one bench starts or the one listening on `--server`'s port.
+    pub pids: Option<Vec<u32>>,
     /// `net`: the profiles to run (default all).
     pub profiles: Option<Vec<String>>,
     /// `relay`: where to listen, where to relay to, and the path.
@@ -193,6 +196,15 @@ fn cpu_split_s(pid: u32) -> Option<(f64, f64)> {
     (hz > 0).then(|| (utime as f64 / hz as f64, stime as f64 / hz as f64))
 }
 
+/// CPU time (user, system) summed over `pids`, in seconds; None if there are none or one
+/// cannot be read (gone, or not ours to read).
+fn cpu_split_sum(pids: &[u32]) -> Option<(f64, f64)> {
+    if pids.is_empty() {
+        return None;
+    }
+    pids.iter().try_fold((0.0, 0.0), |(u, s), &p| cpu_split_s(p).map(|(u1, s1)| (u + u1, s + s1)))
+}
+
 /// CPU time the calling thread has used, in seconds.
 fn thread_cpu_s() -> f64 {
     let mut ts = libc::timespec { tv_sec: 0, tv_nsec: 0 };
@@ -292,11 +304,13 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
     };
     let url = opts.server.clone().or_else(|| own.as_ref().map(|s| s.url.clone())).unwrap_or_default();
     let pid = own.as_ref().map(|s| s.child.id()).or_else(|| local_pid(&url));
+    // Whose CPU is the server's: `--pid` (several servers behind a proxy), else that one.
+    let pids: Vec<u32> = opts.pids.clone().unwrap_or_else(|| pid.into_iter().collect());
     let result = match opts.what.as_str() {
         "key" => key::bench_key(&url, opts).await?,
         "sweep" => key::bench_sweep(&url, opts).await?,
-        "jitter" => load::bench_jitter(&url, pid, opts).await?,
-        "load" => load::bench_load(&url, pid, opts).await?,
+        "jitter" => load::bench_jitter(&url, &pids, opts).await?,
+        "load" => load::bench_load(&url, &pids, opts).await?,
         "idle" => idle::bench_idle(&url, pid, opts).await?,
         "net" => net::bench_net(opts).await?,
         _ => legacy::bench_legacy(&url, pid, opts).await?,
@@ -305,6 +319,9 @@ pub async fn run(opts: &Opts) -> Result<(), String> {
     let mut result = result;
     if let (Some(o), false) = (result.as_object_mut(), url.is_empty()) {
         o.insert("server".into(), json!(url));
+        if matches!(opts.what.as_str(), "jitter" | "load") {
+            o.insert("server_pids".into(), json!(pids));
+        }
     }
     if opts.json {
         println!("{result}");
@@ -438,5 +455,16 @@ mod tests {
         assert!(rss_kib(pid).is_some_and(|k| k > 0));
         assert!(cpu_s(pid).is_some_and(|s| s >= 0.0));
         assert!(thread_cpu_s() > 0.0);
+    }
+
+    #[test]
+    fn cpu_of_several_servers_is_their_sum_or_nothing() {
+        let pid = std::process::id();
+        let (u, s) = cpu_split_sum(&[pid, pid]).unwrap();
+        let (u1, s1) = cpu_split_s(pid).unwrap();
+        assert!(u >= 2.0 * u1 - 0.5 && s >= 2.0 * s1 - 0.5, "twice the one: {u} {s} against {u1} {s1}");
+        assert_eq!(cpu_split_sum(&[]), None);
+        // No such process (PIDs stop well below u32::MAX): no figure rather than a partial one.
+        assert_eq!(cpu_split_sum(&[pid, u32::MAX]), None);
     }
 }
