@@ -674,7 +674,9 @@ export function runPair(args, { timeout = 180_000, onLine } = {}) {
   });
   const done = new Promise((resolveDone, reject) => {
     proc.once('error', reject);
-    proc.once('exit', (code, signal) => {
+    // 'close', not 'exit': a child may exit before node has read the last of its stdout (its
+    // key line, on a busy machine); 'close' comes once its pipes are drained too.
+    proc.once('close', (code, signal) => {
       // Let readline deliver the last lines.
       setImmediate(() => {
         const k = lines.find((o) => o.key);
@@ -685,6 +687,19 @@ export function runPair(args, { timeout = 180_000, onLine } = {}) {
   const t = setTimeout(() => stopChild(proc, 2000), timeout);
   done.finally(() => clearTimeout(t)).catch(() => {});
   return { proc, done, lines, stop: () => stopChild(proc) };
+}
+
+/** Waits for a `runPair`'s `{"room": …}` line (it has entered its room) and returns it
+ *  ({code, role, params}); throws, naming `what`, if it exits first or takes over `ms`. */
+export async function pairRoom(pair, what, ms = 60_000) {
+  return within(ms, `${what} to enter a room`, (async () => {
+    for (;;) {
+      const r = pair.lines.find((o) => o.room);
+      if (r) return r.room;
+      if (pair.proc.exitCode !== null) throw new Error(`${what} exited early (${pair.proc.exitCode}): ${JSON.stringify(pair.lines)}`);
+      await sleep(50);
+    }
+  })());
 }
 
 /**

@@ -24,13 +24,7 @@ test('the page creates the room, sgp pair joins it: the same confirmed key', { t
   // rule is the one that applies here.
   const pair = h.runPair(['--server', fx.server.url, '--room', code, '--retries', '1000'], { timeout: 240_000 });
   // Start once sgp pair is in the room (it says so on its first line).
-  await h.within(30_000, 'sgp pair to join', (async () => {
-    while (!pair.lines.some((o) => o.room)) {
-      if (pair.proc.exitCode !== null) throw new Error(`sgp pair exited early: ${JSON.stringify(pair.lines)}`);
-      await h.sleep(50);
-    }
-  })());
-  const joined = pair.lines.find((o) => o.room).room;
+  const joined = await h.pairRoom(pair, 'sgp pair (joiner)', 30_000);
   assert.equal(joined.role, 'bob');
   assert.equal(joined.code, code);
   await h.startAll(A);
@@ -63,14 +57,7 @@ test('sgp pair creates the room, the page joins it by its link: the same confirm
     tol = v;
   }
   const pair = h.runPair(['--server', fx.server.url, '--tolerance-ms', tol, '--retries', '1000'], { timeout: 240_000 });
-  const room = await h.within(30_000, 'sgp pair to create a room', (async () => {
-    for (;;) {
-      const r = pair.lines.find((o) => o.room);
-      if (r) return r.room;
-      if (pair.proc.exitCode !== null) throw new Error(`sgp pair exited early: ${JSON.stringify(pair.lines)}`);
-      await h.sleep(50);
-    }
-  })());
+  const room = await h.pairRoom(pair, 'sgp pair (creator)', 30_000);
   assert.equal(room.role, 'alice');
   await B.goto(`${fx.server.url}/?room=${encodeURIComponent(room.code)}`);
   await h.waitRole(B, 'bob');

@@ -138,24 +138,12 @@ async function twoTabsKey(t, base, label, undo) {
   return { key: ka.key, ms };
 }
 
-/** Waits for `sgp pair`'s `{"room": …}` line; returns it. */
-async function roomLine(pair, what) {
-  return h.within(60_000, `${what} to enter a room`, (async () => {
-    for (;;) {
-      const r = pair.lines.find((o) => o.room);
-      if (r) return r.room;
-      if (pair.proc.exitCode !== null) throw new Error(`${what} exited early (${pair.proc.exitCode}): ${JSON.stringify(pair.lines)}`);
-      await h.sleep(50);
-    }
-  })());
-}
-
 /** Two `sgp pair --json` with `args` (the server and its CA): the creator, then the joiner
  *  by the room's code; both must print the same confirmed key and exit 0. Returns {key, ms}. */
 async function pairKey(t, args, label) {
   const t0 = Date.now();
   const alice = h.runPair([...args, '--retries', '1000'], { timeout: 180_000 });
-  const room = await roomLine(alice, `sgp pair (creator, ${label})`);
+  const room = await h.pairRoom(alice, `sgp pair (creator, ${label})`);
   assert.equal(room.role, 'alice');
   const bob = h.runPair([...args, '--room', room.code, '--retries', '1000'], { timeout: 180_000 });
   const [ra, rb] = await Promise.all([alice.done, bob.done]);
