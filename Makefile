@@ -14,7 +14,7 @@ CADDY ?= /usr/bin/caddy
 OPENSSL ?= /usr/bin/openssl
 PROMTOOL ?= /usr/bin/promtool
 
-.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-install test-vendor test-dist vendor dist chromium proxies systemd promtool clean audit
+.PHONY: all build release run test test-rust test-vectors test-js test-browser test-proxy test-shard test-install test-vendor test-dist vendor dist chromium proxies systemd promtool clean audit
 
 all: release
 
@@ -35,7 +35,7 @@ run: release
 
 ## Every test: Rust (unit, vectors, integration), the vectors' independent Python check,
 ## JavaScript (unit), the install without Node and the systemd unit, browser (end to end).
-test: test-rust test-vectors test-js test-install test-browser
+test: test-rust test-vectors test-js test-install test-browser test-shard
 
 ## tests/observability.rs runs promtool on the server's /metrics.
 test-rust: client/node_modules/.stamp promtool
@@ -49,15 +49,22 @@ test-vectors:
 test-js: client/node_modules/.stamp
 	node --test client/test/*.test.mjs
 
-## Every browser test, the proxy tests (client/test/e2e/proxy.test.mjs) among them.
+## Every browser test, the proxy tests (client/test/e2e/proxy.test.mjs) among them; the
+## sharded set-up's (shard.test.mjs) is test-shard's.
 E2E_ENV = SGP_BIN=$(CURDIR)/target/debug/sgp CHROMIUM=$(CHROMIUM) NGINX=$(NGINX) CADDY=$(CADDY) OPENSSL=$(OPENSSL)
+E2E_SHARD = client/test/e2e/shard.test.mjs
 test-browser: client/node_modules/.stamp chromium proxies build
-	$(E2E_ENV) node --test --test-concurrency=1 client/test/e2e/*.test.mjs
+	$(E2E_ENV) node --test --test-concurrency=1 $(filter-out $(E2E_SHARD),$(wildcard client/test/e2e/*.test.mjs))
 
 ## The proxy tests alone: the page and `sgp pair` over https through nginx and Caddy (with
 ## deploy/'s configs) and through sgp's own TLS.
 test-proxy: client/node_modules/.stamp chromium proxies build
 	$(E2E_ENV) node --test --test-concurrency=1 client/test/e2e/proxy.test.mjs
+
+## Many servers behind nginx (issue 17): three sgp serve behind deploy/nginx-sharded.conf, 30
+## pairs and more, an observer, two Chromium tabs, one server stopped (about a minute and a half).
+test-shard: client/node_modules/.stamp chromium proxies build
+	$(E2E_ENV) node --test --test-concurrency=1 $(E2E_SHARD)
 
 ## What the page uses from npm packages, committed in client/vendor/ so that the build needs
 ## no Node (build.rs embeds client/vendor/; it never reads node_modules).
@@ -90,7 +97,7 @@ test-install: test-vendor systemd
 VERSION = $(shell sed -n 's/^version = "\(.*\)"/\1/p' Cargo.toml | head -n 1)
 ARCH = $(shell uname -m)
 DIST = dist/sgp-$(VERSION)-$(ARCH)-linux.tar.gz
-DIST_FILES = README.md LICENSE deploy/sgp.service deploy/nginx.conf deploy/Caddyfile docs/deploy.md
+DIST_FILES = README.md LICENSE deploy/sgp.service deploy/nginx.conf deploy/nginx-sharded.conf deploy/Caddyfile docs/deploy.md
 dist: release
 	rm -rf dist/sgp-$(VERSION) $(DIST)
 	mkdir -p dist/sgp-$(VERSION)

@@ -702,12 +702,9 @@ export async function pairRoom(pair, what, ms = 60_000) {
   })());
 }
 
-/**
- * Runs `sgp eve --attack FILES… --json` (the eavesdropper audit on posters' records);
- * resolves {code, out: parsed JSON or null, stdout, stderr}.
- */
-export function runEveAttack(files, timeout = 60_000) {
-  const proc = track(spawn(SGP_BIN, ['eve', '--attack', ...files, '--json'], { stdio: ['ignore', 'pipe', 'pipe'] }));
+/** Runs `sgp ARGS…` to its end (stopped after `timeout` ms): resolves {code, stdout, stderr}. */
+export function runSgp(args, timeout = 60_000) {
+  const proc = track(spawn(SGP_BIN, args, { stdio: ['ignore', 'pipe', 'pipe'] }));
   let stdout = '';
   let stderr = '';
   proc.stdout.setEncoding('utf8');
@@ -719,15 +716,24 @@ export function runEveAttack(files, timeout = 60_000) {
     proc.once('error', reject);
     proc.once('close', (code) => {
       clearTimeout(t);
-      let out = null;
-      try {
-        out = JSON.parse(stdout.trim().split('\n').at(-1));
-      } catch {
-        // not JSON: the caller shows stdout and stderr
-      }
-      resolveDone({ code, out, stdout, stderr });
+      resolveDone({ code, stdout, stderr });
     });
   });
+}
+
+/**
+ * Runs `sgp eve --attack FILES… --json` (the eavesdropper audit on posters' records);
+ * resolves {code, out: parsed JSON or null, stdout, stderr}.
+ */
+export async function runEveAttack(files, timeout = 60_000) {
+  const r = await runSgp(['eve', '--attack', ...files, '--json'], timeout);
+  let out = null;
+  try {
+    out = JSON.parse(r.stdout.trim().split('\n').at(-1));
+  } catch {
+    // not JSON: the caller shows stdout and stderr
+  }
+  return { ...r, out };
 }
 
 // ---------------------------------------------------------------------------------------

@@ -1,4 +1,4 @@
-// proxies.mjs — what the proxy tests run beside sgp: a throwaway CA and a certificate for a name that is not localhost (openssl), and real nginx and Caddy started from a temporary folder with configs derived from the shipped deploy/nginx.conf and deploy/Caddyfile.
+// proxies.mjs — what the proxy tests run beside sgp: a throwaway CA and a certificate for a name that is not localhost (openssl), and real nginx and Caddy started from a temporary folder with configs derived from the shipped deploy/nginx.conf, deploy/nginx-sharded.conf and deploy/Caddyfile; and where nginx's consistent hash sends a key.
 //
 // Environment: NGINX (default /usr/sbin/nginx), CADDY (/usr/bin/caddy), OPENSSL
 // (/usr/bin/openssl); `make proxies` installs Debian's packages. A missing one fails the test
@@ -6,6 +6,7 @@
 
 import { execFileSync } from 'node:child_process';
 import { createHash, X509Certificate } from 'node:crypto';
+import { crc32 } from 'node:zlib';
 import { accessSync, constants, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync, chmodSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import { resolve } from 'node:path';
@@ -17,6 +18,7 @@ export const OPENSSL = process.env.OPENSSL || '/usr/bin/openssl';
 
 /** The shipped example configs. */
 export const NGINX_SITE = resolve(h.REPO, 'deploy/nginx.conf');
+export const NGINX_SHARDED_SITE = resolve(h.REPO, 'deploy/nginx-sharded.conf');
 export const CADDYFILE = resolve(h.REPO, 'deploy/Caddyfile');
 
 /** Throws, saying how to install it, unless `path` is an executable. */
@@ -104,6 +106,17 @@ export function rewrite(text, rules, what) {
  */
 export function nginxSite({ name, httpsPort, httpPort, upstreamPort, cert, key, defaultHost = false }) {
   const rules = [
+    ...siteRules({ name, httpsPort, httpPort, cert, key }),
+    [/^(\s*)proxy_pass http:\/\/127\.0\.0\.1:8080\/;$/m, `$1proxy_pass http://127.0.0.1:${upstreamPort}/;`],
+  ];
+  if (defaultHost) rules.push([/^\s*proxy_set_header Host \$http_host;\n/m, '']);
+  return rewrite(readFileSync(NGINX_SITE, 'utf8'), rules, 'deploy/nginx.conf');
+}
+
+/** What both shipped nginx sites have the tests change: the ports (on 127.0.0.1 only), the
+ *  name and the certificate. */
+function siteRules({ name, httpsPort, httpPort, cert, key }) {
+  return [
     [/^(\s*)listen 80;$/m, `$1listen 127.0.0.1:${httpPort};`],
     [/^\s*listen \[::\]:80;\n/m, ''],
     [/^(\s*)listen 443 ssl;$/m, `$1listen 127.0.0.1:${httpsPort} ssl;`],
@@ -111,14 +124,70 @@ export function nginxSite({ name, httpsPort, httpPort, upstreamPort, cert, key, 
     [/^(\s*)server_name example\.org;$/m, `$1server_name ${name};`, 2],
     [/^(\s*)ssl_certificate\s+\S+;$/m, `$1ssl_certificate ${cert};`],
     [/^(\s*)ssl_certificate_key\s+\S+;$/m, `$1ssl_certificate_key ${key};`],
-    [/^(\s*)proxy_pass http:\/\/127\.0\.0\.1:8080\/;$/m, `$1proxy_pass http://127.0.0.1:${upstreamPort}/;`],
   ];
-  if (defaultHost) rules.push([/^\s*proxy_set_header Host \$http_host;\n/m, '']);
-  return rewrite(readFileSync(NGINX_SITE, 'utf8'), rules, 'deploy/nginx.conf');
 }
 
-/** The whole nginx.conf around a site: everything nginx writes stays in `dir`. */
-export function nginxConf(dir, site) {
+/**
+ * The shipped deploy/nginx-sharded.conf as a test runs it: as nginxSite, in front of the sgp
+ * servers on `upstreamPorts` (127.0.0.1, as many as the shipped upstream lists, in its order,
+ * each line's other parameters kept). Returns {site, servers}: `servers` as the upstream
+ * names them (`127.0.0.1:PORT`), which is what nginx's consistent hash places on its ring.
+ */
+export function nginxShardedSite({ name, httpsPort, httpPort, upstreamPorts, cert, key }) {
+  const servers = upstreamPorts.map((p) => `127.0.0.1:${p}`);
+  let k = 0;
+  const site = rewrite(readFileSync(NGINX_SHARDED_SITE, 'utf8'), [
+    ...siteRules({ name, httpsPort, httpPort, cert, key }),
+    [/^(\s*)server 127\.0\.0\.1:\d+( [^;\n]*)?;$/m, (_, indent, rest = '') => `${indent}server ${servers[k++]}${rest};`, servers.length],
+  ], 'deploy/nginx-sharded.conf');
+  return { site, servers };
+}
+
+// ---------------------------------------------------------------------------------------
+// nginx's `hash KEY consistent` (ngx_http_upstream_hash_module, the same since nginx 1.7.2):
+// each server (weight 1) is 160 points on a ring of CRC-32 values, point j being
+// crc32(HOST "\0" PORT PREV) with PREV the point before it (4 bytes, little-endian; zero for
+// the first); a key goes to the first point at or after crc32(KEY), wrapping round, and a
+// retry walks on to the next point whose server was not tried and is not left out. (An empty
+// key goes round-robin instead: deploy/nginx-sharded.conf maps no room to the key `-`.)
+
+/** The ring of `servers` (`host:port` as the upstream writes them): sorted points. */
+export function nginxChashRing(servers) {
+  const points = [];
+  for (const server of servers) {
+    const m = /^(.*):(\d+)$/.exec(server);
+    const base = Buffer.concat([Buffer.from(m ? m[1] : server), Buffer.from([0]), Buffer.from(m ? m[2] : '')]);
+    const prev = Buffer.alloc(4);
+    for (let j = 0; j < 160; j++) {
+      const hash = crc32(Buffer.concat([base, prev]));
+      points.push({ hash, server });
+      prev.writeUInt32LE(hash);
+    }
+  }
+  points.sort((a, b) => a.hash - b.hash);
+  return points.filter((p, i) => i === 0 || p.hash !== points[i - 1].hash);
+}
+
+/** The server nginx picks for `key` (not empty) on `ring`, passing over the servers in `out`
+ *  (stopped, or left out after failing) as a retry does; null if every server is out. */
+export function nginxChashPick(ring, key, out = []) {
+  const h = crc32(Buffer.from(key));
+  let i = ring.findIndex((p) => p.hash >= h);
+  if (i < 0) i = 0;
+  for (let n = 0; n < ring.length; n++) {
+    const { server } = ring[(i + n) % ring.length];
+    if (!out.includes(server)) return server;
+  }
+  return null;
+}
+
+/**
+ * The whole nginx.conf around a site: everything nginx writes stays in `dir`. `from` names the
+ * shipped file the site comes from; `upstreamLog`: each access-log line also says which
+ * upstream servers were tried (`up=$upstream_addr`, comma-separated when nginx went on to the
+ * next) and what each answered (`ups=$upstream_status`).
+ */
+export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog = false } = {}) {
   mkdirSync(resolve(dir, 'tmp'), { recursive: true });
   // As root, nginx's workers drop to an unprivileged user: say which one exists here
   // (Debian's nginx defaults to `nobody` and a group `nobody` Debian does not have), and let
@@ -131,7 +200,11 @@ export function nginxConf(dir, site) {
     chmodSync(dir, 0o711);
     chmodSync(resolve(dir, 'tmp'), 0o711);
   }
-  return `# nginx.conf for one proxy test: generated around deploy/nginx.conf (see below).
+  const access = upstreamLog
+    ? `log_format upstreams '$remote_addr [$time_local] "$request" $status up=$upstream_addr ups=$upstream_status';
+    access_log ${dir}/access.log upstreams;`
+    : `access_log ${dir}/access.log;`;
+  return `# nginx.conf for one proxy test: generated around ${from} (see below).
 ${user}
 worker_processes 1;
 pid ${dir}/nginx.pid;
@@ -140,14 +213,14 @@ events {
     worker_connections 256;
 }
 http {
-    access_log ${dir}/access.log;
+    ${access}
     client_body_temp_path ${dir}/tmp/client_body;
     proxy_temp_path ${dir}/tmp/proxy;
     fastcgi_temp_path ${dir}/tmp/fastcgi;
     uwsgi_temp_path ${dir}/tmp/uwsgi;
     scgi_temp_path ${dir}/tmp/scgi;
 
-# ---- deploy/nginx.conf, with the test's ports, name and certificate ----
+# ---- ${from}, with the test's ports, name and certificate ----
 ${site}
 }
 `;
@@ -264,13 +337,15 @@ export async function httpsGet({ port, name, ca, path, headers = {} }) {
   });
 }
 
-/** One plain-http request to 127.0.0.1:`port` with Host `host`; resolves {status, headers}. */
+/** One plain-http request to 127.0.0.1:`port` with Host `host`; resolves {status, headers, body}. */
 export async function httpGet({ port, host, path }) {
   const http = await import('node:http');
   return new Promise((res, rej) => {
     const req = http.request({ host: '127.0.0.1', port, path, headers: { Host: host }, agent: false }, (r) => {
-      r.resume();
-      r.on('end', () => res({ status: r.statusCode, headers: r.headers }));
+      let body = '';
+      r.setEncoding('utf8');
+      r.on('data', (d) => (body += d));
+      r.on('end', () => res({ status: r.statusCode, headers: r.headers, body }));
     });
     req.once('error', rej);
     req.setTimeout(15_000, () => req.destroy(new Error(`GET ${path}: no answer in 15 s`)));
