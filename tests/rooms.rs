@@ -209,3 +209,16 @@ fn two_pairs_stopped_mid_session_both_say_the_server_went() {
     }
     drop(rest);
 }
+
+#[test]
+fn bad_drain_values_are_exit_2_before_listening() {
+    let flags: [&[&str]; 4] = [&["--drain-secs", "-1"], &["--drain-secs", "soon"], &["--drain-secs", "86401"], &["--drain-secs", "1.5"]];
+    let env: [&[(&str, &str)]; 2] = [&[("SGP_DRAIN_SECS", "x")], &[("SGP_DRAIN_SECS", "-3")]];
+    let runs = flags.iter().map(|f| (*f, &[][..])).chain(env.iter().map(|e| (&[][..], *e)));
+    for (args, envs) in runs {
+        let out = Command::new(SGP).args(["serve", "--port", "0"]).args(args).envs(envs.iter().copied()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} {envs:?}");
+        assert!(out.stdout.is_empty(), "{args:?} {envs:?}: nothing listened");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("drain"), "{args:?} {envs:?}: names the flag");
+    }
+}
