@@ -264,8 +264,8 @@ fn spawn_loaders(
     (wrx, orx)
 }
 
-async fn connect(ws: &str) -> Result<Ws, String> {
-    match tokio::time::timeout(WAIT, crate::client::open(ws)).await {
+async fn connect(ws: &str, room: Option<&str>) -> Result<Ws, String> {
+    match tokio::time::timeout(WAIT, crate::client::open_room(ws, room)).await {
         Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err(format!("cannot connect a loader: {e} (raise `ulimit -n`?)")),
         Err(_) => Err("a loader's connection timed out".into()),
@@ -296,12 +296,14 @@ async fn recv_type(ws: &mut Ws, types: &[&str]) -> Result<Value, String> {
     }
 }
 
+/// A loader room of two posters, its code drawn here and named in both URLs (so that behind
+/// a sharding proxy the rooms spread over the servers).
 async fn make_room(ws: &str, params: &Value) -> Result<(Ws, Ws), String> {
-    let mut a = connect(ws).await?;
-    send_value(&mut a, json!({"type": "create", "params": params})).await?;
-    let joined = recv_type(&mut a, &["joined"]).await?;
-    let code = joined["room"].as_str().ok_or("no room code")?.to_string();
-    let mut b = connect(ws).await?;
+    let code = crate::room::make_code(&mut crate::server::os_random);
+    let mut a = connect(ws, Some(&code)).await?;
+    send_value(&mut a, json!({"type": "create", "room": code, "params": params})).await?;
+    recv_type(&mut a, &["joined"]).await?;
+    let mut b = connect(ws, Some(&code)).await?;
     send_value(&mut b, json!({"type": "join", "room": code})).await?;
     recv_type(&mut b, &["joined"]).await?;
     Ok((a, b))
