@@ -128,7 +128,7 @@ pub struct ServeArgs {
     pub metrics_bind: Option<std::net::SocketAddr>,
     /// On SIGTERM or Ctrl-C: refuse new rooms and let running sessions finish for up to this
     /// long before closing the rest with 1001 (0: close at once; a second signal cuts it short).
-    #[arg(long, value_name = "S", default_value_t = 30, env = "SGP_DRAIN_SECS", value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    #[arg(long, value_name = "S", default_value_t = 30, env = "SGP_DRAIN_SECS", allow_negative_numbers = true, value_parser = clap::value_parser!(u32).range(0..=86_400))]
     pub drain_secs: u32,
 }
 

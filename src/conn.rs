@@ -450,16 +450,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr, room:
                     // The codec has queued its answer (the same code, RFC 6455 §5.5.1): send it.
                     Some(Ok(Message::Close(_))) => break End::Answered,
                     Some(Ok(_)) => {} // ping (answered by the codec), pong, raw frame
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        break End::RawClose(1009, "message too large")
-                    }
-                    Some(Err(WsError::Capacity(_))) => break End::RawClose(1009, "message too large"),
-                    Some(Err(WsError::Utf8(_))) => break End::RawClose(1007, "text frames must be UTF-8"),
-                    // The socket closed without a close frame (a tab or a process gone): not
-                    // a protocol error to answer, and nothing to answer it on.
-                    Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break End::Gone,
-                    Some(Err(WsError::Protocol(_))) => break End::RawClose(1002, "protocol error"),
-                    Some(Err(_)) => break End::Gone,
+                    Some(Err(e)) => break read_error(e),
                 }
             }
             _ = pings.tick() => {
@@ -475,6 +466,25 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr, room:
     };
     seat.leave();
     shared.connection_closed(end.reason());
+    finish(ws, end).await;
+}
+
+/// How a read that failed ends the connection.
+fn read_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => End::RawClose(1009, "message too large"),
+        WsError::Utf8(_) => End::RawClose(1007, "text frames must be UTF-8"),
+        // The socket closed without a close frame (a tab or a process gone): not a protocol
+        // error to answer, and nothing to answer it on.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        WsError::Protocol(_) => End::RawClose(1002, "protocol error"),
+        _ => End::Gone,
+    }
+}
+
+/// Ends the connection as `end` says: a close frame (and a moment for the reply), an answer
+/// already queued, raw bytes, or nothing.
+async fn finish(mut ws: WebSocketStream<ServerIo>, end: End) {
     match end {
         End::Gone => {}
         End::Answered => {

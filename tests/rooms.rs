@@ -209,3 +209,35 @@ fn two_pairs_stopped_mid_session_both_say_the_server_went() {
     }
     drop(rest);
 }
+
+#[test]
+fn bad_drain_values_are_exit_2_before_listening() {
+    let flags: [&[&str]; 4] = [&["--drain-secs", "-1"], &["--drain-secs", "soon"], &["--drain-secs", "86401"], &["--drain-secs", "1.5"]];
+    let env: [&[(&str, &str)]; 2] = [&[("SGP_DRAIN_SECS", "x")], &[("SGP_DRAIN_SECS", "-3")]];
+    let runs = flags.iter().map(|f| (*f, &[][..])).chain(env.iter().map(|e| (&[][..], *e)));
+    for (args, envs) in runs {
+        let out = Command::new(SGP).args(["serve", "--port", "0"]).args(args).envs(envs.iter().copied()).output().unwrap();
+        assert_eq!(out.status.code(), Some(2), "{args:?} {envs:?}");
+        assert!(out.stdout.is_empty(), "{args:?} {envs:?}: nothing listened");
+        assert!(String::from_utf8_lossy(&out.stderr).contains("drain"), "{args:?} {envs:?}: names the flag");
+    }
+}
+
+#[test]
+fn trying_many_codes_meets_the_rooms_per_minute_cap() {
+    let server = Server::start(&["--rooms-per-minute", "3"]);
+    rt().block_on(async {
+        let held = "HHHHH-JJJJJ";
+        let mut owner = ws_room(&server, held).await;
+        send(&mut owner, json!({"type": "create", "room": held})).await;
+        recv_type(&mut owner, "joined").await;
+        // Every attempt counts, a refused one too: a prober of codes is slowed like a creator.
+        let mut prober = ws_room(&server, held).await;
+        let mut codes = Vec::new();
+        for _ in 0..4 {
+            send(&mut prober, json!({"type": "create", "room": held})).await;
+            codes.push(recv(&mut prober).await["code"].as_str().unwrap_or("").to_string());
+        }
+        assert_eq!(codes, ["room_taken", "room_taken", "too_many_rooms", "too_many_rooms"], "the owner's create was the first of 3");
+    });
+}

@@ -12,7 +12,7 @@
 //!   /proc/PID/stat at the two ends of that window.
 
 use super::{cpu_split_sum, quantile, r3, require_loopback, thread_cpu_s, Opts};
-use crate::client::{Client, ClientError};
+use crate::client::{ws_url, Client, ClientError};
 use crate::clock::{self, Clock, SYNC_SAMPLES};
 use crate::protocol::{ClientMsg, ErrorCode, Label, Params, ParamsIn, ServerMsg};
 use crate::room::Limits;
@@ -264,10 +264,8 @@ fn spawn_loaders(
     (wrx, orx)
 }
 
-/// A loader's connection for room `code`, named in the URL (`/ws?room=CODE`) as every
-/// client's is, so that a sharding proxy in front sends both posters to the room's server.
-async fn connect(url: &str, code: &str) -> Result<Ws, String> {
-    match tokio::time::timeout(WAIT, crate::client::open_room(url, Some(code))).await {
+async fn connect(ws: &str, room: Option<&str>) -> Result<Ws, String> {
+    match tokio::time::timeout(WAIT, crate::client::open_room(ws, room)).await {
         Ok(Ok(w)) => Ok(w),
         Ok(Err(e)) => Err(format!("cannot connect a loader: {e} (raise `ulimit -n`?)")),
         Err(_) => Err("a loader's connection timed out".into()),
@@ -298,14 +296,14 @@ async fn recv_type(ws: &mut Ws, types: &[&str]) -> Result<Value, String> {
     }
 }
 
-/// A loader room: the creator draws its code (50 bits: a code already taken is a failure
-/// here, as likely as never), then both posters connect for it.
-async fn make_room(url: &str, params: &Value) -> Result<(Ws, Ws), String> {
+/// A loader room of two posters, its code drawn here and named in both URLs (so that behind
+/// a sharding proxy the rooms spread over the servers).
+async fn make_room(ws: &str, params: &Value) -> Result<(Ws, Ws), String> {
     let code = crate::room::make_code(&mut crate::server::os_random);
-    let mut a = connect(url, &code).await?;
+    let mut a = connect(ws, Some(&code)).await?;
     send_value(&mut a, json!({"type": "create", "room": code, "params": params})).await?;
     recv_type(&mut a, &["joined"]).await?;
-    let mut b = connect(url, &code).await?;
+    let mut b = connect(ws, Some(&code)).await?;
     send_value(&mut b, json!({"type": "join", "room": code})).await?;
     recv_type(&mut b, &["joined"]).await?;
     Ok((a, b))
@@ -335,6 +333,7 @@ async fn sleep_until(clock: Clock, local_us: i64) {
 }
 
 async fn loaders(url: &str, plan: &LoadPlan, clock: Clock, win_tx: oneshot::Sender<Window>) -> Result<LoadOutcome, String> {
+    let ws = ws_url(url)?;
     let mut params = json!({"duration_ms": plan.duration_ms});
     if let Some(r) = plan.room_rate_hz {
         params["rate_hz"] = json!(r);
@@ -342,7 +341,7 @@ async fn loaders(url: &str, plan: &LoadPlan, clock: Clock, win_tx: oneshot::Send
     let mut pairs: Vec<(Ws, Ws)> = Vec::with_capacity(plan.rooms);
     while pairs.len() < plan.rooms {
         let k = (plan.rooms - pairs.len()).min(64);
-        for made in futures_util::future::join_all((0..k).map(|_| make_room(url, &params))).await {
+        for made in futures_util::future::join_all((0..k).map(|_| make_room(&ws, &params))).await {
             pairs.push(made?);
         }
     }
