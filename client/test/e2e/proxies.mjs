@@ -182,10 +182,12 @@ export function nginxChashPick(ring, key, out = []) {
 }
 
 /**
- * The whole nginx.conf around a site: everything nginx writes stays in `dir`. `from` names the
- * shipped file the site comes from; `upstreamLog`: each access-log line also says which
- * upstream servers were tried (`up=$upstream_addr`, comma-separated when nginx went on to the
- * next) and what each answered (`ups=$upstream_status`).
+ * The whole nginx.conf around a site: everything nginx writes stays in `dir` (the site's two
+ * `access_log` lines write `dir`/access.log, in its own format `sgp`). `from` names the shipped
+ * file the site comes from. `upstreamLog`: the access log is in a format of the test's instead,
+ * with the request whole (the query, room codes included) and which upstream servers were tried
+ * (`up=$upstream_addr`, comma-separated when nginx went on to the next) and what each answered
+ * (`ups=$upstream_status`).
  */
 export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog = false } = {}) {
   mkdirSync(resolve(dir, 'tmp'), { recursive: true });
@@ -201,9 +203,11 @@ export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog =
     chmodSync(resolve(dir, 'tmp'), 0o711);
   }
   const access = upstreamLog
-    ? `log_format upstreams '$remote_addr [$time_local] "$request" $status up=$upstream_addr ups=$upstream_status';
-    access_log ${dir}/access.log upstreams;`
-    : `access_log ${dir}/access.log;`;
+    ? `log_format upstreams '$remote_addr [$time_local] "$request" $status up=$upstream_addr ups=$upstream_status';`
+    : '';
+  site = rewrite(site, [
+    [/^(\s*)access_log \S+ sgp;$/m, `$1access_log ${dir}/access.log ${upstreamLog ? 'upstreams' : 'sgp'};`, 2],
+  ], from);
   return `# nginx.conf for one proxy test: generated around ${from} (see below).
 ${user}
 worker_processes 1;
@@ -213,6 +217,7 @@ events {
     worker_connections 256;
 }
 http {
+    access_log ${dir}/access.log;
     ${access}
     client_body_temp_path ${dir}/tmp/client_body;
     proxy_temp_path ${dir}/tmp/proxy;

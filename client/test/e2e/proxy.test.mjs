@@ -205,6 +205,11 @@ test('nginx with deploy/nginx.conf at https://sgp.test:PORT/sgp/: redirects, two
       const message = await refusesUnknownCa(server);
       t.diagnostic(`sgp pair without --ca-file: ${message}`);
       await pairKey(t, ['--server', server, '--ca-file', certs.ca], 'nginx');
+      // The join link (/sgp/?room=CODE), the sockets and the redirect above all named rooms:
+      // the shipped access log keeps the path only.
+      const log = n.accessLog();
+      assert.match(log, /"GET \/sgp\/ HTTP\/1\.1" 200 /, 'nginx logged the page\'s requests');
+      assert.doesNotMatch(log, /room=/, 'and no room code: the access log leaves the query out');
     } catch (e) {
       e.message += `\n--- nginx log ---\n${n.log()}\n--- nginx access log (last lines) ---\n${n.accessLog().trim().split('\n').slice(-15).join('\n')}\n--- sgp serve stderr ---\n${sgp.stderr().slice(-2000)}`;
       throw e;
