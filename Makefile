@@ -176,6 +176,13 @@ clean:
 	$(CARGO) clean
 	rm -rf client/node_modules dist
 
+## Many servers behind nginx (issue 17): `sgp bench load` through deploy/nginx-sharded.conf with
+## 1, 2 and 3 servers and against one server directly, `sgp bench key` through nginx and
+## directly (client/test/bench-shard.mjs; SERVERS=0,1,2,3 ROOMS=200 SECONDS=2 RUNS=1 PAIRS=10).
+.PHONY: bench-shard
+bench-shard: client/node_modules/.stamp proxies release
+	SGP_BIN=$(CURDIR)/target/release/sgp NGINX=$(NGINX) OPENSSL=$(OPENSSL) node client/test/bench-shard.mjs
+
 ## Measure two Chromium tabs to a confirmed key (median of RUNS=10) and the page's weight;
 ## PROFILE=loopback (default), lan, wifi or busy puts `sgp bench net`'s path (or busy loops)
 ## between the tabs and the server, e.g. `make bench-browser PROFILE=wifi RUNS=3`.

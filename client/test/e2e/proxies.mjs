@@ -127,18 +127,24 @@ function siteRules({ name, httpsPort, httpPort, cert, key }) {
   ];
 }
 
+/** How many `server 127.0.0.1:PORT …;` lines the shipped upstream has. */
+export const SHARDED_SERVERS = 3;
+
 /**
  * The shipped deploy/nginx-sharded.conf as a test runs it: as nginxSite, in front of the sgp
- * servers on `upstreamPorts` (127.0.0.1, as many as the shipped upstream lists, in its order,
- * each line's other parameters kept). Returns {site, servers}: `servers` as the upstream
- * names them (`127.0.0.1:PORT`), which is what nginx's consistent hash places on its ring.
+ * servers on `upstreamPorts` (127.0.0.1, in that order; each with the parameters of the
+ * shipped first line, `max_fails=…` and the like). Returns {site, servers}: `servers` as the
+ * upstream names them (`127.0.0.1:PORT`), which is what nginx's consistent hash places on its
+ * ring.
  */
 export function nginxShardedSite({ name, httpsPort, httpPort, upstreamPorts, cert, key }) {
   const servers = upstreamPorts.map((p) => `127.0.0.1:${p}`);
   let k = 0;
+  // The shipped lines, each replaced: the first by one line per server, the others by nothing.
+  const line = (_, indent, rest = '') => (k++ ? '' : servers.map((x) => `${indent}server ${x}${rest};\n`).join(''));
   const site = rewrite(readFileSync(NGINX_SHARDED_SITE, 'utf8'), [
     ...siteRules({ name, httpsPort, httpPort, cert, key }),
-    [/^(\s*)server 127\.0\.0\.1:\d+( [^;\n]*)?;$/m, (_, indent, rest = '') => `${indent}server ${servers[k++]}${rest};`, servers.length],
+    [/^(\s*)server 127\.0\.0\.1:\d+( [^;\n]*)?;\n/m, line, SHARDED_SERVERS],
   ], 'deploy/nginx-sharded.conf');
   return { site, servers };
 }
@@ -187,9 +193,10 @@ export function nginxChashPick(ring, key, out = []) {
  * file the site comes from. `upstreamLog`: the access log is in a format of the test's instead,
  * with the request whole (the query, room codes included) and which upstream servers were tried
  * (`up=$upstream_addr`, comma-separated when nginx went on to the next) and what each answered
- * (`ups=$upstream_status`).
+ * (`ups=$upstream_status`). `workers` (worker_processes: a number or `auto`) and `connections`
+ * (worker_connections) are small for a test; a benchmark raises them.
  */
-export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog = false } = {}) {
+export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog = false, workers = 1, connections = 256 } = {}) {
   mkdirSync(resolve(dir, 'tmp'), { recursive: true });
   // As root, nginx's workers drop to an unprivileged user: say which one exists here
   // (Debian's nginx defaults to `nobody` and a group `nobody` Debian does not have), and let
@@ -210,11 +217,12 @@ export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog =
   ], from);
   return `# nginx.conf for one proxy test: generated around ${from} (see below).
 ${user}
-worker_processes 1;
+worker_processes ${workers};
+worker_rlimit_nofile ${2 * connections + 64};
 pid ${dir}/nginx.pid;
 error_log ${dir}/error.log info;
 events {
-    worker_connections 256;
+    worker_connections ${connections};
 }
 http {
     access_log ${dir}/access.log;
