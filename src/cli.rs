@@ -126,6 +126,10 @@ pub struct ServeArgs {
     /// Serve /metrics and /healthz on a separate plain-http listener at IP:PORT.
     #[arg(long, value_name = "IP:PORT")]
     pub metrics_bind: Option<std::net::SocketAddr>,
+    /// On SIGTERM or Ctrl-C: refuse new rooms and let running sessions finish for up to this
+    /// long before closing the rest with 1001 (0: close at once; a second signal cuts it short).
+    #[arg(long, value_name = "S", default_value_t = 30, env = "SGP_DRAIN_SECS", value_parser = clap::value_parser!(u32).range(0..=86_400))]
+    pub drain_secs: u32,
 }
 
 #[derive(clap::ValueEnum, Clone, Copy, Debug)]

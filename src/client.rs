@@ -71,6 +71,15 @@ impl ServerUrl {
         format!("{}://{}{}/ws", if self.tls { "wss" } else { "ws" }, self.authority, self.path)
     }
 
+    /// The WebSocket URL for a room (docs/protocol.md §3, "Codes in the URL"):
+    /// `…/ws?room=ABCDE-FGHJK`, so that a proxy may route by the code. `room` is canonical.
+    pub fn ws_room(&self, room: Option<&str>) -> String {
+        match room {
+            Some(r) => format!("{}?room={r}", self.ws()),
+            None => self.ws(),
+        }
+    }
+
     /// The host without the port (brackets kept for IPv6).
     pub fn host(&self) -> &str {
         let a = self.authority.as_str();
@@ -98,12 +107,17 @@ pub fn ws_url(server: &str) -> Result<String, String> {
 
 /// Opens a WebSocket to `server` (wss with the clients' TLS settings, see [`crate::tls`]).
 pub async fn open(server: &str) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, String> {
+    open_room(server, None).await
+}
+
+/// Opens a WebSocket to `server` for room `room` (canonical), named in the URL.
+pub async fn open_room(server: &str, room: Option<&str>) -> Result<WebSocketStream<MaybeTlsStream<TcpStream>>, String> {
     let url = ServerUrl::parse(server)?;
     let connector = match url.tls {
         true => Some(tokio_tungstenite::Connector::Rustls(crate::tls::client_config()?)),
         false => None,
     };
-    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.ws().as_str(), None, true, connector)
+    let (ws, _) = tokio_tungstenite::connect_async_tls_with_config(url.ws_room(room).as_str(), None, true, connector)
         .await
         .map_err(|e| {
             let e = e.to_string();
@@ -119,7 +133,12 @@ pub async fn open(server: &str) -> Result<WebSocketStream<MaybeTlsStream<TcpStre
 
 impl Client {
     pub async fn connect(server: &str) -> Result<Client, ClientError> {
-        let ws = open(server).await.map_err(ClientError::Gone)?;
+        Client::connect_room(server, None).await
+    }
+
+    /// A connection for room `room` (canonical; see [`ServerUrl::ws_room`]).
+    pub async fn connect_room(server: &str, room: Option<&str>) -> Result<Client, ClientError> {
+        let ws = open_room(server, room).await.map_err(ClientError::Gone)?;
         Ok(Client { ws, clock: Clock::new(), pending: VecDeque::new() })
     }
 
@@ -229,6 +248,9 @@ mod tests {
         assert_eq!(ws_url("https://example.org/sgp/").unwrap(), "wss://example.org/sgp/ws");
         assert_eq!(ws_url("https://example.org/a/b/ws").unwrap(), "wss://example.org/a/b/ws");
         assert_eq!(ws_url("http://h/x/y").unwrap(), "ws://h/x/y/ws");
+        let u = ServerUrl::parse("https://example.org/sgp/").unwrap();
+        assert_eq!(u.ws_room(Some("ABCDE-FGHJK")), "wss://example.org/sgp/ws?room=ABCDE-FGHJK");
+        assert_eq!(u.ws_room(None), "wss://example.org/sgp/ws");
         for bad in ["ftp://h", "http://", "https:///x", "http://h?room=1", "http://u@h", "http://h/a#b", ""] {
             assert!(ws_url(bad).is_err(), "{bad}");
         }

@@ -377,9 +377,9 @@ fn recv_stamped(tcp: &std::net::TcpStream, dst: &mut [u8]) -> io::Result<(usize,
 }
 
 /// Serves one upgraded connection from `addr` (the client's, for the caps) until it ends.
-pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
+pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr, room: Option<String>) {
     let mut ws = WebSocketStream::from_raw_socket(io, Role::Server, Some(ws_config())).await;
-    let ctx = Ctx { shared: &shared, addr, observing: std::cell::Cell::new(false) };
+    let ctx = Ctx { shared: &shared, addr, observing: std::cell::Cell::new(false), room };
     let (id, mut rx) = shared.register();
     // Whatever ends this task, a panic included, the connection leaves its room and the
     // server's count: a seat must never stay taken by a connection that is gone.
@@ -450,16 +450,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
                     // The codec has queued its answer (the same code, RFC 6455 §5.5.1): send it.
                     Some(Ok(Message::Close(_))) => break End::Answered,
                     Some(Ok(_)) => {} // ping (answered by the codec), pong, raw frame
-                    Some(Err(WsError::Capacity(CapacityError::MessageTooLong { .. }))) => {
-                        break End::RawClose(1009, "message too large")
-                    }
-                    Some(Err(WsError::Capacity(_))) => break End::RawClose(1009, "message too large"),
-                    Some(Err(WsError::Utf8(_))) => break End::RawClose(1007, "text frames must be UTF-8"),
-                    // The socket closed without a close frame (a tab or a process gone): not
-                    // a protocol error to answer, and nothing to answer it on.
-                    Some(Err(WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake))) => break End::Gone,
-                    Some(Err(WsError::Protocol(_))) => break End::RawClose(1002, "protocol error"),
-                    Some(Err(_)) => break End::Gone,
+                    Some(Err(e)) => break read_error(e),
                 }
             }
             _ = pings.tick() => {
@@ -475,6 +466,25 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr) {
     };
     seat.leave();
     shared.connection_closed(end.reason());
+    finish(ws, end).await;
+}
+
+/// How a read that failed ends the connection.
+fn read_error(e: WsError) -> End {
+    match e {
+        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => End::RawClose(1009, "message too large"),
+        WsError::Utf8(_) => End::RawClose(1007, "text frames must be UTF-8"),
+        // The socket closed without a close frame (a tab or a process gone): not a protocol
+        // error to answer, and nothing to answer it on.
+        WsError::Protocol(ProtocolError::ResetWithoutClosingHandshake) => End::Gone,
+        WsError::Protocol(_) => End::RawClose(1002, "protocol error"),
+        _ => End::Gone,
+    }
+}
+
+/// Ends the connection as `end` says: a close frame (and a moment for the reply), an answer
+/// already queued, raw bytes, or nothing.
+async fn finish(mut ws: WebSocketStream<ServerIo>, end: End) {
     match end {
         End::Gone => {}
         End::Answered => {
@@ -560,9 +570,36 @@ struct Ctx<'a> {
     shared: &'a Shared,
     addr: std::net::IpAddr,
     observing: std::cell::Cell<bool>,
+    /// The room the upgrade's URL named (`/ws?room=…`): the only one this connection may
+    /// create or join.
+    room: Option<String>,
 }
 
 impl Ctx<'_> {
+    /// Why `create`/`join` may not go ahead here, if it may not: it names another room than
+    /// the URL, or creates while the server drains. A `create` without a code takes the URL's.
+    fn refuse_entry(&self, msg: &mut ClientMsg) -> Option<ProtoError> {
+        let named = match msg {
+            ClientMsg::Create { room, .. } => {
+                if self.shared.draining() {
+                    return Some(ProtoError::new(ErrorCode::Draining, "this server is draining before it stops and takes no new rooms: create the room again (with a new code, another server may take it)"));
+                }
+                if room.is_none() {
+                    room.clone_from(&self.room);
+                }
+                room.as_deref()
+            }
+            ClientMsg::Join { room, .. } => Some(room.as_str()),
+            _ => return None,
+        };
+        match (&self.room, named) {
+            (Some(url), Some(n)) if crate::room::normalize_code(n).as_ref() != Some(url) => {
+                Some(ProtoError::new(ErrorCode::WrongRoom, format!("this connection was opened for room {url} (?room= in its URL); it may not enter another")))
+            }
+            _ => None,
+        }
+    }
+
     fn stop_observing(&self) {
         if self.observing.replace(false) {
             self.shared.gate.borrow_mut().unobserve(self.addr);
@@ -636,7 +673,11 @@ where
             shared.refused(e.code.as_str());
             send(ws, to_text(&e.to_msg()).into()).await
         }
-        Ok(msg) => {
+        Ok(mut msg) => {
+            if let Some(e) = ctx.refuse_entry(&mut msg) {
+                shared.refused(e.code.as_str());
+                return send(ws, to_text(&e.to_msg()).into()).await;
+            }
             let (watch, leave) = (matches!(msg, ClientMsg::Join { as_: Some(JoinAs::Observer), .. }), matches!(msg, ClientMsg::Leave {}));
             let outs = shared.handle(id, msg, now);
             if watch && outs.iter().any(|o| o.to == [id] && matches!(o.msg, ServerMsg::Joined { role: crate::protocol::Role::Observer, .. })) {

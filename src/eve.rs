@@ -101,8 +101,11 @@ pub async fn run(opts: &Opts) -> Result<(), Failure> {
 }
 
 async fn watch(opts: &Opts, heard: &mut Heard) -> Result<(), Failure> {
-    let mut c = Client::connect(&opts.server).await?;
-    c.send(&ClientMsg::Join { room: opts.room.clone(), as_: Some(JoinAs::Observer) }).await?;
+    let Some(room) = crate::room::normalize_code(&opts.room) else {
+        return Err(Failure { code: EXIT_ROOM, message: format!("{:?} is not a room code: codes look like ABCDE-FGHJK", opts.room) });
+    };
+    let mut c = Client::connect_room(&opts.server, Some(&room)).await?;
+    c.send(&ClientMsg::Join { room, as_: Some(JoinAs::Observer) }).await?;
     let mut params = None;
     let mut window = None;
     loop {

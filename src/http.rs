@@ -22,8 +22,10 @@ pub enum Route {
     Health,
     /// `/metrics`: the server's counters, if it serves them (`--metrics`), else 404.
     Metrics,
-    /// A valid WebSocket upgrade: answer 101 with this `Sec-WebSocket-Accept`.
-    Upgrade { accept: String },
+    /// A valid WebSocket upgrade: answer 101 with this `Sec-WebSocket-Accept`. `room` is the
+    /// code the URL names (`/ws?room=ABCDE-FGHJK`), which the connection's `create` or `join`
+    /// must name too.
+    Upgrade { accept: String, room: Option<String> },
 }
 
 /// Which browser origins may open `/ws` (scripts send no Origin and are always let in).
@@ -197,6 +199,27 @@ pub fn check_upgrade<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) 
     Ok(key)
 }
 
+/// The `room` of `/ws?room=ABCDE-FGHJK` (docs/protocol.md §3, "Codes in the URL"): none, or
+/// one code in its canonical form, the form a proxy routes by (`hash $arg_room`); a code in
+/// another form would be routed as another room. Other parameters are ignored.
+pub fn room_param(query: Option<&str>) -> Result<Option<String>, &'static str> {
+    let mut room = None;
+    for pair in query.unwrap_or("").split('&').filter(|p| !p.is_empty()) {
+        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
+        if k != "room" {
+            continue;
+        }
+        if room.is_some() {
+            return Err("bad_room: the URL names `room` twice.\n");
+        }
+        if crate::room::normalize_code(v).as_deref() != Some(v) {
+            return Err("bad_room: `room` in the URL must be a room code as ABCDE-FGHJK (upper case, one dash).\n");
+        }
+        room = Some(v.to_string());
+    }
+    Ok(room)
+}
+
 /// Headers every response carries: cross-origin isolation gives pages precise timers.
 pub fn finish(mut resp: Response<Body>) -> Response<Body> {
     let h = resp.headers_mut();
@@ -331,12 +354,23 @@ pub fn too_many(refused: crate::gate::Refused) -> Response<Body> {
     r
 }
 
+/// 503 for a WebSocket that would start a room while the server drains: a proxy tries the
+/// next server (nginx's `proxy_next_upstream http_503`), a client draws a new code.
+pub fn draining() -> Response<Body> {
+    let mut r = text(StatusCode::SERVICE_UNAVAILABLE, "draining: this server is stopping and takes no new rooms; create the room again (another server may take it).\n");
+    r.headers_mut().insert(header::RETRY_AFTER, HeaderValue::from_static("5"));
+    r
+}
+
 /// What to answer to `req`.
 pub fn route<B>(req: &Request<B>, origins: &Origins, trust_proxy: bool) -> Route {
     let path = req.uri().path();
     if path == "/ws" {
         return match check_upgrade(req, origins, trust_proxy) {
-            Ok(key) => Route::Upgrade { accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()) },
+            Ok(key) => match room_param(req.uri().query()) {
+                Ok(room) => Route::Upgrade { accept: tokio_tungstenite::tungstenite::handshake::derive_accept_key(key.as_bytes()), room },
+                Err(message) => Route::Reply(text(StatusCode::BAD_REQUEST, message)),
+            },
             Err(refusal) => {
                 let mut r = text(refusal.status, refusal.message);
                 match refusal.status {
@@ -405,12 +439,30 @@ mod tests {
         let req = upgrade().body(()).unwrap();
         assert_eq!(check_upgrade(&req, &Origins::default(), false), Ok(KEY.to_string()));
         // RFC 6455's own example.
-        let Route::Upgrade { accept } = route(&req, &Origins::default(), false) else { panic!() };
+        let Route::Upgrade { accept, room: None } = route(&req, &Origins::default(), false) else { panic!() };
         assert_eq!(accept, "s3pPLMBiTxaQ9kYGzzhZRbK+xOo=");
         let req = upgrade().header("origin", "http://127.0.0.1:8080").body(()).unwrap();
         assert!(check_upgrade(&req, &Origins::default(), false).is_ok());
         let req = upgrade().header("connection", "UPGRADE").body(()).unwrap();
         assert!(check_upgrade(&req, &Origins::default(), false).is_ok());
+    }
+
+    #[test]
+    fn reads_the_room_in_the_url() {
+        assert_eq!(room_param(None), Ok(None));
+        assert_eq!(room_param(Some("")), Ok(None));
+        assert_eq!(room_param(Some("v=2&x")), Ok(None));
+        assert_eq!(room_param(Some("room=ABCDE-FGHJK")), Ok(Some("ABCDE-FGHJK".into())));
+        assert_eq!(room_param(Some("a=1&room=ABCDE-FGHJK&b")), Ok(Some("ABCDE-FGHJK".into())));
+        for bad in ["room", "room=", "room=abcde-fghjk", "room=ABCDEFGHJK", "room=ABCDE%2DFGHJK", "room=ABCDE-FGHJ", "room=ABCDE-FGHJK&room=ABCDE-FGHJK", "room=ABCDE-FGHJK-"] {
+            assert!(room_param(Some(bad)).unwrap_err().starts_with("bad_room: "), "{bad}");
+        }
+        let mut req = upgrade().body(()).unwrap();
+        *req.uri_mut() = "/ws?room=ABCDE-FGHJK".parse().unwrap();
+        assert!(matches!(route(&req, &Origins::default(), false), Route::Upgrade { room: Some(r), .. } if r == "ABCDE-FGHJK"));
+        *req.uri_mut() = "/ws?room=nope".parse().unwrap();
+        let Route::Reply(r) = route(&req, &Origins::default(), false) else { panic!("a bad room must be refused") };
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
     }
 
     #[test]

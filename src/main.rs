@@ -120,6 +120,7 @@ fn serve(a: cli::ServeArgs) -> Result<Cmd, String> {
     config.silence = std::time::Duration::from_secs(a.silence_secs.into());
     config.trust_proxy = a.trust_proxy;
     config.metrics = a.metrics;
+    config.drain = std::time::Duration::from_secs(a.drain_secs.into());
     let caps = CapsAsked {
         max_connections: a.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         per_address: a.max_per_address,

@@ -142,8 +142,7 @@ pub async fn run(opts: &Opts) -> Result<KeyReport, Failure> {
 async fn run_inner(opts: &Opts, rec: &mut Recorder) -> Result<KeyReport, Failure> {
     let began = Instant::now();
     let out = Out { json: opts.json };
-    let mut c = Client::connect(&opts.server).await?;
-    let Entered { room, role, params, samples } = enter(&mut c, opts, &out).await?;
+    let (c, Entered { room, role, params, samples }) = enter(opts, &out).await?;
     rec.joined = Some((room.clone(), role, params.clone()));
     let first_sync = crate::clock::best(&samples);
     let mut poster = Poster::new(Policy::Terminal { retries: opts.retries }, &room, role, params).map_err(|e| fail(EXIT_OTHER, e))?;
@@ -177,35 +176,48 @@ struct Entered {
     samples: Vec<SyncSample>,
 }
 
-/// Creates or joins the room (a creator not told its tolerance measures this path first:
-/// `clock::auto_tolerance_ms`; a joiner measures once it has joined) and says so.
-async fn enter(c: &mut Client, opts: &Opts, out: &Out) -> Result<Entered, Failure> {
-    let mut samples = Vec::new();
-    let hello = match &opts.room {
-        None => {
-            let tolerance_ms = match opts.tolerance_ms {
-                Some(t) => t,
-                None => {
-                    samples = c.sync_samples(SYNC_SAMPLES).await?;
-                    crate::clock::auto_tolerance_ms(&samples)
-                }
-            };
-            ClientMsg::Create { params: Some(creator_params(opts, tolerance_ms)) }
-        }
-        Some(r) => ClientMsg::Join { room: r.clone(), as_: None },
-    };
-    c.send(&hello).await?;
-    let (room, role, params) = loop {
-        match c.recv().await? {
-            ServerMsg::Joined { room, role, params, .. } => break (room, role, params),
-            ServerMsg::Error { code, message } => {
+/// Codes a creator draws before it gives up: another is drawn when the first is taken or
+/// the server drains (a new code may route to another server behind a proxy).
+const CREATE_ATTEMPTS: usize = 5;
+
+/// Connects for the room and creates or joins it (a creator not told its tolerance measures
+/// this path first: `clock::auto_tolerance_ms`; a joiner measures once it has joined), and
+/// says so. The code travels in the URL (docs/protocol.md §3, "Codes in the URL").
+async fn enter(opts: &Opts, out: &Out) -> Result<(Client, Entered), Failure> {
+    let mut attempt = 0;
+    let (mut c, room, role, params, mut samples) = loop {
+        attempt += 1;
+        let code = match &opts.room {
+            Some(r) => crate::room::normalize_code(r).ok_or_else(|| fail(EXIT_ROOM, format!("{r:?} is not a room code: codes look like ABCDE-FGHJK")))?,
+            None => crate::room::make_code(&mut crate::server::os_random),
+        };
+        let mut c = Client::connect_room(&opts.server, Some(&code)).await?;
+        let mut samples = Vec::new();
+        let hello = match &opts.room {
+            None => {
+                let tolerance_ms = match opts.tolerance_ms {
+                    Some(t) => t,
+                    None => {
+                        samples = c.sync_samples(SYNC_SAMPLES).await?;
+                        crate::clock::auto_tolerance_ms(&samples)
+                    }
+                };
+                ClientMsg::Create { room: Some(code), params: Some(creator_params(opts, tolerance_ms)) }
+            }
+            Some(_) => ClientMsg::Join { room: code, as_: None },
+        };
+        c.send(&hello).await?;
+        match joined(&mut c).await? {
+            Ok((room, role, params)) => break (c, room, role, params, samples),
+            Err((ErrorCode::RoomTaken | ErrorCode::Draining, _)) if opts.room.is_none() && attempt < CREATE_ATTEMPTS => c.close().await,
+            Err((code, message)) => {
                 let exit = match code {
                     ErrorCode::NoSuchRoom | ErrorCode::RoomFull | ErrorCode::BadField => EXIT_ROOM,
+                    ErrorCode::Draining => EXIT_GONE,
                     _ => EXIT_OTHER,
                 };
                 return Err(fail(exit, message));
             }
-            _ => continue,
         }
     };
     if role.label().is_none() {
@@ -227,7 +239,18 @@ async fn enter(c: &mut Client, opts: &Opts, out: &Out) -> Result<Entered, Failur
     if samples.is_empty() {
         samples = c.sync_samples(SYNC_SAMPLES).await?;
     }
-    Ok(Entered { room, role, params, samples })
+    Ok((c, Entered { room, role, params, samples }))
+}
+
+/// The answer to `create` or `join`: the room, or the refusal's code and text.
+async fn joined(c: &mut Client) -> Result<Result<(String, Role, Params), (ErrorCode, String)>, Failure> {
+    loop {
+        match c.recv().await? {
+            ServerMsg::Joined { room, role, params, .. } => return Ok(Ok((room, role, params))),
+            ServerMsg::Error { code, message } => return Ok(Err((code, message))),
+            _ => continue,
+        }
+    }
 }
 
 /// Our asks' range (docs/poster.md, "Adapting"): from the tolerance rule's pick for our path

@@ -305,6 +305,10 @@ pub enum PeerEvent {
 #[serde(tag = "type", rename_all = "snake_case", deny_unknown_fields)]
 pub enum ClientMsg {
     Create {
+        /// The code the creator drew (docs/protocol.md §3, "Codes in the URL"); none: the
+        /// server draws one.
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        room: Option<String>,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         params: Option<ParamsIn>,
     },
@@ -463,6 +467,13 @@ pub enum ErrorCode {
     TooManyRooms,
     /// `join` as an observer of a room that has `max_observers` of them.
     TooManyObservers,
+    /// `create` with a code that names a room this server holds: draw another.
+    RoomTaken,
+    /// `create` or `join` naming another room than the upgrade's `?room=`.
+    WrongRoom,
+    /// `create` while the server drains before it stops: draw a new code (it may route to
+    /// another server) or try again later.
+    Draining,
 }
 
 impl ErrorCode {
@@ -487,6 +498,9 @@ impl ErrorCode {
             ErrorCode::BoardFull => "board_full",
             ErrorCode::TooManyRooms => "too_many_rooms",
             ErrorCode::TooManyObservers => "too_many_observers",
+            ErrorCode::RoomTaken => "room_taken",
+            ErrorCode::WrongRoom => "wrong_room",
+            ErrorCode::Draining => "draining",
         }
     }
 }
@@ -671,9 +685,9 @@ mod tests {
         );
         assert_eq!(
             parse_client(r#"{"type":"create","params":{"tolerance_ms":0.5}}"#).unwrap(),
-            ClientMsg::Create { params: Some(ParamsIn { tolerance_ms: Some(0.5), ..Default::default() }) }
+            ClientMsg::Create { room: None, params: Some(ParamsIn { tolerance_ms: Some(0.5), ..Default::default() }) }
         );
-        assert_eq!(parse_client(r#"{"type":"create"}"#).unwrap(), ClientMsg::Create { params: None });
+        assert_eq!(parse_client(r#"{"type":"create"}"#).unwrap(), ClientMsg::Create { room: None, params: None });
         assert_eq!(parse_client(r#"{"type":"ping","t0_us":5}"#).unwrap(), ClientMsg::Ping { t0_us: 5 });
     }
 

@@ -43,12 +43,14 @@ pub struct Config {
     pub caps: Caps,
     /// Serve `/metrics` on the main listener (`--metrics`).
     pub metrics: bool,
+    /// How long running sessions may go on once a stop is asked for (`--drain-secs`).
+    pub drain: Duration,
 }
 
 impl Config {
     /// What `sgp serve` uses unless told otherwise.
     pub fn new(origins: Origins, legacy: bool) -> Config {
-        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false, caps: Caps::for_fd_limit(1024), metrics: false }
+        Config { origins, legacy, ping_every: Duration::from_secs(20), silence: Duration::from_secs(60), tls: None, trust_proxy: false, caps: Caps::for_fd_limit(1024), metrics: false, drain: Duration::ZERO }
     }
 }
 
@@ -72,6 +74,11 @@ pub struct Shared {
     board_texts: RefCell<FastMap<u64, Utf8Bytes>>,
     /// Who may open a WebSocket or create a room.
     pub gate: RefCell<Gate>,
+    /// A stop was asked for: no new rooms, `/healthz` says 503 (docs/protocol.md §8, "Drain").
+    draining: Cell<bool>,
+    /// Every connection is being closed: a room's members leaving say nothing to each other
+    /// (each gets its own 1001, and a shutdown must read as one, not as a peer who left).
+    closing: Cell<bool>,
 }
 
 /// Boards kept serialised at once (the cache is emptied when it grows past this).
@@ -100,6 +107,8 @@ impl Shared {
             tasks: Cell::new(0),
             shutdown: watch::channel(false).0,
             board_texts: RefCell::new(FastMap::default()),
+            draining: Cell::new(false),
+            closing: Cell::new(false),
         })
     }
 
@@ -117,13 +126,20 @@ impl Shared {
         self.queues.borrow_mut().remove(&id);
         self.legacy.borrow_mut().disconnect(id);
         let outs = self.engine.borrow_mut().disconnect(id);
-        self.dispatch(outs);
+        if !self.closing.get() {
+            self.dispatch(outs);
+        }
         self.note_removed();
     }
 
     /// The connection task has finished closing.
     pub fn finished(&self) {
         self.tasks.set(self.tasks.get().saturating_sub(1));
+    }
+
+    /// The server drains before it stops: it takes no new rooms.
+    pub fn draining(&self) -> bool {
+        self.draining.get()
     }
 
     pub fn connections(&self) -> usize {
@@ -303,14 +319,21 @@ impl Shared {
         }
     }
 
-    fn health(&self) -> String {
-        serde_json::json!({
-            "ok": true,
+    /// `/healthz`: 200, or 503 while draining so that a proxy sends new rooms elsewhere.
+    fn health(&self) -> Response<http::Body> {
+        let body = serde_json::json!({
+            "ok": !self.draining(),
+            "draining": self.draining(),
             "version": env!("CARGO_PKG_VERSION"),
             "rooms": self.engine.borrow().rooms(),
             "connections": self.connections(),
         })
-        .to_string()
+        .to_string();
+        let mut r = http::json(body);
+        if self.draining() {
+            *r.status_mut() = hyper::StatusCode::SERVICE_UNAVAILABLE;
+        }
+        r
     }
 }
 
@@ -323,10 +346,15 @@ async fn handle(req: Request<Incoming>, shared: Rc<Shared>, peer: IpAddr) -> Res
             }
             r
         }
-        Route::Health => http::json(shared.health()),
+        Route::Health => shared.health(),
         Route::Metrics if shared.config.metrics => http::metrics(shared.metrics_text()),
         Route::Metrics => http::not_found(),
-        Route::Upgrade { accept } => {
+        Route::Upgrade { accept, room } => {
+            if shared.draining() && !room.as_deref().is_some_and(|r| shared.engine.borrow().has_room(r)) {
+                shared.metrics.upgrade_refused(503);
+                debug!(status = 503, "upgrade refused: draining");
+                return Ok(http::draining());
+            }
             let addr = http::client_ip(req.headers(), shared.config.trust_proxy, peer);
             let admitted = match Admission::new(&shared, addr) {
                 Ok(a) => a,
@@ -341,7 +369,7 @@ async fn handle(req: Request<Incoming>, shared: Rc<Shared>, peer: IpAddr) -> Res
             tokio::task::spawn_local(async move {
                 if let Ok(upgraded) = hyper::upgrade::on(req).await {
                     let io = crate::conn::ServerIo::new(upgraded, shared.clock);
-                    crate::conn::run(io, shared.clone(), addr).await;
+                    crate::conn::run(io, shared.clone(), addr, room).await;
                 }
                 drop(admitted);
             });
@@ -424,7 +452,7 @@ async fn metrics_listener(listener: TcpListener, shared: Rc<Shared>) {
         let svc = service_fn(move |req: Request<Incoming>| {
             let r = match http::metrics_route(&req) {
                 Route::Metrics => http::metrics(shared.metrics_text()),
-                Route::Health => http::json(shared.health()),
+                Route::Health => shared.health(),
                 Route::Reply(r) => r,
                 Route::Upgrade { .. } => http::not_found(),
             };
@@ -448,7 +476,26 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, config: Co
     let shared = Shared::new(config);
     let timer_task = tokio::task::spawn_local(timers(shared.clone()));
     let metrics_task = metrics.map(|l| tokio::task::spawn_local(metrics_listener(l, shared.clone())));
-    tokio::pin!(shutdown);
+    serve_until(&listener, &acceptor, &shared, shutdown).await;
+    drain(&listener, &acceptor, &shared).await;
+    drop(listener);
+    info!(connections = shared.connections(), rooms = shared.engine.borrow().rooms(), "shutting down");
+    timer_task.abort();
+    if let Some(t) = metrics_task {
+        t.abort();
+    }
+    shared.closing.set(true);
+    let _ = shared.shutdown.send(true);
+    // Give connections a moment to send their close frames.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
+    while shared.tasks.get() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+}
+
+/// Accepts connections until `until` resolves.
+async fn serve_until(listener: &TcpListener, acceptor: &Option<tokio_rustls::TlsAcceptor>, shared: &Rc<Shared>, until: impl Future<Output = ()>) {
+    tokio::pin!(until);
     loop {
         tokio::select! {
             accepted = listener.accept() => {
@@ -459,7 +506,7 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, config: Co
                 };
                 let _ = stream.set_nodelay(true);
                 let shared = shared.clone();
-                match &acceptor {
+                match acceptor {
                     None => {
                         tokio::task::spawn_local(serve_http(stream, shared, peer.ip()));
                     }
@@ -468,21 +515,35 @@ pub async fn run(listener: TcpListener, metrics: Option<TcpListener>, config: Co
                     }
                 }
             }
-            _ = &mut shutdown => break,
+            _ = &mut until => return,
         }
     }
-    drop(listener);
-    info!(connections = shared.connections(), rooms = shared.engine.borrow().rooms(), "shutting down");
-    timer_task.abort();
-    if let Some(t) = metrics_task {
-        t.abort();
+}
+
+/// After a stop is asked for (`--drain-secs`): new rooms are refused and `/healthz` says 503,
+/// while rooms that are busy (a session running, or a `ready` waiting for its peer) may finish,
+/// for up to the configured time or until a second signal.
+async fn drain(listener: &TcpListener, acceptor: &Option<tokio_rustls::TlsAcceptor>, shared: &Rc<Shared>) {
+    let limit = shared.config.drain;
+    if limit.is_zero() {
+        return;
     }
-    let _ = shared.shutdown.send(true);
-    // Give connections a moment to send their close frames.
-    let deadline = tokio::time::Instant::now() + Duration::from_secs(2);
-    while shared.tasks.get() > 0 && tokio::time::Instant::now() < deadline {
-        tokio::time::sleep(Duration::from_millis(10)).await;
-    }
+    shared.draining.set(true);
+    let busy = || shared.engine.borrow().busy_rooms();
+    info!(busy_rooms = busy(), limit_secs = limit.as_secs(), "draining: no new rooms; busy ones may finish (signal again to stop now)");
+    let settled = async {
+        while busy() > 0 {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    let until = async {
+        tokio::select! {
+            _ = settled => info!("drained: no room is busy"),
+            _ = tokio::time::sleep(limit) => info!(busy_rooms = busy(), "drain time is up"),
+            _ = signal() => info!(busy_rooms = busy(), "drain cut short"),
+        }
+    };
+    serve_until(listener, acceptor, shared, until).await;
 }
 
 /// Resolves on Ctrl-C or SIGTERM.

@@ -9,6 +9,7 @@ const ALL: &[sgp::protocol::ErrorCode] = {
     &[
         BadJson, UnknownType, BadField, NoSuchRoom, RoomFull, NotAllowed, RateLimited, TooLarge, LegacyDisabled, RoundRunning,
         RoundDropped, StaleConfirm, TooEarly, NoRound, OutsideWindow, TooManyPosts, BoardFull, TooManyRooms, TooManyObservers,
+        RoomTaken, WrongRoom, Draining,
     ]
 };
 

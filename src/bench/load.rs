@@ -77,9 +77,10 @@ async fn probe(url: String, seconds: f64, tolerance_ms: Option<f64>) -> Result<P
     let total_ms = (seconds * 1000.0).round().max(200.0);
     let round_ms = total_ms.min(5000.0) as u32;
     let rounds = (total_ms / round_ms as f64).ceil() as usize;
-    let mut alice = Client::connect(&url).await.map_err(gone)?;
+    let code = crate::room::make_code(&mut crate::server::os_random);
+    let mut alice = Client::connect_room(&url, Some(&code)).await.map_err(gone)?;
     let params = ParamsIn { duration_ms: Some(round_ms), tolerance_ms, ..Default::default() };
-    alice.send(&ClientMsg::Create { params: Some(params) }).await.map_err(gone)?;
+    alice.send(&ClientMsg::Create { room: Some(code.clone()), params: Some(params) }).await.map_err(gone)?;
     let (room, params) = loop {
         match recv(&mut alice).await? {
             ServerMsg::Joined { room, params, .. } => break (room, params),
@@ -87,7 +88,7 @@ async fn probe(url: String, seconds: f64, tolerance_ms: Option<f64>) -> Result<P
             _ => {}
         }
     };
-    let mut bob = Client::connect(&url).await.map_err(gone)?;
+    let mut bob = Client::connect_room(&url, Some(&code)).await.map_err(gone)?;
     bob.send(&ClientMsg::Join { room, as_: None }).await.map_err(gone)?;
     loop {
         match recv(&mut bob).await? {

@@ -131,6 +131,17 @@ impl Engine {
         self.rooms.len()
     }
 
+    /// Whether a room with this code (canonical form) exists.
+    pub fn has_room(&self, code: &str) -> bool {
+        self.rooms.contains_key(code)
+    }
+
+    /// Rooms with a session running, or a poster's `ready` waiting for its peer: what a
+    /// draining server waits for (a room at rest, its key made or not yet asked for, is not).
+    pub fn busy_rooms(&self) -> usize {
+        self.rooms.values().filter(|r| r.is_busy()).count()
+    }
+
     /// The rooms removed since the last call (their codes, and `empty` or `idle`), for the
     /// server's log and counters. A caller that never asks keeps a growing list.
     pub fn take_removed(&mut self) -> Vec<(String, &'static str)> {
@@ -145,7 +156,7 @@ impl Engine {
     /// One message from a connection, received at `now`.
     pub fn handle(&mut self, conn: ConnId, msg: ClientMsg, now: i64) -> Vec<Out> {
         match msg {
-            ClientMsg::Create { params } => self.create(conn, params.unwrap_or_default(), now),
+            ClientMsg::Create { room, params } => self.create(conn, room.as_deref(), params.unwrap_or_default(), now),
             ClientMsg::Join { room, as_ } => self.join(conn, &room, as_, now),
             ClientMsg::Leave {} => {
                 if !self.seats.contains_key(&conn) {
@@ -164,7 +175,8 @@ impl Engine {
         self.leave(conn)
     }
 
-    fn create(&mut self, conn: ConnId, params: ParamsIn, now: i64) -> Vec<Out> {
+    /// `create`: a room with the creator's code (`room`), or with one drawn here.
+    fn create(&mut self, conn: ConnId, room: Option<&str>, params: ParamsIn, now: i64) -> Vec<Out> {
         if let Some((code, _)) = self.seats.get(&conn) {
             return err(conn, ErrorCode::NotAllowed, format!("already in room {code}; send leave first"));
         }
@@ -175,11 +187,18 @@ impl Engine {
         if self.rooms.len() >= self.limits.max_rooms {
             return err(conn, ErrorCode::NotAllowed, "the server has as many rooms as it takes; try later");
         }
-        let code = loop {
-            let c = make_code(&mut *self.random);
-            if !self.rooms.contains_key(&c) {
-                break c;
-            }
+        let code = match room {
+            Some(r) => match normalize_code(r) {
+                None => return err(conn, ErrorCode::BadField, "create: field `room` is not a room code (ABCDE-FGHJK)"),
+                Some(c) if self.rooms.contains_key(&c) => return err(conn, ErrorCode::RoomTaken, format!("room {c} exists; draw another code")),
+                Some(c) => c,
+            },
+            None => loop {
+                let c = make_code(&mut *self.random);
+                if !self.rooms.contains_key(&c) {
+                    break c;
+                }
+            },
         };
         let room = Room::new(params.clone(), conn, now);
         let peers = room.peers();
@@ -387,9 +406,38 @@ mod tests {
         }
     }
 
+    #[test]
+    fn a_creator_may_bring_its_own_code() {
+        let mut e = engine();
+        let create = |room: &str| ClientMsg::Create { room: Some(room.into()), params: None };
+        assert_eq!(joined_code(&e.handle(1, create("abcde fghjk"), T0)), "ABCDE-FGHJK");
+        assert!(e.has_room("ABCDE-FGHJK"));
+        assert_eq!(error_code(&e.handle(2, create("ABCDE-FGHJK"), T0)), ErrorCode::RoomTaken);
+        for bad in ["", "ABCDE-FGHJ", "ABCDU-FGHJK", "ABCDE-FGHJK-0", &"A".repeat(70)] {
+            assert_eq!(error_code(&e.handle(2, create(bad), T0)), ErrorCode::BadField, "{bad:?}");
+        }
+        // The refused creator has no seat; the room's creator still sits alone.
+        assert_eq!(e.seat(2), None);
+        assert_eq!(e.rooms(), 1);
+        let out = e.handle(2, ClientMsg::Join { room: "ABCDE-FGHJK".into(), as_: None }, T0);
+        assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }));
+    }
+
+    #[test]
+    fn a_room_is_busy_while_a_session_runs_or_a_ready_waits() {
+        let mut e = engine();
+        room_with_three(&mut e);
+        assert_eq!(e.busy_rooms(), 0);
+        e.handle(1, ClientMsg::Ready { ask: None }, T0);
+        assert_eq!(e.busy_rooms(), 1, "alice's ready waits for bob");
+        e.handle(2, ClientMsg::Reset {}, T0);
+        e.handle(1, ClientMsg::Leave {}, T0);
+        assert_eq!(e.busy_rooms(), 0);
+    }
+
     /// Alice = 1, Bob = 2, an observer = 3; returns the room code.
     fn room_with_three(e: &mut Engine) -> String {
-        let code = joined_code(&e.handle(1, ClientMsg::Create { params: Some(params()) }, T0));
+        let code = joined_code(&e.handle(1, ClientMsg::Create { room: None, params: Some(params()) }, T0));
         let out = e.handle(2, ClientMsg::Join { room: code.to_lowercase(), as_: None }, T0);
         assert!(matches!(out[0].msg, ServerMsg::Joined { role: Role::Bob, .. }));
         assert_eq!(out[1], Out { to: vec![1], msg: ServerMsg::Peer { event: PeerEvent::Joined, role: Role::Bob } });
@@ -618,7 +666,7 @@ mod tests {
         assert_eq!(error_code(&e.handle(5, ClientMsg::Join { room: "nope".into(), as_: None }, T0)), ErrorCode::NoSuchRoom);
         assert_eq!(error_code(&e.handle(5, ClientMsg::Join { room: "x".repeat(100_000), as_: None }, T0)), ErrorCode::BadField);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Join { room: code, as_: None }, T0)), ErrorCode::NotAllowed);
-        assert_eq!(error_code(&e.handle(1, ClientMsg::Create { params: None }, T0)), ErrorCode::NotAllowed);
+        assert_eq!(error_code(&e.handle(1, ClientMsg::Create { room: None, params: None }, T0)), ErrorCode::NotAllowed);
     }
 
     #[test]
@@ -656,7 +704,7 @@ mod tests {
         assert!(matches!(out[0].msg, ServerMsg::Start { round: 1, .. }));
         // A poster leaving before any round aborts nothing: the other waits for a new peer.
         let mut g = engine();
-        let code3 = joined_code(&g.handle(1, ClientMsg::Create { params: Some(params()) }, T0));
+        let code3 = joined_code(&g.handle(1, ClientMsg::Create { room: None, params: Some(params()) }, T0));
         g.handle(1, ClientMsg::Ready { ask: None }, T0);
         g.handle(2, ClientMsg::Join { room: code3.clone(), as_: None }, T0);
         let out = g.disconnect(2);
@@ -765,7 +813,7 @@ mod tests {
         let v2 = e.board(3, te + 2).ok().unwrap().version;
         assert!(v2 != v1 && v2 != v0);
         // Another room with a post of its own never shares a version with this one.
-        let code = joined_code(&e.handle(11, ClientMsg::Create { params: Some(params()) }, te));
+        let code = joined_code(&e.handle(11, ClientMsg::Create { room: None, params: Some(params()) }, te));
         e.handle(12, ClientMsg::Join { room: code, as_: None }, te);
         e.handle(11, ClientMsg::Ready { ask: None }, te);
         let out = e.handle(12, ClientMsg::Ready { ask: None }, te);
@@ -850,7 +898,7 @@ mod tests {
         assert_eq!(e.seat(1), None);
         assert_eq!(error_code(&e.handle(4, ClientMsg::Join { room: code, as_: None }, idle)), ErrorCode::NoSuchRoom);
         // An emptied room goes at once.
-        let code = joined_code(&e.handle(1, ClientMsg::Create { params: None }, idle));
+        let code = joined_code(&e.handle(1, ClientMsg::Create { room: None, params: None }, idle));
         e.handle(2, ClientMsg::Join { room: code.clone(), as_: None }, idle);
         e.handle(1, ClientMsg::Leave {}, idle);
         assert_eq!(e.rooms(), 1);
@@ -869,7 +917,7 @@ mod tests {
         let mut e = engine();
         room_with_three(&mut e);
         let bad = ParamsIn { tolerance_ms: Some(-1.0), ..Default::default() };
-        assert_eq!(error_code(&e.handle(8, ClientMsg::Create { params: Some(bad) }, T0)), ErrorCode::BadField);
+        assert_eq!(error_code(&e.handle(8, ClientMsg::Create { room: None, params: Some(bad) }, T0)), ErrorCode::BadField);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Abort { reason: "x".repeat(33) }, T0)), ErrorCode::BadField);
         assert_eq!(error_code(&e.handle(1, ClientMsg::Abort { reason: "<script>".into() }, T0)), ErrorCode::BadField);
         let (_, te) = start(&mut e, T0);

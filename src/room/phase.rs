@@ -151,6 +151,11 @@ impl Room {
             observers: self.observers.len() as u32,
         }
     }
+    /// A session runs, or a poster has said `ready` and waits for the other.
+    pub fn is_busy(&self) -> bool {
+        !matches!(self.phase, Phase::Idle { ready: [false, false] })
+    }
+
     pub fn is_empty(&self) -> bool {
         self.posters.iter().all(Option::is_none) && self.observers.is_empty()
     }
