@@ -12,6 +12,8 @@ import { maybeCalibrate } from './calibrate.js';
 import { render } from './view.js';
 import { onWorker, backToLanding } from './events.js';
 import { roundDurationMs, roundSize } from './timing.js';
+import { normalizeCode } from './codes.js';
+import { landingUrl } from './urls.js';
 
 // ---------------------------------------------------------------------------------------
 // The worker.
@@ -83,14 +85,32 @@ function announce(text) {
 // ---------------------------------------------------------------------------------------
 // User actions.
 
-function join(room, observer) {
-  const code = String(room || '').trim();
-  if (!code) {
-    $('join-code').classList.add('is-invalid');
-    $('join-code').focus();
+/** Marks the code field (is-invalid, with its feedback) and says why: what cannot be a room
+ *  code opens no socket. `fromLink`: it came in the page's address, not typed; said in the alert too. */
+function badCode(typed, fromLink) {
+  const field = $('join-code');
+  field.classList.add('is-invalid');
+  field.setAttribute('aria-invalid', 'true');
+  field.focus();
+  if (!typed.trim()) return;
+  // The text as typed, cut short: it is shown, and it may be anything.
+  const shown = typed.length > 40 ? `${typed.slice(0, 40)}…` : typed;
+  const m = msg('join.notACode', { code: shown });
+  setStatus(m);
+  ui.alert = fromLink ? { msg: m, rejoin: false } : null;
+}
+
+/** Joins room `room` (as typed, or from a link: normalised to its canonical form, codes.js). */
+function join(room, observer, { fromLink = false } = {}) {
+  const typed = String(room ?? '');
+  const code = normalizeCode(typed);
+  if (code === null) {
+    badCode(typed, fromLink);
+    render();
     return;
   }
   $('join-code').classList.remove('is-invalid');
+  $('join-code').removeAttribute('aria-invalid');
   ui.alert = null;
   ui.joining = { room: code, observer };
   setStatus('status.joining', { room: code });
@@ -251,7 +271,13 @@ function main() {
   startWorker();
   const q = new URLSearchParams(location.search);
   const room = q.get('room');
-  if (room) {
+  if (room && normalizeCode(room) === null) {
+    // A link whose code cannot be one: the landing form, the code shown to be corrected.
+    history.replaceState(null, '', landingUrl(location.href));
+    ui.calibrating = true;
+    $('join-code').value = room;
+    join(room, q.has('watch'), { fromLink: true });
+  } else if (room) {
     $('join-code').value = room;
     join(room, q.has('watch'));
   } else {

@@ -173,9 +173,17 @@ function onPeer(m) {
 
 /** A refusal of `join`/`create` in words a person understands (by its code; the server's
  *  own words only where no code says more). */
-function joinRefusal(code, message, room) {
+function joinRefusal(code, message, room, tries) {
   const r = room || '';
   switch (code) {
+    case 'room_taken':
+      return msg('refuse.roomTaken', { tries: tries || 1 });
+    case 'draining':
+      return msg('refuse.draining', { tries: tries || 1 });
+    case 'wrong_room':
+      return msg('refuse.wrongRoom');
+    case 'bad_room':
+      return msg('refuse.badRoom');
     case 'no_such_room':
       return msg('refuse.noSuchRoom', { room: r });
     case 'room_full':
@@ -202,7 +210,7 @@ function onError(m) {
   if (ui.joining) {
     // The server turned our create/join away: back to the landing form, saying why.
     const room = ui.joining.room;
-    const text = joinRefusal(m.code, m.message, room);
+    const text = joinRefusal(m.code, m.message, room, m.attempts);
     command({ cmd: 'leave' });
     backToLanding();
     ui.alert = { msg: text, rejoin: false };

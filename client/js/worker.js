@@ -16,6 +16,7 @@ import {
 import { Poster, RETRIES, GIVE_UP_US, cleanSpans } from './poster.js';
 import { widestUs } from './adapt.js';
 import { socketUrl, pageFolder } from './urls.js';
+import { makeCode, normalizeCode } from './codes.js';
 import {
   nowUs, getRandom, uniform, POST_HOLD_US, blockUntil, waitUntil, measureTimers, calibrate, stopCalibration,
 } from './waits.js';
@@ -29,6 +30,14 @@ const PING_TIMEOUT_MS = 5_000;
  * more (BENCHMARKS.md, "Web client").
  */
 const PAGE_LEAD_MS = 20;
+/**
+ * How many codes a `create` tries in all (docs/protocol.md §3): the page draws the code, and
+ * draws again, on a new socket, when the server says `room_taken` (the code is in use there)
+ * or `draining` (that server is stopping; a new code usually routes to another one).
+ */
+const CREATE_ATTEMPTS = 5;
+/** The refusals of a `create` that a new code may cure. */
+const DRAW_AGAIN = new Set(['room_taken', 'draining']);
 
 // ---------------------------------------------------------------------------------------
 // State of the connection. A poster's session is its engine's (S.poster).
@@ -49,6 +58,7 @@ const S = {
   open: null, // the page's `round` message of the engine's open round, sent again after `dropped`
   lastKey: null, // the last `key` action, for the `confirming` phase
   leaving: false,
+  creating: null, // while a `create` is on its way: {params, attempts} (codes tried so far)
   askRange: null, // the page's {floor_ms, fixed} with Start: the engine adapts within it
   // What `sgp pair --record` keeps, since the last `joined`: every round this poster posted
   // in (its posts, the sync they were posted with, the board) and every message heard but
@@ -102,15 +112,17 @@ function phase(name, extra = {}) {
 // ---------------------------------------------------------------------------------------
 // Connection.
 
+/** Opens the socket of room `hello.room` (its code in the URL) and says `hello` on it. */
 function connect(hello) {
   if (S.ws) closeSocket();
   S.leaving = false;
-  // `ws` beside the page, wherever a proxy serves it (not `self.location`: that is this
-  // script's URL, in the page's js/ folder).
+  // `ws?room=CODE` beside the page, wherever a proxy serves it (not `self.location`: that is
+  // this script's URL, in the page's js/ folder). The code in the URL lets a proxy send every
+  // member of a room to the same server.
   let url;
   let ws;
   try {
-    url = socketUrl(pageFolder());
+    url = socketUrl(pageFolder(), hello.room);
     toPage({ type: 'conn', state: 'connecting', url });
     ws = new WebSocket(url);
   } catch (e) {
@@ -149,6 +161,7 @@ function connect(hello) {
   ws.onclose = (ev) => {
     if (S.ws !== ws) return;
     S.ws = null;
+    S.creating = null;
     stopSession();
     for (const [, p] of S.pings) p.reject(new Error('connection closed'));
     S.pings.clear();
@@ -412,6 +425,7 @@ function onServer(m, t3) {
       return;
     }
     case 'joined':
+      S.creating = null;
       Object.assign(S, { room: m.room, role: m.role, params: m.params, open: null, lastClosed: null, lastClosedSession: null });
       S.poster = isPoster() ? new Poster({ policy: 'browser', room: m.room, role: m.role, params: m.params }) : null;
       S.record = { rounds: [], messages: [] };
@@ -460,9 +474,27 @@ function onServer(m, t3) {
   }
 }
 
+/** A `create` under a new code: drawn here, named in the socket's URL and in the message. */
+function tryCreate() {
+  S.creating.attempts++;
+  connect({ type: 'create', room: makeCode(), params: S.creating.params });
+}
+
 function onError(m, t3) {
   const P = S.poster;
   const text = String(m.message);
+  if (S.creating && S.role === null && DRAW_AGAIN.has(m.code)) {
+    const { attempts } = S.creating;
+    if (attempts < CREATE_ATTEMPTS) {
+      // Noted (quiet), then a new code on a new socket.
+      toPage({ type: 'error', code: m.code, message: `${text} (code ${attempts} of ${CREATE_ATTEMPTS}; drawing another)`, quiet: true });
+      tryCreate();
+      return;
+    }
+    S.creating = null;
+    toPage({ type: 'error', code: m.code, message: text, attempts });
+    return;
+  }
   if (m.code === 'too_early' && P && P.current && P.current.doneTimes > 0) {
     // Our `done` came before t_end by the server's clock: the engine says it again shortly.
     act(P.handle(m, t3));
@@ -642,12 +674,21 @@ self.onmessage = (ev) => {
   switch (c.cmd) {
     case 'create':
       stopCalibration();
-      connect({ type: 'create', params: c.params });
+      S.creating = { params: c.params, attempts: 0 };
+      tryCreate();
       return;
-    case 'join':
+    case 'join': {
       stopCalibration();
-      connect(c.observer ? { type: 'join', room: c.room, as: 'observer' } : { type: 'join', room: c.room });
+      S.creating = null;
+      // The page sends the canonical code; the socket's URL and `join` name the same one.
+      const room = normalizeCode(c.room);
+      if (room === null) {
+        toPage({ type: 'error', code: 'client', message: `join: ${JSON.stringify(String(c.room))} is not a room code` });
+        return;
+      }
+      connect(c.observer ? { type: 'join', room, as: 'observer' } : { type: 'join', room });
       return;
+    }
     case 'start':
       if (!S.poster) {
         toPage({ type: 'error', code: 'not_allowed', message: 'observers watch; only alice and bob start rounds' });
@@ -663,6 +704,7 @@ self.onmessage = (ev) => {
       return;
     case 'leave':
       S.leaving = true;
+      S.creating = null;
       if (S.ws && S.ws.readyState === WebSocket.OPEN) {
         try {
           S.ws.send('{"type":"leave"}');

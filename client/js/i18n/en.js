@@ -27,7 +27,8 @@ export default {
   'join.title': 'Join a room',
   'join.code': 'Room code',
   'join.help': 'Or open the link the creator sent you.',
-  'join.invalid': 'Type the room code, like ABCDE-FGHJK.',
+  'join.invalid': 'A room code has 10 letters and digits, like ABCDE-FGHJK.',
+  'join.notACode': ({ code }) => `"${code}" cannot be a room code: a code has 10 letters and digits, like ABCDE-FGHJK (O reads as 0, I and L as 1; case, dashes and spaces do not matter). Check the code or the link you were given.`,
   'join.button': 'Join as poster',
   'join.watch': 'Watch as eavesdropper',
 
@@ -176,6 +177,10 @@ export default {
   'refuse.noSuchRoom': ({ room }) => `There is no room${room === '' ? '' : ` ${room}`} on this server. Check the code (it looks like ABCDE-FGHJK), or ask for a new link: ` +
     'a room ends when everyone has left it, after 10 minutes without activity, or when the server restarts.',
   'refuse.roomFull': ({ room }) => `Room${room === '' ? '' : ` ${room}`} already has both of its posters. You can still watch it as the eavesdropper (Watch).`,
+  'refuse.roomTaken': ({ tries }) => `Could not create a room: each of the ${tries} codes this page drew was already in use on the server. Try again.`,
+  'refuse.draining': ({ tries }) => `Could not create a room: the server is shutting down and takes no new rooms (${tries} codes tried). Try again in a minute.`,
+  'refuse.wrongRoom': 'The server says this page asked for another room than the one its connection names: a bug in this page. Reload the page and try again.',
+  'refuse.badRoom': 'The server did not accept the room code this page sent: a bug in this page. Reload the page and try again.',
   'refuse.tooManyRooms': 'This address has created too many rooms in the last minute. Wait a few seconds and try again.',
   'refuse.tooManyObservers': 'This room has as many eavesdroppers as the server allows (or this address watches too many rooms already). Try again later.',
   'refuse.badField': ({ message }) => `The server did not accept these settings: ${message}.`,

@@ -29,7 +29,8 @@ export default {
   'join.title': 'Rejoindre une salle',
   'join.code': 'Code de la salle',
   'join.help': 'Ou ouvrez le lien que son créateur vous a envoyé.',
-  'join.invalid': 'Saisissez le code de la salle, par exemple ABCDE-FGHJK.',
+  'join.invalid': 'Un code de salle a 10 lettres et chiffres, par exemple ABCDE-FGHJK.',
+  'join.notACode': ({ code }) => `« ${code} » ne peut pas être un code de salle : un code a 10 lettres et chiffres, par exemple ABCDE-FGHJK (O se lit 0, I et L se lisent 1 ; majuscules, tirets et espaces ne comptent pas). Vérifiez le code ou le lien qu’on vous a donné.`,
   'join.button': 'Rejoindre comme émetteur',
   'join.watch': 'Observer en espion',
 
@@ -178,6 +179,10 @@ export default {
   'refuse.noSuchRoom': ({ room }) => `Il n’y a pas de salle${room === '' ? '' : ` ${room}`} sur ce serveur. Vérifiez le code (il ressemble à ABCDE-FGHJK), ou demandez un nouveau lien : ` +
     'une salle prend fin quand tout le monde l’a quittée, après 10 minutes sans activité, ou quand le serveur redémarre.',
   'refuse.roomFull': ({ room }) => `La salle${room === '' ? '' : ` ${room}`} a déjà ses deux émetteurs. Vous pouvez encore l’observer en espion (Observer en espion).`,
+  'refuse.roomTaken': ({ tries }) => `Impossible de créer une salle : chacun des ${tries} codes tirés par cette page était déjà pris sur le serveur. Réessayez.`,
+  'refuse.draining': ({ tries }) => `Impossible de créer une salle : le serveur s’arrête et n’accepte plus de nouvelles salles (${tries} codes essayés). Réessayez dans une minute.`,
+  'refuse.wrongRoom': 'Le serveur dit que cette page a demandé une autre salle que celle que nomme sa connexion : une erreur de cette page. Rechargez la page et réessayez.',
+  'refuse.badRoom': 'Le serveur n’a pas accepté le code de salle envoyé par cette page : une erreur de cette page. Rechargez la page et réessayez.',
   'refuse.tooManyRooms': 'Cette adresse a créé trop de salles dans la dernière minute. Patientez quelques secondes et réessayez.',
   'refuse.tooManyObservers': 'Cette salle a déjà autant d’espions que le serveur en accepte (ou cette adresse observe déjà trop de salles). Réessayez plus tard.',
   'refuse.badField': ({ message }) => `Le serveur n’a pas accepté ces réglages : ${message}.`,

@@ -290,7 +290,8 @@ function onServer(m, t3) {
   }
 }
 
-const ws = new WebSocket(`${workerData.url.replace(/^http/, 'ws')}/ws`);
+// The room's code in the URL, as every client names it (docs/protocol.md §3, "Codes in the URL").
+const ws = new WebSocket(`${workerData.url.replace(/^http/, 'ws')}/ws?room=${encodeURIComponent(workerData.room)}`);
 S.ws = ws;
 ws.onopen = () => send({ type: 'join', room: workerData.room });
 ws.onmessage = (ev) => {

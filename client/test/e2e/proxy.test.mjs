@@ -99,6 +99,14 @@ async function nginx(undo, upstreamPort, opts = {}) {
   return { ...n, httpsPort, httpPort, base: `https://${NAME}:${httpsPort}/sgp` };
 }
 
+/** nginx's access log lines that include `what`, once one of them includes `status` too or 5 s
+ *  have passed: nginx logs a WebSocket when it ends, a moment after its page left. */
+async function accessLines(n, what, status) {
+  const lines = () => n.accessLog().split('\n').filter((l) => l.includes(what));
+  for (let waited = 0; waited < 5_000 && !lines().some((l) => l.includes(status)); waited += 100) await h.sleep(100);
+  return lines();
+}
+
 /**
  * Two tabs (a context each) of this file's Chromium open `base`/ (the page's folder, no
  * trailing slash in `base`), make a room and a key; checks the key, the room link and the
@@ -199,7 +207,9 @@ test('nginx with deploy/nginx.conf at https://sgp.test:PORT/sgp/: redirects, two
       assert.equal(other.status, 403, 'another origin is refused, --trust-proxy or not');
 
       await twoTabsKey(t, n.base, 'nginx', undo);
-      assert.match(n.accessLog(), /"GET \/sgp\/ws HTTP\/1\.1" 101 /, 'the pages\' sockets went through nginx at /sgp/ws');
+      const sockets = await accessLines(n, 'GET /sgp/ws?room=', '" 101 ');
+      assert.ok(sockets.some((l) => /"GET \/sgp\/ws\?room=[0-9A-Z]{5}-[0-9A-Z]{5} HTTP\/1\.1" 101 /.test(l)),
+        `the pages' room sockets went through nginx at /sgp/ws, naming the room (?room=CODE): ${sockets.join(' | ')}`);
 
       const server = `https://127.0.0.1:${n.httpsPort}/sgp/`;
       const message = await refusesUnknownCa(server);
@@ -283,6 +293,8 @@ test('nginx with its default Host (127.0.0.1:PORT) and X-Forwarded-Host: the pag
           await h.createRoom(P, { url: n.base });
           await h.waitRole(P, 'alice');
           assert.equal((await h.state(P)).connected, true, 'the page is connected');
+          // nginx logs a WebSocket when it ends: leave, so that the room's socket closes.
+          await h.click(P, 'leave');
         } else {
           // The page cannot open its socket (Chromium logs the refused handshake, the page
           // notes a closed connection): it says so, and never enters a room.
@@ -297,8 +309,9 @@ test('nginx with its default Host (127.0.0.1:PORT) and X-Forwarded-Host: the pag
           assert.match(st.status, /\S/, 'the page says what happened');
           t.diagnostic(`${label}: the page says "${st.status}"`);
         }
-        const ws = n.accessLog().split('\n').filter((l) => l.includes('GET /sgp/ws '));
-        assert.ok(ws.some((l) => new RegExp(`" ${trust ? 101 : 403} `).test(l)), `nginx logged the page's socket as ${trust ? 101 : 403}: ${ws.join(' | ')}`);
+        // The page's room socket, named by its code (?room=), as nginx logged it once it ended.
+        const ws = await accessLines(n, 'GET /sgp/ws?room=', `" ${trust ? 101 : 403} `);
+        assert.ok(ws.some((l) => l.includes(`" ${trust ? 101 : 403} `)), `nginx logged the page's room socket as ${trust ? 101 : 403}: ${ws.join(' | ')}`);
         await h.assertClean(P);
       } catch (e) {
         e.message += `\n--- nginx log ---\n${n.log()}\n--- sgp serve stderr ---\n${sgp.stderr().slice(-2000)}`;
