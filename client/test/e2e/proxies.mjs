@@ -188,15 +188,15 @@ export function nginxChashPick(ring, key, out = []) {
 }
 
 /**
- * The whole nginx.conf around a site: everything nginx writes stays in `dir` (the site's two
- * `access_log` lines write `dir`/access.log, in its own format `sgp`). `from` names the shipped
- * file the site comes from. `upstreamLog`: the access log is in a format of the test's instead,
- * with the request whole (the query, room codes included) and which upstream servers were tried
- * (`up=$upstream_addr`, comma-separated when nginx went on to the next) and what each answered
- * (`ups=$upstream_status`). `workers` (worker_processes: a number or `auto`) and `connections`
- * (worker_connections) are small for a test; a benchmark raises them.
+ * The whole nginx.conf around a site: everything nginx writes stays in `dir`. The site's own
+ * access log (its `access_log … sgp;` lines, in its format) goes to `dir`/access.log, and
+ * beside it the test's, `dir`/requests.log: each request whole (the query, room codes
+ * included), which upstream servers were tried (`up=$upstream_addr`, comma-separated when
+ * nginx went on to the next) and what each answered (`ups=$upstream_status`). `from` names the
+ * shipped file the site comes from. `workers` (worker_processes: a number or `auto`) and
+ * `connections` (worker_connections) are small for a test; a benchmark raises them.
  */
-export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog = false, workers = 1, connections = 256 } = {}) {
+export function nginxConf(dir, site, { from = 'deploy/nginx.conf', workers = 1, connections = 256 } = {}) {
   mkdirSync(resolve(dir, 'tmp'), { recursive: true });
   // As root, nginx's workers drop to an unprivileged user: say which one exists here
   // (Debian's nginx defaults to `nobody` and a group `nobody` Debian does not have), and let
@@ -209,11 +209,8 @@ export function nginxConf(dir, site, { from = 'deploy/nginx.conf', upstreamLog =
     chmodSync(dir, 0o711);
     chmodSync(resolve(dir, 'tmp'), 0o711);
   }
-  const access = upstreamLog
-    ? `log_format upstreams '$remote_addr [$time_local] "$request" $status up=$upstream_addr ups=$upstream_status';`
-    : '';
   site = rewrite(site, [
-    [/^(\s*)access_log \S+ sgp;$/m, `$1access_log ${dir}/access.log ${upstreamLog ? 'upstreams' : 'sgp'};`, 2],
+    [/^(\s*)access_log \S+ sgp;$/m, `$1access_log ${dir}/access.log sgp;\n$1access_log ${dir}/requests.log requests;`, 2],
   ], from);
   return `# nginx.conf for one proxy test: generated around ${from} (see below).
 ${user}
@@ -226,7 +223,7 @@ events {
 }
 http {
     access_log ${dir}/access.log;
-    ${access}
+    log_format requests '$remote_addr [$time_local] "$request" $status up=$upstream_addr ups=$upstream_status';
     client_body_temp_path ${dir}/tmp/client_body;
     proxy_temp_path ${dir}/tmp/proxy;
     fastcgi_temp_path ${dir}/tmp/fastcgi;
@@ -241,7 +238,8 @@ ${site}
 
 /**
  * Runs nginx (`nginx -p DIR -c DIR/nginx.conf -g 'daemon off;'`) with `conf` and waits until
- * it listens on each of `ports`. Returns {proc, dir, log(), accessLog(), stop()}.
+ * it listens on each of `ports`. Returns {proc, dir, log(), accessLog(), requestLog(), stop()}:
+ * the access log as the shipped site writes it, and the test's, with whole requests.
  */
 export async function startNginx(dir, conf, ports) {
   requireTool(NGINX, 'nginx', 'NGINX');
@@ -261,19 +259,21 @@ export async function startNginx(dir, conf, ports) {
     }
   };
   const log = () => `${out}${errorLog()}`.trim().slice(-3000);
+  const readLog = (name) => {
+    try {
+      return readFileSync(resolve(dir, name), 'utf8');
+    } catch {
+      return '';
+    }
+  };
   proc.once('error', (e) => (out += `cannot start ${NGINX}: ${e.message}\n`));
   for (const port of ports) await h.waitPort(port, { child: proc, what: () => `nginx: ${log()}` });
   return {
     proc,
     dir,
     log,
-    accessLog: () => {
-      try {
-        return readFileSync(resolve(dir, 'access.log'), 'utf8');
-      } catch {
-        return '';
-      }
-    },
+    accessLog: () => readLog('access.log'),
+    requestLog: () => readLog('requests.log'),
     stop: () => h.stopChild(proc),
   };
 }

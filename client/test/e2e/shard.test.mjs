@@ -9,9 +9,10 @@
 //
 // Where a room lives is known two ways, and the test holds them to each other: predicted, by
 // nginx's consistent hash recomputed here (proxies.mjs, nginxChashRing and nginxChashPick), and
-// seen, in nginx's access log (each socket's line names the servers nginx tried, written when
-// the socket closes) and in each server's sgp_rooms_created_total. The tests run in order and
-// share the servers: the last one stops the first server.
+// seen, in the test's log of nginx's requests (each socket's line names its room and the
+// servers nginx tried, written when the socket closes; the shipped access log leaves the room
+// out) and in each server's sgp_rooms_created_total. The tests run in order and share the
+// servers: the last one stops the first server.
 
 import { test, before, after } from 'node:test';
 import assert from 'node:assert/strict';
@@ -54,7 +55,7 @@ before(async () => {
   });
   assert.deepEqual(names, servers.map((x) => x.name));
   ring = px.nginxChashRing(names);
-  const conf = px.nginxConf(tmp.dir, site, { from: 'deploy/nginx-sharded.conf', upstreamLog: true });
+  const conf = px.nginxConf(tmp.dir, site, { from: 'deploy/nginx-sharded.conf' });
   const n = await px.startNginx(tmp.dir, conf, [httpsPort, httpPort]);
   nginx = { ...n, httpsPort, base: `https://${NAME}:${httpsPort}/sgp`, server: `https://127.0.0.1:${httpsPort}/sgp/` };
 });
@@ -127,11 +128,11 @@ async function roomsCreated() {
   return out;
 }
 
-/** nginx's access-log lines for sockets (/sgp/ws): {room (null if none), status, up: the
- *  servers tried, in order (the last one answered), ups: their statuses}. */
+/** nginx's requests for sockets (/sgp/ws), from the test's log: {room (null if none), status,
+ *  up: the servers tried, in order (the last one answered), ups: their statuses}. */
 function socketLines() {
   const out = [];
-  for (const line of nginx.accessLog().split('\n')) {
+  for (const line of nginx.requestLog().split('\n')) {
     const m = /"GET \/sgp\/ws(?:\?(\S*))? HTTP\/1\.1" (\d+) up=(.*?) ups=(.*)$/.exec(line);
     if (m) out.push({ room: new URLSearchParams(m[1] || '').get('room'), status: Number(m[2]), up: m[3].split(', '), ups: m[4].split(', '), line });
   }
@@ -188,7 +189,7 @@ test('through nginx: the page from the servers, the socket with and without a ro
     while (socketLines().filter((l) => l.room === null).length < 3) await h.sleep(200);
   })());
   for (const l of socketLines().filter((x) => x.room === null)) assert.equal(l.up.at(-1), noRoom, `no room: ${l.line}`);
-  const pageLine = nginx.accessLog().split('\n').find((l) => l.includes('"GET /sgp/ HTTP/1.1" 200'));
+  const pageLine = nginx.requestLog().split('\n').find((l) => l.includes('"GET /sgp/ HTTP/1.1" 200'));
   assert.match(pageLine, new RegExp(`up=${noRoom.replace(/\./g, '\\.')} `), 'the page came from the server the key `-` picks');
   assertRouted(await loggedSockets(['ABCDE-FGHJK'], 1), home, 'a canonical code');
   t.diagnostic(`sockets without a room and the page: ${label(noRoom)}; ABCDE-FGHJK: ${label(home('ABCDE-FGHJK'))}`);
@@ -211,6 +212,9 @@ test('30 sgp pair through nginx, 6 at a time: every pair confirms its key, the r
   for (const x of servers) assert.ok(created[x.name] > 0, `${label(x.name)} created rooms too: ${JSON.stringify(created)}`);
   assert.deepEqual(created, Object.fromEntries(servers.map((x) => [x.name, predicted[x.name] || 0])), 'each server created the rooms nginx\'s hash sends it');
   assertRouted(await loggedSockets(pairs.map((p) => p.code)), home, '30 pairs');
+  const shipped = nginx.accessLog();
+  assert.match(shipped, /"GET \/sgp\/ws HTTP\/1\.1" 101 /, 'the shipped access log has the sockets');
+  assert.doesNotMatch(shipped, /room=/, 'but none of their codes');
 });
 
 test('sgp eve through nginx watches a running room: it lands on the room\'s server, sees its boards and the confirmation; straight to another server, the room does not exist', { timeout: 120_000 }, async (t) => {
@@ -263,18 +267,11 @@ test('two Chromium tabs through nginx at https://sgp.test:PORT/sgp/ make a key (
   await A.context().close();
   await B.context().close();
   t.diagnostic(`room ${code}: key ${ka.key.slice(0, 16)}… strength ${ka.strength} in ${ms} ms`);
-  // Each tab opened its room's socket (and the page a measuring one, naming no room): nginx
-  // logs them as they close.
-  const named = socketLines().filter((l) => l.room === code);
-  if (named.length === 0) {
-    // The page from before issue 17's change to it (branch page17) names no room in its
-    // socket's URL: both tabs went to the server that takes every such socket, which made the
-    // key possible here, and would not with rooms on several servers.
-    t.skip(`the page names no room in its socket's URL (ws?room=${code}): issue 17's page change is not in this build; the tabs met only because every socket without a room goes to ${label(home('-'))}`);
-    return;
-  }
-  assertRouted(await loggedSockets([code]), home, 'the tabs\' room');
-  t.diagnostic(`the tabs' room sockets: ${named.length}, all on ${label(home(code))}`);
+  // Each tab opened its room's socket, naming the room (ws?room=CODE), and nginx sent both to
+  // the room's server (it logs them as they close).
+  const logged = await loggedSockets([code]);
+  assertRouted(logged, home, 'the tabs\' room');
+  t.diagnostic(`the tabs' room sockets: ${logged.get(code).length}, all on ${label(home(code))}`);
 });
 
 test('one server stops (SIGTERM, --drain-secs 0) while pairs run on all three: its pairs exit 5 saying so, the others confirm, and new pairs all confirm on the two left', { timeout: 300_000 }, async (t) => {
