@@ -319,6 +319,85 @@ fn print_self_signed(made: &sgp::tls::SelfSigned, port: u16) {
     print!("{}", made.ca_pem);
 }
 
+/// `sgp serve`: logs, TLS and the listeners set up (exit 2 or 1 on a failure before
+/// listening), the listening lines, then the server until a stop (and its drain).
+async fn run_server(bind: String, port: u16, mut config: server::Config, tls: Tls, caps: CapsAsked, log: sgp::logs::Format, metrics_bind: Option<std::net::SocketAddr>) -> ExitCode {
+    match sgp::logs::filter(std::env::var("RUST_LOG").ok().as_deref()) {
+        Ok(filter) => sgp::logs::init(log, filter),
+        Err(e) => {
+            eprintln!("sgp: {e}");
+            return ExitCode::from(2);
+        }
+    }
+    config.caps = caps.resolve();
+    let self_signed = match tls_config(&tls, &bind) {
+        Ok((cfg, made)) => {
+            config.tls = cfg;
+            made
+        }
+        Err(e) => {
+            eprintln!("sgp: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let scheme = if config.tls.is_some() { "https" } else { "http" };
+    let trust_proxy = config.trust_proxy;
+    let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!("sgp: cannot listen on {bind}:{port}: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let addr = match listener.local_addr() {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("sgp: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let metrics = match metrics_bind.map(bind_metrics) {
+        None => None,
+        Some(fut) => match fut.await {
+            Ok(l) => Some(l),
+            Err(e) => {
+                eprintln!("sgp: {e}");
+                return ExitCode::FAILURE;
+            }
+        },
+    };
+    log_start(&bind, port, &config, &tls, metrics_bind);
+    announce(addr, scheme, trust_proxy, metrics.as_ref().and_then(|l| l.local_addr().ok()));
+    if let Some(made) = self_signed {
+        print_self_signed(&made, addr.port());
+    }
+    server::run(listener, metrics, config, server::signal()).await;
+    ExitCode::SUCCESS
+}
+
+/// The listening lines on stdout (tests and scripts read the first), and on stderr what a
+/// person serving a LAN or sitting behind a proxy should know.
+fn announce(addr: std::net::SocketAddr, scheme: &str, trust_proxy: bool, metrics: Option<std::net::SocketAddr>) {
+    let host = if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
+    println!("sgp listening on {scheme}://{host}:{}/", addr.port());
+    tracing::info!(url = %format!("{scheme}://{host}:{}/", addr.port()), "listening");
+    if let Some(m) = metrics {
+        println!("sgp metrics on http://{m}/metrics");
+        tracing::info!(url = %format!("http://{m}/metrics"), "metrics listening");
+    }
+    if addr.ip().is_unspecified() {
+        if let Some(ip) = lan_address(addr.is_ipv6()) {
+            eprintln!("sgp: other machines on your network can open {scheme}://{ip}:{}/", addr.port());
+            if scheme == "http" {
+                eprintln!("sgp: (over plain http at a LAN address the page is not a secure context and makes keys more slowly; --tls-self-signed serves https: docs/deploy.md)");
+            }
+        }
+    }
+    if trust_proxy && !addr.ip().is_loopback() {
+        eprintln!("sgp: --trust-proxy while listening on {host}: whoever reaches this port directly, not through the proxy, can set X-Forwarded-Host; let only the proxy reach it (--bind 127.0.0.1 beside the proxy, or a firewall)");
+    }
+}
+
 fn run(cmd: Cmd) -> ExitCode {
     let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
         Ok(rt) => rt,
@@ -340,76 +419,7 @@ fn run(cmd: Cmd) -> ExitCode {
                 ExitCode::FAILURE
             }
         },
-        Cmd::Serve { bind, port, mut config, tls, caps, log, metrics_bind } => local.block_on(&rt, async move {
-            match sgp::logs::filter(std::env::var("RUST_LOG").ok().as_deref()) {
-                Ok(filter) => sgp::logs::init(log, filter),
-                Err(e) => {
-                    eprintln!("sgp: {e}");
-                    return ExitCode::from(2);
-                }
-            }
-            config.caps = caps.resolve();
-            let self_signed = match tls_config(&tls, &bind) {
-                Ok((cfg, made)) => {
-                    config.tls = cfg;
-                    made
-                }
-                Err(e) => {
-                    eprintln!("sgp: {e}");
-                    return ExitCode::from(2);
-                }
-            };
-            let scheme = if config.tls.is_some() { "https" } else { "http" };
-            let trust_proxy = config.trust_proxy;
-            let listener = match tokio::net::TcpListener::bind((bind.as_str(), port)).await {
-                Ok(l) => l,
-                Err(e) => {
-                    eprintln!("sgp: cannot listen on {bind}:{port}: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let addr = match listener.local_addr() {
-                Ok(a) => a,
-                Err(e) => {
-                    eprintln!("sgp: {e}");
-                    return ExitCode::FAILURE;
-                }
-            };
-            let metrics = match metrics_bind.map(bind_metrics) {
-                None => None,
-                Some(fut) => match fut.await {
-                    Ok(l) => Some(l),
-                    Err(e) => {
-                        eprintln!("sgp: {e}");
-                        return ExitCode::FAILURE;
-                    }
-                },
-            };
-            log_start(&bind, port, &config, &tls, metrics_bind);
-            let host = if addr.is_ipv6() { format!("[{}]", addr.ip()) } else { addr.ip().to_string() };
-            println!("sgp listening on {scheme}://{host}:{}/", addr.port());
-            tracing::info!(url = %format!("{scheme}://{host}:{}/", addr.port()), "listening");
-            if let Some(m) = metrics.as_ref().and_then(|l| l.local_addr().ok()) {
-                println!("sgp metrics on http://{m}/metrics");
-                tracing::info!(url = %format!("http://{m}/metrics"), "metrics listening");
-            }
-            if addr.ip().is_unspecified() {
-                if let Some(ip) = lan_address(addr.is_ipv6()) {
-                    eprintln!("sgp: other machines on your network can open {scheme}://{ip}:{}/", addr.port());
-                    if scheme == "http" {
-                        eprintln!("sgp: (over plain http at a LAN address the page is not a secure context and makes keys more slowly; --tls-self-signed serves https: docs/deploy.md)");
-                    }
-                }
-            }
-            if trust_proxy && !addr.ip().is_loopback() {
-                eprintln!("sgp: --trust-proxy while listening on {host}: whoever reaches this port directly, not through the proxy, can set X-Forwarded-Host; let only the proxy reach it (--bind 127.0.0.1 beside the proxy, or a firewall)");
-            }
-            if let Some(made) = self_signed {
-                print_self_signed(&made, addr.port());
-            }
-            server::run(listener, metrics, config, server::signal()).await;
-            ExitCode::SUCCESS
-        }),
+        Cmd::Serve { bind, port, config, tls, caps, log, metrics_bind } => local.block_on(&rt, run_server(bind, port, config, tls, caps, log, metrics_bind)),
         Cmd::Pair(opts) => local.block_on(&rt, async move {
             match pair::run(&opts).await {
                 Ok(report) => {
