@@ -20,7 +20,7 @@ use std::time::Duration;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::sync::mpsc;
 use tokio::time::{timeout, Instant};
-use tokio_tungstenite::tungstenite::error::{CapacityError, Error as WsError, ProtocolError};
+use tokio_tungstenite::tungstenite::error::{Error as WsError, ProtocolError};
 use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use tokio_tungstenite::tungstenite::protocol::{CloseFrame, Role, WebSocketConfig};
 use tokio_tungstenite::tungstenite::{Message, Utf8Bytes};
@@ -472,7 +472,7 @@ pub async fn run(io: ServerIo, shared: Rc<Shared>, addr: std::net::IpAddr, room:
 /// How a read that failed ends the connection.
 fn read_error(e: WsError) -> End {
     match e {
-        WsError::Capacity(CapacityError::MessageTooLong { .. }) | WsError::Capacity(_) => End::RawClose(1009, "message too large"),
+        WsError::Capacity(_) => End::RawClose(1009, "message too large"),
         WsError::Utf8(_) => End::RawClose(1007, "text frames must be UTF-8"),
         // The socket closed without a close frame (a tab or a process gone): not a protocol
         // error to answer, and nothing to answer it on.

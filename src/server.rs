@@ -43,7 +43,8 @@ pub struct Config {
     pub caps: Caps,
     /// Serve `/metrics` on the main listener (`--metrics`).
     pub metrics: bool,
-    /// How long running sessions may go on once a stop is asked for (`--drain-secs`).
+    /// How long running sessions may go on once a stop is asked for (`--drain-secs`, which
+    /// `sgp serve` always sets; none here, so a server run in-process stops at once).
     pub drain: Duration,
 }
 
@@ -74,7 +75,7 @@ pub struct Shared {
     board_texts: RefCell<FastMap<u64, Utf8Bytes>>,
     /// Who may open a WebSocket or create a room.
     pub gate: RefCell<Gate>,
-    /// A stop was asked for: no new rooms, `/healthz` says 503 (docs/protocol.md §8, "Drain").
+    /// A stop was asked for: no new rooms, `/healthz` says 503 (docs/protocol.md §3, "Drain").
     draining: Cell<bool>,
     /// Every connection is being closed: a room's members leaving say nothing to each other
     /// (each gets its own 1001, and a shutdown must read as one, not as a peer who left).
