@@ -327,10 +327,11 @@ test('one server stops (SIGTERM, --drain-secs 0) while pairs run on all three: i
 
   // New pairs after the stop: codes that hash to the stopped server go on to the next one on
   // the ring (connection refused: proxy_next_upstream error), the rest as before. Six at once,
-  // then three more until at least two had the stopped server as theirs (at most 12).
+  // then three more until one at least had the stopped server as its own (at most 30: codes
+  // are drawn at random, and with 12 two of them missed it in about one run in five).
   const fresh = [];
   const toGone = () => fresh.filter((p) => home(p.code) === gone.name).length;
-  while (fresh.length < 12 && (fresh.length === 0 || toGone() < 2)) {
+  while (fresh.length < 30 && (fresh.length === 0 || toGone() < 1)) {
     const batch = await Promise.all(Array.from({ length: fresh.length ? 3 : 6 }, (_, i) => startPair(`pair after the stop ${fresh.length + i + 1}`)));
     fresh.push(...batch);
   }
@@ -338,7 +339,7 @@ test('one server stops (SIGTERM, --drain-secs 0) while pairs run on all three: i
     const [ra, rb] = await Promise.all([p.alice.done, p.bob.done]);
     assertKeyed(`room ${p.code}, made after the stop`, ra, rb);
   }
-  assert.ok(toGone() >= 2, `two new codes at least hashed to the stopped server (${toGone()} of ${fresh.length})`);
+  assert.ok(toGone() >= 1, `a new code at least hashed to the stopped server (${toGone()} of ${fresh.length})`);
   const logged = await loggedSockets(fresh.map((p) => p.code));
   assertRouted(logged, (c) => home(c, [gone.name]), 'pairs after the stop');
   const retried = [...logged.values()].flat().filter((l) => l.up.length > 1);
