@@ -22,8 +22,11 @@ pub const FLOOR_NOT_ISOLATED_MS: f64 = 1.0;
 pub const TERMINAL_FLOOR_MS: f64 = 0.1;
 /// Per round, besides its window (ms): the server's lead, `done`, the board and `ready`.
 pub const ROUND_OVERHEAD_MS: f64 = 35.0;
-/// Round sizes (posts per poster) to choose from.
-pub const ROUND_SIZES: [u32; 6] = [10, 15, 20, 30, 40, 60];
+/// Round sizes (posts per poster) to choose from: 120 at most, since a key's last round runs
+/// to its end however little of it the key needs (timing.js `ROUND_SIZES` says more).
+pub const ROUND_SIZES: [u32; 8] = [10, 15, 20, 30, 40, 60, 90, 120];
+/// The fewest calibration deviations the rule uses (a page measures about 300).
+pub const MIN_CALIBRATION: usize = 120;
 /// Posts per poster per round without a measurement.
 pub const POSTS_PER_ROUND: u32 = 40;
 /// Below this estimated share of rounds in sync, a measurement says nothing useful.
@@ -71,9 +74,9 @@ pub fn from_pings(delays_us: &[i64]) -> f64 {
 }
 
 /// The rule (see the module's head). `devs`: a calibration's deviations, used if at least
-/// 120 (twice the largest round size).
+/// `MIN_CALIBRATION`.
 pub fn tolerance_rule(floor: f64, devs: Option<&[i64]>, ping_delays_us: &[i64]) -> Choice {
-    let Some(devs) = devs.filter(|d| d.len() >= 2 * ROUND_SIZES[ROUND_SIZES.len() - 1] as usize) else {
+    let Some(devs) = devs.filter(|d| d.len() >= MIN_CALIBRATION) else {
         let ms = floor.max(from_pings(ping_delays_us));
         return Choice { ms, posts: POSTS_PER_ROUND, widened: ms > floor, floor, success: None, ms_per_bit: None, unsure: false };
     };

@@ -133,8 +133,17 @@ export const FLOOR_MS = { isolated: 0.25, notIsolated: 1 };
  * server's 50 ms lead).
  */
 export const ROUND_OVERHEAD_MS = 35;
-/** Round sizes (posts per poster) to choose from. The calibration's 300 messages bound it. */
-export const ROUND_SIZES = [10, 15, 20, 30, 40, 60];
+/**
+ * Round sizes (posts per poster) to choose from. Longer rounds pay the gap between rounds
+ * (ROUND_OVERHEAD_MS) and the guards less often, but a key's last round runs to its end
+ * however few of its entries the key still needs: at τ 0.5 ms a 256-bit key (~357 kept
+ * entries, ~75 a round of 120 with its spans) takes, by this estimate, 5 rounds of 120, 7 of
+ * 90 or 10 of 60: ~2.7, 2.9 and 2.9 s of rounds and gaps; 180 or 240 would take 3.0-3.1 s.
+ * So 120 at most.
+ */
+export const ROUND_SIZES = [10, 15, 20, 30, 40, 60, 90, 120];
+/** The fewest calibration deviations the model uses (the worker measures about 300). */
+export const MIN_CALIBRATION = 120;
 /** Posts per poster per round without a measurement (and in rooms made before one). */
 export const POSTS_PER_ROUND = 40;
 
@@ -204,7 +213,7 @@ export function roundSize(calib, tolMs) {
 }
 
 const round2 = (x) => Math.round(x * 100) / 100;
-const usable = (calib) => (calib && calib.ok && Array.isArray(calib.dev_series_us) && calib.dev_series_us.length >= 2 * ROUND_SIZES.at(-1)
+const usable = (calib) => (calib && calib.ok && Array.isArray(calib.dev_series_us) && calib.dev_series_us.length >= MIN_CALIBRATION
   ? calib.dev_series_us : null);
 
 /**
