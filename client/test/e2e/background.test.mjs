@@ -23,12 +23,17 @@ import assert from 'node:assert/strict';
 import * as h from './harness.mjs';
 import * as secret from '../../js/secret.js';
 
-/** Gaps between consecutive posts inside each round (never across rounds). */
+/**
+ * Gaps between consecutive posts inside each round (never across rounds), or inside each of a
+ * round's `runs` where it has them (never across a post left out).
+ */
 export function gapsOf(rounds) {
   const gaps = [];
   for (const r of rounds) {
-    const s = [...(r.sent_us || [])].sort((a, b) => a - b);
-    for (let i = 1; i < s.length; i++) gaps.push(s[i] - s[i - 1]);
+    for (const run of r.runs || [r.sent_us || []]) {
+      const s = [...run].sort((a, b) => a - b);
+      for (let i = 1; i < s.length; i++) gaps.push(s[i] - s[i - 1]);
+    }
   }
   return gaps;
 }
@@ -62,20 +67,36 @@ export function zTwo(na, ta, nb, tb) {
 
 /**
  * The board times of a poster's own posts, round by round, from its record: for each post, the
- * entry with its label nearest its predicted arrival, if within τ (rounds out of sync are left
- * out: their posts are not all recognised; so are coalesced posts). Returns [{t_start_us, t_end_us, sent_us: [t_us…]}]
- * (named sent_us so gapsOf reads them).
+ * entry with its label nearest its predicted arrival, if within τ. A post not found so (or
+ * coalesced: it carries a later message's time) is left out, and so are the two gaps beside it
+ * (each round's `runs` are its stretches of consecutive posts found); a round with more than
+ * MAX_UNFOUND of its posts not found (out of sync, say) is left out whole. Each round's expected
+ * count is its rate's times the share of its posts found (so the board's count says what the
+ * sends' does; the board's own evidence is the shape of its gaps). Returns [{round, window_s, expected,
+ * sent_us: [t_us…], runs: [[t_us…]…]}] (named sent_us so judge reads them as it reads sends).
  */
+export const MAX_UNFOUND = 0.1;
 export function ownBoardTimes(record) {
-  const tol = secret.msToUs(record.params.tolerance_ms);
   const out = [];
   for (const r of record.rounds) {
-    // Posts the server said were coalesced carry a later message's time, not theirs.
-    const posts = r.posts.filter((_, k) => !(r.coalesced || []).includes(k + 1));
-    const errs = secret.arrivalErrors(r.board, posts, r.sync);
-    if (errs.some((e) => e === null || Math.abs(e) > tol)) continue;
-    const t = posts.map((p, k) => p.sent_us + r.sync.offset_us + Math.floor(r.sync.delay_us / 2) + errs[k]);
-    out.push({ ...exposureOf(r), sent_us: t });
+    if (!r.posts.length) continue;
+    const tol = r.params ? r.params.tolerance_us : secret.msToUs(record.params.tolerance_ms);
+    const coalesced = new Set(r.coalesced || []);
+    const kept = r.posts.filter((_, k) => !coalesced.has(k + 1));
+    const errs = new Map(secret.arrivalErrors(r.board, kept, r.sync).map((e, k) => [kept[k], e]));
+    const found = r.posts.map((p) => {
+      const e = errs.get(p);
+      return e === undefined || e === null || Math.abs(e) > tol ? null : p.sent_us + r.sync.offset_us + Math.floor(r.sync.delay_us / 2) + e;
+    });
+    const n = found.filter((x) => x !== null).length;
+    if (n < (1 - MAX_UNFOUND) * r.posts.length) continue;
+    const runs = [[]];
+    for (const t of found) {
+      if (t === null) runs.push([]);
+      else runs.at(-1).push(t);
+    }
+    const e = exposureOf(r);
+    out.push({ ...e, expected: (e.expected * n) / r.posts.length, sent_us: found.filter((x) => x !== null), runs: runs.filter((x) => x.length) });
   }
   return out;
 }
@@ -182,7 +203,9 @@ test('a poster in a background tab keeps an exponential schedule at the same rat
   // takes per message (35-125 µs; a tab's own posts queue behind each other there, front or
   // background alike), and the recognition of a tab's own entries within τ leaves out the
   // rounds where a post queued: the shape of the board would judge those, not throttling.
-  const { link } = await h.createRoom(A, server, { toleranceMs: 1.5 });
+  // 512 bits: about 16 rounds of the page's 120-post rounds, so that at least 5 have nearly every
+  // post of each tab found on the board.
+  const { link } = await h.createRoom(A, server, { toleranceMs: 1.5, targetBits: 512 });
   await h.waitRole(A, 'alice');
   await B.bringToFront();
   await B.goto(link);
