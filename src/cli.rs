@@ -279,7 +279,8 @@ pub enum BenchCmd {
         #[arg(long, value_name = "R")]
         rate_hz: Option<f64>,
         #[arg(long, value_name = "T")]
-        tolerance_ms: Option<f64>,        /// The server's processes whose CPU time is read (comma-separated PIDs; several sgp
+        tolerance_ms: Option<f64>,
+        /// The server's processes whose CPU time is read (comma-separated PIDs; several sgp
         /// serve behind a proxy). Default: the server bench starts, or the process listening on
         /// --server's port (a proxy's, when there is one in front).
         #[arg(long, value_name = "PID,PID,…", value_delimiter = ',', requires = "server")]
@@ -295,7 +296,8 @@ pub enum BenchCmd {
         #[arg(long, value_name = "S")]
         seconds: Option<f64>,
         #[arg(long, value_name = "R")]
-        rate_hz: Option<f64>,        /// The server's processes whose CPU time is read (comma-separated PIDs; several sgp
+        rate_hz: Option<f64>,
+        /// The server's processes whose CPU time is read (comma-separated PIDs; several sgp
         /// serve behind a proxy). Default: the server bench starts, or the process listening on
         /// --server's port (a proxy's, when there is one in front).
         #[arg(long, value_name = "PID,PID,…", value_delimiter = ',', requires = "server")]

@@ -270,8 +270,13 @@ fn bad_usage_is_refused() {
         &["bench", "load", "--tls", "--server", "https://127.0.0.1:9"],
         &["bench", "net", "--tls"],
         &["bench", "key", "--ca-file", "/nonexistent/ca.pem", "--server", "https://127.0.0.1:9"],
+        &["bench", "load", "--pid", "abc", "--server", "http://127.0.0.1:9"],
+        &["bench", "jitter", "--pid", "1,-2", "--server", "http://127.0.0.1:9"],
+        &["bench", "load", "--pid", "", "--server", "http://127.0.0.1:9"],
+        // --pid names the processes of a server bench does not start: --server must say which.
+        &["bench", "load", "--pid", "1"],
     ] {
-        let out = Command::new(SGP).args(args).output().unwrap();
+        let out = Command::new(SGP).args(args).env_remove("SGP_SERVER").output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}: {}", String::from_utf8_lossy(&out.stderr));
     }
     // A load never goes to another machine.
