@@ -532,8 +532,10 @@ def run_chromium(name, sgp, out, minutes, args, busy, drivers=1):
         os.makedirs(x, exist_ok=True)
     end_busy = busy_loops() if busy else None
     ps = [spawn(["node", os.path.join(ROOT, "audit", "chromium.mjs"), "--out", x, "--minutes", str(minutes)] + args, env={"SGP_BIN": sgp}) for x in dirs]
-    # Its own limit is --minutes, checked between rooms; a room may take up to 10 more.
-    ended = [reap(p, (minutes + 15) * 60) for p in ps]
+    # Its own limit is --minutes, checked between rooms; a room may take up to 10 more. One
+    # deadline for all: reaping them one after the other must not extend it.
+    deadline = time.monotonic() + (minutes + 15) * 60
+    ended = [reap(p, max(1.0, deadline - time.monotonic())) for p in ps]
     if end_busy:
         end_busy()
     for _, stderr in ended:
