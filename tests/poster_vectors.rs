@@ -353,6 +353,25 @@ fn the_late_rule_skips_a_post_too_late_and_leaves_out_its_stretch() {
     assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
     s.finish();
 
+    let mut s = Story::new("late_rule_margin", "the poster wakes 4.5 ms after post 3's target: inside the 5 ms limit, but past the 4.375 ms (7/8 of it) up to which a post is let go, so that the send cannot carry it past the limit: skipped, a span; the round is kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 4_500)));
+    assert_eq!(mine.len(), POSTS - 1);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["send", "round", "key", "send"]);
+    assert_eq!(out[0], json!({"send": {"type": "drop", "spans": [[t2 - 1_000, t4 + 1_000]]}}));
+    assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
+    s.finish();
+
+    let mut s = Story::new("late_rule_edge", "the poster wakes 4.375 ms after post 3's target, the latest a post is let go (7/8 of the 5 ms limit): it is posted, and the round is kept without a span", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    s.begin();
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 4_375)));
+    assert_eq!(mine.len(), POSTS);
+    let out = s.close(1, TS, &mine, &[], &[]);
+    assert_eq!(keys(&out), ["round", "key", "send"]);
+    assert_eq!((out[0]["round"]["outcome"].as_str(), out[0]["round"]["skipped"].as_u64()), (Some("kept"), None));
+    s.finish();
+
     let mut s = Story::new("late_rule_spoils", "the poster wakes 150 ms after post 3's target: posts 3-17 are skipped, more than one in 4 of the round's 50, so the round is dropped", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
     s.begin();
     let mine = s.post_round(1, TS, &labels("AB"), Some((3, 150_000)));
