@@ -275,12 +275,17 @@ async function syncAndReady(why) {
 
 /** Does what the engine asks (docs/poster.md, "Actions"); `post` and `done` only come to postLoop. */
 function act(actions) {
+  // A closed round's messages (`drop`, `ready`, `confirm`) leave before its record and the
+  // page's `round` are made: those took 0.5-7 ms a round on loopback, and the next round
+  // waits for both posters' `ready` (docs/journal/2026-12-07-browser-floor-costs.md).
+  const early = actions.some((a) => 'round' in a) ? new Map(actions.filter((a) => 'send' in a).map((a) => [a, trySend(a.send)])) : null;
   for (const a of actions) {
     const [k] = Object.keys(a);
     const v = a[k];
     switch (k) {
       case 'send':
-        sendAction(v);
+        if (!early || !early.has(a)) sendAction(v);
+        else if (early.get(a)) noteSent(v);
         break;
       case 'sync':
         syncAndReady(v.why ?? 'sync');
@@ -326,7 +331,11 @@ function act(actions) {
 }
 
 function sendAction(v) {
-  if (!trySend(v)) return;
+  if (trySend(v)) noteSent(v);
+}
+
+/** What the page hears of a message this poster sent. */
+function noteSent(v) {
   if (v.type === 'ready') phase('waiting', { ...(S.poster.readyFor || {}), ask: v.ask ?? null });
   else if (v.type === 'confirm' && S.lastKey) phase('confirming', { session: S.lastKey.session, round: S.lastKey.round });
 }
