@@ -27,9 +27,10 @@ pub const LATE_SHARE: f64 = 0.5;
 /// The engine lets a post go only while it is at most `late limit − limit / SEND_MARGIN_SHARE`
 /// late (875 µs at 500 Hz), so that the time from that decision to the send (the clock read
 /// just before the frame is written) does not carry a post that was let go at the edge past
-/// the limit, which spoils the round: the page did so in 1 round in 12 on quiet loopback, by
-/// 8-73 µs, and the second late round in a row slows the rate (docs/journal/
-/// 2026-12-07-late-at-the-edge.md). A post later than that is skipped: a span.
+/// the limit, which spoils the round: the page did so in 5 rounds of 62 on quiet loopback, by
+/// 11-118 µs, and the second late round in a row slows the rate (docs/journal/
+/// 2026-12-07-browser-floor-costs.md). A post later than that is skipped: a span. (Longer
+/// pauses there still spoil a round now and then.)
 pub const SEND_MARGIN_SHARE: i64 = 8;
 /// A round in which more than one planned post in this many was skipped is *spoiled*: this
 /// poster drops it (`abort {desync}`) once it closes, and it gives no bits. The machine held
