@@ -221,6 +221,7 @@ function wire() {
   });
   $('start').addEventListener('click', () => {
     if (!isPoster() || sgp.running || !sgp.connected) return;
+    window.sgpDebug.startedAt = performance.timeOrigin + performance.now(); // for benchmarks: ms since the epoch
     sgp.running = true;
     ui.gaveUp = false;
     ui.alert = null;

@@ -57,6 +57,7 @@ export function onWorker(m) {
       if (sgp.key && m.role !== sgp.role) sgp.key.peer_tag = m.tag;
       return;
     case 'confirmed':
+      window.sgpDebug.confirmedAt = performance.timeOrigin + performance.now(); // for benchmarks
       return onConfirmed(m);
     case 'aborted':
       return onAborted(m);

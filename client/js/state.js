@@ -27,8 +27,13 @@ export const sgp = {
   calibrationDone: false, // no more will be taken
 };
 window.sgpState = sgp;
-/** For people debugging timing: the last closed rounds as the worker reported them. */
-window.sgpDebug = { rounds: [] };
+/**
+ * For people debugging timing: the last closed rounds as the worker reported them; and, for
+ * benchmarks, when Start was clicked and the last confirmation came (`startedAt`,
+ * `confirmedAt`: ms since the epoch, performance.timeOrigin + performance.now(), which tabs of
+ * one machine share).
+ */
+window.sgpDebug = { rounds: [], startedAt: null, confirmedAt: null };
 
 export const ui = {
   view: 'landing',
