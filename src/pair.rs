@@ -75,7 +75,7 @@ pub struct Failure {
 }
 
 /// The least lead `sgp pair` asks for (ms): a window opens this long after the second
-/// `ready` at the soonest. A page asks for 20 ms (`PAGE_LEAD_MS`, client/js/worker.js).
+/// `ready` at the soonest. A page asks for 10 ms too (`PAGE_LEAD_MS`, client/js/worker.js).
 pub const TERMINAL_LEAD_MS: f64 = 10.0;
 
 pub const EXIT_OTHER: i32 = 1;

@@ -127,10 +127,11 @@ export function summary(values) {
 export const MAX_DEFAULT_TOLERANCE_MS = 5;
 export const FLOOR_MS = { isolated: 0.25, notIsolated: 1 };
 /**
- * Per round, besides its window (ms): the server's lead (the page asks for PAGE_LEAD_MS, 20 ms),
+ * Per round, besides its window (ms): the server's lead (the page asks for PAGE_LEAD_MS),
  * `done` (3 ms + 2τ after t_end), the board and `ready`. Measured: 30-34 ms from one round's
- * t_end to the next one's t_start (`make bench-browser`, "gaps", 2026-12-07; 64-67 ms with the
- * server's 50 ms lead).
+ * t_end to the next one's t_start with a 20 ms lead (`make bench-browser`, "gaps", 2026-12-07;
+ * 64-67 ms with the server's 50 ms lead); 27-34 ms with the 10 ms lead since (kept at 35 here,
+ * with src/tolerance.rs and its vectors).
  */
 export const ROUND_OVERHEAD_MS = 35;
 /**

@@ -27,9 +27,13 @@ const PING_TIMEOUT_MS = 5_000;
  * long after the second `ready`. The room's default of 50 ms was set when a post that missed
  * τ cost its round: with a 20 ms lead 11-20 % of the posts in a round's first 25 ms missed
  * (the page still drawing). A miss now costs a span of ~18τ, and 30 ms less a round is worth
- * more (BENCHMARKS.md, "Web client").
+ * more (BENCHMARKS.md, "Web client"). 10 ms since the round's `ready` leaves before the page
+ * draws it (act): 10 keys each on loopback, the gap between rounds 32.5 → 27.3 ms, the share
+ * of kept entries the spans left 0.865 → 0.858, and on the busy profile 35.2 → 33.6 ms and
+ * 0.826 → 0.847 (docs/journal/2026-12-07-browser-floor-costs.md). The room still widens the
+ * lead to twice the slower poster's turnaround.
  */
-const PAGE_LEAD_MS = 20;
+const PAGE_LEAD_MS = 10;
 /**
  * How many codes a `create` tries in all (docs/protocol.md §3): the page draws the code, and
  * draws again, on a new socket, when the server says `room_taken` (the code is in use there)
