@@ -152,6 +152,20 @@ impl Client {
         self.send_text_timed(text).await.map(|(t, _)| t)
     }
 
+    /// As `send_text_timed`, but only if `go(t)` says so, `t` being the clock read just before
+    /// the send (the time returned): `None` if it did not.
+    pub async fn send_text_if(&mut self, text: String, go: impl FnOnce(i64) -> bool) -> Result<Option<(i64, i64)>, ClientError> {
+        let t = self.clock.now_us();
+        if !go(t) {
+            return Ok(None);
+        }
+        self.ws
+            .send(Message::Text(text.into()))
+            .await
+            .map_err(|e| ClientError::Gone(format!("the server went away: {e}")))?;
+        Ok(Some((t, self.clock.now_us())))
+    }
+
     /// Sends a text frame; returns the local times (µs) just before it was written and once
     /// the write returned (a long gap means this process was held up around the write).
     pub async fn send_text_timed(&mut self, text: String) -> Result<(i64, i64), ClientError> {

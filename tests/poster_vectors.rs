@@ -44,6 +44,7 @@ fn apply(p: &mut Poster, input: &Value, t: i64) -> Vec<Action> {
             p.scheduled(&times, &labels, gap, t)
         }
         "timeout" => p.on_timeout(t),
+        "leave" => p.leave(t),
         "sent" => {
             let label = if v["label"] == "A" { Label::A } else { Label::B };
             p.sent(OwnPost { sent_us: v["sent_us"].as_i64().unwrap(), label }, v["held"].as_bool().unwrap_or(false), t)
@@ -63,6 +64,8 @@ struct Story {
     next: Params,
     /// The round being posted: its start and parameters.
     round: Option<(i64, Params)>,
+    /// The post at this index is held up this long between its `timeout` and its `leave`.
+    pause: Option<(usize, i64)>,
 }
 
 impl Story {
@@ -72,7 +75,7 @@ impl Story {
             Policy::Browser => ("browser", None),
         };
         let head = json!({"name": name, "description": description, "policy": pol, "retries": retries, "room": ROOM, "role": role, "params": params});
-        Story { p: Poster::new(policy, ROOM, role, params.clone()).unwrap(), head, steps: Vec::new(), next: params, round: None }
+        Story { p: Poster::new(policy, ROOM, role, params.clone()).unwrap(), head, steps: Vec::new(), next: params, round: None, pause: None }
     }
 
     /// The poster adapts between `floor_us` and `ceil_us` (the vector's `adapt`).
@@ -146,8 +149,14 @@ impl Story {
             match out.first() {
                 Some(a) if a["post"].is_object() => {
                     let label = a["post"]["label"].as_str().unwrap().to_string();
-                    self.step(at, json!({"sent": {"sent_us": at, "label": label, "held": false}}));
-                    sent.push((at, if label == "A" { Label::A } else { Label::B }));
+                    let leaves = match self.pause {
+                        Some((j, by)) if times.get(j) == Some(&d) => at + by,
+                        _ => at,
+                    };
+                    if self.step(leaves, json!({"leave": {}})).is_empty() {
+                        self.step(leaves, json!({"sent": {"sent_us": leaves, "label": label, "held": false}}));
+                        sent.push((leaves, if label == "A" { Label::A } else { Label::B }));
+                    }
                 }
                 Some(a) if a["done"].is_object() => {
                     self.step(at, json!({"done_sent": {}}));
@@ -353,8 +362,9 @@ fn the_late_rule_skips_a_post_too_late_and_leaves_out_its_stretch() {
     assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
     s.finish();
 
-    let mut s = Story::new("late_rule_margin", "the poster wakes 4.5 ms after post 3's target: inside the 5 ms limit, but past the 4.375 ms (7/8 of it) up to which a post is let go, so that the send cannot carry it past the limit: skipped, a span; the round is kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    let mut s = Story::new("late_rule_at_the_send", "the poster wakes 4.5 ms after post 3's target, inside the 5 ms limit, and is held up 1 ms more before the send: leave skips it (send nothing), its stretch a span; the round is kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
     s.begin();
+    s.pause = Some((3, 1_000));
     let mine = s.post_round(1, TS, &labels("AB"), Some((3, 4_500)));
     assert_eq!(mine.len(), POSTS - 1);
     let out = s.close(1, TS, &mine, &[], &[]);
@@ -363,9 +373,10 @@ fn the_late_rule_skips_a_post_too_late_and_leaves_out_its_stretch() {
     assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
     s.finish();
 
-    let mut s = Story::new("late_rule_edge", "the poster wakes 4.375 ms after post 3's target, the latest a post is let go (7/8 of the 5 ms limit): it is posted, and the round is kept without a span", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    let mut s = Story::new("late_rule_edge", "the poster wakes 4.5 ms after post 3's target and leaves at 5 ms, exactly the limit: it is posted, and the round is kept without a span", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
     s.begin();
-    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 4_375)));
+    s.pause = Some((3, 500));
+    let mine = s.post_round(1, TS, &labels("AB"), Some((3, 4_500)));
     assert_eq!(mine.len(), POSTS);
     let out = s.close(1, TS, &mine, &[], &[]);
     assert_eq!(keys(&out), ["round", "key", "send"]);

@@ -13,15 +13,6 @@ import { Adapt } from './adapt.js';
  */
 export const LATE_SHARE = 0.5;
 /**
- * A post is let go only while it is at most `limit − floor(limit / SEND_MARGIN_SHARE)` late
- * (875 µs at 500 Hz), so that the time from that decision to the send does not carry a post
- * let go at the edge past the limit, which spoils the round (as SEND_MARGIN_SHARE in
- * src/poster/mod.rs). A later post is skipped: a span.
- */
-export const SEND_MARGIN_SHARE = 8;
-/** The latest a post may be let go after its planned time (µs), for a late limit. */
-export const sendByUs = (lateLimit) => lateLimit - Math.floor(lateLimit / SEND_MARGIN_SHARE);
-/**
  * A round with more than one planned post in SKIPPED_SHARE skipped is *spoiled*: once it
  * closes this poster drops it (`abort {desync}`), and it gives no bits.
  */
@@ -311,7 +302,7 @@ export class Poster {
   }
 
   /**
-   * The late rule: every post with `now > min(target + sendByUs(lateLimit), doneAt − DONE_QUIET_US)` is
+   * The late rule: every post with `now > min(target + lateLimit, doneAt − DONE_QUIET_US)` is
    * skipped; the next due one is `post`; once every post is past, `done` at doneAt.
    */
   onTimeout(now) {
@@ -319,7 +310,7 @@ export class Poster {
     if (!c || c.times === null) return [];
     while (c.next < c.times.length) {
       const target = c.times[c.next] - c.shift;
-      if (now > Math.min(target + sendByUs(c.lateLimit), c.doneAt - DONE_QUIET_US)) {
+      if (now > Math.min(target + c.lateLimit, c.doneAt - DONE_QUIET_US)) {
         c.skipped++;
         c.skippedUs.push(target);
         c.skipLate = Math.max(c.skipLate, now - target);
@@ -338,6 +329,25 @@ export class Poster {
       return [{ done: {} }];
     }
     return [];
+  }
+
+  /**
+   * The driver is about to send the post onTimeout handed out, and `now` is the clock read just
+   * before the send (what it gives `sent` as `sent_us`), as `leave` in src/poster/mod.rs: [] if
+   * the post may still leave; if it is now later than the late rule allows (a pause since
+   * onTimeout let it go), it is skipped as onTimeout would have skipped it (its stretch a span),
+   * and `skip` tells the driver to send nothing.
+   */
+  leave(now) {
+    const c = this.current;
+    if (!c || c.target === null) return [];
+    if (now <= Math.min(c.target + c.lateLimit, c.doneAt - DONE_QUIET_US)) return [];
+    const target = c.target;
+    c.target = null;
+    c.skipped++;
+    c.skippedUs.push(target);
+    c.skipLate = Math.max(c.skipLate, now - target);
+    return [{ skip: { target_us: target } }];
   }
 
   /** A post left at `sent_us` (`held`: a testing hold; `call_us`: the send call's duration). */

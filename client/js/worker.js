@@ -396,6 +396,8 @@ async function postLoop(P, c) {
     for (const a of P.onTimeout(nowUs())) {
       if (a.post) {
         const t = nowUs();
+        // The late rule once more, at the send: a pause since onTimeout may have made it late.
+        if (P.leave(t).length) continue;
         try {
           sendText(a.post.label === 'A' ? POST_A : POST_B);
         } catch {

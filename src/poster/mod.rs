@@ -24,14 +24,6 @@ use crate::secret::{self, Ledger, OwnPost, RoundOutcome, RoundView, Span};
 /// each, and then only moves one past a neighbour or two (and a post that late misses τ
 /// and gets a span of its own).
 pub const LATE_SHARE: f64 = 0.5;
-/// The engine lets a post go only while it is at most `late limit − limit / SEND_MARGIN_SHARE`
-/// late (875 µs at 500 Hz), so that the time from that decision to the send (the clock read
-/// just before the frame is written) does not carry a post that was let go at the edge past
-/// the limit, which spoils the round: the page did so in 5 rounds of 62 on quiet loopback, by
-/// 11-118 µs, and the second late round in a row slows the rate (docs/journal/
-/// 2026-12-07-browser-floor-costs.md). A post later than that is skipped: a span. (Longer
-/// pauses there still spoil a round now and then.)
-pub const SEND_MARGIN_SHARE: i64 = 8;
 /// A round in which more than one planned post in this many was skipped is *spoiled*: this
 /// poster drops it (`abort {desync}`) once it closes, and it gives no bits. The machine held
 /// it up for much of the round; spans would leave little.
@@ -65,12 +57,6 @@ pub fn late_limit_us(mean_gap_us: f64) -> i64 {
     } else {
         i64::MAX / 4
     }
-}
-
-/// The latest a post may be let go after its planned time: the late limit less its
-/// `1 / SEND_MARGIN_SHARE`.
-pub fn send_by_us(late_limit_us: i64) -> i64 {
-    late_limit_us - late_limit_us / SEND_MARGIN_SHARE
 }
 
 /// Where the two drivers differ (docs/poster.md, "the policy").
@@ -267,14 +253,14 @@ impl Poster {
     }
 
     /// Time has come (`now ≥ next_deadline()`): the late rule skips the posts it is too late
-    /// for (later than `send_by_us` of the limit), then the next post or `done` is due.
+    /// for, then the next post or `done` is due (`leave` checks it again at the send).
     pub fn on_timeout(&mut self, now: i64) -> Vec<Action> {
         let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
         if !p.scheduled {
             return Vec::new();
         }
         while let Some(&(target, label)) = p.plan.get(p.next) {
-            let latest = (target + send_by_us(p.facts.late_limit_us)).min(p.done_at - DONE_QUIET_US);
+            let latest = (target + p.facts.late_limit_us).min(p.done_at - DONE_QUIET_US);
             if now > latest {
                 p.facts.skipped.push(target);
                 p.facts.skip_late_us = p.facts.skip_late_us.max(now - target);
@@ -310,6 +296,23 @@ impl Poster {
         p.facts.late_limit_us = late_limit_us(mean_gap_us);
         p.scheduled = true;
         Vec::new()
+    }
+
+    /// The driver is about to send the post `Action::Post` handed out, and `now` is the clock
+    /// read just before the send (what it will give `sent` as `sent_us`). Nothing if the post
+    /// may still leave; if it is now later than the late rule allows (a pause since
+    /// `on_timeout` let it go), it is skipped as `on_timeout` would have skipped it (its
+    /// stretch a span), and `Action::Skip` tells the driver to send nothing.
+    pub fn leave(&mut self, now: i64) -> Vec<Action> {
+        let Stage::Posting(p) = &mut self.stage else { return Vec::new() };
+        let Some(target) = p.target else { return Vec::new() };
+        if now <= (target + p.facts.late_limit_us).min(p.done_at - DONE_QUIET_US) {
+            return Vec::new();
+        }
+        p.target = None;
+        p.facts.skipped.push(target);
+        p.facts.skip_late_us = p.facts.skip_late_us.max(now - target);
+        vec![Action::Skip { target_us: target }]
     }
 
     /// A post handed out by `Action::Post` left at `post.sent_us` (for a post held back on

@@ -117,8 +117,11 @@ pub enum Action {
     /// Draw this round's posting times and labels, then call `scheduled`.
     /// (`shift_us`: a post sent at local time s is predicted at server time s + shift.)
     Schedule { t_start_us: i64, t_end_us: i64, rate_hz: f64, shift_us: i64 },
-    /// Send this post now, then call `sent`.
+    /// Send this post now: read the clock, call `leave` with it, and unless that says `Skip`,
+    /// send and call `sent` (with that time as `sent_us`).
     Post { label: Label, target_us: i64 },
+    /// The post `Post` handed out was too late by the time it was to leave: send nothing.
+    Skip { target_us: i64 },
     /// Send `done` now, then call `done_sent`.
     Done,
     Round(Box<RoundReport>),
@@ -146,6 +149,7 @@ impl Action {
                 json!({"schedule": {"t_start_us": t_start_us, "t_end_us": t_end_us, "rate_hz": rate_hz, "shift_us": shift_us}})
             }
             Action::Post { label, target_us } => json!({"post": {"label": label, "target_us": target_us}}),
+            Action::Skip { target_us } => json!({"skip": {"target_us": target_us}}),
             Action::Done => json!({"done": {}}),
             Action::Round(r) => json!({ "round": r.to_json() }),
             Action::Dropped { session, round, spans, view, .. } => {
