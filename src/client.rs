@@ -159,10 +159,7 @@ impl Client {
         if !go(t) {
             return Ok(None);
         }
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .map_err(|e| ClientError::Gone(format!("the server went away: {e}")))?;
+        self.write_text(text).await?;
         Ok(Some((t, self.clock.now_us())))
     }
 
@@ -170,11 +167,12 @@ impl Client {
     /// the write returned (a long gap means this process was held up around the write).
     pub async fn send_text_timed(&mut self, text: String) -> Result<(i64, i64), ClientError> {
         let t = self.clock.now_us();
-        self.ws
-            .send(Message::Text(text.into()))
-            .await
-            .map_err(|e| ClientError::Gone(format!("the server went away: {e}")))?;
+        self.write_text(text).await?;
         Ok((t, self.clock.now_us()))
+    }
+
+    async fn write_text(&mut self, text: String) -> Result<(), ClientError> {
+        self.ws.send(Message::Text(text.into())).await.map_err(|e| ClientError::Gone(format!("the server went away: {e}")))
     }
 
     /// The next message from the server.
