@@ -31,11 +31,16 @@
 //   DUMP=FILE: every run's figures as JSON, with the measurement the default came from.
 //   CALIBRATE=N: also take N fresh jitter measurements per run (window.sgpCalibrate()) once the
 //   key is made, to compare with the one the page took while loading.
+//   RECORDS=DIR: keep each run's two records (the tabs' `sgpRecord()`, the file `sgp pair
+//   --record` writes, with the page's state) as DIR/run-N-A.json and run-N-B.json, for
+//   `audit/record_costs.py DIR` (where the rounds lost entries) or `sgp eve --attack`.
 //
 // Each run: a fresh pair of tabs (contexts) in one browser against one `sgp serve`; tab A
 // loads `/`, waits for the page's tolerance default to settle (the page measures its delay
-// after loading, and Create waits for it), creates a room; tab B opens the link; both press Start. Timed from the
-// second Start to both tabs showing data-state=match. It prints one line per run and a
+// after loading, and Create waits for it), creates a room; tab B opens the link; both press Start. Timed on the
+// pages, from the second Start (its click handler) to the later of the two tabs' confirmation,
+// on the clock the tabs share (sgpDebug.startedAt, confirmedAt); the harness's own view, which
+// polls the pages every 100 ms, is kept as ms_polled. It prints one line per run and a
 // summary (JSON with --json). The timing-error figures come from the page's own per-round
 // report (`sgpState.rounds[].timing`, when the page provides it), the rates from `sent_us`.
 
