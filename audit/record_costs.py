@@ -11,7 +11,7 @@ decides anything. Prints, over every round of every run:
 - rounds whose two views disagree and keys whose tags mismatched (with --sgp, `sgp eve
   --attack` on each run's two records counts the disagreeing rounds);
 - the gap from one round's t_end to the next one's t_start, and the time from `closed` to
-  each poster's `drop` or `ready` as the other poster heard it.
+  each poster's `drop` as the other poster heard it (its `dropped`).
 
 Usage: python3 audit/record_costs.py DIR [--sgp PATH_TO_SGP]
 """
@@ -27,7 +27,8 @@ import tempfile
 
 
 def sift(board, t0, t1, tau, guard):
-    """Positions of the entries the public sift keeps (docs/protocol.md §5.1)."""
+    """Positions of the entries the public sift keeps (docs/protocol.md §5.1), as secret.js
+    `sift`: the records keep the board, not the sift."""
     order = sorted(range(len(board)), key=lambda k: board[k]["t_us"])
     crowded = [False] * len(board)
     for p, q in zip(order, order[1:]):
@@ -61,9 +62,9 @@ def run_costs(a_rec, b_rec, tot, gaps, turns):
         if prev_end is not None:
             gaps.append((r["t_start_us"] - prev_end) / 1000)
         prev_end = r["t_end_us"]
-    for mine, theirs in ((a_rec, b_rec), (b_rec, a_rec)):
+    for rec in (a_rec, b_rec):
         # From `closed` to the other poster's `dropped` (its drop) as this one heard it.
-        heard = mine["messages"]
+        heard = rec["messages"]
         for k, m in enumerate(heard):
             if m["msg"].get("type") != "closed":
                 continue
