@@ -9,10 +9,11 @@
 //! and cost a failed confirmation instead of a cheap `desync`.
 //!
 //! One rule goes beyond a plain self-check (docs/protocol.md §5.3): a poster with a few unmatched posts does
-//! not drop the whole round but names *spans* of it, each from its previous matched post's
-//! predicted arrival − τ to its next one's + τ. The board keeps each connection's posts in send
-//! order, so a late post's entry lies inside; both posters leave out every kept entry in either
-//! poster's spans, and count the rest.
+//! not drop the whole round but names *spans* of it, each from its first unmatched post's
+//! predicted arrival − 2τ ([`SPAN_BEFORE`]; not before its previous matched post's − τ) to its
+//! next matched one's + τ. The board keeps each connection's posts in send order, and no post
+//! arrives that early, so a late post's entry lies inside; both posters leave out every kept
+//! entry in either poster's spans, and count the rest.
 
 use crate::protocol::{Entry, Label, MARGIN_BITS};
 use serde::{Deserialize, Serialize};
@@ -73,6 +74,22 @@ pub type Span = [i64; 2];
 /// late post or two): `desync`, re-sync, retry.
 pub const UNMATCHED_SHARE: usize = 4;
 
+/// A span starts `SPAN_BEFORE` τ before the predicted arrival of the first post it covers (and
+/// not before the previous matched post's prediction − τ). A post's entry is never that early:
+/// τ is chosen to cover the spread of the posters' arrival errors, and only late posts are
+/// unmatched in practice (earliest entries measured: −0.42τ on loopback, −0.78τ on the wifi
+/// profile; docs/journal/2026-12-07-spans-from-the-late-post.md). Until 2026-12-07 a span
+/// started at the previous matched post's prediction − τ, about twice as long.
+pub const SPAN_BEFORE: i64 = 2;
+
+/// Where a span whose first post is predicted at `first_us` starts: `first_us − SPAN_BEFORE·τ`,
+/// but not before `prev_us − τ` (the previous matched or sent post's prediction, if any) or
+/// `t_start`.
+fn span_from(first_us: i64, prev_us: Option<i64>, tol: i64, t_start_us: i64) -> i64 {
+    let own = first_us.saturating_sub(tol.saturating_mul(SPAN_BEFORE));
+    prev_us.map_or(own, |p| own.max(p.saturating_sub(tol))).max(t_start_us)
+}
+
 /// One poster's view of a closed round.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct RoundView {
@@ -112,8 +129,9 @@ pub enum RoundOutcome {
 /// 1. Self-check, stricter than a plain recognition (docs/protocol.md §5.3): a post is *matched* if a board entry (kept or not)
 ///    with the same label is surely its own ([`matched_in_send_order`]). If more than one post in
 ///    [`UNMATCHED_SHARE`] is unmatched: [`RoundOutcome::Desync`]. Otherwise each run of
-///    consecutive unmatched posts (in send order) gets a span from the previous matched post's
-///    prediction − τ (or `t_start`) to the next one's + τ (or `t_end`); overlapping spans merge.
+///    consecutive unmatched posts (in send order) gets a span from the first one's prediction
+///    − 2τ (not before the previous matched post's − τ, or `t_start`) to the next matched one's
+///    + τ (or `t_end`); overlapping spans merge.
 /// 2. kept = [`sift`], less the entries inside my spans or `peer_spans`.
 /// 3. No prediction may be within τ of two kept entries (possible only when they are exactly
 ///    g apart); else [`RoundOutcome::Desync`].
@@ -256,10 +274,8 @@ pub fn own_spans(
         while k < posts.len() && !ok[k] {
             k += 1;
         }
-        let from = match first.checked_sub(1) {
-            Some(j) => predicted_us(&posts[j], sync).saturating_sub(tol).max(t_start_us),
-            None => t_start_us,
-        };
+        let prev = first.checked_sub(1).map(|j| predicted_us(&posts[j], sync));
+        let from = span_from(predicted_us(&posts[first], sync), prev, tol, t_start_us);
         let to = match posts.get(k) {
             Some(p) => predicted_us(p, sync).saturating_add(tol).min(t_end_us),
             None => t_end_us,
@@ -278,13 +294,17 @@ pub fn own_spans(
 /// stretch, so the stretch is left out. `skipped_us` are the skipped posts' planned send
 /// times (local µs, as `sent_us`). Placed among the sent posts by time (a sent post first at
 /// a tie), each run of skipped posts gets a span as a run of unmatched posts does: from the
-/// previous sent post's prediction − τ (or `t_start`) to the next one's + τ (or `t_end`),
-/// inside the window; overlapping spans merge.
+/// first skipped post's would-be prediction − 2τ (not before the previous sent post's − τ, or
+/// `t_start`) to the next sent one's + τ (or `t_end`), inside the window; overlapping spans
+/// merge. Before its first skipped post the poster kept its schedule, so the stretch only the
+/// other poster fills starts there.
 pub fn skip_spans(own: &[OwnPost], skipped_us: &[i64], sync: Sync, tolerance_us: i64, t_start_us: i64, t_end_us: i64) -> Vec<Span> {
     let tol = tolerance_us.max(0);
-    // (time, skipped?, prediction if sent): sent before skipped at the same time.
+    // (time, skipped?, prediction): sent before skipped at the same time.
+    // A skipped post's would-be prediction (the label plays no part in it).
+    let pred = |sent_us: i64, label: Label| predicted_us(&OwnPost { sent_us, label }, sync);
     let mut all: Vec<(i64, bool, i64)> = own.iter().map(|p| (p.sent_us, false, predicted_us(p, sync))).collect();
-    all.extend(skipped_us.iter().map(|&t| (t, true, 0)));
+    all.extend(skipped_us.iter().map(|&t| (t, true, pred(t, Label::A))));
     all.sort_unstable();
     let mut spans: Vec<Span> = Vec::new();
     let mut k = 0;
@@ -297,7 +317,7 @@ pub fn skip_spans(own: &[OwnPost], skipped_us: &[i64], sync: Sync, tolerance_us:
         while k < all.len() && all[k].1 {
             k += 1;
         }
-        let from = first.checked_sub(1).map_or(t_start_us, |j| all[j].2.saturating_sub(tol).max(t_start_us));
+        let from = span_from(all[first].2, first.checked_sub(1).map(|j| all[j].2), tol, t_start_us);
         let to = all.get(k).map_or(t_end_us, |x| x.2.saturating_add(tol).min(t_end_us));
         spans.push([from.min(to), to.max(from)]);
     }
@@ -537,11 +557,19 @@ mod tests {
         let sync = Sync { offset_us: 100, delay_us: 40 }; // prediction = sent + 120
         let own: Vec<OwnPost> = [1_000, 2_000, 3_000, 5_000, 6_000].iter().map(|&t| OwnPost { sent_us: t, label: A }).collect();
         assert_eq!(skip_spans(&own, &[], sync, 50, 0, 10_000), Vec::<Span>::new());
-        assert_eq!(skip_spans(&own, &[4_000], sync, 50, 0, 10_000), vec![[3_070, 5_170]]);
-        // Before the first sent post: from t_start; after the last: to t_end; a tie with a
-        // sent post counts the sent one first; overlapping spans merge.
-        assert_eq!(skip_spans(&own, &[500, 2_000, 4_000, 7_000, 8_000], sync, 50, 0, 10_000), vec![[0, 1_170], [2_070, 5_170], [6_070, 10_000]]);
-        assert_eq!(skip_spans(&[], &[4_000], sync, 50, 0, 10_000), vec![[0, 10_000]]);
+        // From the skipped post's would-be prediction (4_120) − 2τ to the next sent one's + τ.
+        assert_eq!(skip_spans(&own, &[4_000], sync, 50, 0, 10_000), vec![[4_020, 5_170]]);
+        // After the last sent post: to t_end; a tie with a sent post counts the sent one first,
+        // and the span then starts at that post's prediction − τ (later than the skipped
+        // one's − 2τ); a run of skipped posts is one span.
+        assert_eq!(
+            skip_spans(&own, &[500, 2_000, 4_000, 7_000, 8_000], sync, 50, 0, 10_000),
+            vec![[520, 1_170], [2_070, 3_170], [4_020, 5_170], [7_020, 10_000]]
+        );
+        assert_eq!(skip_spans(&[], &[4_000], sync, 50, 0, 10_000), vec![[4_020, 10_000]]);
+        // Overlapping spans merge; never before t_start.
+        assert_eq!(skip_spans(&own, &[3_010, 3_900], sync, 500, 0, 10_000), vec![[2_620, 5_620]]);
+        assert_eq!(skip_spans(&own, &[10], sync, 500, 0, 10_000), vec![[0, 1_620]]);
         assert_eq!(merge_spans(vec![[5, 9], [1, 3], [2, 4], [9, 12]]), vec![[1, 4], [5, 12]]);
     }
 
@@ -561,15 +589,15 @@ mod tests {
     #[test]
     fn a_prediction_halfway_between_two_entries_is_doubtful_and_its_span_holds_both() {
         // τ = 100 (sure within 60): entries at 10_000 and 10_200 are exactly g apart, both
-        // kept; my post predicted at 10_100 is τ from both: doubtful, so it gets a span from my
-        // previous post's prediction − τ to my next one's + τ: neither entry counts, nor the
-        // neighbours' own entries at the span's ends.
+        // kept; my post predicted at 10_100 is τ from both: doubtful, so it gets a span from its
+        // prediction − 2τ to my next post's + τ: neither entry counts, nor my next post's entry
+        // at the span's end; my previous post's (5_000) does.
         let board = entries(&[(2_000, B), (5_000, B), (10_000, A), (10_200, B), (15_000, B)]);
         let own = |t: i64| [2_000, 5_000, t, 15_000].map(|x| OwnPost { sent_us: T0 + x, label: B });
         let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 20_000, &own(10_100), Sync::default(), B, 100, 0, &[]) else {
             panic!("desync")
         };
-        assert_eq!((v.spans, v.dropped, v.n), (vec![[T0 + 4_900, T0 + 15_100]], vec![1, 2, 3, 4], 1));
+        assert_eq!((v.spans, v.dropped, v.n), (vec![[T0 + 9_900, T0 + 15_100]], vec![2, 3, 4], 2));
         // Predicted 40 µs from 10_200: sure, and 160 µs from 10_000: no ambiguity either.
         let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 20_000, &own(10_160), Sync::default(), B, 100, 0, &[]) else {
             panic!("desync")
@@ -597,7 +625,7 @@ mod tests {
         assert_eq!(own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100).ok(), Some(vec![]));
         // Doubtful: 70 µs off with τ = 100 (sure within 60).
         let board = entries(&[(1_000, A), (3_070, A), (6_000, A), (9_000, A)]);
-        assert_eq!(own_spans(&board, T0, T0 + 10_000, &posts(&[1_000, 3_000, 6_000, 9_000]), Sync::default(), 100).ok(), Some(vec![[T0 + 900, T0 + 6_100]]));
+        assert_eq!(own_spans(&board, T0, T0 + 10_000, &posts(&[1_000, 3_000, 6_000, 9_000]), Sync::default(), 100).ok(), Some(vec![[T0 + 2_800, T0 + 6_100]]));
     }
 
     /// τ = 100, no sync error: posts at 1 000, 2 000, … 8 000 µs (A), one of them late.
@@ -613,20 +641,20 @@ mod tests {
 
     #[test]
     fn a_late_post_costs_a_span_not_the_round() {
-        // Post 4 (predicted 4 000) lands at 4 700: unmatched. Its span runs from post 3's
-        // prediction − τ to post 5's + τ, and holds the late entry and bob's at 4 400.
+        // Post 4 (predicted 4 000) lands at 4 700: unmatched. Its span runs from its own
+        // prediction − 2τ to post 5's + τ, and holds the late entry and bob's at 4 400.
         let (board, own) = late_board(&[4], 700);
         let RoundOutcome::Ok(v) = derive_round(&board, T0, T0 + 10_000, &own, Sync::default(), A, 100, 0, &[]) else {
             panic!("desync")
         };
-        assert_eq!(v.spans, vec![[T0 + 2_900, T0 + 5_100]]);
+        assert_eq!(v.spans, vec![[T0 + 3_800, T0 + 5_100]]);
         let t = |i: u32| board.iter().find(|e| e.i == i).unwrap().t_us - T0;
         let dropped: Vec<i64> = v.dropped.iter().map(|&i| t(i)).collect();
-        assert_eq!(dropped, vec![3_000, 4_400, 4_700, 5_000]);
+        assert_eq!(dropped, vec![4_400, 4_700, 5_000]);
         let kept: Vec<i64> = v.kept.iter().map(|&i| t(i)).collect();
-        assert_eq!(kept, vec![1_000, 1_500, 2_000, 6_000, 6_500, 7_000, 8_000]);
-        assert_eq!(v.mine, vec![true, false, true, true, false, true, true]);
-        assert_eq!((v.n, v.a), (7, 5));
+        assert_eq!(kept, vec![1_000, 1_500, 2_000, 3_000, 6_000, 6_500, 7_000, 8_000]);
+        assert_eq!(v.mine, vec![true, false, true, true, true, false, true, true]);
+        assert_eq!((v.n, v.a), (8, 6));
         // Bob, told of the span, leaves out the same entries and sees the same split.
         let bob = [1_500, 4_400, 6_500].map(|t| OwnPost { sent_us: T0 + t, label: B });
         let RoundOutcome::Ok(vb) = derive_round(&board, T0, T0 + 10_000, &bob, Sync::default(), B, 100, 0, &v.spans) else {
@@ -644,18 +672,24 @@ mod tests {
 
     #[test]
     fn spans_reach_the_window_edges_and_merge() {
-        let window = |late: &[usize]| {
+        let spans = |late: &[usize], tol: i64| {
             let (board, own) = late_board(late, 700);
-            own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), 100).ok()
+            own_spans(&board, T0, T0 + 10_000, &own, Sync::default(), tol).ok()
         };
-        // The first post late: from t_start. The last: to t_end.
-        assert_eq!(window(&[1]), Some(vec![[T0, T0 + 2_100]]));
-        assert_eq!(window(&[8]), Some(vec![[T0 + 6_900, T0 + 10_000]]));
-        // Two late posts one matched post apart: their spans overlap and merge.
-        assert_eq!(window(&[3, 5]), Some(vec![[T0 + 1_900, T0 + 6_100]]));
+        let window = |late: &[usize]| spans(late, 100);
+        // The first post late: from its prediction − 2τ (no earlier post). The last: to t_end.
+        assert_eq!(window(&[1]), Some(vec![[T0 + 800, T0 + 2_100]]));
+        assert_eq!(window(&[8]), Some(vec![[T0 + 7_800, T0 + 10_000]]));
+        // Two late posts one matched post apart: two spans; at τ = 400 they overlap and merge.
+        assert_eq!(window(&[3, 5]), Some(vec![[T0 + 2_800, T0 + 4_100], [T0 + 4_800, T0 + 6_100]]));
+        assert_eq!(spans(&[3, 5], 400), Some(vec![[T0 + 2_200, T0 + 6_400]]));
         // Two in a row: one span.
-        assert_eq!(window(&[3, 4]), Some(vec![[T0 + 1_900, T0 + 5_100]]));
-        assert_eq!(window(&[2, 6]), Some(vec![[T0 + 900, T0 + 3_100], [T0 + 4_900, T0 + 7_100]]));
+        assert_eq!(window(&[3, 4]), Some(vec![[T0 + 2_800, T0 + 5_100]]));
+        assert_eq!(window(&[2, 6]), Some(vec![[T0 + 1_800, T0 + 3_100], [T0 + 5_800, T0 + 7_100]]));
+        // Never before t_start (the previous post's prediction − τ bounds it too: the skipped
+        // posts' test above, at a tie).
+        assert_eq!(spans(&[1], 600), Some(vec![[T0, T0 + 2_600]]));
+        assert_eq!(spans(&[2], 600), Some(vec![[T0 + 800, T0 + 3_600]]));
         assert_eq!(window(&[]), Some(vec![]));
         // Three of eight unmatched is more than one in four: out of sync.
         assert_eq!(window(&[2, 4, 6]), None);

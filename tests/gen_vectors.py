@@ -61,6 +61,7 @@ UNMATCHED_SHARE = 4
 
 
 SURE = (3, 5)
+SPAN_BEFORE = 2  # a span starts 2τ before its first post's prediction (not before the previous's − τ)
 
 
 def matched(rnd, party, tol):
@@ -101,7 +102,10 @@ def own_spans(rnd, party, tol):
         first = k
         while k < len(posts) and not ok[k]:
             k += 1
-        lo = max(predicted(posts[first - 1], sync) - tol, rnd["t_start_us"]) if first > 0 else rnd["t_start_us"]
+        lo = predicted(posts[first], sync) - SPAN_BEFORE * tol
+        if first > 0:
+            lo = max(lo, predicted(posts[first - 1], sync) - tol)
+        lo = max(lo, rnd["t_start_us"])
         hi = min(predicted(posts[k], sync) + tol, rnd["t_end_us"]) if k < len(posts) else rnd["t_end_us"]
         lo, hi = min(lo, hi), max(lo, hi)
         if spans and lo <= spans[-1][1]:

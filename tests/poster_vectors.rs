@@ -351,14 +351,14 @@ fn a_round_out_of_sync_is_aborted_and_retried_after_a_new_sync() {
 
 #[test]
 fn the_late_rule_skips_a_post_too_late_and_leaves_out_its_stretch() {
-    let mut s = Story::new("late_rule", "the poster wakes 6 ms after post 3's target (the limit is half the 10 ms mean gap): it is skipped, and the stretch from post 2's prediction − τ to post 4's + τ is left out (a span, announced with drop); the round is kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
+    let mut s = Story::new("late_rule", "the poster wakes 6 ms after post 3's target (the limit is half the 10 ms mean gap): it is skipped, and the stretch from post 3's would-be prediction − 2τ to post 4's + τ is left out (a span, announced with drop); the round is kept", Policy::Terminal { retries: 3 }, Role::Alice, params(1));
     s.begin();
     let mine = s.post_round(1, TS, &labels("AB"), Some((3, 6_000)));
     assert_eq!(mine.len(), POSTS - 1);
     let out = s.close(1, TS, &mine, &[], &[]);
     assert_eq!(keys(&out), ["send", "round", "key", "send"]);
-    let (t2, t4) = (TS + 5_000 + 2 * GAP_US, TS + 5_000 + 4 * GAP_US);
-    assert_eq!(out[0], json!({"send": {"type": "drop", "spans": [[t2 - 1_000, t4 + 1_000]]}}));
+    let (t3, t4) = (TS + 5_000 + 3 * GAP_US, TS + 5_000 + 4 * GAP_US);
+    assert_eq!(out[0], json!({"send": {"type": "drop", "spans": [[t3 - 2_000, t4 + 1_000]]}}));
     assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
     s.finish();
 
@@ -369,7 +369,7 @@ fn the_late_rule_skips_a_post_too_late_and_leaves_out_its_stretch() {
     assert_eq!(mine.len(), POSTS - 1);
     let out = s.close(1, TS, &mine, &[], &[]);
     assert_eq!(keys(&out), ["send", "round", "key", "send"]);
-    assert_eq!(out[0], json!({"send": {"type": "drop", "spans": [[t2 - 1_000, t4 + 1_000]]}}));
+    assert_eq!(out[0], json!({"send": {"type": "drop", "spans": [[t3 - 2_000, t4 + 1_000]]}}));
     assert_eq!((out[1]["round"]["outcome"].as_str(), out[1]["round"]["skipped"].as_u64()), (Some("kept"), Some(1)));
     s.finish();
 

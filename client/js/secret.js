@@ -229,6 +229,20 @@ export const UNMATCHED_SHARE = 4;
 export const SURE = Object.freeze([3, 5]);
 
 /**
+ * A span starts SPAN_BEFORE τ before the predicted arrival of the first post it covers (not
+ * before the previous matched or sent post's prediction − τ), as `SPAN_BEFORE` in
+ * src/secret.rs: a post's entry is never that early (τ covers the spread of arrival errors;
+ * only late posts are unmatched in practice).
+ */
+export const SPAN_BEFORE = 2;
+
+/** Where a span whose first post is predicted at firstUs starts (prevUs: null if none). */
+function spanFrom(firstUs, prevUs, tol, tStartUs) {
+  const own = firstUs - tol * SPAN_BEFORE;
+  return Math.max(prevUs === null ? own : Math.max(own, prevUs - tol), tStartUs);
+}
+
+/**
  * Per own post, in the given order (send order), as `matched` in src/secret.rs: *matched*, i.e.
  * given an entry with its label whose time is sure (within SURE of τ of its prediction), not
  * before the entry given to the poster's previous matched post, and not given to another of
@@ -285,10 +299,11 @@ export function matchedInSendOrder(board, own, sync, toleranceUs) {
  * My spans for a round (step 1 of deriveRound), as `own_spans` in src/secret.rs: `[[from_us,
  * to_us], …]` ascending and disjoint, [] if every post matched, null if more than one in
  * UNMATCHED_SHARE did not. Posts in send order; each run of unmatched posts gets a span from
- * the previous matched post's prediction − τ (or t_start) to the next one's + τ (or t_end),
- * kept inside the window; overlapping spans merge. Why the late entry lies inside: the server
- * reads each connection's frames in order and stamps them as read, so my entries are in my
- * send order on the board, and a matched post's entry is within τ of its prediction.
+ * the first one's prediction − 2τ (SPAN_BEFORE; not before the previous matched post's − τ, or
+ * t_start) to the next matched one's + τ (or t_end), kept inside the window; overlapping spans
+ * merge. Why the late entry lies inside: the server reads each connection's frames in order
+ * and stamps them as read, so my entries are in my send order on the board, a matched post's
+ * entry is within τ of its prediction, and no entry comes 2τ early.
  */
 export function ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs) {
   const tol = Math.max(0, toleranceUs);
@@ -305,7 +320,7 @@ export function ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs) {
     }
     const first = k;
     while (k < posts.length && !ok[k]) k++;
-    let from = first > 0 ? Math.max(predictedUs(posts[first - 1], sync) - tol, tStartUs) : tStartUs;
+    let from = spanFrom(predictedUs(posts[first], sync), first > 0 ? predictedUs(posts[first - 1], sync) : null, tol, tStartUs);
     let to = k < posts.length ? Math.min(predictedUs(posts[k], sync) + tol, tEndUs) : tEndUs;
     if (from > to) [from, to] = [to, from];
     const last = spans[spans.length - 1];
@@ -318,13 +333,13 @@ export function ownSpans(board, tStartUs, tEndUs, own, sync, toleranceUs) {
 /**
  * The spans a poster's *skipped* posts cost (the late rule), as `skip_spans` in src/secret.rs:
  * `skippedUs` are their planned send times (local µs). Placed among the sent posts by time (a
- * sent post first at a tie), each run of skipped posts gets a span from the previous sent
- * post's prediction − τ (or t_start) to the next one's + τ (or t_end), inside the window;
- * overlapping spans merge.
+ * sent post first at a tie), each run of skipped posts gets a span from the first skipped
+ * post's would-be prediction − 2τ (not before the previous sent post's − τ, or t_start) to the
+ * next sent one's + τ (or t_end), inside the window; overlapping spans merge.
  */
 export function skipSpans(own, skippedUs, sync, toleranceUs, tStartUs, tEndUs) {
   const tol = Math.max(0, toleranceUs);
-  const all = own.map((p) => [p.sent_us, 0, predictedUs(p, sync)]).concat(skippedUs.map((t) => [t, 1, 0]));
+  const all = own.map((p) => [p.sent_us, 0, predictedUs(p, sync)]).concat(skippedUs.map((t) => [t, 1, predictedUs({ sent_us: t }, sync)]));
   all.sort((x, y) => x[0] - y[0] || x[1] - y[1] || x[2] - y[2]);
   const spans = [];
   let k = 0;
@@ -335,7 +350,7 @@ export function skipSpans(own, skippedUs, sync, toleranceUs, tStartUs, tEndUs) {
     }
     const first = k;
     while (k < all.length && all[k][1]) k++;
-    const from = first > 0 ? Math.max(all[first - 1][2] - tol, tStartUs) : tStartUs;
+    const from = spanFrom(all[first][2], first > 0 ? all[first - 1][2] : null, tol, tStartUs);
     const to = k < all.length ? Math.min(all[k][2] + tol, tEndUs) : tEndUs;
     spans.push([Math.min(from, to), Math.max(from, to)]);
   }

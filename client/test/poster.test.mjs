@@ -168,19 +168,19 @@ test('short of the strength: ready', () => {
 test("own posts that missed: drop {spans} before the round and the verdict; the peer's dropped: derived again, confirmed again", () => {
   const alice = ready('alice');
   const bob = ready('bob');
-  // Alice's post 10 lands 800 µs late (doubtful): a span from post 9's prediction − τ to post 11's + τ.
+  // Alice's post 10 lands 800 µs late (doubtful): a span from its prediction − 2τ to post 11's + τ.
   const { a, b } = playRound(alice, bob, { moved: { A10: 800 } });
   assert.deepEqual(keysOf(a), ['send', 'round', 'key', 'send']);
-  const span = [T + 5_000 + 90_000 - 1000, T + 5_000 + 110_000 + 1000];
+  const span = [T + 5_000 + 100_000 - 2000, T + 5_000 + 110_000 + 1000];
   assert.deepEqual(a[0], { send: { type: 'drop', spans: [span] } });
-  assert.equal(a[1].round.left_out, 5, "alice's posts 9-11 and bob's 9-10 lie inside");
-  assert.equal(find(a, 'key').n, 95);
+  assert.equal(a[1].round.left_out, 3, "alice's posts 10-11 and bob's 10 lie inside");
+  assert.equal(find(a, 'key').n, 97);
   assert.equal(a[3].send.drops, 1);
   // Bob, who did not know of the span, confirms on 100 entries; the room relays alice's drop.
   assert.equal(find(b, 'key').n, 100);
   const again = bob.handle({ type: 'dropped', session: SESSION, round: 1, spans: [span] }, 20);
   assert.deepEqual(keysOf(again), ['dropped', 'key', 'send']);
-  assert.equal(again[0].dropped.n, 95);
+  assert.equal(again[0].dropped.n, 97);
   assert.deepEqual(again[2].send, a[3].send, 'the same tag as alice, with drops 1');
 });
 

@@ -8,7 +8,7 @@ import { test } from 'node:test';
 import assert from 'node:assert/strict';
 import { readdirSync, readFileSync } from 'node:fs';
 import {
-  sha256, Sha256, hex, utf8, sift, deriveRound, ownSpans, skipSpans, mergeSpans, UNMATCHED_SHARE, SURE, arrivalErrors, predictedUs,
+  sha256, Sha256, hex, utf8, sift, deriveRound, ownSpans, skipSpans, mergeSpans, UNMATCHED_SHARE, SPAN_BEFORE, SURE, arrivalErrors, predictedUs,
   binomial, log2BinomialFloor, ledger, key, tag, packBits, bitsString, msToUs, sessionBytes,
 } from '../js/secret.js';
 
@@ -201,14 +201,14 @@ const entriesAt = (list) => list.map(([t, label], i) => ({ i, t_us: T0 + t, labe
 test('a prediction halfway between two entries is doubtful and its span holds both (as src/secret.rs)', () => {
   assert.deepEqual(SURE, [3, 5]);
   // τ = 100 (sure within 60): entries at 10_000 and 10_200 are exactly g apart, both kept; my
-  // post predicted at 10_100 is τ from both: doubtful, so it gets a span from my previous
-  // post's prediction − τ to my next one's + τ: neither entry counts, nor the neighbours' own
-  // entries at the span's ends.
+  // post predicted at 10_100 is τ from both: doubtful, so it gets a span from its prediction
+  // − 2τ to my next post's + τ: neither entry counts, nor my next post's entry at the span's
+  // end; my previous post's (5_000) does.
   const board = entriesAt([[2_000, 'B'], [5_000, 'B'], [10_000, 'A'], [10_200, 'B'], [15_000, 'B']]);
   const own = (t) => [2_000, 5_000, t, 15_000].map((x) => ({ sent_us: T0 + x, label: 'B' }));
   const v = deriveRound(board, T0, T0 + 20_000, own(10_100), ZERO, 'B', 100, 0, []);
   assert.equal(v.desync, false, JSON.stringify(v));
-  assert.deepEqual([v.spans, v.dropped, v.n], [[[T0 + 4_900, T0 + 15_100]], [1, 2, 3, 4], 1]);
+  assert.deepEqual([v.spans, v.dropped, v.n], [[[T0 + 9_900, T0 + 15_100]], [2, 3, 4], 2]);
   // Predicted 40 µs from 10_200: sure, and 160 µs from 10_000: no ambiguity either.
   const w = deriveRound(board, T0, T0 + 20_000, own(10_160), ZERO, 'B', 100, 0, []);
   assert.equal(w.desync, false, JSON.stringify(w));
@@ -233,7 +233,7 @@ test('each post takes its own entry in send order (as src/secret.rs)', () => {
   assert.deepEqual(ownSpans(board, T0, T0 + 10_000, own, ZERO, 100), []);
   // Doubtful: 70 µs off with τ = 100 (sure within 60).
   board = entriesAt([[1_000, 'A'], [3_070, 'A'], [6_000, 'A'], [9_000, 'A']]);
-  assert.deepEqual(ownSpans(board, T0, T0 + 10_000, posts([1_000, 3_000, 6_000, 9_000]), ZERO, 100), [[T0 + 900, T0 + 6_100]]);
+  assert.deepEqual(ownSpans(board, T0, T0 + 10_000, posts([1_000, 3_000, 6_000, 9_000]), ZERO, 100), [[T0 + 2_800, T0 + 6_100]]);
 });
 
 /** τ = 100, no sync error: alice's posts at 1 000, 2 000, … 8 000 µs (A), those in `late`
@@ -247,17 +247,17 @@ function lateBoard(late, by) {
 }
 
 test('a late post costs a span, not the round (as src/secret.rs)', () => {
-  // Post 4 (predicted 4 000) lands at 4 700: unmatched. Its span runs from post 3's
-  // prediction − τ to post 5's + τ, and holds the late entry and bob's at 4 400.
+  // Post 4 (predicted 4 000) lands at 4 700: unmatched. Its span runs from its own
+  // prediction − 2τ to post 5's + τ, and holds the late entry and bob's at 4 400.
   const { board, own } = lateBoard([4], 700);
   const v = deriveRound(board, T0, T0 + 10_000, own, ZERO, 'A', 100, 0, []);
   assert.equal(v.desync, false);
-  assert.deepEqual(v.spans, [[T0 + 2_900, T0 + 5_100]]);
+  assert.deepEqual(v.spans, [[T0 + 3_800, T0 + 5_100]]);
   const t = (i) => board.find((e) => e.i === i).t_us - T0;
-  assert.deepEqual(v.dropped.map(t), [3_000, 4_400, 4_700, 5_000]);
-  assert.deepEqual(v.kept.map(t), [1_000, 1_500, 2_000, 6_000, 6_500, 7_000, 8_000]);
-  assert.deepEqual(v.mine, [true, false, true, true, false, true, true]);
-  assert.deepEqual([v.n, v.a], [7, 5]);
+  assert.deepEqual(v.dropped.map(t), [4_400, 4_700, 5_000]);
+  assert.deepEqual(v.kept.map(t), [1_000, 1_500, 2_000, 3_000, 6_000, 6_500, 7_000, 8_000]);
+  assert.deepEqual(v.mine, [true, false, true, true, true, false, true, true]);
+  assert.deepEqual([v.n, v.a], [8, 6]);
   // Bob, told of the span, leaves out the same entries and sees the same split.
   const bob = [1_500, 4_400, 6_500].map((x) => ({ sent_us: T0 + x, label: 'B' }));
   const vb = deriveRound(board, T0, T0 + 10_000, bob, ZERO, 'B', 100, 0, v.spans);
@@ -273,18 +273,25 @@ test('a late post costs a span, not the round (as src/secret.rs)', () => {
 });
 
 test('spans reach the window edges and merge (as src/secret.rs)', () => {
-  const window = (late) => {
+  const spans = (late, tol) => {
     const { board, own } = lateBoard(late, 700);
-    return ownSpans(board, T0, T0 + 10_000, own, ZERO, 100);
+    return ownSpans(board, T0, T0 + 10_000, own, ZERO, tol);
   };
-  // The first post late: from t_start. The last: to t_end.
-  assert.deepEqual(window([1]), [[T0, T0 + 2_100]]);
-  assert.deepEqual(window([8]), [[T0 + 6_900, T0 + 10_000]]);
-  // Two late posts one matched post apart: their spans overlap and merge.
-  assert.deepEqual(window([3, 5]), [[T0 + 1_900, T0 + 6_100]]);
+  const window = (late) => spans(late, 100);
+  assert.equal(SPAN_BEFORE, 2);
+  // The first post late: from its prediction − 2τ (no earlier post). The last: to t_end.
+  assert.deepEqual(window([1]), [[T0 + 800, T0 + 2_100]]);
+  assert.deepEqual(window([8]), [[T0 + 7_800, T0 + 10_000]]);
+  // Two late posts one matched post apart: two spans; at τ = 400 they overlap and merge.
+  assert.deepEqual(window([3, 5]), [[T0 + 2_800, T0 + 4_100], [T0 + 4_800, T0 + 6_100]]);
+  assert.deepEqual(spans([3, 5], 400), [[T0 + 2_200, T0 + 6_400]]);
   // Two in a row: one span.
-  assert.deepEqual(window([3, 4]), [[T0 + 1_900, T0 + 5_100]]);
-  assert.deepEqual(window([2, 6]), [[T0 + 900, T0 + 3_100], [T0 + 4_900, T0 + 7_100]]);
+  assert.deepEqual(window([3, 4]), [[T0 + 2_800, T0 + 5_100]]);
+  assert.deepEqual(window([2, 6]), [[T0 + 1_800, T0 + 3_100], [T0 + 5_800, T0 + 7_100]]);
+  // Never before t_start (the previous post's prediction − τ bounds it too: the skipped
+  // posts' test, at a tie).
+  assert.deepEqual(spans([1], 600), [[T0, T0 + 2_600]]);
+  assert.deepEqual(spans([2], 600), [[T0 + 800, T0 + 3_600]]);
   assert.deepEqual(window([]), []);
   // Three of eight unmatched is more than one in four: out of sync.
   assert.equal(window([2, 4, 6]), null);
@@ -292,7 +299,7 @@ test('spans reach the window edges and merge (as src/secret.rs)', () => {
   assert.deepEqual(deriveRound(board, T0, T0 + 10_000, own, ZERO, 'A', 100, 0, []), { desync: true, unmatched: 3, total: 8 });
   // Two of eight is one in four: still spans. Posts given out of send order are sorted first.
   const two = lateBoard([2, 6], 700);
-  assert.deepEqual(ownSpans(two.board, T0, T0 + 10_000, [...two.own].reverse(), ZERO, 100), [[T0 + 900, T0 + 3_100], [T0 + 4_900, T0 + 7_100]]);
+  assert.deepEqual(ownSpans(two.board, T0, T0 + 10_000, [...two.own].reverse(), ZERO, 100), [[T0 + 1_800, T0 + 3_100], [T0 + 5_800, T0 + 7_100]]);
   assert.equal(UNMATCHED_SHARE, 4);
 });
 
@@ -390,8 +397,14 @@ test('skipped posts cost spans between their sent neighbours (as src/secret.rs)'
   const sync = { offset_us: 100, delay_us: 40 }; // prediction = sent + 120
   const own = [1000, 2000, 3000, 5000, 6000].map((t) => ({ sent_us: t, label: 'A' }));
   assert.deepEqual(skipSpans(own, [], sync, 50, 0, 10000), []);
-  assert.deepEqual(skipSpans(own, [4000], sync, 50, 0, 10000), [[3070, 5170]]);
-  assert.deepEqual(skipSpans(own, [500, 2000, 4000, 7000, 8000], sync, 50, 0, 10000), [[0, 1170], [2070, 5170], [6070, 10000]]);
-  assert.deepEqual(skipSpans([], [4000], sync, 50, 0, 10000), [[0, 10000]]);
+  // From the skipped post's would-be prediction (4120) − 2τ to the next sent one's + τ.
+  assert.deepEqual(skipSpans(own, [4000], sync, 50, 0, 10000), [[4020, 5170]]);
+  // After the last sent post: to t_end; a tie with a sent post counts the sent one first, and
+  // the span then starts at that post's prediction − τ; a run of skipped posts is one span.
+  assert.deepEqual(skipSpans(own, [500, 2000, 4000, 7000, 8000], sync, 50, 0, 10000), [[520, 1170], [2070, 3170], [4020, 5170], [7020, 10000]]);
+  assert.deepEqual(skipSpans([], [4000], sync, 50, 0, 10000), [[4020, 10000]]);
+  // Overlapping spans merge; never before t_start.
+  assert.deepEqual(skipSpans(own, [3010, 3900], sync, 500, 0, 10000), [[2620, 5620]]);
+  assert.deepEqual(skipSpans(own, [10], sync, 500, 0, 10000), [[0, 1620]]);
   assert.deepEqual(mergeSpans([[5, 9], [1, 3], [2, 4], [9, 12]]), [[1, 4], [5, 12]]);
 });
