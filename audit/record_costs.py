@@ -11,7 +11,11 @@ decides anything. Prints, over every round of every run:
 - rounds whose two views disagree and keys whose tags mismatched (with --sgp, `sgp eve
   --attack` on each run's two records counts the disagreeing rounds);
 - the gap from one round's t_end to the next one's t_start, and the time from `closed` to
-  each poster's `drop` as the other poster heard it (its `dropped`).
+  each poster's `drop` as the other poster heard it (its `dropped`);
+- every post's true arrival error (its entry − its prediction, in τ), the entries given to
+  their posters from both records: a poster's entries are in its send order on the board,
+  labels agree, and the least total |error| decides. The earliest is what a span's start
+  (2τ before its first post's prediction, docs/protocol.md §5.3) must cover.
 
 Usage: python3 audit/record_costs.py DIR [--sgp PATH_TO_SGP]
 """
@@ -41,7 +45,47 @@ def inside(t, spans):
     return any(a <= t <= b for a, b in spans)
 
 
-def run_costs(a_rec, b_rec, tot, gaps, turns):
+def predicted(post, sync):
+    return post["sent_us"] + sync["offset_us"] + sync["delay_us"] // 2
+
+
+def owners(board, posts_a, posts_b, sync_a, sync_b):
+    """Per board entry (board order), ("A"|"B", post index): a least-cost split of the board
+    into the two posters' posts in send order, or None if none fits."""
+    if len(board) != len(posts_a) + len(posts_b):
+        return None
+    best = [{0: (0, None)}]  # best[i][a]: (cost, a before) after i entries, a of them alice's
+    for i, e in enumerate(board):
+        step = {}
+        for a, (c, _) in best[i].items():
+            for who, k, posts, sync, a2 in (("A", a, posts_a, sync_a, a + 1), ("B", i - a, posts_b, sync_b, a)):
+                if k < len(posts) and posts[k]["label"] == e["label"]:
+                    v = c + abs(e["t_us"] - predicted(posts[k], sync))
+                    if a2 not in step or v < step[a2][0]:
+                        step[a2] = (v, a)
+        best.append(step)
+    if len(posts_a) not in best[-1]:
+        return None
+    out, a = [], len(posts_a)
+    for i in range(len(board), 0, -1):
+        before = best[i][a][1]
+        out.append(("A", a - 1) if before != a else ("B", i - 1 - a))
+        a = before
+    return out[::-1]
+
+
+def true_errors(r, s, errors):
+    """Each post's entry − prediction, in units of τ, into `errors` (coalesced posts left out)."""
+    board = sorted(r["board"], key=lambda e: e["i"])
+    split = owners(board, r["posts"], s["posts"], r["sync"], s["sync"])
+    tau = r["params"]["tolerance_us"]
+    for (who, k), e in zip(split or [], board):
+        rec = r if who == "A" else s
+        if k not in (rec.get("coalesced") or []):
+            errors.append((e["t_us"] - predicted(rec["posts"][k], rec["sync"])) / tau)
+
+
+def run_costs(a_rec, b_rec, tot, gaps, turns, errors):
     b_rounds = {(r["session"], r["round"]): r for r in b_rec["rounds"]}
     prev_end = None
     for r in a_rec["rounds"]:
@@ -59,6 +103,8 @@ def run_costs(a_rec, b_rec, tot, gaps, turns):
         tot["outside_spans"] += 0 if spoiled else len(out)
         tot["spoiled_kept"] += len(kept) if spoiled else 0
         tot["spoiled"] += 1 if spoiled else 0
+        if other:
+            true_errors(r, other, errors)
         if prev_end is not None:
             gaps.append((r["t_start_us"] - prev_end) / 1000)
         prev_end = r["t_end_us"]
@@ -99,7 +145,7 @@ def main():
     folder = args[0]
     sgp = args[args.index("--sgp") + 1] if "--sgp" in args else None
     tot = {k: 0 for k in ("rounds", "ceiling", "kept", "outside_spans", "spoiled_kept", "spoiled", "confirmed", "mismatched", "disagree")}
-    gaps, turns = [], []
+    gaps, turns, errors = [], [], []
     runs = sorted(glob.glob(os.path.join(folder, "run-*-A.json")))
     for fa in runs:
         fb = fa[:-len("A.json")] + "B.json"
@@ -107,7 +153,7 @@ def main():
             continue
         a_rec = json.load(open(fa))["record"]
         b_rec = json.load(open(fb))["record"]
-        run_costs(a_rec, b_rec, tot, gaps, turns)
+        run_costs(a_rec, b_rec, tot, gaps, turns, errors)
         if sgp:
             tot["disagree"] += disagreeing(sgp, a_rec, b_rec) or 0
     if not tot["rounds"]:
@@ -122,6 +168,13 @@ def main():
         print(f"gap t_end → next t_start, ms: p50 {statistics.median(gaps):.1f}, p90 {sorted(gaps)[int(0.9 * len(gaps))]:.1f}")
     if turns:
         print(f"closed → the other poster's drop heard, ms: p50 {statistics.median(turns):.1f}, p90 {sorted(turns)[int(0.9 * len(turns))]:.1f}")
+    if errors:
+        errors.sort()
+        q = lambda x: errors[min(len(errors) - 1, int(x * len(errors)))]
+        early = sum(1 for e in errors if e < -2)
+        late = sum(1 for e in errors if e > 0.6)
+        print(f"true arrival error / τ over {len(errors)} posts: earliest {errors[0]:+.2f}, q0.01 {q(0.01):+.2f}, median {q(0.5):+.2f}, "
+              f"q0.99 {q(0.99):+.2f}; later than 3τ/5: {late / len(errors):.3f}; earlier than −2τ (outside a span): {early}")
 
 
 if __name__ == "__main__":
