@@ -15,7 +15,11 @@ decides anything. Prints, over every round of every run:
 - every post's true arrival error (its entry − its prediction, in τ), the entries given to
   their posters from both records: a poster's entries are in its send order on the board,
   labels agree, and the least total |error| decides. The earliest is what a span's start
-  (2τ before its first post's prediction, docs/protocol.md §5.3) must cover.
+  (2τ before its first post's prediction, docs/protocol.md §5.3) must cover. Beside a run of
+  coalesced posts (stamped with a later message's time) the board can hold a poster's entries
+  a microsecond out of its send order, and the split then goes wrong there: an entry "earlier
+  than −2τ" is real only if the rounds whose views disagree show it (on 2026-12-07 the two in
+  20 busy keys were such splits, in sessions whose tags matched).
 
 Usage: python3 audit/record_costs.py DIR [--sgp PATH_TO_SGP]
 """
@@ -49,9 +53,11 @@ def predicted(post, sync):
     return post["sent_us"] + sync["offset_us"] + sync["delay_us"] // 2
 
 
-def owners(board, posts_a, posts_b, sync_a, sync_b):
+def owners(board, posts_a, posts_b, sync_a, sync_b, free=(set(), set())):
     """Per board entry (board order), ("A"|"B", post index): a least-cost split of the board
-    into the two posters' posts in send order, or None if none fits."""
+    into the two posters' posts in send order, or None if none fits. The posts in `free` (per
+    poster, indices from 0: those the server said came coalesced, whose time is a later
+    message's) cost nothing wherever they go."""
     if len(board) != len(posts_a) + len(posts_b):
         return None
     best = [{0: (0, None)}]  # best[i][a]: (cost, a before) after i entries, a of them alice's
@@ -60,7 +66,7 @@ def owners(board, posts_a, posts_b, sync_a, sync_b):
         for a, (c, _) in best[i].items():
             for who, k, posts, sync, a2 in (("A", a, posts_a, sync_a, a + 1), ("B", i - a, posts_b, sync_b, a)):
                 if k < len(posts) and posts[k]["label"] == e["label"]:
-                    v = c + abs(e["t_us"] - predicted(posts[k], sync))
+                    v = c + (0 if k in free[who == "B"] else abs(e["t_us"] - predicted(posts[k], sync)))
                     if a2 not in step or v < step[a2][0]:
                         step[a2] = (v, a)
         best.append(step)
@@ -77,11 +83,12 @@ def owners(board, posts_a, posts_b, sync_a, sync_b):
 def true_errors(r, s, errors):
     """Each post's entry − prediction, in units of τ, into `errors` (coalesced posts left out)."""
     board = sorted(r["board"], key=lambda e: e["i"])
-    split = owners(board, r["posts"], s["posts"], r["sync"], s["sync"])
+    free = tuple({n - 1 for n in rec.get("coalesced") or []} for rec in (r, s))  # numbered from 1
+    split = owners(board, r["posts"], s["posts"], r["sync"], s["sync"], free)
     tau = r["params"]["tolerance_us"]
     for (who, k), e in zip(split or [], board):
         rec = r if who == "A" else s
-        if k not in (rec.get("coalesced") or []):
+        if k not in free[who == "B"]:
             errors.append((e["t_us"] - predicted(rec["posts"][k], rec["sync"])) / tau)
 
 
