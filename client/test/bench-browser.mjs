@@ -260,6 +260,8 @@ async function oneRun(fx, i) {
     }
     const { sa, sb, windowOf, ...rounds } = r || {};
     e.rounds = r ? rounds : null;
+    // The wait that timed out describes its own tab; the other one may be the stuck one.
+    e.message += `; both tabs: A ${await h.describe(A).catch(() => '?')}; B ${await h.describe(B).catch(() => '?')}`;
     throw e;
   } finally {
     // Closed whatever happened: a failed run's tabs would go on posting beside the next run.
