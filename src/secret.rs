@@ -77,8 +77,8 @@ pub const UNMATCHED_SHARE: usize = 4;
 /// A span starts `SPAN_BEFORE` τ before the predicted arrival of the first post it covers (and
 /// not before the previous matched post's prediction − τ). A post's entry is never that early:
 /// τ is chosen to cover the spread of the posters' arrival errors, and only late posts are
-/// unmatched in practice (earliest entries measured: −0.42τ on loopback, −0.78τ on the wifi
-/// profile; docs/journal/2026-12-07-spans-from-the-late-post.md). Until 2026-12-07 a span
+/// unmatched in practice (earliest entries measured in Chromium keys: −0.96τ on loopback,
+/// −0.78τ on the wifi profile; docs/journal/2026-12-07-spans-from-the-late-post.md). Until 2026-12-07 a span
 /// started at the previous matched post's prediction − τ, about twice as long.
 pub const SPAN_BEFORE: i64 = 2;
 
