@@ -87,7 +87,8 @@ pub const SPAN_BEFORE: i64 = 2;
 /// `t_start`.
 fn span_from(first_us: i64, prev_us: Option<i64>, tol: i64, t_start_us: i64) -> i64 {
     let own = first_us.saturating_sub(tol.saturating_mul(SPAN_BEFORE));
-    prev_us.map_or(own, |p| own.max(p.saturating_sub(tol))).max(t_start_us)
+    let prev = prev_us.map_or(i64::MIN, |p| p.saturating_sub(tol));
+    own.max(prev).max(t_start_us)
 }
 
 /// One poster's view of a closed round.
@@ -301,10 +302,9 @@ pub fn own_spans(
 pub fn skip_spans(own: &[OwnPost], skipped_us: &[i64], sync: Sync, tolerance_us: i64, t_start_us: i64, t_end_us: i64) -> Vec<Span> {
     let tol = tolerance_us.max(0);
     // (time, skipped?, prediction): sent before skipped at the same time.
-    // A skipped post's would-be prediction (the label plays no part in it).
-    let pred = |sent_us: i64, label: Label| predicted_us(&OwnPost { sent_us, label }, sync);
     let mut all: Vec<(i64, bool, i64)> = own.iter().map(|p| (p.sent_us, false, predicted_us(p, sync))).collect();
-    all.extend(skipped_us.iter().map(|&t| (t, true, pred(t, Label::A))));
+    // A skipped post's would-be prediction (the label plays no part in it).
+    all.extend(skipped_us.iter().map(|&t| (t, true, predicted_us(&OwnPost { sent_us: t, label: Label::A }, sync))));
     all.sort_unstable();
     let mut spans: Vec<Span> = Vec::new();
     let mut k = 0;

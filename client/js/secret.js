@@ -238,8 +238,8 @@ export const SPAN_BEFORE = 2;
 
 /** Where a span whose first post is predicted at firstUs starts (prevUs: null if none). */
 function spanFrom(firstUs, prevUs, tol, tStartUs) {
-  const own = firstUs - tol * SPAN_BEFORE;
-  return Math.max(prevUs === null ? own : Math.max(own, prevUs - tol), tStartUs);
+  const prev = prevUs === null ? -Infinity : prevUs - tol;
+  return Math.max(firstUs - tol * SPAN_BEFORE, prev, tStartUs);
 }
 
 /**
