@@ -16,6 +16,7 @@ import {
 import { Poster, RETRIES, GIVE_UP_US, cleanSpans } from './poster.js';
 import { widestUs } from './adapt.js';
 import { socketUrl, pageFolder } from './urls.js';
+import { Pings } from './pings.js';
 import { makeCode, normalizeCode } from './codes.js';
 import {
   nowUs, getRandom, uniform, POST_HOLD_US, blockUntil, waitUntil, measureTimers, calibrate, stopCalibration,
@@ -55,7 +56,7 @@ const S = {
   poster: null, // the engine (poster.js), for alice and bob, from `joined`
   epoch: 0, // bumped whenever the session stops: stale async steps (a sync) check it
   posting: null, // the round (the engine's `current`) a posting loop runs for
-  pings: new Map(), // t0 → resolve
+  pings: new Pings(), // the clock-sync pings waiting for their pongs
   window: null, // the last round announced by `start`: {session, round, t_start, t_end}
   lastClosed: null, // observers: the last closed round seen (for `aborted {desync}`)
   lastClosedSession: null,
@@ -167,8 +168,7 @@ function connect(hello) {
     S.ws = null;
     S.creating = null;
     stopSession();
-    for (const [, p] of S.pings) p.reject(new Error('connection closed'));
-    S.pings.clear();
+    for (const p of S.pings.takeAll()) p.reject(new Error('connection closed'));
     toPage({ type: 'conn', state: 'closed', code: ev.code, reason: ev.reason, clean: ev.wasClean, leaving: S.leaving });
   };
   ws.onerror = () => {
@@ -203,26 +203,21 @@ function stopSession() {
 function ping() {
   return new Promise((resolve, reject) => {
     const t0 = nowUs();
+    const waiter = { resolve: (s) => done(() => resolve(s)), reject: (e) => done(() => reject(e)) };
     const timer = setTimeout(() => {
-      S.pings.delete(t0);
+      S.pings.remove(t0, waiter);
       reject(new Error('the server did not answer a clock-sync ping in 5 s'));
     }, PING_TIMEOUT_MS);
-    S.pings.set(t0, {
-      resolve: (s) => {
-        clearTimeout(timer);
-        resolve(s);
-      },
-      reject: (e) => {
-        clearTimeout(timer);
-        reject(e);
-      },
-    });
+    function done(settle) {
+      clearTimeout(timer);
+      settle();
+    }
+    S.pings.add(t0, waiter);
     try {
       sendText(`{"type":"ping","t0_us":${t0}}`);
     } catch (e) {
-      S.pings.delete(t0);
-      clearTimeout(timer);
-      reject(e);
+      S.pings.remove(t0, waiter);
+      waiter.reject(e);
     }
   });
 }
@@ -432,11 +427,8 @@ function onServer(m, t3) {
   const P = S.poster;
   switch (m.type) {
     case 'pong': {
-      const p = S.pings.get(m.t0_us);
-      if (p) {
-        S.pings.delete(m.t0_us);
-        p.resolve(sample(m.t0_us, m.t1_us, m.t2_us, t3));
-      }
+      const p = S.pings.answer(m.t0_us);
+      if (p) p.resolve(sample(m.t0_us, m.t1_us, m.t2_us, t3));
       return;
     }
     case 'joined':

@@ -261,7 +261,10 @@ async function oneRun(fx, i) {
     const { sa, sb, windowOf, ...rounds } = r || {};
     e.rounds = r ? rounds : null;
     // The wait that timed out describes its own tab; the other one may be the stuck one.
-    e.message += `; both tabs: A ${await h.describe(A).catch(() => '?')}; B ${await h.describe(B).catch(() => '?')}`;
+    // Whether each tab's Start reached its click handler (the time it ran, page clock), and
+    // the last phase its worker reported: a stuck start says which tab and where.
+    const started = (p) => p.evaluate(() => ({ started_at: window.sgpDebug.startedAt ?? null, running: window.sgpState.running, connected: window.sgpState.connected })).catch(() => '?');
+    e.message += `; both tabs: A ${await h.describe(A).catch(() => '?')} ${JSON.stringify(await started(A))}; B ${await h.describe(B).catch(() => '?')} ${JSON.stringify(await started(B))}`;
     throw e;
   } finally {
     // Closed whatever happened: a failed run's tabs would go on posting beside the next run.
