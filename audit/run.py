@@ -134,7 +134,7 @@ def stop_all():
 
 def start_server(sgp, ns=None, bind="127.0.0.1"):
     # The audit's rooms all come from one address (or two namespaces), by design: no caps.
-    p = spawn([sgp, "serve", "--port", "0", "--bind", bind, "--max-per-address", "1000000", "--rooms-per-minute", "100000"], ns=ns)
+    p = spawn([sgp, "serve", "--port", "0", "--bind", bind, "--max-per-address", "1000000", "--rooms-per-minute", "100000", "--observers-per-address", "1000000"], ns=ns)
     line = p.stdout.readline().strip()
     prefix = "sgp listening on http://"
     if not line.startswith(prefix):

@@ -15,7 +15,7 @@ At a glance:
   sgp [serve] [--bind ADDR] [--port N] [--allow-origin ORIGIN]... [--legacy] [--ping-secs N]
               [--silence-secs N] [--tls-cert FILE --tls-key FILE | --tls-self-signed]
               [--trust-proxy] [--max-connections N] [--max-per-address N] [--rooms-per-minute N]
-              [--log-format text|json] [--metrics] [--metrics-bind IP:PORT]
+              [--observers-per-address N] [--log-format text|json] [--metrics] [--metrics-bind IP:PORT]
   sgp pair [--server URL] [--ca-file FILE] [--room CODE] [--tolerance-ms T] [--target-bits N]
            [--duration-ms MS] [--retries N] [--no-adapt] [--json] [--record FILE]
   sgp eve --room CODE [--server URL] [--ca-file FILE] [--json] [--follow] [--record FILE]
@@ -116,6 +116,10 @@ pub struct ServeArgs {
     /// Rooms one address may create a minute [default: 30].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=100_000))]
     pub rooms_per_minute: Option<u32>,
+    /// Connections of one address watching rooms as observers at once (each is sent every
+    /// board) [default: 16].
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..=1_000_000))]
+    pub observers_per_address: Option<u32>,
     /// Log lines on stderr as text or json; which ones: RUST_LOG (default info; e.g. debug,
     /// sgp=trace). Logs never name who posted what (SECURITY.md).
     #[arg(long, value_enum, default_value_t = LogFormat::Text, value_name = "F")]

@@ -42,6 +42,7 @@ struct CapsAsked {
     max_connections: Option<usize>,
     per_address: Option<u32>,
     rooms_per_minute: Option<u32>,
+    observers_per_address: Option<u32>,
 }
 
 impl CapsAsked {
@@ -60,6 +61,7 @@ impl CapsAsked {
         }
         caps.per_address = self.per_address.unwrap_or(caps.per_address);
         caps.rooms_per_minute = self.rooms_per_minute.unwrap_or(caps.rooms_per_minute);
+        caps.observers_per_address = self.observers_per_address.unwrap_or(caps.observers_per_address);
         caps
     }
 }
@@ -125,6 +127,7 @@ fn serve(a: cli::ServeArgs) -> Result<Cmd, String> {
         max_connections: a.max_connections.map(|n| usize::try_from(n).unwrap_or(usize::MAX)),
         per_address: a.max_per_address,
         rooms_per_minute: a.rooms_per_minute,
+        observers_per_address: a.observers_per_address,
     };
     let log = match a.log_format {
         cli::LogFormat::Text => sgp::logs::Format::Text,

@@ -243,6 +243,46 @@ async fn observers_that_never_read_do_not_hold_up_a_pair() {
 }
 
 #[tokio::test(flavor = "current_thread")]
+async fn observers_per_address_is_a_flag() {
+    // Raised above the default of 16 (an audit's eves, or a class behind one NAT, watch from
+    // one address), and still a cap: the 21st of one address is turned away.
+    let server = Server::start(&["--observers-per-address", "20"]);
+    let mut owner = ws(&server).await;
+    let code = create_room(&mut owner, serde_json::json!({})).await;
+    let mut watchers = Vec::new();
+    for k in 0..21 {
+        let tcp = tcp_from(&server, "127.0.0.9").await;
+        let (mut w, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+        send(&mut w, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
+        let v = recv_all(&mut w).await;
+        if k < 20 {
+            assert_eq!(v["type"], "joined", "observer {k}: {v}");
+            watchers.push(w);
+        } else {
+            assert_eq!(v["code"], "too_many_observers", "{v}");
+        }
+    }
+    // One leaves: its place is free again.
+    let mut gone = watchers.pop().unwrap();
+    send(&mut gone, serde_json::json!({"type": "leave"})).await;
+    drop(gone);
+    let mut again = None;
+    for _ in 0..50 {
+        let tcp = tcp_from(&server, "127.0.0.9").await;
+        let (mut w, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+        send(&mut w, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
+        let v = recv_all(&mut w).await;
+        if v["type"] == "joined" {
+            again = Some(w);
+            break;
+        }
+        assert_eq!(v["code"], "too_many_observers", "{v}");
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(again.is_some(), "a freed place takes an observer again");
+}
+
+#[tokio::test(flavor = "current_thread")]
 async fn a_long_message_goes_out_in_fragments() {
     // A reader that holds back is sent a big message a fragment at a time (64 KiB), so its
     // connection holds one fragment, not a copy of the whole: a legacy table of 3000 rows.
@@ -314,6 +354,10 @@ fn bad_cap_values_are_exit_2() {
         &["--max-per-address", "99999999999"],
         &["--rooms-per-minute", "0"],
         &["--rooms-per-minute", "1e3"],
+        &["--observers-per-address", "0"],
+        &["--observers-per-address", "1000001"],
+        &["--observers-per-address", "-2"],
+        &["--observers-per-address", "sixteen"],
     ] {
         let out = std::process::Command::new(SGP).args(["serve", "--port", "0"]).args(args).output().unwrap();
         assert_eq!(out.status.code(), Some(2), "{args:?}");
