@@ -21,6 +21,31 @@ async fn tcp_from(server: &Server, from: &str) -> TcpStream {
     s.connect(format!("127.0.0.1:{}", server.port).parse().unwrap()).await.unwrap()
 }
 
+/// A WebSocket from `from` that asks to watch room `code`: the socket and the server's answer.
+async fn watch_from(server: &Server, from: &str, code: &str) -> (Ws, serde_json::Value) {
+    let tcp = tcp_from(server, from).await;
+    let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
+    send(&mut ws, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
+    let v = recv(&mut ws).await;
+    (ws, v)
+}
+
+/// Fills 127.0.0.9's `cap` places as an observer of room `code`, and checks that the next
+/// one is turned away (the room itself would still take more): the watching sockets.
+async fn fill_watchers(server: &Server, code: &str, cap: usize) -> Vec<Ws> {
+    let mut watchers = Vec::new();
+    for k in 0..=cap {
+        let (ws, v) = watch_from(server, "127.0.0.9", code).await;
+        if k < cap {
+            assert_eq!(v["type"], "joined", "observer {k}: {v}");
+            watchers.push(ws);
+        } else {
+            assert_eq!(v["code"], "too_many_observers", "{v}");
+        }
+    }
+    watchers
+}
+
 /// A WebSocket upgrade from `from` with `extra` headers: the status, and the open socket.
 async fn upgrade_from(server: &Server, from: &str, extra: &str) -> (u16, String, TcpStream) {
     let mut s = tcp_from(server, from).await;
@@ -211,21 +236,9 @@ async fn observers_that_never_read_do_not_hold_up_a_pair() {
     let server = Server::start(&[]);
     let args = ["--tolerance-ms", "1", "--target-bits", "64", "--retries", "60"];
     let (creator, code, rest) = spawn_creator(&server, &args);
-    // 16 observers from one address join the pair's room and never read a byte.
-    let mut watchers = Vec::new();
-    for k in 0..17 {
-        let tcp = tcp_from(&server, "127.0.0.9").await;
-        let (mut ws, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
-        send(&mut ws, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
-        let v = recv(&mut ws).await;
-        if k < 16 {
-            assert_eq!(v["type"], "joined", "observer {k}: {v}");
-            watchers.push(ws);
-        } else {
-            // The 17th of one address is turned away; the room itself still takes observers.
-            assert_eq!(v["code"], "too_many_observers", "{v}");
-        }
-    }
+    // 16 observers from one address join the pair's room and never read a byte; the 17th is
+    // turned away.
+    let watchers = fill_watchers(&server, &code, 16).await;
     let joiner = spawn_pair(&server, &["--room", &code, "--retries", "60"]);
     let reader = read_rest(rest);
     let (b, a) = tokio::task::spawn_blocking(move || (wait_output(joiner, Duration::from_secs(90)), wait_output(creator, Duration::from_secs(90))))
@@ -249,29 +262,14 @@ async fn observers_per_address_is_a_flag() {
     let server = Server::start(&["--observers-per-address", "20"]);
     let mut owner = ws(&server).await;
     let code = create_room(&mut owner, serde_json::json!({})).await;
-    let mut watchers = Vec::new();
-    for k in 0..21 {
-        let tcp = tcp_from(&server, "127.0.0.9").await;
-        let (mut w, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
-        send(&mut w, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
-        let v = recv_all(&mut w).await;
-        if k < 20 {
-            assert_eq!(v["type"], "joined", "observer {k}: {v}");
-            watchers.push(w);
-        } else {
-            assert_eq!(v["code"], "too_many_observers", "{v}");
-        }
-    }
+    let mut watchers = fill_watchers(&server, &code, 20).await;
     // One leaves: its place is free again.
     let mut gone = watchers.pop().unwrap();
     send(&mut gone, serde_json::json!({"type": "leave"})).await;
     drop(gone);
     let mut again = None;
     for _ in 0..50 {
-        let tcp = tcp_from(&server, "127.0.0.9").await;
-        let (mut w, _) = tokio_tungstenite::client_async(server.ws_url(), tokio_tungstenite::MaybeTlsStream::Plain(tcp)).await.unwrap();
-        send(&mut w, serde_json::json!({"type": "join", "room": code, "as": "observer"})).await;
-        let v = recv_all(&mut w).await;
+        let (w, v) = watch_from(&server, "127.0.0.9", &code).await;
         if v["type"] == "joined" {
             again = Some(w);
             break;
